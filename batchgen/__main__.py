@@ -1,0 +1,7 @@
+"""Allow ``python -m batchgen``."""
+
+from __future__ import annotations
+
+from batchgen.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,129 @@
+"""Every error batchgen raises on purpose.
+
+    BatchgenError
+    ├── UsageError               bad command line or settings           (exit 2)
+    ├── ManifestError            bad manifest; carries every Problem    (exit 2)
+    ├── LockedError              another run holds the output directory (exit 2)
+    └── ApiError                 an HTTP answer the client could not turn into a result
+        ├── TransientError       500/502/504, dropped connection, timeout: retry with backoff
+        ├── RateLimited          429: slow down; ``retry_after`` if the server sent one
+        ├── BadRequest           400: permanent for that job
+        ├── RequestFailed        422 / FAILED: permanent for that job, detail in ``detail``
+        ├── RequestNotFound      404 on a request id: unknown or expired, resubmit
+        ├── InsufficientCredits  406: submit nothing more, finish what is in flight
+        └── FatalApiError        401/403, 404 on submit: stop the whole run          (exit 3)
+
+API errors carry their context as keyword-only attributes: ``status_code``,
+``request_id``, ``detail`` and, for 429, ``retry_after`` (seconds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "ApiError",
+    "BadRequest",
+    "BatchgenError",
+    "FatalApiError",
+    "InsufficientCredits",
+    "LockedError",
+    "ManifestError",
+    "Problem",
+    "RateLimited",
+    "RequestFailed",
+    "RequestNotFound",
+    "TransientError",
+    "UsageError",
+]
+
+
+class BatchgenError(Exception):
+    """Base class of every error batchgen raises on purpose."""
+
+
+class UsageError(BatchgenError):
+    """The command line or the settings are wrong."""
+
+
+class LockedError(BatchgenError):
+    """Another ``batchgen run`` is writing to the same output directory."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a manifest, located as ``FILE:LINE: where: what``."""
+
+    file: str
+    line: int | None
+    where: str
+    what: str
+
+    def __str__(self) -> str:
+        location = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{location}: {self.where}: {self.what}" if self.where else f"{location}: {self.what}"
+
+
+class ManifestError(BatchgenError):
+    """A manifest is invalid; ``problems`` holds every problem found, in file order."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+class ApiError(BatchgenError):
+    """An answer from the Segmind API that is not a usable result."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        request_id: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.request_id = request_id
+        self.detail = detail
+
+
+class TransientError(ApiError):
+    """A server or network fault worth retrying (500/502/504, dropped connection, timeout)."""
+
+
+class RateLimited(ApiError):
+    """429: too many requests; wait ``retry_after`` seconds if the server said so."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        status_code: int | None = 429,
+        request_id: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        super().__init__(message, status_code=status_code, request_id=request_id, detail=detail)
+        self.retry_after = retry_after
+
+
+class BadRequest(ApiError):
+    """400: the server rejected the job's parameters; retrying will not help."""
+
+
+class RequestFailed(ApiError):
+    """The request reached FAILED (HTTP 422), for example a content-moderation block."""
+
+
+class RequestNotFound(ApiError):
+    """404 for a request id: unknown or past the retention window; resubmit the job."""
+
+
+class InsufficientCredits(ApiError):
+    """406: the account has no credits left."""
+
+
+class FatalApiError(ApiError):
+    """401/403, or 404 on submit: nothing in this run can succeed."""

@@ -1,0 +1,208 @@
+"""The parameters of Segmind's ``bria-text-to-image``: the one table batchgen has.
+
+Both the manifest loader and the emulator validate with :class:`BriaParams`, so a
+job that validates here is a request the emulator accepts, and the other way round.
+
+Values may arrive as strings (CSV cells, query strings); they are parsed strictly:
+booleans only from ``true``/``false``, integers only from digit strings, numbers only
+from decimal strings. Anything else is an error that names the field.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+__all__ = [
+    "ASPECT_RATIOS",
+    "DEFAULT_SEED",
+    "MEDIUMS",
+    "MODES",
+    "PARAMETER_NAMES",
+    "SEED_MAX",
+    "SEED_MIN",
+    "BriaParams",
+    "ParamProblem",
+    "ParamsInvalid",
+    "aspect_ratio_size",
+    "prompt_warnings",
+    "suggest_name",
+    "validate_params",
+]
+
+AspectRatio = Literal["1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9"]
+Mode = Literal["base", "fast", "hd"]
+Medium = Literal["photography", "art"]
+
+ASPECT_RATIOS: tuple[str, ...] = get_args(AspectRatio)
+MODES: tuple[str, ...] = get_args(Mode)
+MEDIUMS: tuple[str, ...] = get_args(Medium)
+
+SEED_MIN = 1
+SEED_MAX = 999_999
+DEFAULT_SEED = 654_321
+
+_INT_TEXT = re.compile(r"[+-]?\d+")
+
+
+def _parse_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError(f"{value!r} is not a boolean (use true or false)")
+
+
+def _parse_int(value: Any) -> Any:
+    # bool is an int subclass; True must not slip through as 1.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and _INT_TEXT.fullmatch(value.strip()):
+        return int(value.strip())
+    raise ValueError(f"{value!r} is not an integer")
+
+
+def _parse_number(value: Any) -> Any:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise ValueError(f"{value!r} is not a number") from None
+    else:
+        raise ValueError(f"{value!r} is not a number")
+    if not math.isfinite(number):
+        raise ValueError(f"{value!r} is not a finite number")
+    return number
+
+
+def _parse_str(value: Any) -> Any:
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"{value!r} is not a string")
+
+
+Bool = Annotated[bool, BeforeValidator(_parse_bool)]
+Int = Annotated[int, BeforeValidator(_parse_int)]
+Number = Annotated[float, BeforeValidator(_parse_number)]
+Str = Annotated[str, BeforeValidator(_parse_str)]
+
+
+class BriaParams(BaseModel):
+    """All 13 parameters of bria-text-to-image, with the API's defaults and limits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: Annotated[Str, Field(min_length=1, description="English only, no special characters")]
+    aspect_ratio: AspectRatio = "1:1"
+    mode: Annotated[Mode, Field(description="base (Bria 3.2), fast (2.3), hd (2.2)")] = "base"
+    seed: Annotated[Int, Field(ge=SEED_MIN, le=SEED_MAX)] = DEFAULT_SEED
+    negative_prompt: Str = "no storms"
+    steps_num: Annotated[Int, Field(ge=20, le=50)] = 40
+    text_guidance_scale: Annotated[Number, Field(ge=1, le=10)] = 7.0
+    medium: Medium = "photography"
+    prompt_enhancement: Bool = True
+    enhance_image: Bool = True
+    prompt_content_moderation: Bool = True
+    content_moderation: Bool = False
+    ip_signal: Bool = False
+
+    def to_api(self) -> dict[str, Any]:
+        """The JSON body to send: every parameter written out, defaults included."""
+        return self.model_dump(mode="json")
+
+
+PARAMETER_NAMES: tuple[str, ...] = tuple(BriaParams.model_fields)
+
+
+@dataclass(frozen=True, slots=True)
+class ParamProblem:
+    """One invalid parameter: which one (``field``) and what is wrong (``message``)."""
+
+    field: str
+    message: str
+
+
+class ParamsInvalid(ValueError):
+    """Parameters failed validation; ``problems`` lists every one of them."""
+
+    def __init__(self, problems: list[ParamProblem]) -> None:
+        super().__init__("; ".join(f"{p.field}: {p.message}" for p in problems))
+        self.problems = problems
+
+
+def suggest_name(name: str, choices: tuple[str, ...] = PARAMETER_NAMES) -> str | None:
+    """The closest known name to a misspelt one, or None."""
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _describe(error: Mapping[str, Any]) -> ParamProblem:
+    """Turn one pydantic error into a sentence a user can act on."""
+    loc = error.get("loc", ())
+    field = str(loc[0]) if loc else "(body)"
+    kind = error["type"]
+    value = error.get("input")
+    ctx = error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        hint = suggest_name(field)
+        message = "is not a parameter of bria-text-to-image"
+        if hint:
+            message += f" (did you mean {hint}?)"
+    elif kind == "missing":
+        message = "is required"
+    elif kind in ("less_than_equal", "less_than"):
+        message = f"{value!r} is above the maximum {ctx.get('le', ctx.get('lt'))}"
+    elif kind in ("greater_than_equal", "greater_than"):
+        message = f"{value!r} is below the minimum {ctx.get('ge', ctx.get('gt'))}"
+    elif kind == "literal_error":
+        message = f"{value!r} is not allowed; choose one of {ctx.get('expected', '')}"
+    elif kind == "string_too_short":
+        message = "must not be empty"
+    elif kind == "value_error":
+        message = str(ctx.get("error", error.get("msg", "")))
+    else:
+        message = str(error.get("msg", kind))
+    return ParamProblem(field=field, message=message)
+
+
+def validate_params(values: Mapping[str, Any]) -> BriaParams:
+    """Validate a mapping of parameters, raising :class:`ParamsInvalid` with every problem."""
+    try:
+        return BriaParams.model_validate(dict(values))
+    except ValidationError as exc:
+        problems = [_describe(e) for e in exc.errors(include_url=False)]
+        # An unknown name and a message about a known one can arrive in any order;
+        # report them in table order so the output is stable.
+        order = {name: i for i, name in enumerate(PARAMETER_NAMES)}
+        problems.sort(key=lambda p: order.get(p.field, len(order)))
+        raise ParamsInvalid(problems) from None
+
+
+_ALLOWED_PROMPT = re.compile(r"[A-Za-z0-9\s.,;:'\"!?()\-/&%+#@*]*")
+
+
+def prompt_warnings(prompt: str) -> list[str]:
+    """Warnings for a prompt the API may reject or rewrite (English only, no special characters)."""
+    warnings: list[str] = []
+    if any(ord(ch) > 127 for ch in prompt):
+        warnings.append("contains non-ASCII characters; the API accepts English prompts only")
+    elif not _ALLOWED_PROMPT.fullmatch(prompt):
+        odd = sorted({ch for ch in prompt if not _ALLOWED_PROMPT.fullmatch(ch)})
+        warnings.append(f"contains special characters {''.join(odd)!r}; the API may reject them")
+    return warnings
+
+
+def aspect_ratio_size(aspect_ratio: str, long_side: int) -> tuple[int, int]:
+    """Width and height of an image with this aspect ratio and long side."""
+    w, h = (int(part) for part in aspect_ratio.split(":"))
+    if w >= h:
+        return long_side, max(1, round(long_side * h / w))
+    return max(1, round(long_side * w / h)), long_side
