@@ -164,7 +164,7 @@ def _describe(error: Mapping[str, Any]) -> ParamProblem:
         message = f"{value!r} is below the minimum {ctx.get('ge', ctx.get('gt'))}"
     elif kind == "literal_error":
         message = f"{value!r} is not allowed; choose one of {ctx.get('expected', '')}"
-    elif kind == "string_too_short":
+    elif kind in ("string_too_short", "too_short"):
         message = "must not be empty"
     elif kind == "value_error":
         message = str(ctx.get("error", error.get("msg", "")))
