@@ -4,6 +4,7 @@
     ├── UsageError               bad command line or settings           (exit 2)
     ├── ManifestError            bad manifest; carries every Problem    (exit 2)
     ├── LockedError              another run holds the output directory (exit 2)
+    ├── ImageInvalid             a downloaded image is corrupt, truncated or not the claimed type
     └── ApiError                 an HTTP answer the client could not turn into a result
         ├── TransientError       500/502/504, dropped connection, timeout: retry with backoff
         ├── RateLimited          429: slow down; ``retry_after`` if the server sent one
@@ -26,6 +27,7 @@ __all__ = [
     "BadRequest",
     "BatchgenError",
     "FatalApiError",
+    "ImageInvalid",
     "InsufficientCredits",
     "LockedError",
     "ManifestError",
@@ -48,6 +50,18 @@ class UsageError(BatchgenError):
 
 class LockedError(BatchgenError):
     """Another ``batchgen run`` is writing to the same output directory."""
+
+
+class ImageInvalid(BatchgenError):
+    """A downloaded image does not decode completely, or is not the type it claims.
+
+    Treated like a transient fault: the image is downloaded again. ``file`` is the
+    path (relative to OUT) it was meant for, when known.
+    """
+
+    def __init__(self, message: str, *, file: str | None = None) -> None:
+        super().__init__(message)
+        self.file = file
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,544 @@
+"""The run ledger ``OUT/ledger.jsonl``: one writer, replay, the resume rule, the output lock.
+
+Format
+------
+UTF-8 JSON Lines: one JSON object per line, appended and flushed (and fsync'ed) the
+moment the event happens, never batched until the end. Every line has
+
+- ``event``: what happened (below);
+- ``key``: the job's key (the sha256 hex of :func:`batchgen.job.job_key`), or ``""``
+  (or a run id) for run-level events;
+- ``ts``: when, ISO-8601 UTC with milliseconds, e.g. ``"2026-11-24T03:25:07.412Z"``.
+
+Events and their further fields:
+
+=================  =========================================================================
+``run_started``    ``manifest`` (path), ``manifest_sha256``, ``settings``, ``version``
+``submitted``      ``request_id``, ``index``, ``seed``, ``params`` (as sent), ``labels``;
+                   written as soon as the API accepted the job, before polling starts
+``completed``      ``request_id``, ``seed``, ``inference_time`` (server seconds),
+                   ``file`` (path relative to OUT, e.g. ``images/cat.png``), ``sha256``,
+                   ``bytes``
+``failed``         ``request_id`` (or null when the submit itself was refused), ``seed``,
+                   ``code`` (HTTP status or null), ``error`` (the detail), ``retryable``
+``expired``        ``request_id``: that request is past retention or unknown (404); the
+                   job is about to be resubmitted
+``run_finished``   the run's counts
+=================  =========================================================================
+
+The API key is never written: the writer is never given it.
+
+A job's state is the last of its ``submitted`` / ``completed`` / ``failed`` / ``expired``
+events. Replay (:func:`replay`) is tolerant: a half-written last line (the process was
+killed mid-write) is ignored, and the next writer truncates it away before appending
+(:meth:`LedgerWriter.open`); a corrupt line elsewhere is skipped and reported with its
+line number in :attr:`LedgerState.warnings`, never a traceback.
+
+Resume rules (:func:`decide`, the one place they live)
+------------------------------------------------------
+For each job of the manifest, by its key:
+
+- not in the ledger: submit (``new``);
+- ``completed`` and ``OUT/<file>`` exists with the recorded sha256: skip; the file is
+  missing or its content changed: submit again (``file-missing`` / ``file-changed``);
+- ``submitted`` less than ``retention - margin`` seconds ago (1 h - 5 min by default)
+  and not finished: poll the same ``request_id`` again, do not resubmit;
+- ``submitted`` longer ago, or ``expired``: submit again (``expired``);
+- ``failed`` with ``retryable: false``: skip, unless ``--retry-failed``
+  (``retry-failed``); ``failed`` with ``retryable: true``: submit again (``retry``).
+
+Jobs in the ledger that are no longer in the manifest are left alone and reported
+(:meth:`LedgerState.removed`).
+
+Locking
+-------
+:func:`lock_output` takes an exclusive ``flock`` on ``OUT/.lock`` (which holds the
+owner's pid) for the whole run, so a second ``batchgen run`` on the same OUT fails at once
+with :class:`~batchgen.errors.LockedError` instead of interleaving ledger lines.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PurePath
+from types import TracebackType
+from typing import IO, Any, Literal
+
+import anyio
+
+from batchgen.errors import LockedError, UsageError
+from batchgen.storage import file_matches
+
+__all__ = [
+    "DEFAULT_MARGIN",
+    "DEFAULT_RETENTION",
+    "JOB_EVENTS",
+    "LEDGER_NAME",
+    "LOCK_NAME",
+    "RUN_EVENTS",
+    "JobRecord",
+    "JobState",
+    "LedgerState",
+    "LedgerWriter",
+    "Poll",
+    "ResumeDecision",
+    "Skip",
+    "Submit",
+    "decide",
+    "format_ts",
+    "lock_output",
+    "parse_ts",
+    "replay",
+]
+
+LEDGER_NAME = "ledger.jsonl"
+LOCK_NAME = ".lock"
+DEFAULT_RETENTION = 3600.0
+DEFAULT_MARGIN = 300.0
+
+JobState = Literal["submitted", "completed", "failed", "expired"]
+JOB_EVENTS: frozenset[str] = frozenset({"submitted", "completed", "failed", "expired"})
+RUN_EVENTS: frozenset[str] = frozenset({"run_started", "run_finished"})
+
+
+def format_ts(epoch: float) -> str:
+    """Epoch seconds as ISO-8601 UTC with milliseconds and a ``Z``."""
+    stamp = datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+def parse_ts(text: str) -> float:
+    """The epoch seconds of a ledger ``ts`` (inverse of :func:`format_ts`)."""
+    stamp = datetime.fromisoformat(text)
+    if stamp.tzinfo is None:  # written by hand without a zone: the ledger is UTC
+        stamp = stamp.replace(tzinfo=UTC)
+    return stamp.timestamp()
+
+
+# --- writing ----------------------------------------------------------------------
+
+
+def _repair_torn_tail(path: Path) -> None:
+    """Cut a half-written last line (no trailing newline) off the ledger."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return
+    if size == 0:
+        return
+    with path.open("rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return
+        # Read back just far enough to find the start of the torn line.
+        block = 64 * 1024
+        end = size
+        cut = 0
+        while end > 0:
+            start = max(0, end - block)
+            f.seek(start)
+            chunk = f.read(end - start)
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                cut = start + newline + 1
+                break
+            end = start
+        f.seek(cut)
+        tail = f.read()
+        try:
+            complete = isinstance(json.loads(tail), dict)
+        except ValueError:
+            complete = False
+        if complete:
+            # Killed between the object and its newline: the event is whole, keep it.
+            f.seek(0, os.SEEK_END)
+            f.write(b"\n")
+        else:
+            f.truncate(cut)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, PurePath):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable in a ledger event")
+
+
+class LedgerWriter:
+    """The one writer of a ledger: appends an event per line and flushes it at once.
+
+    Writes are serialised by a lock and shielded from cancellation, so an event that
+    was started is written whole even when the caller is cancelled (a ``submitted``
+    line must not be lost: that request is paid for).
+    """
+
+    def __init__(self, path: Path, file: IO[bytes], *, clock: Callable[[], float], fsync: bool) -> None:
+        """Use :meth:`open`; this wraps an already opened append-mode file."""
+        self.path = path
+        self._file = file
+        self._clock = clock
+        self._fsync = fsync
+        self._lock = anyio.Lock()
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls, path: Path, *, clock: Callable[[], float] = time.time, fsync: bool = True
+    ) -> LedgerWriter:
+        """Open ``path`` for appending: create its directory, repair a torn last line first.
+
+        Open it while holding :func:`lock_output`: the repair and the appends assume no
+        other writer.
+
+        ``clock`` gives the wall time (epoch seconds) stamped on each event; ``fsync``
+        also forces every line to disk (survives a reboot, not just a kill).
+        """
+
+        def _open() -> IO[bytes]:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _repair_torn_tail(path)
+            return path.open("ab", buffering=0)
+
+        file = await anyio.to_thread.run_sync(_open)
+        return cls(path, file, clock=clock, fsync=fsync)
+
+    async def write(self, event: str, key: str, /, **fields: Any) -> None:
+        """Append one event line ``{"event", "key", "ts", **fields}`` and flush it."""
+        if self._closed:
+            raise RuntimeError(f"ledger {self.path} is closed")
+        if "event" in fields or "key" in fields or "ts" in fields:
+            raise ValueError("event, key and ts are set by the writer")
+        record: dict[str, Any] = {"event": event, "key": key, "ts": format_ts(self._clock())}
+        record.update(fields)
+        # Serialise before taking the lock so a bad value fails the caller, not the file.
+        line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+        data = (line + "\n").encode("utf-8")
+        with anyio.CancelScope(shield=True):
+            async with self._lock:
+                await anyio.to_thread.run_sync(self._append, data)
+
+    def _append(self, line: bytes) -> None:
+        # Whole lines on an unbuffered O_APPEND file: a kill can tear at most this last
+        # line, which replay ignores and open() repairs.
+        view = memoryview(line)
+        while view:
+            view = view[self._file.write(view) :]
+        if self._fsync:
+            os.fsync(self._file.fileno())
+
+    async def aclose(self) -> None:
+        """Close the file; further writes raise."""
+        if self._closed:
+            return
+        self._closed = True
+        with anyio.CancelScope(shield=True):
+            async with self._lock:
+                await anyio.to_thread.run_sync(self._file.close)
+
+    async def __aenter__(self) -> LedgerWriter:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+# --- replay -----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class JobRecord:
+    """What the ledger says about one job: its last state and the facts recorded so far."""
+
+    key: str
+    state: JobState
+    index: int | None = None
+    request_id: str | None = None
+    submitted_at: float | None = None  # epoch seconds of the last ``submitted``
+    finished_at: float | None = None  # epoch seconds of ``completed`` / ``failed``
+    seed: int | None = None
+    params: dict[str, Any] | None = None
+    labels: dict[str, Any] | None = None
+    file: str | None = None
+    sha256: str | None = None
+    bytes: int | None = None
+    inference_time: float | None = None
+    code: int | None = None
+    error: str | None = None
+    retryable: bool | None = None
+    attempts: int = 0  # number of ``submitted`` events: > 1 means it was resubmitted
+    expirations: int = 0  # number of ``expired`` events
+
+
+@dataclass(slots=True)
+class LedgerState:
+    """The ledger replayed: one record per job key, plus what could not be read."""
+
+    records: dict[str, JobRecord] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    runs: int = 0  # ``run_started`` events: how many runs wrote this ledger
+    lines: int = 0  # complete lines read
+
+    def keys(self) -> set[str]:
+        """The keys of every job the ledger knows."""
+        return set(self.records)
+
+    def get(self, key: str) -> JobRecord | None:
+        """The record of ``key``, or None for a job the ledger has never seen."""
+        return self.records.get(key)
+
+    def removed(self, manifest_keys: Iterable[str]) -> list[JobRecord]:
+        """Records of jobs no longer in the manifest (left alone, only reported), by index."""
+        keep = set(manifest_keys)
+        gone = [r for k, r in self.records.items() if k not in keep]
+        return sorted(gone, key=lambda r: (r.index is None, r.index or 0, r.key))
+
+
+# Types of the job-event fields replay relies on (null is always allowed).
+_FIELD_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "request_id": (str, "a string"),
+    "index": (int, "an integer"),
+    "seed": (int, "an integer"),
+    "params": (dict, "an object"),
+    "labels": (dict, "an object"),
+    "file": (str, "a string"),
+    "sha256": (str, "a string"),
+    "bytes": (int, "an integer"),
+    "inference_time": ((int, float), "a number"),
+    "code": (int, "an integer"),
+    "error": (str, "a string"),
+    "retryable": (bool, "true or false"),
+}
+
+
+def _has_type(value: object, expected: type | tuple[type, ...]) -> bool:
+    # JSON true/false load as bool, which is an int subclass: never let them count as numbers.
+    if isinstance(value, bool):
+        return expected is bool
+    return isinstance(value, expected)
+
+
+def _apply(state: LedgerState, where: str, obj: dict[str, Any]) -> None:
+    """Fold one event into ``state``; a malformed event becomes a warning."""
+    event = obj.get("event")
+    if event in RUN_EVENTS:
+        if event == "run_started":
+            state.runs += 1
+        return
+    if event not in JOB_EVENTS:
+        state.warnings.append(f"{where}: unknown event {event!r}, line skipped")
+        return
+    key = obj.get("key")
+    if not isinstance(key, str) or not key:
+        state.warnings.append(f"{where}: {event} event without a job key, line skipped")
+        return
+    try:
+        ts = parse_ts(obj["ts"])
+    except (KeyError, TypeError, ValueError):
+        state.warnings.append(f"{where}: {event} event without a valid ts, line skipped")
+        return
+    for name, value in obj.items():
+        expected = _FIELD_TYPES.get(name)
+        if expected is not None and value is not None and not _has_type(value, expected[0]):
+            state.warnings.append(f"{where}: {event} field {name!r} should be {expected[1]}, line skipped")
+            return
+    record = state.records.get(key)
+    if record is None:
+        record = state.records[key] = JobRecord(key=key, state=event)
+    record.state = event
+    if obj.get("request_id") is not None or event != "failed":
+        record.request_id = obj.get("request_id", record.request_id)
+    if "seed" in obj:
+        record.seed = obj["seed"]
+    if "index" in obj:
+        record.index = obj["index"]
+    if event == "submitted":
+        record.submitted_at = ts
+        record.attempts += 1
+        record.params = obj.get("params", record.params)
+        record.labels = obj.get("labels", record.labels)
+        # A new attempt: the outcome of an earlier one no longer describes the job.
+        record.finished_at = None
+        record.file = record.sha256 = None
+        record.bytes = None
+        record.inference_time = None
+        record.code = None
+        record.error = None
+        record.retryable = None
+    elif event == "completed":
+        record.finished_at = ts
+        record.file = obj.get("file")
+        record.sha256 = obj.get("sha256")
+        record.bytes = obj.get("bytes")
+        record.inference_time = obj.get("inference_time")
+    elif event == "failed":
+        record.finished_at = ts
+        record.code = obj.get("code")
+        record.error = obj.get("error")
+        record.retryable = bool(obj.get("retryable", False))
+    else:  # expired
+        record.expirations += 1
+
+
+def replay(path: Path) -> LedgerState:
+    """Read a ledger into a :class:`LedgerState`; a missing file is an empty ledger.
+
+    Never raises on bad content: a half-written last line is ignored, any other line
+    that is not a JSON object (or not a valid event) is skipped and reported in
+    ``warnings`` as ``PATH:LINE: what``. A ledger that exists but cannot be read is a
+    :class:`~batchgen.errors.UsageError`.
+    """
+    state = LedgerState()
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return state
+    except OSError as exc:
+        # Not an empty ledger: reading it as one would resubmit (and pay for) every job.
+        raise UsageError(f"cannot read the ledger {path}: {exc.strerror or exc}") from None
+    if not data:
+        return state
+    torn = not data.endswith(b"\n")
+    lines = data.split(b"\n")
+    if not torn:
+        lines.pop()  # the empty string after the final newline
+    for number, raw in enumerate(lines, start=1):
+        last = number == len(lines)
+        where = f"{path}:{number}"
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            obj = None
+        if torn and last:
+            if isinstance(obj, dict):
+                # The object is whole; only its newline was lost. Keep the event.
+                state.lines += 1
+                _apply(state, where, obj)
+            else:
+                state.warnings.append(
+                    f"{where}: incomplete last line ignored (a run was killed while writing it)"
+                )
+            continue
+        if not isinstance(obj, dict):
+            state.warnings.append(f"{where}: not a JSON object, line skipped")
+            continue
+        state.lines += 1
+        _apply(state, where, obj)
+    return state
+
+
+# --- the resume rule --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """Nothing to do: the job is done (``completed``) or failed for good (``failed``)."""
+
+    reason: Literal["completed", "failed"] = "completed"
+
+
+@dataclass(frozen=True, slots=True)
+class Poll:
+    """The job is in flight within retention: poll ``request_id`` again, do not resubmit."""
+
+    request_id: str
+    submitted_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Submit:
+    """Submit the job; ``previous_request_id`` is the request it replaces, if any."""
+
+    reason: Literal["new", "expired", "retry", "retry-failed", "file-missing", "file-changed"]
+    previous_request_id: str | None = None
+
+
+ResumeDecision = Skip | Poll | Submit
+
+
+def decide(
+    record: JobRecord | None,
+    *,
+    out_dir: Path,
+    now: float,
+    retention: float = DEFAULT_RETENTION,
+    margin: float = DEFAULT_MARGIN,
+    retry_failed: bool = False,
+) -> ResumeDecision:
+    """What a rerun does with one job, given its ledger record (see the module docstring).
+
+    ``now`` is the wall clock in epoch seconds (the same clock the ledger stamps with).
+    A ``completed`` record is checked against the file on disk (this hashes it).
+    """
+    if record is None:
+        return Submit("new")
+    if record.state == "completed":
+        if not record.file or not (out_dir / record.file).is_file():
+            return Submit("file-missing", record.request_id)
+        if record.sha256 is None or not file_matches(out_dir, record.file, record.sha256):
+            return Submit("file-changed", record.request_id)
+        return Skip("completed")
+    if record.state == "submitted":
+        if (
+            record.request_id
+            and record.submitted_at is not None
+            and now - record.submitted_at < retention - margin
+        ):
+            return Poll(record.request_id, record.submitted_at)
+        return Submit("expired", record.request_id)
+    if record.state == "expired":
+        return Submit("expired", record.request_id)
+    # failed
+    if record.retryable:
+        return Submit("retry", record.request_id)
+    if retry_failed:
+        return Submit("retry-failed", record.request_id)
+    return Skip("failed")
+
+
+# --- the output lock --------------------------------------------------------------
+
+
+@contextmanager
+def lock_output(out_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``OUT/.lock`` for the block; :class:`LockedError` if taken.
+
+    The lock is ``flock``-based, so it dies with its process: a run killed with SIGKILL
+    leaves no stale lock behind. The file holds the owner's pid for the error message.
+    """
+    lock_path = out_dir / LOCK_NAME
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise UsageError(f"cannot use {out_dir} as the output directory: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise LockedError(f"another batchgen run is using {out_dir} (pid {holder})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        try:
+            yield
+        finally:
+            # Leave the file in place (unlinking a lock file races with the next taker).
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

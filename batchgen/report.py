@@ -1,0 +1,185 @@
+"""The end-of-run summary: the figures a run reports and how they are printed.
+
+The scheduler fills a :class:`Summary` from its own counters; every ratio (images per
+minute, percentiles, requests and polls per image) is derived here, never stored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Summary", "format_duration", "format_summary", "percentile"]
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The ``q``-th percentile (0-100) of ``values`` with linear interpolation; None if empty."""
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile {q} is outside 0-100")
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = math.floor(rank)
+    high = math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def format_duration(seconds: float) -> str:
+    """``83.4`` -> ``"1m 23s"``; under a minute with one decimal (``"4.2s"``)."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
+
+
+@dataclass(slots=True)
+class Summary:
+    """What one ``batchgen run`` did; counts are jobs unless named otherwise.
+
+    ``completed`` are images produced by this run; ``skipped`` were already complete
+    (file verified); ``skipped_failed`` failed permanently in an earlier run and were
+    not retried; ``failed`` failed in this run; ``not_run`` were never finished because
+    the run stopped early (interrupt, fatal API error, out of credits, ``--max-jobs``);
+    ``resubmitted`` were submitted again (expired, retried or file lost); ``removed``
+    are in the ledger but no longer in the manifest. ``requests`` counts every HTTP
+    request sent to the API (submits, status polls, result fetches, retries and 429s
+    included; image downloads are not), ``polls`` the status polls, ``rate_limited``
+    the 429 answers.
+    """
+
+    total: int
+    out_dir: Path
+    images_dir: Path
+    ledger_path: Path
+    completed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    skipped_failed: int = 0
+    not_run: int = 0
+    resubmitted: int = 0
+    removed: int = 0
+    submits: int = 0
+    requests: int = 0
+    polls: int = 0
+    rate_limited: int = 0
+    wall_time: float = 0.0
+    inference_times: list[float] = field(default_factory=list)
+    interrupted: bool = False
+    fatal: str | None = None  # why the run stopped (401/403/404 on submit, 406), if it did
+    warnings: list[str] = field(default_factory=list)  # e.g. ledger lines that were skipped
+
+    @property
+    def done(self) -> int:
+        """Jobs whose image exists now: completed by this run or skipped as complete."""
+        return self.completed + self.skipped
+
+    @property
+    def all_done(self) -> bool:
+        """Whether every job of the manifest has its image."""
+        return self.done == self.total
+
+    @property
+    def images_per_minute(self) -> float | None:
+        """Images produced by this run per minute of wall time."""
+        if self.wall_time <= 0:
+            return None
+        return self.completed * 60 / self.wall_time
+
+    @property
+    def inference_p50(self) -> float | None:
+        """Median server inference time (s) of this run's images."""
+        return percentile(self.inference_times, 50)
+
+    @property
+    def inference_p95(self) -> float | None:
+        """95th percentile server inference time (s) of this run's images."""
+        return percentile(self.inference_times, 95)
+
+    @property
+    def requests_per_image(self) -> float | None:
+        """API requests per image produced by this run."""
+        return self.requests / self.completed if self.completed else None
+
+    @property
+    def polls_per_image(self) -> float | None:
+        """Status polls per image produced by this run."""
+        return self.polls / self.completed if self.completed else None
+
+    @property
+    def exit_code(self) -> int:
+        """The process exit code this outcome calls for (values of ``cli.ExitCode``).
+
+        130 interrupted, 3 stopped by a fatal API condition, 1 some job failed (now or,
+        not retried, earlier), else 0.
+        """
+        if self.interrupted:
+            return 130
+        if self.fatal:
+            return 3
+        if self.failed or self.skipped_failed:
+            return 1
+        return 0
+
+    def counts(self) -> dict[str, Any]:
+        """The figures for the ledger's ``run_finished`` event (JSON-ready)."""
+        return {
+            "total": self.total,
+            "completed": self.completed,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "skipped_failed": self.skipped_failed,
+            "not_run": self.not_run,
+            "resubmitted": self.resubmitted,
+            "removed": self.removed,
+            "submits": self.submits,
+            "requests": self.requests,
+            "polls": self.polls,
+            "rate_limited": self.rate_limited,
+            "wall_time": round(self.wall_time, 3),
+            "interrupted": self.interrupted,
+            "fatal": self.fatal,
+        }
+
+
+def _num(value: float | None, fmt: str, unit: str = "") -> str:
+    return "n/a" if value is None else f"{value:{fmt}}{unit}"
+
+
+def format_summary(summary: Summary) -> str:
+    """The multi-line summary printed at the end of a run."""
+    s = summary
+    lines = [
+        f"{s.done}/{s.total} jobs done: {s.completed} completed, {s.skipped} skipped (already done), "
+        f"{s.failed + s.skipped_failed} failed, {s.resubmitted} resubmitted",
+    ]
+    if s.skipped_failed:
+        lines.append(
+            f"  {s.skipped_failed} failed in an earlier run and were not retried (use --retry-failed)"
+        )
+    if s.not_run:
+        lines.append(f"  {s.not_run} not finished (the run stopped early)")
+    lines.append(f"wall time {format_duration(s.wall_time)}, {_num(s.images_per_minute, '.1f')} images/min")
+    lines.append(
+        f"inference time p50 {_num(s.inference_p50, '.1f', 's')}, p95 {_num(s.inference_p95, '.1f', 's')}"
+    )
+    lines.append(
+        f"requests/image {_num(s.requests_per_image, '.2f')}, polls/image {_num(s.polls_per_image, '.2f')}, "
+        f"429s {s.rate_limited} ({s.submits} submits, {s.requests} requests)"
+    )
+    if s.removed:
+        lines.append(f"{s.removed} jobs in the ledger are no longer in the manifest (left alone)")
+    if s.fatal:
+        lines.append(f"stopped: {s.fatal}")
+    if s.interrupted:
+        lines.append("interrupted: rerun the same command to finish the batch")
+    for warning in s.warnings:
+        lines.append(f"warning: {warning}")
+    lines.append(f"images: {s.images_dir}")
+    lines.append(f"ledger: {s.ledger_path}")
+    return "\n".join(lines)

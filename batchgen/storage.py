@@ -1,0 +1,303 @@
+"""Image files under ``OUT/images``: written to ``.part``, verified, hashed, renamed into place.
+
+A download goes to ``<final>.part`` while it is hashed (sha256) and counted; on
+:meth:`PartFile.commit` the bytes must decode completely with Pillow (a truncated or
+corrupt file is :class:`ImageInvalid`) as the format they claim, and only then is the
+file renamed into place with :func:`os.replace`, so ``OUT/images`` never holds a
+half-written image. On an exception or a cancellation the ``.part`` file is removed.
+
+The output-path suffix rule (the one place it lives)
+----------------------------------------------------
+The file's extension follows its real content, whatever the manifest's template said:
+when the decoded format is not what the name's extension says (the server sent a JPEG,
+the template says ``cat.png``), the file is saved as ``cat.jpg``. Accepted extensions
+per format are in :data:`FORMAT_EXTENSIONS` (``.jpg`` and ``.jpeg`` are both JPEG); a
+wrong image extension is replaced, a name without an image extension (``cat``,
+``cat.v2``) gets the canonical one appended (``cat.jpg``, ``cat.v2.jpg``). The path that
+was actually written is :attr:`SavedImage.file`; that is what the ledger records.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from types import TracebackType
+
+import aiofiles
+import anyio
+from aiofiles.threadpool.binary import AsyncBufferedIOBase
+from PIL import Image
+
+from batchgen.errors import ImageInvalid
+
+__all__ = [
+    "CONTENT_TYPE_FORMATS",
+    "FORMAT_EXTENSIONS",
+    "IMAGES_DIR",
+    "PART_SUFFIX",
+    "ImageInvalid",
+    "PartFile",
+    "SavedImage",
+    "decode_data_uri",
+    "file_matches",
+    "image_relpath",
+    "open_part",
+    "remove_stale_parts",
+    "sha256_file",
+]
+
+IMAGES_DIR = "images"
+PART_SUFFIX = ".part"
+
+# Pillow format name -> accepted extensions, canonical first.
+FORMAT_EXTENSIONS: dict[str, tuple[str, ...]] = {
+    "PNG": (".png",),
+    "JPEG": (".jpg", ".jpeg"),
+    "WEBP": (".webp",),
+    "GIF": (".gif",),
+    "BMP": (".bmp",),
+    "TIFF": (".tif", ".tiff"),
+}
+_KNOWN_EXTENSIONS = frozenset(ext for exts in FORMAT_EXTENSIONS.values() for ext in exts)
+
+# Image MIME type -> Pillow format name (aliases servers are known to send included).
+CONTENT_TYPE_FORMATS: dict[str, str] = {
+    "image/png": "PNG",
+    "image/jpeg": "JPEG",
+    "image/jpg": "JPEG",
+    "image/pjpeg": "JPEG",
+    "image/webp": "WEBP",
+    "image/gif": "GIF",
+    "image/bmp": "BMP",
+    "image/x-ms-bmp": "BMP",
+    "image/tiff": "TIFF",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SavedImage:
+    """An image verified and renamed into place."""
+
+    file: str  # relative to OUT, POSIX separators, e.g. "images/cat.jpg"
+    sha256: str
+    bytes: int
+    format: str  # Pillow's name: "PNG", "JPEG", ...
+    width: int
+    height: int
+
+
+def image_relpath(relpath: str, image_format: str) -> str:
+    """``relpath`` with the extension of ``image_format`` (the output-path suffix rule)."""
+    path = PurePosixPath(relpath)
+    accepted = FORMAT_EXTENSIONS.get(image_format)
+    if accepted is None:
+        return relpath  # a format we have no extension for: keep the manifest's name
+    suffix = path.suffix.lower()
+    if suffix in accepted:
+        return relpath
+    if suffix in _KNOWN_EXTENSIONS:
+        return str(path.with_suffix(accepted[0]))
+    return relpath + accepted[0]
+
+
+def _resolve_inside(out_dir: Path, relpath: str) -> Path:
+    """``out_dir/images/relpath``, refusing names that would escape ``images/``."""
+    rel = PurePosixPath(relpath)
+    if not relpath or rel.is_absolute() or ".." in rel.parts:
+        raise ValueError(f"image path {relpath!r} must be relative and stay inside {IMAGES_DIR}/")
+    return out_dir / IMAGES_DIR / rel
+
+
+def _check_image(path: Path, claimed: str | None, label: str) -> tuple[str, int, int]:
+    """Decode ``path`` completely; return (format, width, height) or raise ImageInvalid."""
+    try:
+        with Image.open(path) as im:
+            im.verify()  # checksums / structure (PNG CRCs)
+        with Image.open(path) as im:
+            im.load()  # every pixel: a truncated file fails here
+            image_format = im.format or "unknown"
+            width, height = im.size
+    except Image.DecompressionBombError as exc:
+        raise ImageInvalid(f"{label}: {exc}", file=label) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # Pillow reports bad data as any of these (UnidentifiedImageError is an OSError).
+        raise ImageInvalid(f"{label}: not a complete image ({exc})", file=label) from None
+    if claimed is not None and claimed != image_format:
+        raise ImageInvalid(f"{label}: the server said {claimed} but the data is {image_format}", file=label)
+    return image_format, width, height
+
+
+def _claimed_format(content_type: str | None) -> str | None:
+    """The format a Content-Type announces, or None when it says nothing useful."""
+    if not content_type:
+        return None
+    mime = content_type.split(";", 1)[0].strip().lower()
+    # application/octet-stream and friends claim nothing; an unknown image/* type is
+    # left to Pillow (it may well decode it).
+    return CONTENT_TYPE_FORMATS.get(mime)
+
+
+class PartFile:
+    """An image being written to ``<final>.part``; an async context manager.
+
+    Use::
+
+        async with open_part(out_dir, "cat.png") as part:
+            async for chunk in response.aiter_bytes():
+                await part.write(chunk)
+            saved = await part.commit(content_type=response.headers.get("content-type"))
+
+    Leaving the block without a successful :meth:`commit` (an exception, a
+    cancellation, or no commit at all) removes the ``.part`` file.
+    """
+
+    def __init__(self, out_dir: Path, relpath: str) -> None:
+        """Use :func:`open_part`."""
+        self.out_dir = out_dir
+        self.relpath = relpath
+        self.final_path = _resolve_inside(out_dir, relpath)
+        self.part_path = self.final_path.with_name(self.final_path.name + PART_SUFFIX)
+        self._file: AsyncBufferedIOBase | None = None
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._saved: SavedImage | None = None
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far."""
+        return self._size
+
+    async def __aenter__(self) -> PartFile:
+        await anyio.Path(self.part_path.parent).mkdir(parents=True, exist_ok=True)
+        self._file = await aiofiles.open(self.part_path, "wb")
+        return self
+
+    async def write(self, chunk: bytes) -> None:
+        """Append ``chunk`` to the ``.part`` file and to the running sha256."""
+        if self._file is None:
+            raise RuntimeError("PartFile used outside its `async with` block, or after commit")
+        await self._file.write(chunk)
+        self._hash.update(chunk)
+        self._size += len(chunk)
+
+    async def commit(self, *, content_type: str | None = None) -> SavedImage:
+        """Verify the image and rename it into place; raises :class:`ImageInvalid` if bad.
+
+        ``content_type`` is the server's Content-Type, if any: when it names an image
+        type, the data must be that type. The final name follows the real format (the
+        suffix rule in the module docstring).
+        """
+        if self._file is None:
+            raise RuntimeError("PartFile.commit() called outside its `async with` block or twice")
+        file, self._file = self._file, None
+        with anyio.CancelScope(shield=True):
+            await file.close()
+        label = f"{IMAGES_DIR}/{self.relpath}"
+        if self._size == 0:
+            raise ImageInvalid(f"{label}: empty download", file=label)
+        claimed = _claimed_format(content_type)
+        image_format, width, height = await anyio.to_thread.run_sync(
+            _check_image, self.part_path, claimed, label
+        )
+        relpath = image_relpath(self.relpath, image_format)
+        final = _resolve_inside(self.out_dir, relpath)
+        saved = SavedImage(
+            file=f"{IMAGES_DIR}/{relpath}",
+            sha256=self._hash.hexdigest(),
+            bytes=self._size,
+            format=image_format,
+            width=width,
+            height=height,
+        )
+        with anyio.CancelScope(shield=True):  # renamed and recorded as saved, or neither
+            await anyio.to_thread.run_sync(os.replace, self.part_path, final)
+            self.final_path = final
+            self._saved = saved
+        return saved
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._saved is not None:
+            return
+        # Cleanup must finish even when we are leaving because of a cancellation.
+        with anyio.CancelScope(shield=True):
+            if self._file is not None:
+                file, self._file = self._file, None
+                await file.close()
+            await anyio.Path(self.part_path).unlink(missing_ok=True)
+
+
+def open_part(out_dir: Path, relpath: str) -> PartFile:
+    """A :class:`PartFile` for ``out_dir/images/relpath`` (use it with ``async with``).
+
+    ``relpath`` is the job's filename (relative to ``images/``); it may not be absolute
+    or contain ``..`` (ValueError).
+    """
+    return PartFile(out_dir, relpath)
+
+
+def remove_stale_parts(out_dir: Path) -> list[Path]:
+    """Delete ``.part`` files a killed run left under ``OUT/images``; return what was removed.
+
+    Only safe while holding the output lock (:func:`batchgen.ledger.lock_output`): no
+    other run can be writing them then.
+    """
+    images = out_dir / IMAGES_DIR
+    removed: list[Path] = []
+    if not images.is_dir():
+        return removed
+    for path in sorted(images.rglob("*" + PART_SUFFIX)):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 hex digest of a file's content."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_matches(out_dir: Path, file: str, sha256: str) -> bool:
+    """Whether ``out_dir/file`` exists and its content has the given sha256 (resume check)."""
+    path = out_dir / file
+    try:
+        return sha256_file(path) == sha256.lower()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
+        return False
+
+
+def decode_data_uri(uri: str) -> tuple[bytes, str | None]:
+    """The bytes and media type of a ``data:`` URI (base64 or percent-encoded).
+
+    Raises :class:`ImageInvalid` when ``uri`` is not a well-formed data URI.
+    """
+    if not uri[:5].lower() == "data:":
+        raise ImageInvalid("not a data: URI")
+    header, sep, payload = uri[5:].partition(",")
+    if not sep:
+        raise ImageInvalid("data: URI without a comma")
+    parts = [p.strip() for p in header.split(";")]
+    is_base64 = len(parts) > 1 and parts[-1].lower() == "base64"
+    media_type = parts[0].lower() if parts[0] else None
+    if is_base64:
+        try:
+            data = base64.b64decode("".join(payload.split()), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ImageInvalid(f"data: URI with invalid base64 ({exc})") from None
+    else:
+        data = urllib.parse.unquote_to_bytes(payload)
+    return data, media_type
