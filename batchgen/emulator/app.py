@@ -1,0 +1,306 @@
+"""The Starlette app of the emulated Segmind API: routes and the gateway in front of them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from batchgen.emulator.config import EmulatorConfig
+from batchgen.emulator.faults import ConnectionDropped
+from batchgen.emulator.jobs import EmulatedJob
+from batchgen.emulator.state import EmulatorState
+from batchgen.job import DEFAULT_MODEL
+from batchgen.params import BriaParams, ParamsInvalid, validate_params
+
+__all__ = ["MODEL", "create_app"]
+
+MODEL = DEFAULT_MODEL
+
+_FAULT_MESSAGES = {
+    500: "internal server error (injected fault)",
+    502: "bad gateway (injected fault)",
+    504: "gateway timeout (injected fault)",
+}
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+class _Gateway:
+    """What sits in front of the model routes: latency, faults, auth, rate limit, counters.
+
+    It is plain ASGI (not BaseHTTPMiddleware) to keep per-request overhead low, and so
+    that a dropped connection can start a response and then abort it.
+    """
+
+    def __init__(self, app: ASGIApp, *, state: EmulatorState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or path.startswith("/_emulator/"):
+            await self.app(scope, receive, send)
+            return
+        state = self.state
+        config = state.config
+        rejected = state.stats.rejected
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                # 422 carries a FAILED job's body: an answer, not a rejection.
+                if status >= 400 and status != 422:
+                    rejected[str(status)] += 1
+            await send(message)
+
+        if config.latency_ms > 0:
+            await anyio.sleep(config.latency_ms / 1000)
+        fault = state.faults.draw(fault_rate=config.fault_rate, drop_rate=config.drop_rate)
+        if fault == "drop":
+            # Start the answer, then abort it: uvicorn closes the socket mid-response,
+            # and in process httpx re-raises this transport error to the client.
+            await send({"type": "http.response.start", "status": 500, "headers": []})
+            raise ConnectionDropped()
+        if fault is not None:
+            await _error(fault, _FAULT_MESSAGES[fault])(scope, receive, counting_send)
+            return
+        if path.startswith(("/v1/", "/v2/")):
+            refusal = self._refuse(scope)
+            if refusal is not None:
+                await refusal(scope, receive, counting_send)
+                return
+        await self.app(scope, receive, counting_send)
+
+    def _refuse(self, scope: Scope) -> Response | None:
+        """A 401 or 429 answer for this API request, or None to let it through."""
+        config = self.state.config
+        key = ""
+        for name, value in scope["headers"]:
+            if name == b"x-api-key":
+                key = value.decode("latin-1")
+                break
+        if not key:
+            return _error(401, "missing API key: send it in the x-api-key header")
+        if config.api_key is not None and key != config.api_key:
+            return _error(401, "invalid API key")
+        counts = scope["method"] == "POST" or config.rpm_counts_polls
+        if config.rpm is not None and counts:
+            wait = self.state.limiter.acquire(key, limit=config.rpm, now=self.state.clock())
+            if wait is not None:
+                return _error(
+                    429,
+                    f"rate limit exceeded: {config.rpm} requests per minute; retry in {wait} s",
+                    headers={"Retry-After": str(wait)},
+                )
+        return None
+
+
+class _Routes:
+    """The request handlers; they share one :class:`EmulatorState`."""
+
+    def __init__(self, state: EmulatorState) -> None:
+        self.state = state
+
+    async def _accept(self, request: Request) -> EmulatedJob | Response:
+        """Validate and queue one submit; the job, or the error answer."""
+        state = self.state
+        slug = request.path_params["slug"]
+        if slug != MODEL:
+            return _error(404, f"model {slug!r} not found; the emulator serves {MODEL!r}")
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return _error(400, "body: is not valid JSON")
+        if not isinstance(body, dict):
+            return _error(400, "body: must be a JSON object of parameters")
+        try:
+            params = validate_params(body)
+        except ParamsInvalid as exc:
+            return _error(400, "; ".join(f"{p.field}: {p.message}" for p in exc.problems))
+        if state.credits is not None:
+            if state.credits <= 0:
+                return _error(406, "insufficient credits")
+            state.credits -= 1
+        now = state.clock()
+        state.queue.expire(now=now, ttl=state.config.ttl)
+        job = state.queue.submit(MODEL, params, now=now, error=self._moderate(params))
+        state.stats.submits_accepted += 1
+        return job
+
+    def _moderate(self, params: BriaParams) -> str | None:
+        """The FAILED detail for a prompt moderation blocks, or None."""
+        if not params.prompt_content_moderation:
+            return None
+        term = self.state.blocked_term(params.prompt)
+        if term is None:
+            return None
+        return f"prompt blocked by content moderation (RAI): it contains the blocked term {term!r}"
+
+    async def submit(self, request: Request) -> Response:
+        """``POST /v2/{slug}``: queue a job, answer with its id and URLs."""
+        job = await self._accept(request)
+        if isinstance(job, Response):
+            return job
+        base = _base_url(request)
+        return JSONResponse(
+            {
+                "request_id": job.request_id,
+                "status": "QUEUED",
+                "poll_url": f"{base}/v1/requests/{job.request_id}",
+                "status_url": f"{base}/v2/requests/{job.request_id}/status",
+                "response_url": f"{base}/v2/requests/{job.request_id}",
+            }
+        )
+
+    async def run_sync(self, request: Request) -> Response:
+        """``POST /v1/{slug}``: queue a job, wait for it, answer with the image bytes."""
+        job = await self._accept(request)
+        if isinstance(job, Response):
+            return job
+        await anyio.sleep(max(0.0, job.end - self.state.clock()))
+        if job.error is not None:
+            return JSONResponse(_failed_body(job), status_code=422)
+        data = await self._image_bytes(job)
+        return Response(data, media_type=self.state.images.content_type)
+
+    def _find(self, request: Request) -> EmulatedJob | Response:
+        state = self.state
+        request_id = request.path_params["request_id"]
+        job = state.queue.get(request_id, now=state.clock(), ttl=state.config.ttl)
+        if job is None:
+            return _error(404, f"request {request_id!r} not found (unknown or expired)")
+        return job
+
+    async def status(self, request: Request) -> Response:
+        """``GET /v2/requests/{id}/status``: the job's state, without output."""
+        self.state.stats.status_polls += 1
+        job = self._find(request)
+        if isinstance(job, Response):
+            return job
+        state = job.state(self.state.clock())
+        if state == "FAILED":
+            return JSONResponse(_failed_body(job), status_code=422)
+        if state == "COMPLETED":
+            return JSONResponse({"status": state, "request_id": job.request_id, "metrics": _metrics(job)})
+        base = _base_url(request)
+        return JSONResponse(
+            {
+                "status": state,
+                "request_id": job.request_id,
+                "status_url": f"{base}/v2/requests/{job.request_id}/status",
+                "response_url": f"{base}/v2/requests/{job.request_id}",
+                "metrics": {},
+            }
+        )
+
+    async def result(self, request: Request) -> Response:
+        """``GET /v2/requests/{id}`` (and the v1 poll_url): the full body, with output."""
+        self.state.stats.result_fetches += 1
+        job = self._find(request)
+        if isinstance(job, Response):
+            return job
+        state = job.state(self.state.clock())
+        if state == "FAILED":
+            return JSONResponse(_failed_body(job), status_code=422)
+        done = state == "COMPLETED"
+        ext = self.state.images.extension
+        return JSONResponse(
+            {
+                "status": state,
+                "request_id": job.request_id,
+                "error": None,
+                "metrics": _metrics(job) if done else {},
+                "output": f"{_base_url(request)}/images/{job.request_id}.{ext}" if done else None,
+            }
+        )
+
+    async def image(self, request: Request) -> Response:
+        """``GET /images/{id}.{ext}``: the image of a completed, retained job."""
+        name: str = request.path_params["name"]
+        request_id, _, ext = name.rpartition(".")
+        state = self.state
+        job = state.queue.get(request_id, now=state.clock(), ttl=state.config.ttl)
+        if job is None or ext != state.images.extension or job.state(state.clock()) != "COMPLETED":
+            return _error(404, f"image {name!r} not found (unknown, expired or not ready)")
+        data = await self._image_bytes(job)
+        state.stats.image_downloads += 1
+        return Response(data, media_type=state.images.content_type)
+
+    async def _image_bytes(self, job: EmulatedJob) -> bytes:
+        images = self.state.images
+        data = images.get(job.key)
+        if data is None:
+            # Rendering takes milliseconds of CPU: keep it off the event loop.
+            data = await anyio.to_thread.run_sync(images.render, job.params, job.key)
+            images.put(job.key, data)
+        return data
+
+    async def stats(self, request: Request) -> Response:
+        """``GET /_emulator/stats``: counters for tests and benchmarks."""
+        return JSONResponse(self.state.stats_body())
+
+    async def configure(self, request: Request) -> Response:
+        """``POST /_emulator/config``: change rpm, credits, faults, latency or ttl at run time."""
+        try:
+            changes = json.loads(await request.body() or b"{}")
+        except ValueError:
+            return _error(400, "body: is not valid JSON")
+        if not isinstance(changes, dict):
+            return _error(400, "body: must be a JSON object of settings")
+        problems = self.state.update(changes)
+        if problems:
+            return _error(400, "; ".join(problems))
+        return JSONResponse(self.state.runtime_settings())
+
+
+def _base_url(request: Request) -> str:
+    """The scheme and host the client used, so returned URLs point back at this server."""
+    return str(request.base_url).rstrip("/")
+
+
+def _metrics(job: EmulatedJob) -> dict[str, Any]:
+    return {"inference_time": round(job.inference_time, 6)}
+
+
+def _failed_body(job: EmulatedJob) -> dict[str, Any]:
+    return {"status": "FAILED", "error": job.error, "metrics": _metrics(job), "request_id": job.request_id}
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 answers, as the JSON error bodies clients expect."""
+    assert isinstance(exc, HTTPException)
+    return _error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}")
+
+
+def create_app(config: EmulatorConfig | None = None) -> Starlette:
+    """Build an emulator of the Segmind API; all its state lives in this app."""
+    state = EmulatorState(config or EmulatorConfig())
+    routes = _Routes(state)
+    app = Starlette(
+        routes=[
+            Route("/v1/requests/{request_id}", routes.result, methods=["GET"]),
+            Route("/v1/{slug}", routes.run_sync, methods=["POST"]),
+            Route("/v2/requests/{request_id}/status", routes.status, methods=["GET"]),
+            Route("/v2/requests/{request_id}", routes.result, methods=["GET"]),
+            Route("/v2/{slug}", routes.submit, methods=["POST"]),
+            Route("/images/{name}", routes.image, methods=["GET"]),
+            Route("/_emulator/stats", routes.stats, methods=["GET"]),
+            Route("/_emulator/config", routes.configure, methods=["POST"]),
+        ],
+        middleware=[Middleware(_Gateway, state=state)],
+        exception_handlers={HTTPException: _http_error},
+    )
+    app.state.emulator = state
+    return app

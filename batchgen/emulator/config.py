@@ -1,0 +1,76 @@
+"""The emulator's settings: one frozen record, built by the CLI or by a test."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["RUNTIME_SETTINGS", "EmulatorConfig", "ImageFormat"]
+
+ImageFormat = Literal["png", "jpeg"]
+
+# The settings ``POST /_emulator/config`` may change while the emulator runs.
+RUNTIME_SETTINGS: tuple[str, ...] = ("rpm", "credits", "fault_rate", "drop_rate", "latency_ms", "ttl")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmulatorConfig:
+    """How the emulated Segmind API behaves.
+
+    Times are in seconds of ``clock`` (``time.monotonic`` unless a test injects a
+    fake one). ``None`` means "off" (``rpm``), "any non-empty key" (``api_key``) or
+    "unlimited" (``credits``).
+    """
+
+    api_key: str | None = None
+    credits: int | None = None
+    rpm: int | None = None
+    rpm_counts_polls: bool = False
+    workers: int = 4
+    time_scale: float = 1.0
+    blocked_terms: tuple[str, ...] = ()
+    ttl: float = 3600.0
+    fault_rate: float = 0.0
+    drop_rate: float = 0.0
+    fault_seed: int = 0
+    latency_ms: float = 0.0
+    image_format: ImageFormat = "png"
+    image_size: int = 512
+    seed: int = 0
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """Every setting that is out of range, as ``name: why`` sentences."""
+        found: list[str] = []
+        if self.api_key is not None and not self.api_key:
+            found.append("api_key: must not be empty (use None to accept any key)")
+        if self.credits is not None and self.credits < 0:
+            found.append(f"credits: {self.credits} is below 0")
+        if self.rpm is not None and self.rpm < 1:
+            found.append(f"rpm: {self.rpm} is below 1 (use None to turn the limit off)")
+        if self.workers < 1:
+            found.append(f"workers: {self.workers} is below 1")
+        if not self.time_scale >= 0:
+            found.append(f"time_scale: {self.time_scale} is below 0")
+        if not self.ttl > 0:
+            found.append(f"ttl: {self.ttl} must be above 0")
+        for name in ("fault_rate", "drop_rate"):
+            rate = getattr(self, name)
+            if not 0 <= rate <= 1:
+                found.append(f"{name}: {rate} is not between 0 and 1")
+        if self.fault_rate + self.drop_rate > 1:
+            found.append("fault_rate + drop_rate: must not exceed 1")
+        if not self.latency_ms >= 0:
+            found.append(f"latency_ms: {self.latency_ms} is below 0")
+        if self.image_format not in ("png", "jpeg"):
+            found.append(f"image_format: {self.image_format!r} is not png or jpeg")
+        if not 16 <= self.image_size <= 4096:
+            found.append(f"image_size: {self.image_size} is not between 16 and 4096")
+        return found

@@ -1,0 +1,99 @@
+"""Everything one emulator instance remembers: settings, queue, limits, counters."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchgen.emulator.config import RUNTIME_SETTINGS, EmulatorConfig
+from batchgen.emulator.faults import FaultInjector
+from batchgen.emulator.images import ImageCache
+from batchgen.emulator.jobs import JobQueue
+from batchgen.emulator.ratelimit import SlidingWindow
+
+__all__ = ["EmulatorState", "Stats"]
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counters of what the emulator answered (jobs per state are computed when read)."""
+
+    submits_accepted: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    status_polls: int = 0
+    result_fetches: int = 0
+    image_downloads: int = 0
+
+
+class EmulatorState:
+    """The mutable state behind one app built by ``create_app``."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self.clock = config.clock
+        self.credits = config.credits
+        self.queue = JobQueue(workers=config.workers, time_scale=config.time_scale, seed=config.seed)
+        self.limiter = SlidingWindow()
+        self.faults = FaultInjector(seed=config.fault_seed)
+        self.images = ImageCache(image_format=config.image_format, long_side=config.image_size)
+        self.stats = Stats()
+        self.blocked_terms = tuple(term.lower() for term in config.blocked_terms if term)
+
+    def blocked_term(self, prompt: str) -> str | None:
+        """The first blocked term the prompt contains (case-insensitive), if any."""
+        lowered = prompt.lower()
+        return next((term for term in self.blocked_terms if term in lowered), None)
+
+    def stats_body(self) -> dict[str, Any]:
+        """The JSON of ``GET /_emulator/stats``."""
+        now = self.clock()
+        return {
+            "submits_accepted": self.stats.submits_accepted,
+            "rejected": dict(sorted(self.stats.rejected.items())),
+            "status_polls": self.stats.status_polls,
+            "result_fetches": self.stats.result_fetches,
+            "image_downloads": self.stats.image_downloads,
+            "jobs": self.queue.counts(now=now, ttl=self.config.ttl),
+            "peak_queue_depth": self.queue.peak_queue_depth,
+            "duplicate_submits": self.queue.duplicate_submits,
+        }
+
+    def runtime_settings(self) -> dict[str, Any]:
+        """The settings ``POST /_emulator/config`` may change, with credits as what is left."""
+        values = {name: getattr(self.config, name) for name in RUNTIME_SETTINGS}
+        values["credits"] = self.credits
+        return values
+
+    def update(self, changes: dict[str, Any]) -> list[str]:
+        """Apply runtime changes; returns problems (and changes nothing) when any is invalid."""
+        unknown = sorted(set(changes) - set(RUNTIME_SETTINGS))
+        if unknown:
+            allowed = ", ".join(RUNTIME_SETTINGS)
+            return [f"{name}: cannot be changed at run time (allowed: {allowed})" for name in unknown]
+        problems = [_type_problem(name, value) for name, value in changes.items()]
+        found = [p for p in problems if p]
+        if found:
+            return found
+        try:
+            config = dataclasses.replace(self.config, **changes)
+        except ValueError as exc:
+            return str(exc).split("; ")
+        self.config = config
+        if "credits" in changes:
+            self.credits = changes["credits"]
+        return []
+
+
+def _type_problem(name: str, value: Any) -> str | None:
+    """A problem when ``value`` has the wrong JSON type for setting ``name``."""
+    if isinstance(value, bool):
+        return f"{name}: {value!r} is not a number"
+    if name in ("rpm", "credits"):
+        if value is None or isinstance(value, int):
+            return None
+        return f"{name}: {value!r} is not an integer or null"
+    if isinstance(value, (int, float)):
+        return None
+    return f"{name}: {value!r} is not a number"

@@ -1,0 +1,484 @@
+"""The emulated Segmind API in process (httpx.ASGITransport), on a fake clock."""
+
+from __future__ import annotations
+
+import io
+import statistics
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+from batchgen.emulator import EmulatorConfig, create_app
+from batchgen.emulator.jobs import INFERENCE_SECONDS, InferenceTimes
+from batchgen.params import ASPECT_RATIOS, aspect_ratio_size, validate_params
+
+BASE = "http://emulator.test"
+SUBMIT = "/v2/bria-text-to-image"
+KEY = {"x-api-key": "k"}
+
+
+class FakeClock:
+    """A clock tests move by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@asynccontextmanager
+async def emulator(clock: FakeClock | None = None, **options: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of a fresh emulator built with these options (and the fake clock if given)."""
+    if clock is not None:
+        options["clock"] = clock
+    app = create_app(EmulatorConfig(**options))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url=BASE, headers=KEY) as client:
+        yield client
+
+
+async def submit(client: httpx.AsyncClient, **params: Any) -> dict[str, Any]:
+    """Submit a job (prompt defaulted) and return the accepted answer."""
+    params.setdefault("prompt", "a lighthouse at dawn")
+    response = await client.post(SUBMIT, json=params)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def stats(client: httpx.AsyncClient) -> dict[str, Any]:
+    body: dict[str, Any] = (await client.get("/_emulator/stats")).json()
+    return body
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A fake clock starting at 1000 s."""
+    return FakeClock()
+
+
+# --- submit, poll, fetch -------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_submit_answers_queued_with_absolute_urls() -> None:
+    """A submit answers QUEUED with a uuid and poll/status/response URLs on the request's host."""
+    async with emulator() as client:
+        body = await submit(client)
+    request_id = body["request_id"]
+    assert str(uuid.UUID(request_id)) == request_id
+    assert body == {
+        "request_id": request_id,
+        "status": "QUEUED",
+        "poll_url": f"{BASE}/v1/requests/{request_id}",
+        "status_url": f"{BASE}/v2/requests/{request_id}/status",
+        "response_url": f"{BASE}/v2/requests/{request_id}",
+    }
+
+
+@pytest.mark.anyio
+async def test_fifo_workers_move_jobs_queued_processing_completed(clock: FakeClock) -> None:
+    """With one worker the second job waits for the first; states follow the clock; metrics are scaled."""
+    params = validate_params({"prompt": "a lighthouse at dawn"})
+    draws = InferenceTimes(seed=3)
+    first, second = draws.draw(params) * 0.5, draws.draw(params) * 0.5
+    async with emulator(clock, workers=1, time_scale=0.5, seed=3) as client:
+        a = await submit(client)
+        b = await submit(client)
+
+        async def states() -> tuple[str, str]:
+            sa = (await client.get(a["status_url"])).json()["status"]
+            sb = (await client.get(b["status_url"])).json()["status"]
+            return sa, sb
+
+        assert await states() == ("PROCESSING", "QUEUED")
+        queued = (await client.get(b["status_url"])).json()
+        assert queued["metrics"] == {} and "output" not in queued
+        assert queued["status_url"] == b["status_url"] and queued["response_url"] == b["response_url"]
+        clock.advance(first - 0.001)
+        assert await states() == ("PROCESSING", "QUEUED")
+        clock.advance(0.002)
+        assert await states() == ("COMPLETED", "PROCESSING")
+        clock.advance(second)
+        assert await states() == ("COMPLETED", "COMPLETED")
+        done = (await client.get(a["status_url"])).json()
+        assert done == {"status": "COMPLETED", "request_id": a["request_id"], "metrics": done["metrics"]}
+        assert done["metrics"]["inference_time"] == pytest.approx(first, abs=1e-5)
+        result = (await client.get(b["response_url"])).json()
+        assert result["metrics"]["inference_time"] == pytest.approx(second, abs=1e-5)
+
+
+@pytest.mark.anyio
+async def test_result_carries_output_url_of_a_png_only_when_completed(clock: FakeClock) -> None:
+    """The result has output None while running, then an absolute image URL that serves a PNG."""
+    async with emulator(clock) as client:
+        job = await submit(client)
+        running = (await client.get(job["response_url"])).json()
+        assert running["status"] == "PROCESSING" and running["output"] is None
+        image_url = f"{BASE}/images/{job['request_id']}.png"
+        assert (await client.get(image_url)).status_code == 404  # not ready yet
+        clock.advance(200)
+        result = (await client.get(job["response_url"])).json()
+        assert result["status"] == "COMPLETED" and result["error"] is None
+        assert result["output"] == image_url
+        assert (await client.get(job["poll_url"])).json() == result
+        image = await client.get(result["output"])
+    assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(image.content)).format == "PNG"
+
+
+def test_inference_times_have_the_documented_means() -> None:
+    """Seeded draws average the documented mean per mode, and scale with steps_num."""
+    for mode, mean in INFERENCE_SECONDS.items():
+        draws = InferenceTimes(seed=1)
+        params = validate_params({"prompt": "x", "mode": mode})
+        assert statistics.fmean(draws.draw(params) for _ in range(4000)) == pytest.approx(mean, rel=0.03)
+    half = validate_params({"prompt": "x", "steps_num": 20})
+    assert InferenceTimes(seed=2).draw(half) * 2 == pytest.approx(
+        InferenceTimes(seed=2).draw(validate_params({"prompt": "x"}))
+    )
+
+
+@pytest.mark.anyio
+async def test_sync_v1_returns_image_bytes_or_422() -> None:
+    """POST /v1/<slug> waits for its job and answers with the image bytes, or 422 when it fails."""
+    async with emulator(time_scale=0, blocked_terms=("dragon",)) as client:
+        cat = {"prompt": "a cat", "aspect_ratio": "9:16"}
+        response = await client.post("/v1/bria-text-to-image", json=cat)
+        blocked = await client.post("/v1/bria-text-to-image", json={"prompt": "a dragon"})
+        counts = await stats(client)
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(response.content)).size == aspect_ratio_size("9:16", 512)
+    assert blocked.status_code == 422 and blocked.json()["status"] == "FAILED"
+    assert "dragon" in blocked.json()["error"]
+    assert counts["submits_accepted"] == 2 and counts["jobs"]["FAILED"] == 1
+
+
+# --- images ------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_images_are_byte_identical_for_identical_parameters(clock: FakeClock) -> None:
+    """Two jobs with equal parameters get the same bytes; another seed gets other bytes."""
+    async with emulator(clock) as client:
+        jobs = [await submit(client, seed=5), await submit(client, seed=5), await submit(client, seed=6)]
+        clock.advance(500)
+        images = []
+        for job in jobs:
+            output = (await client.get(job["response_url"])).json()["output"]
+            images.append((await client.get(output)).content)
+    assert images[0] == images[1]
+    assert images[0] != images[2]
+
+
+@pytest.mark.anyio
+async def test_images_have_the_requested_aspect_ratio_and_size(clock: FakeClock) -> None:
+    """Every aspect ratio gives an image of that shape with the configured long side."""
+    async with emulator(clock, image_size=96) as client:
+        jobs = {ratio: await submit(client, aspect_ratio=ratio) for ratio in ASPECT_RATIOS}
+        clock.advance(500)
+        for ratio, job in jobs.items():
+            output = (await client.get(job["response_url"])).json()["output"]
+            image = Image.open(io.BytesIO((await client.get(output)).content))
+            assert image.size == aspect_ratio_size(ratio, 96), ratio
+
+
+@pytest.mark.anyio
+async def test_jpeg_format_serves_jpeg(clock: FakeClock) -> None:
+    """With image_format jpeg the output URL ends .jpeg and serves image/jpeg."""
+    async with emulator(clock, image_format="jpeg", image_size=64) as client:
+        job = await submit(client)
+        clock.advance(500)
+        output = (await client.get(job["response_url"])).json()["output"]
+        image = await client.get(output)
+    assert output.endswith(".jpeg") and image.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(image.content)).format == "JPEG"
+
+
+# --- errors ------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_bad_parameters_answer_400_naming_the_field() -> None:
+    """Invalid parameters, unknown names, bad JSON and non-objects answer 400 with the field."""
+    async with emulator() as client:
+        cases = {
+            "steps_num: 60 is above the maximum 50": {"prompt": "a", "steps_num": 60},
+            "step_num: is not a parameter of bria-text-to-image (did you mean steps_num?)": {
+                "prompt": "a",
+                "step_num": 30,
+            },
+            "prompt: is required": {},
+        }
+        for message, body in cases.items():
+            response = await client.post(SUBMIT, json=body)
+            assert response.status_code == 400
+            assert response.json() == {"error": message}
+        bad_json = await client.post(SUBMIT, content=b"{nope", headers={"content-type": "application/json"})
+        assert bad_json.status_code == 400 and bad_json.json()["error"].startswith("body:")
+        not_object = await client.post(SUBMIT, json=["a"])
+        assert not_object.status_code == 400 and not_object.json()["error"].startswith("body:")
+        assert (await stats(client))["rejected"] == {"400": 5}
+
+
+@pytest.mark.anyio
+async def test_missing_or_wrong_key_answers_401() -> None:
+    """No x-api-key is 401 on every API route; with api_key set, another key is 401 too."""
+    async with emulator(api_key="right") as client:
+        anonymous = {"x-api-key": ""}
+        assert (await client.post(SUBMIT, json={"prompt": "a"}, headers=anonymous)).status_code == 401
+        assert (await client.get("/v2/requests/x/status", headers=anonymous)).status_code == 401
+        wrong = await client.post(SUBMIT, json={"prompt": "a"}, headers={"x-api-key": "wrong"})
+        assert wrong.status_code == 401 and "error" in wrong.json()
+        right = await client.post(SUBMIT, json={"prompt": "a"}, headers={"x-api-key": "right"})
+        assert right.status_code == 200
+
+
+@pytest.mark.anyio
+async def test_unknown_request_or_model_answers_404() -> None:
+    """Unknown request ids (status, result, v1 poll) and other slugs or paths answer 404 with an error."""
+    async with emulator() as client:
+        paths = ("/v2/requests/nope/status", "/v2/requests/nope", "/v1/requests/nope", "/images/nope.png")
+        for path in paths:
+            response = await client.get(path)
+            assert response.status_code == 404 and "error" in response.json(), path
+        other = await client.post("/v2/flux-schnell", json={"prompt": "a"})
+        assert other.status_code == 404 and "flux-schnell" in other.json()["error"]
+        assert (await client.post("/v1/flux-schnell", json={"prompt": "a"})).status_code == 404
+        assert (await client.get("/v3/anything")).status_code == 404
+
+
+@pytest.mark.anyio
+async def test_credits_run_out_with_406_and_config_restores_them() -> None:
+    """Each accepted submit costs a credit; then 406; POST /_emulator/config credits restores them."""
+    async with emulator(credits=2) as client:
+        await submit(client)
+        await submit(client)
+        refused = await client.post(SUBMIT, json={"prompt": "a"})
+        assert refused.status_code == 406 and refused.json() == {"error": "insufficient credits"}
+        restored = await client.post("/_emulator/config", json={"credits": 1})
+        assert restored.status_code == 200 and restored.json()["credits"] == 1
+        await submit(client)
+        assert (await client.post(SUBMIT, json={"prompt": "a"})).status_code == 406
+        counts = await stats(client)
+    assert counts["submits_accepted"] == 3 and counts["rejected"] == {"406": 2}
+
+
+@pytest.mark.anyio
+async def test_blocked_prompt_fails_with_422_on_status_and_result(clock: FakeClock) -> None:
+    """A blocked term (any case) ends FAILED: 422 with the FAILED body on both endpoints."""
+    async with emulator(clock, blocked_terms=("Dragon",)) as client:
+        job = await submit(client, prompt="a red DRAGON over the sea")
+        allowed = await submit(client, prompt="a red dragon", prompt_content_moderation=False)
+        clock.advance(500)
+        for url in (job["status_url"], job["response_url"]):
+            response = await client.get(url)
+            assert response.status_code == 422
+            body = response.json()
+            assert body["status"] == "FAILED" and body["request_id"] == job["request_id"]
+            assert "content moderation" in body["error"] and "'dragon'" in body["error"]
+            assert body["metrics"]["inference_time"] > 0
+        assert (await client.get(allowed["status_url"])).json()["status"] == "COMPLETED"
+        counts = await stats(client)
+    assert counts["jobs"]["FAILED"] == 1 and "422" not in counts["rejected"]
+
+
+@pytest.mark.anyio
+async def test_rate_limit_answers_429_with_retry_after(clock: FakeClock) -> None:
+    """Over rpm in a sliding 60 s window: 429 with Retry-After in whole seconds until a slot frees."""
+    async with emulator(clock, rpm=2) as client:
+        await submit(client)
+        clock.advance(20)
+        await submit(client)
+        clock.advance(10.5)
+        refused = await client.post(SUBMIT, json={"prompt": "a"})
+        assert refused.status_code == 429 and "rate limit" in refused.json()["error"]
+        assert refused.headers["Retry-After"] == "30"  # the first submit leaves the window in 29.5 s
+        polls = [await client.get("/v2/requests/x/status") for _ in range(5)]
+        assert {p.status_code for p in polls} == {404}  # polls do not count by default
+        other_key = await client.post(SUBMIT, json={"prompt": "a"}, headers={"x-api-key": "other"})
+        assert other_key.status_code == 200  # the window is per key
+        clock.advance(29.5)
+        await submit(client)
+        assert (await stats(client))["rejected"] == {"404": 5, "429": 1}
+
+
+@pytest.mark.anyio
+async def test_rate_limit_counts_polls_when_asked(clock: FakeClock) -> None:
+    """With rpm_counts_polls every API request counts against the window."""
+    async with emulator(clock, rpm=3, rpm_counts_polls=True) as client:
+        job = await submit(client)
+        assert (await client.get(job["status_url"])).status_code == 200
+        assert (await client.get(job["response_url"])).status_code == 200
+        refused = await client.get(job["status_url"])
+        assert refused.status_code == 429 and refused.headers["Retry-After"] == "60"
+        assert (await client.get("/_emulator/stats")).status_code == 200  # never limited
+
+
+@pytest.mark.anyio
+async def test_expired_requests_answer_404_everywhere(clock: FakeClock) -> None:
+    """After ttl seconds from submission, status, result and image answer 404."""
+    async with emulator(clock, ttl=100, time_scale=0.01) as client:
+        job = await submit(client)
+        clock.advance(50)
+        output = (await client.get(job["response_url"])).json()["output"]
+        assert (await client.get(output)).status_code == 200
+        clock.advance(50)
+        for url in (job["status_url"], job["response_url"], job["poll_url"], output):
+            response = await client.get(url)
+            assert response.status_code == 404 and "expired" in response.json()["error"], url
+        await submit(client)  # a later submit also forgets expired jobs
+        jobs = (await stats(client))["jobs"]
+    assert jobs == {"QUEUED": 0, "PROCESSING": 1, "COMPLETED": 0, "FAILED": 0, "EXPIRED": 1}
+
+
+# --- faults --------------------------------------------------------------------------
+
+
+async def _fault_codes(seed: int) -> list[int]:
+    async with emulator(fault_rate=0.3, fault_seed=seed) as client:
+        codes = [(await client.get("/v2/requests/x/status")).status_code for _ in range(300)]
+        assert (await client.get("/_emulator/stats")).status_code == 200  # never faulted
+        counts = await stats(client)
+    assert counts["rejected"] == {str(c): codes.count(c) for c in sorted(set(codes))}
+    return codes
+
+
+@pytest.mark.anyio
+async def test_faults_answer_500_502_504_at_the_rate_reproducibly() -> None:
+    """fault_rate answers that fraction with 500/502/504; the same fault_seed gives the same sequence."""
+    codes = await _fault_codes(seed=7)
+    faults = [c for c in codes if c != 404]
+    assert set(faults) == {500, 502, 504}
+    assert 0.2 < len(faults) / len(codes) < 0.4
+    assert await _fault_codes(seed=7) == codes
+    assert await _fault_codes(seed=8) != codes
+
+
+@pytest.mark.anyio
+async def test_dropped_connections_surface_as_transport_errors() -> None:
+    """drop_rate closes requests without an answer: the client sees an httpx.TransportError."""
+
+    async def outcomes() -> list[str]:
+        seen = []
+        async with emulator(drop_rate=0.5, fault_seed=1) as client:
+            for _ in range(40):
+                try:
+                    seen.append(str((await client.post(SUBMIT, json={"prompt": "a"})).status_code))
+                except httpx.TransportError:
+                    seen.append("drop")
+        return seen
+
+    first = await outcomes()
+    assert set(first) == {"200", "drop"}
+    assert await outcomes() == first
+
+
+@pytest.mark.anyio
+async def test_latency_delays_answers() -> None:
+    """latency_ms adds that delay to every API answer."""
+    async with emulator(latency_ms=30) as client:
+        started = time.perf_counter()
+        await client.get("/v2/requests/x/status")
+        assert time.perf_counter() - started >= 0.03
+
+
+# --- stats and runtime config --------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_stats_count_every_kind_of_request(clock: FakeClock) -> None:
+    """Stats have exactly the documented keys; polls, fetches, downloads, duplicates and peak depth add up."""
+    async with emulator(clock, workers=2) as client:
+        jobs = [await submit(client, seed=s) for s in (1, 2, 3, 1, 4)]
+        assert (await stats(client))["peak_queue_depth"] == 3  # 5 jobs, 2 on workers
+        for job in jobs[:2]:
+            await client.get(job["status_url"])
+        clock.advance(1000)
+        output = (await client.get(jobs[0]["response_url"])).json()["output"]
+        await client.get(output)
+        await client.get(output)
+        counts = await stats(client)
+    assert counts == {
+        "submits_accepted": 5,
+        "rejected": {},
+        "status_polls": 2,
+        "result_fetches": 1,
+        "image_downloads": 2,
+        "jobs": {"QUEUED": 0, "PROCESSING": 0, "COMPLETED": 5, "FAILED": 0, "EXPIRED": 0},
+        "peak_queue_depth": 3,
+        "duplicate_submits": 1,
+    }
+
+
+@pytest.mark.anyio
+async def test_runtime_config_changes_settings_and_rejects_bad_ones() -> None:
+    """POST /_emulator/config changes runtime settings and answers them; bad ones are 400, change nothing."""
+    async with emulator() as client:
+        changed = await client.post("/_emulator/config", json={"rpm": 5, "fault_rate": 0.1, "ttl": 60})
+        assert changed.json() == {
+            "rpm": 5,
+            "credits": None,
+            "fault_rate": 0.1,
+            "drop_rate": 0.0,
+            "latency_ms": 0.0,
+            "ttl": 60,
+        }
+        for bad in ({"workers": 3}, {"rpm": "many"}, {"fault_rate": 2.0}, {"credits": True}):
+            response = await client.post("/_emulator/config", json=bad)
+            assert response.status_code == 400 and list(bad)[0] in response.json()["error"]
+        after = (await client.post("/_emulator/config", json={})).json()
+    assert after == changed.json()
+
+
+def test_config_rejects_out_of_range_settings() -> None:
+    """EmulatorConfig names every out-of-range setting."""
+    with pytest.raises(ValueError, match="workers: 0 is below 1.*fault_rate: 1.5"):
+        EmulatorConfig(workers=0, fault_rate=1.5)
+
+
+# --- served for real -----------------------------------------------------------------
+
+
+@pytest.mark.e2e
+@pytest.mark.anyio
+async def test_served_emulator_faults_and_drops_match_in_process(
+    emulator_process: Callable[..., str],
+) -> None:
+    """Under uvicorn, faults and drops follow the in-process seeded sequence; drops are transport errors."""
+
+    async def outcomes(client: httpx.AsyncClient) -> list[str]:
+        seen = []
+        for _ in range(30):
+            try:
+                seen.append(str((await client.get("/v2/requests/x/status")).status_code))
+            except httpx.TransportError:
+                seen.append("drop")
+        return seen
+
+    served_url = emulator_process("--fault-rate", "0.2", "--drop-rate", "0.3", "--fault-seed", "5")
+    async with httpx.AsyncClient(base_url=served_url, headers=KEY) as client:
+        served = await outcomes(client)
+    async with emulator(fault_rate=0.2, drop_rate=0.3, fault_seed=5) as client:
+        in_process = await outcomes(client)
+    assert served == in_process
+    assert {"404", "drop"} <= set(served) and set(served) & {"500", "502", "504"}
+
+
+def test_cli_refuses_out_of_range_options(capsys: pytest.CaptureFixture[str]) -> None:
+    """`batchgen emulator` with an out-of-range option exits 2 naming it, without a traceback."""
+    from batchgen.cli import main
+
+    assert main(["emulator", "--workers", "0", "--fault-rate", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "workers: 0 is below 1" in err and "fault_rate: 2.0" in err and "Traceback" not in err
