@@ -1,0 +1,295 @@
+"""Expand a validated :class:`~batchgen.manifest.Manifest` into :class:`~batchgen.job.Job` s, lazily.
+
+Order, for each entry of ``jobs`` in turn: CSV rows (outermost), then the zipped
+tuples, then the grid axes in written order (the last one varies fastest) followed by
+list-valued fields, then seeds. Jobs with the same key are one job: later copies are
+dropped and counted in :attr:`Expansion.duplicates`. Indexes count the jobs kept, from 0.
+
+Counting is arithmetic (:func:`count_jobs`), so a 10**12-job grid is refused by
+:func:`check_job_cap` without a single job being built. :func:`output_path` is the one
+rule for turning a rendered filename template into a safe relative path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import unicodedata
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from batchgen.errors import ManifestError, Problem, UsageError
+from batchgen.job import Job, LabelValue, job_key
+from batchgen.manifest import Axis, JobSpec, Manifest, Row, Scalar
+from batchgen.params import PARAMETER_NAMES, SEED_MAX, SEED_MIN, BriaParams, ParamsInvalid, validate_params
+from batchgen.template import Template, parse_template
+
+__all__ = [
+    "DEFAULT_MAX_JOBS",
+    "Expansion",
+    "Summary",
+    "check_job_cap",
+    "count_jobs",
+    "derive_seeds",
+    "expand",
+    "output_path",
+    "summarize",
+]
+
+DEFAULT_MAX_JOBS = 100_000
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_SEGMENT_MAX = 120
+_WINDOWS_RESERVED = frozenset(
+    ["con", "prn", "aux", "nul"] + [f"com{i}" for i in range(1, 10)] + [f"lpt{i}" for i in range(1, 10)]
+)
+
+
+def output_path(rendered: str) -> str:
+    """THE output-path rule: a rendered filename made into a safe relative POSIX path.
+
+    Accents are folded to ASCII; any run of characters other than letters, digits,
+    ``.``, ``_`` and ``-`` becomes ``_``; ``/`` and ``\\`` separate folders; empty,
+    ``.`` and ``..`` segments are dropped (so the path can never leave the images
+    folder, and a leading ``/`` does nothing); leading dots are removed (no hidden
+    files); Windows device names get a ``_`` prefix; each segment is cut to 120
+    characters, keeping the file's extension. An empty result is ``image``. The
+    extension itself is left to :func:`batchgen.storage.image_relpath`, which makes it
+    match the image actually received.
+    """
+    ascii_text = unicodedata.normalize("NFKD", rendered).encode("ascii", "ignore").decode("ascii")
+    parts: list[str] = []
+    for raw in re.split(r"[\\/]+", ascii_text):
+        segment = _UNSAFE.sub("_", raw.strip()).lstrip("._-").rstrip("._")
+        if not segment:
+            continue
+        if segment.split(".", 1)[0].lower() in _WINDOWS_RESERVED:
+            segment = "_" + segment
+        parts.append(segment)
+    if not parts:
+        return "image"
+    last = parts[-1]
+    dot = last.rfind(".")
+    stem, suffix = (last[:dot], last[dot:]) if 0 < dot and len(last) - dot <= 8 else (last, "")
+    parts = [p[:_SEGMENT_MAX] for p in parts[:-1]]
+    parts.append(stem[: _SEGMENT_MAX - len(suffix)] + suffix)
+    return "/".join(parts)
+
+
+def derive_seeds(content: str, count: int) -> list[int]:
+    """``count`` distinct seeds in SEED_MIN..SEED_MAX, a pure function of ``content``."""
+    seeds: list[int] = []
+    seen: set[int] = set()
+    counter = 0
+    span = SEED_MAX - SEED_MIN + 1
+    while len(seeds) < count:
+        digest = hashlib.sha256(f"{content}\x00{counter}".encode()).digest()
+        counter += 1
+        seed = int.from_bytes(digest[:8], "big") % span + SEED_MIN
+        if seed not in seen:
+            seen.add(seed)
+            seeds.append(seed)
+    return seeds
+
+
+def _row_axes(spec: JobSpec, row: Row | None) -> list[Axis]:
+    """The axes that apply to a row: a set cell overrides the axis of the same name."""
+    if row is None:
+        return list(spec.axes)
+    return [a for a in spec.axes if a.name not in row.cells]
+
+
+def _seeded(spec: JobSpec, row: Row | None, axes: Sequence[Axis]) -> bool:
+    """Whether a seed is given for this row (so ``seeds: N`` does not apply)."""
+    return (
+        "seed" in spec.fields
+        or (row is not None and "seed" in row.cells)
+        or any(a.name == "seed" for a in (*axes, *spec.zip))
+    )
+
+
+def _spec_count(spec: JobSpec) -> int:
+    zip_len = len(spec.zip[0].values) if spec.zip else 1
+    total = 0
+    for row in spec.rows.rows if spec.rows is not None else (None,):
+        axes = _row_axes(spec, row)
+        n = zip_len * math.prod(len(a.values) for a in axes)
+        if spec.seeds is not None and not _seeded(spec, row, axes):
+            n *= spec.seeds
+        total += n
+    return total
+
+
+def count_jobs(manifest: Manifest) -> int:
+    """How many jobs the manifest expands to before duplicates are dropped; arithmetic only."""
+    return sum(_spec_count(spec) for spec in manifest.jobs)
+
+
+def check_job_cap(manifest: Manifest, max_jobs: int = DEFAULT_MAX_JOBS) -> int:
+    """The job count, or UsageError if it is above ``max_jobs`` (``--max-jobs`` raises the cap)."""
+    count = count_jobs(manifest)
+    if count > max_jobs:
+        raise UsageError(
+            f"{manifest.display} expands to {count:,} jobs, more than the limit of {max_jobs:,};"
+            " pass --max-jobs to raise it"
+        )
+    return count
+
+
+def _product(axes: Sequence[Axis]) -> Iterator[tuple[Scalar, ...]]:
+    """Cartesian product by index (an odometer): ranges stay ranges, nothing is materialised."""
+    if any(len(a.values) == 0 for a in axes):
+        return
+    index = [0] * len(axes)
+    while True:
+        yield tuple(a.values[i] for a, i in zip(axes, index, strict=True))
+        pos = len(axes) - 1
+        while pos >= 0:
+            index[pos] += 1
+            if index[pos] < len(axes[pos].values):
+                break
+            index[pos] = 0
+            pos -= 1
+        if pos < 0:
+            return
+
+
+def _canonical(model: str, params: dict[str, Any], labels: dict[str, LabelValue]) -> str:
+    return json.dumps(
+        {"model": model, "params": params, "labels": labels},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+class Expansion:
+    """The jobs of a manifest, in index order, deduplicated; iterate as often as needed.
+
+    ``duplicates`` is the number of jobs dropped because an earlier job had the same
+    key; it is final once an iteration has finished.
+    """
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+        self.duplicates = 0
+        self._templates: dict[str, Template] = {}
+
+    def __iter__(self) -> Iterator[Job]:
+        self.duplicates = 0
+        seen: set[int] = set()
+        filenames: dict[str, int] = {}
+        index = 0
+        for spec in self.manifest.jobs:
+            for params, labels in self._resolved(spec):
+                job = self._job(spec, index, params, labels)
+                # 128 bits of the key are plenty to tell jobs apart and keep memory small.
+                short = int(job.key[:32], 16)
+                if short in seen:
+                    self.duplicates += 1
+                    continue
+                seen.add(short)
+                previous = filenames.setdefault(job.filename, index)
+                if previous != index:
+                    raise ManifestError(
+                        [
+                            Problem(
+                                self.manifest.display,
+                                self.manifest.filename_line,
+                                "output.filename",
+                                f"jobs {previous} and {index} would both write {job.filename};"
+                                " add {key} or {index} to the template",
+                            )
+                        ]
+                    )
+                index += 1
+                yield job
+
+    def _resolved(self, spec: JobSpec) -> Iterator[tuple[BriaParams, dict[str, LabelValue]]]:
+        """Parameters (prompt still a template) and labels of every job of one entry."""
+        model = self.manifest.model
+        for row in spec.rows.rows if spec.rows is not None else (None,):
+            params: dict[str, Scalar] = {k: v.value for k, v in spec.fields.items()}
+            labels: dict[str, LabelValue] = {k: v.value for k, v in spec.labels.items()}
+            if row is not None:
+                for name, cell in row.cells.items():
+                    if name in PARAMETER_NAMES:
+                        params[name] = cell
+                    else:
+                        labels[name] = cell
+            axes = _row_axes(spec, row)
+            seeded = _seeded(spec, row, axes)
+            zip_len = len(spec.zip[0].values) if spec.zip else 1
+            for z in range(zip_len):
+                for axis in spec.zip:
+                    (params if axis.name in PARAMETER_NAMES else labels)[axis.name] = axis.values[z]
+                for combo in _product(axes):
+                    for axis, value in zip(axes, combo, strict=True):
+                        (params if axis.name in PARAMETER_NAMES else labels)[axis.name] = value
+                    base = self._validate(spec, row, params)
+                    if seeded or spec.seeds is None:
+                        yield base, dict(labels)
+                        continue
+                    content = base.to_api()
+                    del content["seed"]
+                    for seed in derive_seeds(_canonical(model, content, labels), spec.seeds):
+                        yield base.model_copy(update={"seed": seed}), dict(labels)
+
+    def _validate(self, spec: JobSpec, row: Row | None, params: dict[str, Scalar]) -> BriaParams:
+        try:
+            return validate_params(params)
+        except ParamsInvalid as exc:  # every value was checked at load; this is a safety net
+            file = spec.rows.display if row is not None and spec.rows is not None else self.manifest.display
+            line = row.line if row is not None else spec.line
+            raise ManifestError(
+                [Problem(file, line, spec.where or p.field, p.message) for p in exc.problems]
+            ) from None
+
+    def _template(self, text: str) -> Template:
+        template = self._templates.get(text)
+        if template is None:
+            template = self._templates[text] = parse_template(text)
+        return template
+
+    def _job(self, spec: JobSpec, index: int, params: BriaParams, labels: dict[str, LabelValue]) -> Job:
+        values: dict[str, object] = {k: v for k, v in params.to_api().items() if k != "prompt"}
+        values.update(labels)
+        prompt = self._template(params.prompt).render(values, missing="")
+        if not prompt.strip():
+            raise ManifestError(
+                [Problem(self.manifest.display, spec.line, spec.where, "a prompt renders empty")]
+            )
+        final = params.model_copy(update={"prompt": prompt})
+        key = job_key(self.manifest.model, final, labels)
+        names: dict[str, object] = {"name": self.manifest.name, "prompt": prompt}
+        names.update(values)
+        names.update(index=index, key=key[:12])
+        filename = output_path(self.manifest.filename.render(names, missing=""))
+        return Job(
+            index=index, key=key, model=self.manifest.model, params=final, labels=labels, filename=filename
+        )
+
+
+def expand(manifest: Manifest) -> Expansion:
+    """The jobs of ``manifest``, lazily; nothing is built until it is iterated."""
+    return Expansion(manifest)
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What ``batchgen validate`` reports: jobs kept, duplicates dropped, warnings."""
+
+    jobs: int
+    duplicates: int
+    warnings: int
+
+
+def summarize(manifest: Manifest, *, max_jobs: int = DEFAULT_MAX_JOBS) -> Summary:
+    """Refuse a manifest above the cap, then expand it fully (finds duplicates and clashes)."""
+    check_job_cap(manifest, max_jobs)
+    expansion = expand(manifest)
+    jobs = sum(1 for _ in expansion)
+    return Summary(jobs=jobs, duplicates=expansion.duplicates, warnings=len(manifest.warnings))

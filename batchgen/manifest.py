@@ -1,0 +1,790 @@
+"""Load and validate a manifest (YAML or CSV) into a :class:`Manifest`; pure and sync.
+
+Every problem is collected, located as ``FILE:LINE: where: what``, and raised together
+as one :class:`~batchgen.errors.ManifestError`. Nothing here expands the jobs: a grid
+is checked one axis value at a time, so a 10**12-job grid validates as fast as a small
+one. Prompts the API may reject (non-English, special characters) are warnings.
+
+YAML is composed into its node tree (``yaml.compose``) rather than loaded, because the
+nodes carry the line of every key and list item.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import hashlib
+import io
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import yaml
+
+from batchgen.errors import ManifestError, Problem
+from batchgen.job import DEFAULT_MODEL
+from batchgen.params import PARAMETER_NAMES, ParamsInvalid, prompt_warnings, suggest_name, validate_params
+from batchgen.template import Template, TemplateError, parse_template
+
+__all__ = [
+    "DEFAULT_FILENAME",
+    "FILENAME_BUILTINS",
+    "JOB_KEYS",
+    "MAX_SEEDS",
+    "OUTPUT_KEYS",
+    "REPORT_KEYS",
+    "TOP_KEYS",
+    "Axis",
+    "JobSpec",
+    "Manifest",
+    "Row",
+    "RowSource",
+    "Scalar",
+    "Value",
+    "load_manifest",
+    "parse_range",
+]
+
+Scalar = str | int | float | bool
+
+TOP_KEYS = ("name", "model", "defaults", "jobs", "output", "report")
+JOB_KEYS = ("prompt", *PARAMETER_NAMES[1:], "grid", "zip", "rows", "seeds", "labels")
+OUTPUT_KEYS = ("filename",)
+REPORT_KEYS = ("rows", "columns")
+FILENAME_BUILTINS = ("index", "key", "name")
+_RESERVED_LABELS = ("index", "key")
+_INT_PARAMS = ("seed", "steps_num")
+_STR_PARAMS = ("prompt", "aspect_ratio", "mode", "negative_prompt", "medium")
+MAX_SEEDS = 10_000
+DEFAULT_FILENAME = "{index:05d}-{key}.png"
+
+_RANGE = re.compile(r"\s*(-?\d+)\s*-\s*(-?\d+)\s*(?:\(\s*\+\s*(\d+)\s*\))?\s*")
+_DECIMAL = re.compile(r"[+-]?(?:0|[1-9][0-9]*)")
+_RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+_MODEL = re.compile(r"[a-z0-9][a-z0-9._-]*")
+
+
+@dataclass(frozen=True, slots=True)
+class Value:
+    """One located value: a job field, a default, or a label."""
+
+    value: Scalar
+    where: str
+    line: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Axis:
+    """A list of values for one name (grid, zip, or a list-valued field); ``values`` may be a range."""
+
+    name: str
+    values: Sequence[Scalar]
+    where: str
+    line: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One CSV row: its line and its non-empty cells (an empty cell is "not set")."""
+
+    line: int
+    cells: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class RowSource:
+    """The rows of a CSV file, read once at load."""
+
+    path: Path
+    display: str
+    columns: tuple[str, ...]
+    rows: tuple[Row, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """One entry of ``jobs`` with everything resolved except the expansion itself.
+
+    ``fields`` merges ``defaults`` and the job's own scalar fields (job wins); ``axes``
+    are the grid axes in written order, then list-valued fields; ``zip`` axes have equal
+    lengths; rows (if any) override all of them cell by cell.
+    """
+
+    where: str
+    line: int | None
+    fields: Mapping[str, Value]
+    labels: Mapping[str, Value]
+    axes: tuple[Axis, ...]
+    zip: tuple[Axis, ...]
+    rows: RowSource | None
+    seeds: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """A validated manifest, ready for :func:`batchgen.expand.expand`."""
+
+    path: Path
+    name: str
+    model: str
+    sha256: str
+    jobs: tuple[JobSpec, ...]
+    filename: Template
+    filename_line: int | None
+    warnings: list[Problem] = field(default_factory=list)
+    report: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def display(self) -> str:
+        """The manifest's path as problems name it."""
+        return str(self.path)
+
+
+def parse_range(text: str) -> range | None:
+    """``"1-8"`` -> range(1, 9); ``"1-100 (+10)"`` -> range(1, 101, 10); None if not a range."""
+    match = _RANGE.fullmatch(text)
+    if match is None:
+        return None
+    start, stop, step = int(match.group(1)), int(match.group(2)), int(match.group(3) or 1)
+    return range(start, stop + 1, max(step, 1)) if step >= 1 else range(0)
+
+
+def _is_range_text(text: str) -> bool:
+    return _RANGE.fullmatch(text) is not None
+
+
+def _describe_node(node: yaml.Node) -> str:
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    return repr(node.value)
+
+
+def _line(node: yaml.Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+class _Loader:
+    """Walks the composed YAML tree, collecting problems and building job specs."""
+
+    def __init__(self, path: Path, display: str) -> None:
+        self.path = path
+        self.display = display
+        self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
+        self._constructor = yaml.SafeLoader("")
+        self._key_lines: dict[int, int] = {}
+
+    def at(self, node: yaml.Node) -> int:
+        """The line to report for a value: its key's line if it has one (block lists start below)."""
+        return self._key_lines.get(id(node), _line(node))
+
+    # --- reporting ---------------------------------------------------------------
+
+    def error(self, line: int | None, where: str, what: str, *, file: str | None = None) -> None:
+        self.problems.append(Problem(file or self.display, line, where, what))
+
+    def warn(self, line: int | None, where: str, what: str, *, file: str | None = None) -> None:
+        self.warnings.append(Problem(file or self.display, line, where, what))
+
+    def unknown_key(self, line: int, where: str, key: str, allowed: Sequence[str]) -> None:
+        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        self.error(line, where, f"unknown key {key!r}{hint}; allowed: {', '.join(allowed)}")
+
+    # --- YAML node helpers -------------------------------------------------------
+
+    def scalar(self, node: yaml.ScalarNode) -> Scalar | None:
+        """The value of a scalar node, keeping text that YAML 1.1 would mangle (4:5, 0123, no, dates)."""
+        tag = node.tag.rsplit(":", 1)[-1]
+        raw = str(node.value)
+        if tag == "str":
+            return raw
+        if tag == "null":
+            return None
+        if tag == "int":
+            return int(raw) if _DECIMAL.fullmatch(raw.replace("_", "")) and "_" not in raw else raw
+        if tag == "bool":
+            # YAML 1.2 booleans only: `no` / `on` as a label (a country, a switch) stay text.
+            return raw.lower() == "true" if raw.lower() in ("true", "false") else raw
+        if tag == "float":
+            value = self._constructor.construct_object(node)
+            return value if isinstance(value, float) else raw
+        return raw
+
+    def mapping(self, node: yaml.Node, where: str, allowed: Sequence[str] | None) -> dict[str, yaml.Node]:
+        """The items of a mapping node by key; reports duplicates, unknown keys, non-mappings."""
+        if not isinstance(node, yaml.MappingNode):
+            self.error(self.at(node), where, f"must be a mapping, not {_describe_node(node)}")
+            return {}
+        items: dict[str, yaml.Node] = {}
+        for key_node, value_node in node.value:
+            sub = f"{where}.{key_node.value}" if where else str(key_node.value)
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.error(self.at(key_node), where, "keys must be plain names")
+                continue
+            key = str(key_node.value)
+            if key in items:
+                self.error(self.at(key_node), sub, "duplicate key (the later one would silently win)")
+                continue
+            if allowed is not None and key not in allowed:
+                self.unknown_key(self.at(key_node), where, key, allowed)
+                continue
+            items[key] = value_node
+            self._key_lines[id(value_node)] = _line(key_node)
+        return items
+
+    def check_param(
+        self, name: str, value: Scalar, line: int | None, where: str, *, file: str | None = None
+    ) -> bool:
+        """Validate one parameter value on its own; report with this location."""
+        try:
+            validate_params({"prompt": value} if name == "prompt" else {"prompt": "x", name: value})
+        except ParamsInvalid as exc:
+            for problem in exc.problems:
+                self.error(line, where, problem.message, file=file)
+            return False
+        return True
+
+    def param_value(self, name: str, node: yaml.Node, where: str) -> Value | Axis | None:
+        """A parameter's value: a scalar, or (becoming an axis) a list or an integer range."""
+        line = self.at(node)
+        if isinstance(node, yaml.SequenceNode):
+            return self.axis(name, node, where)
+        if not isinstance(node, yaml.ScalarNode):
+            self.error(line, where, f"must be a value or a list, not {_describe_node(node)}")
+            return None
+        value = self.scalar(node)
+        if name in _STR_PARAMS and value is not None and node.style is None:
+            value = str(node.value)  # plain `4:5` is a string, not YAML 1.1 base-60
+        if value is None:
+            self.error(line, where, "has no value")
+            return None
+        if name in _INT_PARAMS and isinstance(value, str) and _is_range_text(value):
+            return self.axis(name, node, where)
+        if self.check_param(name, value, line, where):
+            return Value(value, where, line)
+        return None
+
+    def axis(self, name: str, node: yaml.Node, where: str) -> Axis | None:
+        """A grid/zip axis (or list-valued field): a list of values, or a range string."""
+        line = self.at(node)
+        is_param = name in PARAMETER_NAMES
+        if isinstance(node, yaml.ScalarNode):
+            raw = self.scalar(node)
+            rng = parse_range(raw) if isinstance(raw, str) else None
+            if rng is None or (is_param and name not in _INT_PARAMS):
+                what = "must be a list" + (
+                    ' or a range like "1-8"' if not is_param or name in _INT_PARAMS else ""
+                )
+                self.error(line, where, f"{what}, not {_describe_node(node)}")
+                return None
+            if len(rng) == 0:
+                self.error(line, where, f"range {raw!r} is empty (the start is above the end)")
+                return None
+            ok = True
+            if is_param:
+                ok = self.check_param(name, rng[0], line, where) and self.check_param(
+                    name, rng[-1], line, where
+                )
+            return Axis(name, rng, where, line) if ok else None
+        if not isinstance(node, yaml.SequenceNode):
+            self.error(line, where, f"must be a list, not {_describe_node(node)}")
+            return None
+        if not node.value:
+            self.error(line, where, "is an empty list")
+            return None
+        values: list[Scalar] = []
+        ok = True
+        for i, item in enumerate(node.value):
+            item_where = f"{where}[{i}]"
+            if not isinstance(item, yaml.ScalarNode):
+                self.error(self.at(item), item_where, f"must be a value, not {_describe_node(item)}")
+                ok = False
+                continue
+            value = self.scalar(item)
+            if name in _STR_PARAMS and value is not None and item.style is None:
+                value = str(item.value)
+            if value is None:
+                self.error(self.at(item), item_where, "has no value")
+                ok = False
+                continue
+            if is_param and not self.check_param(name, value, self.at(item), item_where):
+                ok = False
+                continue
+            values.append(value)
+        return Axis(name, tuple(values), where, line) if ok else None
+
+    def label_name(self, name: str, line: int, where: str, *, file: str | None = None) -> bool:
+        if name in _RESERVED_LABELS:
+            self.error(
+                line, where, f"{name!r} is reserved for the filename template; choose another name", file=file
+            )
+            return False
+        hint = suggest_name(name)
+        if hint and name not in PARAMETER_NAMES:
+            self.warn(
+                line,
+                where,
+                f"{name!r} is not a parameter, so it is a label (did you mean {hint}?)",
+                file=file,
+            )
+        return True
+
+
+def load_manifest(path: str | os.PathLike[str]) -> Manifest:
+    """Load a YAML (.yaml/.yml) or CSV (.csv) manifest; raise ManifestError with every problem."""
+    p = Path(path)
+    display = str(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise ManifestError([Problem(display, None, "", "no such file")]) from None
+    except OSError as exc:
+        raise ManifestError([Problem(display, None, "", f"cannot read: {exc.strerror or exc}")]) from None
+    loader = _Loader(p, display)
+    sha = hashlib.sha256(data).hexdigest()
+    if p.suffix.lower() == ".csv":
+        manifest = _load_csv_manifest(loader, sha)
+    elif p.suffix.lower() in (".yaml", ".yml"):
+        manifest = _load_yaml_manifest(loader, data, sha)
+    else:
+        raise ManifestError([Problem(display, None, "", "a manifest is a .yaml, .yml or .csv file")])
+    if loader.problems or manifest is None:
+        fallback = [Problem(display, None, "", "invalid manifest")]
+        raise ManifestError(_in_file_order(loader.problems) or fallback)
+    return replace(manifest, warnings=_in_file_order(loader.warnings))
+
+
+def _in_file_order(problems: list[Problem]) -> list[Problem]:
+    """Problems sorted by file (in order of first mention) then line; stable for one line."""
+    files: dict[str, int] = {}
+    for problem in problems:
+        files.setdefault(problem.file, len(files))
+    return sorted(problems, key=lambda p: (files[p.file], p.line or 0))
+
+
+def _load_csv_manifest(loader: _Loader, sha: str) -> Manifest | None:
+    source = _read_csv(loader, loader.path, loader.display, None, "")
+    if source is None:
+        return None
+    spec = JobSpec("", None, {}, {}, (), (), source, None)
+    _check_prompts(loader, spec, "")
+    return Manifest(
+        path=loader.path,
+        name=loader.path.stem,
+        model=DEFAULT_MODEL,
+        sha256=sha,
+        jobs=(spec,),
+        filename=parse_template(DEFAULT_FILENAME),
+        filename_line=None,
+        warnings=loader.warnings,
+    )
+
+
+def _load_yaml_manifest(loader: _Loader, data: bytes, sha: str) -> Manifest | None:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        loader.error(None, "", f"is not UTF-8 text ({exc.reason} at byte {exc.start})")
+        return None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = int(mark.line) + 1 if mark is not None else None
+        what = " ".join(str(part) for part in (exc.context, exc.problem) if part)
+        loader.error(line, "", f"YAML syntax error: {what}")
+        return None
+    except yaml.YAMLError as exc:
+        loader.error(None, "", f"YAML error: {exc}")
+        return None
+    if root is None or (isinstance(root, yaml.ScalarNode) and root.value == ""):
+        loader.error(None, "", "the manifest is empty; it needs at least a jobs list")
+        return None
+    top = loader.mapping(root, "", TOP_KEYS)
+    if not isinstance(root, yaml.MappingNode):
+        return None
+
+    name = loader.path.stem
+    if "name" in top:
+        node = top["name"]
+        value = loader.scalar(node) if isinstance(node, yaml.ScalarNode) else None
+        if isinstance(value, (str, int)) and _RUN_NAME.fullmatch(str(value)):
+            name = str(value)
+        else:
+            loader.error(
+                loader.at(node),
+                "name",
+                "must be a plain name (letters, digits, . _ -), used as the output folder",
+            )
+    model = DEFAULT_MODEL
+    if "model" in top:
+        node = top["model"]
+        value = loader.scalar(node) if isinstance(node, yaml.ScalarNode) else None
+        if isinstance(value, str) and _MODEL.fullmatch(value):
+            model = value
+        else:
+            loader.error(loader.at(node), "model", "must be a Segmind model slug like bria-text-to-image")
+
+    defaults: dict[str, Value | Axis] = {}
+    default_seeds: int | None = None
+    if "defaults" in top:
+        items = loader.mapping(top["defaults"], "defaults", (*PARAMETER_NAMES, "seeds"))
+        for key, node in items.items():
+            if key == "seeds":
+                default_seeds = _seeds(loader, node, "defaults.seeds")
+                continue
+            setting = loader.param_value(key, node, f"defaults.{key}")
+            if setting is not None:
+                defaults[key] = setting
+        if default_seeds is not None and "seed" in defaults:
+            loader.error(loader.at(top["defaults"]), "defaults", "set seed or seeds, not both")
+
+    jobs: list[JobSpec] = []
+    known = set(FILENAME_BUILTINS) | set(PARAMETER_NAMES)
+    jobs_ok = True  # a job too broken to define its names: name checks below would only echo it
+    if "jobs" not in top:
+        loader.error(loader.at(root), "", "missing key 'jobs': the list of jobs to run")
+    else:
+        node = top["jobs"]
+        if not isinstance(node, yaml.SequenceNode):
+            loader.error(loader.at(node), "jobs", f"must be a list of jobs, not {_describe_node(node)}")
+        elif not node.value:
+            loader.error(loader.at(node), "jobs", "is empty; a manifest needs at least one job")
+        else:
+            for i, job_node in enumerate(node.value):
+                spec, names = _job(loader, job_node, f"jobs[{i}]", defaults, default_seeds)
+                if spec is not None:
+                    jobs.append(spec)
+                if names is None:
+                    jobs_ok = False
+                else:
+                    known.update(names)
+
+    filename = parse_template(DEFAULT_FILENAME)
+    filename_line: int | None = None
+    if "output" in top:
+        items = loader.mapping(top["output"], "output", OUTPUT_KEYS)
+        if "filename" in items:
+            node = items["filename"]
+            filename_line = loader.at(node)
+            value = loader.scalar(node) if isinstance(node, yaml.ScalarNode) else None
+            if not isinstance(value, str) or not value.strip():
+                loader.error(filename_line, "output.filename", "must be a non-empty template string")
+            else:
+                try:
+                    filename = parse_template(value)
+                except TemplateError as exc:
+                    loader.error(filename_line, "output.filename", str(exc))
+    for missing in [n for n in filename.names if n not in known and jobs_ok]:
+        loader.error(filename_line, "output.filename", _undefined(missing, known))
+
+    report: dict[str, str] = {}
+    if "report" in top:
+        items = loader.mapping(top["report"], "report", REPORT_KEYS)
+        for key, node in items.items():
+            value = loader.scalar(node) if isinstance(node, yaml.ScalarNode) else None
+            if not isinstance(value, str) or (jobs_ok and value not in known - {"index", "key"}):
+                loader.error(loader.at(node), f"report.{key}", "must name a parameter or a label of the jobs")
+            else:
+                report[key] = value
+
+    return Manifest(
+        path=loader.path,
+        name=name,
+        model=model,
+        sha256=sha,
+        jobs=tuple(jobs),
+        filename=filename,
+        filename_line=filename_line,
+        warnings=loader.warnings,
+        report=report,
+    )
+
+
+def _undefined(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    hint = f" (did you mean {{{close[0]}}}?)" if close else ""
+    return f"{{{name}}} is not defined{hint}"
+
+
+def _seeds(loader: _Loader, node: yaml.Node, where: str) -> int | None:
+    value = loader.scalar(node) if isinstance(node, yaml.ScalarNode) else None
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_SEEDS:
+        return value
+    loader.error(
+        loader.at(node),
+        where,
+        f"must be a whole number of seeds from 1 to {MAX_SEEDS}, not {_describe_node(node)}",
+    )
+    return None
+
+
+def _label_names(spec: JobSpec) -> set[str]:
+    names = set(spec.labels)
+    names.update(a.name for a in (*spec.axes, *spec.zip) if a.name not in PARAMETER_NAMES)
+    if spec.rows is not None:
+        names.update(c for c in spec.rows.columns if c not in PARAMETER_NAMES)
+    return names
+
+
+def _job(
+    loader: _Loader,
+    node: yaml.Node,
+    where: str,
+    defaults: Mapping[str, Value | Axis],
+    default_seeds: int | None,
+) -> tuple[JobSpec | None, set[str] | None]:
+    """The job's spec if it is valid, and the label names it defines if its structure is."""
+    if isinstance(node, yaml.ScalarNode) and isinstance(loader.scalar(node), str):
+        loader.error(loader.at(node), where, "must be a mapping; write `- prompt: ...` for a single prompt")
+        return None, None
+    start = len(loader.problems)
+    items = loader.mapping(node, where, JOB_KEYS)
+    line = loader.at(node)
+
+    own: dict[str, Value | Axis] = {}
+    for key, value_node in items.items():
+        if key in PARAMETER_NAMES:
+            value = loader.param_value(key, value_node, f"{where}.{key}")
+            if value is not None:
+                own[key] = value
+
+    labels: dict[str, Value] = {}
+    if "labels" in items:
+        for key, value_node in loader.mapping(items["labels"], f"{where}.labels", None).items():
+            sub = f"{where}.labels.{key}"
+            if key in PARAMETER_NAMES:
+                loader.error(
+                    loader.at(value_node), sub, f"{key} is a parameter; set it on the job, not as a label"
+                )
+                continue
+            if not loader.label_name(key, loader.at(value_node), sub):
+                continue
+            label = loader.scalar(value_node) if isinstance(value_node, yaml.ScalarNode) else None
+            if label is None:
+                loader.error(
+                    loader.at(value_node), sub, "must be a single value (text, number or true/false)"
+                )
+                continue
+            labels[key] = Value(label, sub, loader.at(value_node))
+
+    grid: list[Axis] = []
+    if "grid" in items:
+        for key, value_node in loader.mapping(items["grid"], f"{where}.grid", None).items():
+            sub = f"{where}.grid.{key}"
+            if key not in PARAMETER_NAMES and not loader.label_name(key, loader.at(value_node), sub):
+                continue
+            axis = loader.axis(key, value_node, sub)
+            if axis is not None:
+                grid.append(axis)
+
+    zipped: list[Axis] = []
+    if "zip" in items:
+        for key, value_node in loader.mapping(items["zip"], f"{where}.zip", None).items():
+            sub = f"{where}.zip.{key}"
+            if key not in PARAMETER_NAMES and not loader.label_name(key, loader.at(value_node), sub):
+                continue
+            axis = loader.axis(key, value_node, sub)
+            if axis is not None:
+                zipped.append(axis)
+        lengths = {len(a.values) for a in zipped}
+        if len(lengths) > 1:
+            sizes = ", ".join(f"{a.name} has {len(a.values)}" for a in zipped)
+            loader.error(loader.at(items["zip"]), f"{where}.zip", f"lists must have equal lengths: {sizes}")
+
+    rows: RowSource | None = None
+    if "rows" in items:
+        value_node = items["rows"]
+        rel = loader.scalar(value_node) if isinstance(value_node, yaml.ScalarNode) else None
+        if not isinstance(rel, str) or not rel.strip():
+            loader.error(loader.at(value_node), f"{where}.rows", "must be the path of a CSV file")
+        else:
+            csv_path = loader.path.parent / rel
+            shown = os.path.join(os.path.dirname(loader.display), rel)
+            rows = _read_csv(loader, csv_path, shown, loader.at(value_node), f"{where}.rows")
+
+    seeds: int | None = None
+    if "seeds" in items:
+        seeds = _seeds(loader, items["seeds"], f"{where}.seeds")
+        if "seed" in own:
+            loader.error(loader.at(items["seeds"]), f"{where}.seeds", "set seed or seeds on a job, not both")
+
+    # Names set twice at the same level are a mistake, not a precedence question.
+    seen: dict[str, str] = {}
+    for axis in (*grid, *zipped):
+        if axis.name in seen:
+            loader.error(axis.line, axis.where, f"{axis.name} is already set by {seen[axis.name]}")
+        seen[axis.name] = axis.where
+    for name in labels:
+        if name in seen:
+            loader.error(labels[name].line, labels[name].where, f"{name} is already set by {seen[name]}")
+    if rows is not None:
+        for column in rows.columns:
+            if column in seen:
+                loader.error(
+                    loader.at(items["rows"]),
+                    f"{where}.rows",
+                    f"column {column} is already set by {seen[column]}",
+                )
+            elif column in labels:
+                loader.error(
+                    loader.at(items["rows"]),
+                    f"{where}.rows",
+                    f"column {column} is already a label of this job",
+                )
+    if seeds is not None and "seed" in seen:
+        loader.error(loader.at(items["seeds"]), f"{where}.seeds", f"seed is already set by {seen['seed']}")
+
+    # Precedence: API defaults < defaults < job fields < grid/zip/row values.
+    merged: dict[str, Value | Axis] = dict(defaults)
+    if ("seed" in own or seeds is not None) and "seed" in merged:
+        del merged["seed"]
+    merged.update(own)
+    if seeds is None and "seed" not in own:
+        seeds = default_seeds
+    fields = {k: v for k, v in merged.items() if isinstance(v, Value) and k not in seen}
+    implicit = [v for k, v in merged.items() if isinstance(v, Axis) and k not in seen]
+    spec = JobSpec(where, line, fields, labels, (*grid, *implicit), tuple(zipped), rows, seeds)
+    if len(loader.problems) != start:
+        return None, None
+    _check_prompts(loader, spec, where)
+    return (spec if len(loader.problems) == start else None), _label_names(spec)
+
+
+def _read_csv(loader: _Loader, path: Path, shown: str, line: int | None, where: str) -> RowSource | None:
+    """Read a CSV (UTF-8 with or without BOM, CRLF or LF); check parameter cells."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        loader.error(line, where, f"CSV file not found: {shown}")
+        return None
+    except OSError as exc:
+        loader.error(line, where, f"cannot read {shown}: {exc.strerror or exc}")
+        return None
+    except UnicodeDecodeError as exc:
+        loader.error(None, "", f"is not UTF-8 text ({exc.reason} at byte {exc.start})", file=shown)
+        return None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        loader.error(line, where, f"{shown} is empty; it needs a header row and at least one row")
+        return None
+    except csv.Error as exc:
+        loader.error(1, "", f"CSV error: {exc}", file=shown)
+        return None
+    ok = True
+    for i, column in enumerate(header):
+        if not column:
+            loader.error(1, f"column {i + 1}", "has no name in the header", file=shown)
+            ok = False
+        elif header.index(column) != i:
+            loader.error(1, f"column {column}", "appears twice in the header", file=shown)
+            ok = False
+        elif column not in PARAMETER_NAMES:
+            ok = loader.label_name(column, 1, f"column {column}", file=shown) and ok
+    rows: list[Row] = []
+    previous = reader.line_num
+    try:
+        for record in reader:
+            row_line = previous + 1
+            previous = reader.line_num
+            if not any(cell.strip() for cell in record):
+                continue  # blank lines are not rows
+            if len(record) != len(header):
+                loader.error(
+                    row_line, "", f"has {len(record)} cells; the header has {len(header)}", file=shown
+                )
+                ok = False
+                continue
+            cells = {h: c for h, c in zip(header, record, strict=True) if c.strip() and h}
+            for column, cell in cells.items():
+                if column in PARAMETER_NAMES:
+                    ok = loader.check_param(column, cell, row_line, f"column {column}", file=shown) and ok
+            rows.append(Row(row_line, cells))
+    except csv.Error as exc:
+        loader.error(reader.line_num, "", f"CSV error: {exc}", file=shown)
+        return None
+    if not rows:
+        loader.error(line, where, f"{shown} has a header but no rows")
+        return None
+    return RowSource(path, shown, tuple(header), tuple(rows)) if ok else None
+
+
+def _check_template(
+    loader: _Loader, text: str, line: int | None, where: str, file: str | None
+) -> Template | None:
+    try:
+        template = parse_template(text)
+    except TemplateError as exc:
+        loader.error(line, where, f"invalid template: {exc}", file=file)
+        return None
+    for message in prompt_warnings(template.render({}, missing="")):
+        loader.warn(line, where, message, file=file)
+    return template
+
+
+def _check_prompts(loader: _Loader, spec: JobSpec, where: str) -> None:
+    """Every prompt the job can use parses, and names only what that job (or row) defines."""
+    static = set(PARAMETER_NAMES) - {"prompt"}
+    static.update(spec.labels)
+    static.update(a.name for a in (*spec.axes, *spec.zip) if a.name not in PARAMETER_NAMES)
+    rows = spec.rows
+    columns = {c for c in rows.columns if c not in PARAMETER_NAMES} if rows is not None else set()
+    known = static | columns
+    prompt_axes = [a for a in (*spec.axes, *spec.zip) if a.name == "prompt"]
+    fallback = spec.fields.get("prompt")
+    sources: list[tuple[str, int | None, str]] = []
+    for axis in prompt_axes:
+        sources.extend((str(v), axis.line, f"{axis.where}[{i}]") for i, v in enumerate(axis.values))
+    if not prompt_axes and fallback is not None:
+        sources.append((str(fallback.value), fallback.line, fallback.where))
+    templates: list[Template] = []
+    for text, line, src_where in sources:
+        template = _check_template(loader, text, line, src_where, None)
+        if template is None:
+            continue
+        undefined = [n for n in template.names if n not in known]
+        for name in undefined:
+            loader.error(line, src_where, _undefined(name, known))
+        if not undefined:
+            templates.append(template)
+    cell_prompts = rows is not None and "prompt" in rows.columns and not prompt_axes
+    if not sources and not cell_prompts:
+        if rows is not None and not where:
+            loader.error(1, "", "there is no prompt column; it is required", file=rows.display)
+        else:
+            loader.error(
+                spec.line, where, "has no prompt: set prompt on the job, in defaults, or in a grid/zip"
+            )
+        return
+    if rows is None:
+        return
+    # Rows: an empty cell is "not set", so each row is checked against its own cells.
+    for row in rows.rows:
+        row_templates = templates
+        if cell_prompts and "prompt" in row.cells:
+            template = _check_template(loader, row.cells["prompt"], row.line, "column prompt", rows.display)
+            if template is None:
+                continue
+            undefined = [n for n in template.names if n not in known]
+            for name in undefined:
+                loader.error(row.line, "column prompt", _undefined(name, known), file=rows.display)
+            row_templates = [] if undefined else [template]
+        elif not sources:
+            loader.error(row.line, "column prompt", "is empty and the job has no prompt", file=rows.display)
+            continue
+        used = {n for t in row_templates for n in t.names}
+        for name in sorted(used & columns):
+            if name not in row.cells:
+                loader.error(
+                    row.line, f"column {name}", f"is empty but the prompt uses {{{name}}}", file=rows.display
+                )
+            else:
+                for message in prompt_warnings(row.cells[name]):
+                    loader.warn(row.line, f"column {name}", message, file=rows.display)
