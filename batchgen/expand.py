@@ -13,16 +13,14 @@ rule for turning a rendered filename template into a safe relative path.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from batchgen.errors import ManifestError, Problem, UsageError
-from batchgen.job import Job, LabelValue, job_key
+from batchgen.job import Job, LabelValue, canonical_json, job_key
 from batchgen.manifest import Axis, JobSpec, Manifest, Row, Scalar
 from batchgen.params import PARAMETER_NAMES, SEED_MAX, SEED_MIN, BriaParams, ParamsInvalid, validate_params
 from batchgen.template import Template, parse_template
@@ -157,15 +155,6 @@ def _product(axes: Sequence[Axis]) -> Iterator[tuple[Scalar, ...]]:
             return
 
 
-def _canonical(model: str, params: dict[str, Any], labels: dict[str, LabelValue]) -> str:
-    return json.dumps(
-        {"model": model, "params": params, "labels": labels},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-
-
 class Expansion:
     """The jobs of a manifest, in index order, deduplicated; iterate as often as needed.
 
@@ -235,7 +224,7 @@ class Expansion:
                         continue
                     content = base.to_api()
                     del content["seed"]
-                    for seed in derive_seeds(_canonical(model, content, labels), spec.seeds):
+                    for seed in derive_seeds(canonical_json(model, content, labels), spec.seeds):
                         yield base.model_copy(update={"seed": seed}), dict(labels)
 
     def _validate(self, spec: JobSpec, row: Row | None, params: dict[str, Scalar]) -> BriaParams:

@@ -10,22 +10,26 @@ from typing import Any
 
 from batchgen.params import BriaParams
 
-__all__ = ["DEFAULT_MODEL", "Job", "LabelValue", "job_key"]
+__all__ = ["DEFAULT_MODEL", "Job", "LabelValue", "canonical_json", "job_key"]
 
 DEFAULT_MODEL = "bria-text-to-image"
 
 LabelValue = str | int | float | bool
 
 
-def job_key(model: str, params: BriaParams, labels: Mapping[str, LabelValue]) -> str:
-    """sha256 (hex) of the canonical JSON of model, resolved parameters and labels."""
-    canonical = json.dumps(
-        {"model": model, "params": params.to_api(), "labels": dict(labels)},
+def canonical_json(model: str, params: Mapping[str, Any], labels: Mapping[str, LabelValue]) -> str:
+    """The canonical JSON of a job's content: what its key and derived seeds hash."""
+    return json.dumps(
+        {"model": model, "params": dict(params), "labels": dict(labels)},
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
     )
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def job_key(model: str, params: BriaParams, labels: Mapping[str, LabelValue]) -> str:
+    """sha256 (hex) of the canonical JSON of model, resolved parameters and labels."""
+    return hashlib.sha256(canonical_json(model, params.to_api(), labels).encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

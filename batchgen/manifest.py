@@ -25,7 +25,15 @@ import yaml
 
 from batchgen.errors import ManifestError, Problem
 from batchgen.job import DEFAULT_MODEL
-from batchgen.params import PARAMETER_NAMES, ParamsInvalid, prompt_warnings, suggest_name, validate_params
+from batchgen.params import (
+    INTEGER_PARAMS,
+    PARAMETER_NAMES,
+    STRING_PARAMS,
+    ParamsInvalid,
+    prompt_warnings,
+    suggest_name,
+    validate_params,
+)
 from batchgen.template import Template, TemplateError, parse_template
 
 __all__ = [
@@ -55,8 +63,6 @@ OUTPUT_KEYS = ("filename",)
 REPORT_KEYS = ("rows", "columns")
 FILENAME_BUILTINS = ("index", "key", "name")
 _RESERVED_LABELS = ("index", "key")
-_INT_PARAMS = ("seed", "steps_num")
-_STR_PARAMS = ("prompt", "aspect_ratio", "mode", "negative_prompt", "medium")
 MAX_SEEDS = 10_000
 DEFAULT_FILENAME = "{index:05d}-{key}.png"
 
@@ -258,12 +264,12 @@ class _Loader:
             self.error(line, where, f"must be a value or a list, not {_describe_node(node)}")
             return None
         value = self.scalar(node)
-        if name in _STR_PARAMS and value is not None and node.style is None:
+        if name in STRING_PARAMS and value is not None and node.style is None:
             value = str(node.value)  # plain `4:5` is a string, not YAML 1.1 base-60
         if value is None:
             self.error(line, where, "has no value")
             return None
-        if name in _INT_PARAMS and isinstance(value, str) and _is_range_text(value):
+        if name in INTEGER_PARAMS and isinstance(value, str) and _is_range_text(value):
             return self.axis(name, node, where)
         if self.check_param(name, value, line, where):
             return Value(value, where, line)
@@ -276,9 +282,9 @@ class _Loader:
         if isinstance(node, yaml.ScalarNode):
             raw = self.scalar(node)
             rng = parse_range(raw) if isinstance(raw, str) else None
-            if rng is None or (is_param and name not in _INT_PARAMS):
+            if rng is None or (is_param and name not in INTEGER_PARAMS):
                 what = "must be a list" + (
-                    ' or a range like "1-8"' if not is_param or name in _INT_PARAMS else ""
+                    ' or a range like "1-8"' if not is_param or name in INTEGER_PARAMS else ""
                 )
                 self.error(line, where, f"{what}, not {_describe_node(node)}")
                 return None
@@ -306,7 +312,7 @@ class _Loader:
                 ok = False
                 continue
             value = self.scalar(item)
-            if name in _STR_PARAMS and value is not None and item.style is None:
+            if name in STRING_PARAMS and value is not None and item.style is None:
                 value = str(item.value)
             if value is None:
                 self.error(self.at(item), item_where, "has no value")

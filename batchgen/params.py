@@ -15,18 +15,20 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 __all__ = [
     "ASPECT_RATIOS",
     "DEFAULT_SEED",
+    "INTEGER_PARAMS",
     "MEDIUMS",
     "MODES",
     "PARAMETER_NAMES",
     "SEED_MAX",
     "SEED_MIN",
+    "STRING_PARAMS",
     "BriaParams",
     "ParamProblem",
     "ParamsInvalid",
@@ -120,6 +122,22 @@ class BriaParams(BaseModel):
 
 
 PARAMETER_NAMES: tuple[str, ...] = tuple(BriaParams.model_fields)
+
+
+def _names_of_type(*kinds: type) -> tuple[str, ...]:
+    names = []
+    for name, info in BriaParams.model_fields.items():
+        annotation = info.annotation
+        choices = get_args(annotation) if get_origin(annotation) is Literal else ()
+        base = type(choices[0]) if choices else annotation
+        if base in kinds:
+            names.append(name)
+    return tuple(names)
+
+
+# Derived from the table, for readers that must treat YAML scalars by kind.
+INTEGER_PARAMS: tuple[str, ...] = _names_of_type(int)
+STRING_PARAMS: tuple[str, ...] = _names_of_type(str)
 
 
 @dataclass(frozen=True, slots=True)
