@@ -174,7 +174,10 @@ class PartFile:
 
     async def __aenter__(self) -> PartFile:
         await anyio.Path(self.part_path.parent).mkdir(parents=True, exist_ok=True)
-        self._file = await aiofiles.open(self.part_path, "wb")
+        # Shielded: cancelled during the threaded open, the file would still be opened
+        # but never closed, and the empty .part left behind (__aexit__ does not run).
+        with anyio.CancelScope(shield=True):
+            self._file = await aiofiles.open(self.part_path, "wb")
         return self
 
     async def write(self, chunk: bytes) -> None:
