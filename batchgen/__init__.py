@@ -9,4 +9,9 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0"
 
-__all__ = ["__version__"]
+# The embedding entry point (Airflow, notebooks): ``await batchgen.run("batch.yaml")``.
+# Imported after __version__, which the runner records in the ledger.
+from batchgen.runner import run
+from batchgen.scheduler import RunSettings
+
+__all__ = ["RunSettings", "__version__", "run"]

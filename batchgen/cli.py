@@ -55,23 +55,26 @@ def _add_emulator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def _cmd_emulator(args: argparse.Namespace) -> int:
     from batchgen.emulator import EmulatorConfig, serve
 
-    config = EmulatorConfig(
-        api_key=args.api_key,
-        credits=args.credits,
-        rpm=args.rpm,
-        rpm_counts_polls=args.rpm_counts_polls,
-        workers=args.workers,
-        time_scale=args.time_scale,
-        blocked_terms=tuple(t.strip() for t in args.blocked_terms.split(",") if t.strip()),
-        ttl=args.ttl,
-        fault_rate=args.fault_rate,
-        drop_rate=args.drop_rate,
-        fault_seed=args.fault_seed,
-        latency_ms=args.latency,
-        image_format=args.image_format,
-        image_size=args.image_size,
-        seed=args.seed,
-    )
+    try:
+        config = EmulatorConfig(
+            api_key=args.api_key,
+            credits=args.credits,
+            rpm=args.rpm,
+            rpm_counts_polls=args.rpm_counts_polls,
+            workers=args.workers,
+            time_scale=args.time_scale,
+            blocked_terms=tuple(t.strip() for t in args.blocked_terms.split(",") if t.strip()),
+            ttl=args.ttl,
+            fault_rate=args.fault_rate,
+            drop_rate=args.drop_rate,
+            fault_seed=args.fault_seed,
+            latency_ms=args.latency,
+            image_format=args.image_format,
+            image_size=args.image_size,
+            seed=args.seed,
+        )
+    except ValueError as exc:  # an out-of-range option: say which, no traceback
+        raise UsageError(f"emulator: {exc}") from None
     serve(config, host=args.host, port=args.port)
     return ExitCode.OK
 
@@ -80,43 +83,214 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
 
 
 def _add_manifest_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from batchgen.expand import DEFAULT_MAX_JOBS
+
+    cap = f"refuse more jobs than this (default {DEFAULT_MAX_JOBS})"
     p = sub.add_parser("validate", help="check a manifest; print a one-line summary")
     p.add_argument("manifest")
+    p.add_argument("--max-jobs", type=int, default=DEFAULT_MAX_JOBS, help=cap)
     p.set_defaults(handler=_cmd_validate)
 
     p = sub.add_parser("plan", help="show the jobs a manifest expands to")
     p.add_argument("manifest")
     p.add_argument("--jsonl", action="store_true", help="print every job as one JSON line")
     p.add_argument("--limit", type=int, default=20, help="rows in the table (default 20)")
+    p.add_argument("--max-jobs", type=int, default=DEFAULT_MAX_JOBS, help=cap)
     p.set_defaults(handler=_cmd_plan)
 
     p = sub.add_parser("schema", help="print the JSON Schema of the YAML manifest format")
     p.set_defaults(handler=_cmd_schema)
 
 
+def _plural(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
+def _print_warnings(warnings: Sequence[object]) -> None:
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
-    raise UsageError("validate is not available yet")
+    from batchgen.expand import summarize
+    from batchgen.manifest import load_manifest
+
+    manifest = load_manifest(args.manifest)
+    summary = summarize(manifest, max_jobs=args.max_jobs)
+    _print_warnings(manifest.warnings)
+    print(
+        f"{args.manifest}: ok, {_plural(summary.jobs, 'job')}, "
+        f"{_plural(summary.duplicates, 'duplicate')} dropped, {_plural(summary.warnings, 'warning')}"
+    )
+    return ExitCode.OK
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    raise UsageError("plan is not available yet")
+    import json
+
+    from batchgen.expand import check_job_cap, expand
+    from batchgen.manifest import load_manifest
+    from batchgen.template import render_value
+
+    manifest = load_manifest(args.manifest)
+    check_job_cap(manifest, args.max_jobs)
+    _print_warnings(manifest.warnings)
+    expansion = expand(manifest)
+    if args.jsonl:
+        for job in expansion:
+            print(json.dumps(job.to_json(), ensure_ascii=False))
+        return ExitCode.OK
+    header = ("#", "key", "seed", "ratio", "mode", "labels", "filename", "prompt")
+    rows: list[tuple[str, ...]] = []
+    total = 0
+    for job in expansion:
+        total += 1
+        if len(rows) < args.limit:
+            labels = " ".join(" ".join(f"{k}={render_value(v)}" for k, v in job.labels.items()).split())
+            labels = labels if len(labels) <= 40 else labels[:39] + "…"
+            prompt = " ".join(job.params.prompt.split())  # one table row per job, even for multi-line prompts
+            prompt = prompt if len(prompt) <= 60 else prompt[:59] + "…"
+            rows.append(
+                (
+                    str(job.index),
+                    job.short_key,
+                    str(job.seed),
+                    job.params.aspect_ratio,
+                    job.params.mode,
+                    labels,
+                    job.filename,
+                    prompt,
+                )
+            )
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    for r in (header, *rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    shown = f"showing {len(rows):,} of " if len(rows) < total else ""
+    print(
+        f"{shown}{_plural(total, 'job')} ({_plural(expansion.duplicates, 'duplicate')} dropped)"
+        f" from {args.manifest}, model {manifest.model}, run name {manifest.name}"
+    )
+    return ExitCode.OK
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    raise UsageError("schema is not available yet")
+    import json
+
+    from batchgen.schema import manifest_schema
+
+    print(json.dumps(manifest_schema(), indent=2))
+    return ExitCode.OK
 
 
 # --- run -------------------------------------------------------------------------
 
 
 def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("run", help="generate every image of a manifest (resumable)")
-    p.add_argument("manifest")
+    p = sub.add_parser(
+        "run",
+        help="generate every image of a manifest (resumable)",
+        description="Generate every image of a manifest. Running the same command again resumes: "
+        "finished jobs are skipped, jobs in flight are polled, not paid for twice. "
+        "The API key is read from SEGMIND_API_KEY.",
+    )
+    p.add_argument("manifest", help="YAML or CSV manifest")
+    p.add_argument("--out", metavar="DIR", help="output directory (default: output/<manifest name>/)")
+    p.add_argument(
+        "--base-url", metavar="URL", help="API base URL (default: $BATCHGEN_BASE_URL or https://api.segmind.com)"
+    )
+    p.add_argument("--emulate", action="store_true", help="use a built-in emulator: no key, no network")
+    p.add_argument("--concurrency", type=int, default=8, metavar="N", help="jobs in flight (default 8)")
+    p.add_argument(
+        "--rpm", type=float, metavar="N", help="submits per minute at most (default 50, the Pro plan)"
+    )
+    p.add_argument("--rpm-counts-polls", action="store_true", help="pace status polls by --rpm too")
+    p.add_argument("--retry-failed", action="store_true", help="also retry jobs that failed permanently")
+    p.add_argument(
+        "--max-jobs", type=int, metavar="N", help="refuse manifests expanding to more jobs (default 100000)"
+    )
+    p.add_argument(
+        "--time-scale",
+        type=float,
+        metavar="F",
+        help="scale poll intervals and backoff for an emulator running at --time-scale F "
+        "(default 1; --emulate runs at 0.02)",
+    )
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, help="progress bar (default: on a terminal)"
+    )
     p.set_defaults(handler=_cmd_run)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    raise UsageError("run is not available yet")
+    import anyio
+
+    from batchgen.emulator import EmulatorConfig
+    from batchgen.expand import DEFAULT_MAX_JOBS
+    from batchgen.report import format_summary
+    from batchgen.runner import DEFAULT_RPM, EMULATE_TIME_SCALE, run
+    from batchgen.scheduler import RunSettings
+
+    _log_to_stderr()
+    time_scale = args.time_scale
+    if time_scale is None:
+        time_scale = EMULATE_TIME_SCALE if args.emulate else 1.0
+    rpm = args.rpm
+    if rpm is None:
+        # With --emulate the emulator's time, its minute included, runs time_scale faster.
+        rpm = DEFAULT_RPM / time_scale if args.emulate and time_scale > 0 else DEFAULT_RPM
+    settings = RunSettings(
+        concurrency=args.concurrency,
+        rpm=rpm,
+        retry_failed=args.retry_failed,
+        rpm_counts_polls=args.rpm_counts_polls,
+        time_factor=time_scale,
+    )
+    problems = settings.problems()
+    if args.max_jobs is not None and args.max_jobs < 1:
+        problems.append(f"max jobs {args.max_jobs} must be at least 1")
+    if problems:
+        raise UsageError("; ".join(problems))
+    emulate: bool | EmulatorConfig = False
+    if args.emulate:
+        emulate = EmulatorConfig(time_scale=time_scale, workers=8)
+
+    async def main() -> int:
+        summary = await run(
+            args.manifest,
+            out_dir=args.out,
+            base_url=args.base_url,
+            emulate=emulate,
+            settings=settings,
+            max_jobs=args.max_jobs or DEFAULT_MAX_JOBS,
+            progress=args.progress,
+            handle_signals=True,
+        )
+        print(format_summary(summary))
+        return summary.exit_code
+
+    return anyio.run(main)
+
+
+def _log_to_stderr() -> None:
+    """batchgen's log lines on stderr, through tqdm so they do not tear a progress bar."""
+    import logging
+
+    from tqdm import tqdm
+
+    class _Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                tqdm.write(self.format(record), file=sys.stderr)
+            except Exception:
+                self.handleError(record)
+
+    logger = logging.getLogger("batchgen")
+    if not any(isinstance(h, _Handler) for h in logger.handlers):
+        handler = _Handler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 # --- entry point -----------------------------------------------------------------

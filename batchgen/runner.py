@@ -1,0 +1,327 @@
+"""The Python entry point: run a manifest (or jobs) to completion and return the summary.
+
+:func:`run` is what ``batchgen run`` calls inside its one ``anyio.run``, and what code
+that embeds batchgen (an Airflow task, a notebook) awaits directly. It loads and
+expands the manifest, takes the output lock, replays the ledger, builds the HTTP client
+unless one is given, drives the :class:`~batchgen.scheduler.Scheduler`, shows progress,
+and returns a :class:`~batchgen.report.Summary`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import httpx
+
+from batchgen import __version__
+from batchgen.client import DEFAULT_BASE_URL, SegmindClient
+from batchgen.errors import UsageError
+from batchgen.expand import DEFAULT_MAX_JOBS, check_job_cap, expand
+from batchgen.job import Job
+from batchgen.ledger import LEDGER_NAME, LedgerWriter, lock_output, replay
+from batchgen.manifest import Manifest, load_manifest
+from batchgen.report import Summary, format_duration
+from batchgen.scheduler import Counts, RunSettings, Scheduler
+from batchgen.storage import IMAGES_DIR
+
+if TYPE_CHECKING:  # the emulator (Starlette) is imported only when a run uses it
+    from batchgen.emulator import EmulatorConfig
+
+__all__ = [
+    "API_KEY_ENV",
+    "BASE_URL_ENV",
+    "DEFAULT_RPM",
+    "EMULATE_TIME_SCALE",
+    "default_out_dir",
+    "run",
+]
+
+log = logging.getLogger("batchgen")
+
+API_KEY_ENV = "SEGMIND_API_KEY"
+BASE_URL_ENV = "BATCHGEN_BASE_URL"
+DEFAULT_RPM = 50.0  # the Pro plan
+# ``--emulate`` runs the in-process emulator this much faster than the real API, so the
+# demo manifest finishes in about a second yet still shows queueing and polling.
+EMULATE_TIME_SCALE = 0.02
+_EMULATOR_URL = "http://emulator.local"
+
+
+def default_out_dir(manifest: Manifest) -> Path:
+    """``output/<manifest name>/`` under the current directory."""
+    return Path("output") / manifest.name
+
+
+def _resolve_jobs(
+    source: str | os.PathLike[str] | Manifest | Iterable[Job], *, max_jobs: int
+) -> tuple[Manifest | None, list[Job]]:
+    """The manifest (if any) and every job, fully expanded before anything is submitted."""
+    if isinstance(source, str | os.PathLike):
+        source = load_manifest(source)
+    if isinstance(source, Manifest):
+        check_job_cap(source, max_jobs)
+        # Expanding fully first finds duplicate keys and filename clashes (exit 2)
+        # before a single request is paid for.
+        expansion = expand(source)
+        jobs = list(expansion)
+        if expansion.duplicates:
+            log.info("%d duplicate jobs in the manifest are run once", expansion.duplicates)
+        for problem in source.warnings:
+            log.warning("warning: %s", problem)
+        return source, jobs
+    jobs = list(source)
+    if len(jobs) > max_jobs:
+        raise UsageError(f"{len(jobs):,} jobs is more than the limit of {max_jobs:,}; raise max_jobs")
+    return None, jobs
+
+
+@asynccontextmanager
+async def _http_client(
+    client: httpx.AsyncClient | None, *, emulate: EmulatorConfig | None, concurrency: int
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The caller's client as is, or one this run builds (and closes)."""
+    if client is not None:
+        yield client
+        return
+    if emulate is not None:
+        from batchgen.emulator import create_app
+
+        transport: httpx.AsyncBaseTransport = httpx.ASGITransport(app=create_app(emulate))
+    else:
+        transport = httpx.AsyncHTTPTransport(retries=0)
+    limits = httpx.Limits(max_connections=max(10, 2 * concurrency), max_keepalive_connections=concurrency)
+    timeout = httpx.Timeout(30.0, connect=10.0)
+    async with httpx.AsyncClient(transport=transport, limits=limits, timeout=timeout) as built:
+        yield built
+
+
+class _Progress:
+    """A tqdm bar on a terminal; otherwise a plain log line every ``interval`` seconds."""
+
+    def __init__(self, counts: Counts, rate_limited: Callable[[], int], *, tty: bool, interval: float):
+        self.counts = counts
+        self._rate_limited = rate_limited
+        self.tty = tty
+        self.interval = interval
+        self._bar: Any = None
+        self._shown = 0
+        self._started = time.monotonic()
+        self._initial = 0
+        self._begun = False
+
+    def _begin(self) -> None:
+        # The first update comes once the scheduler has sorted the jobs (skipped ones are
+        # already done), so the bar and the ETA start from there.
+        self._started = time.monotonic()
+        self._initial = self.counts.done + self.counts.failed
+        self._shown = self._initial
+        if self.tty:
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=self.counts.total,
+                initial=self._initial,
+                unit="img",
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
+
+    def update(self) -> None:
+        """Refresh the bar (cheap; tqdm throttles redraws)."""
+        if not self._begun:
+            self._begun = True
+            self._begin()
+        if self._bar is None:
+            return
+        finished = self.counts.done + self.counts.failed
+        self._bar.set_postfix_str(
+            f"in flight {self.counts.in_flight}, failed {self.counts.failed}, 429s {self._rate_limited()}",
+            refresh=False,
+        )
+        if finished != self._shown:
+            self._bar.update(finished - self._shown)
+            self._shown = finished
+
+    def line(self) -> str:
+        """One progress line: done/total, in flight, failed, 429s, ETA."""
+        c = self.counts
+        finished = c.done + c.failed
+        elapsed = time.monotonic() - self._started
+        rate = (finished - self._initial) / elapsed if elapsed > 0 else 0.0
+        remaining = c.total - finished
+        eta = format_duration(remaining / rate) if rate > 0 else "?"
+        return (
+            f"progress: {c.done}/{c.total} done, {c.in_flight} in flight, {c.failed} failed, "
+            f"{self._rate_limited()} 429s, ETA {eta}"
+        )
+
+    async def tick(self) -> None:
+        """Log a line every ``interval`` seconds when there is no bar (cron, CI, pipes)."""
+        if self.tty:
+            return
+        while True:
+            await anyio.sleep(self.interval)
+            log.info("%s", self.line())
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self.update()
+            self._bar.close()
+            self._bar = None
+
+
+async def _watch_signals(scheduler: Scheduler, summary: Summary) -> None:
+    """First Ctrl-C / SIGTERM: stop submitting, finish what is in flight. Second: stop now."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            summary.interrupted = True
+            if scheduler.submitting:
+                name = signal.Signals(signum).name
+                log.warning(
+                    "%s: submitting nothing more; waiting for %d jobs in flight (Ctrl-C again to quit now)",
+                    name,
+                    scheduler.counts.in_flight,
+                )
+                scheduler.stop_submitting()
+            else:
+                log.warning("stopping now; rerun the same command to finish the batch")
+                scheduler.cancel()
+                return
+
+
+async def run(
+    source: str | os.PathLike[str] | Manifest | Iterable[Job],
+    *,
+    out_dir: str | os.PathLike[str] | None = None,
+    client: httpx.AsyncClient | None = None,
+    base_url: str | None = None,
+    emulate: bool | EmulatorConfig = False,
+    settings: RunSettings | None = None,
+    max_jobs: int = DEFAULT_MAX_JOBS,
+    progress: bool | None = None,
+    progress_interval: float = 10.0,
+    handle_signals: bool = False,
+    wall_clock: Callable[[], float] = time.time,
+) -> Summary:
+    """Run every job of ``source`` not already done in ``out_dir``; return the summary.
+
+    ``source`` is a manifest path, a loaded :class:`~batchgen.manifest.Manifest`, or an
+    iterable of :class:`~batchgen.job.Job` (then ``out_dir`` is required). ``out_dir``
+    defaults to ``output/<manifest name>/``; images go to ``OUT/images/`` and the ledger
+    to ``OUT/ledger.jsonl``. Running it again resumes (see :mod:`batchgen.ledger`).
+
+    The API key is read from ``SEGMIND_API_KEY`` (required unless ``emulate`` or a
+    ``client`` is given: a caller's client may carry its own ``x-api-key`` header).
+    ``base_url`` defaults to ``BATCHGEN_BASE_URL`` or https://api.segmind.com. ``client``
+    is used as is and not closed; without one, a client is built for this run.
+    ``emulate`` (True or an :class:`~batchgen.emulator.EmulatorConfig`) runs against an
+    in-process emulator instead: no key, no network.
+
+    ``progress``: a tqdm bar (True), log lines every ``progress_interval`` s (False), or
+    a bar only when stderr is a terminal (None). ``handle_signals`` installs the Ctrl-C /
+    SIGTERM handling of the command line (only from the main thread).
+
+    Raises :class:`~batchgen.errors.ManifestError`, :class:`~batchgen.errors.UsageError`
+    or :class:`~batchgen.errors.LockedError` before anything is submitted; API
+    conditions are reported in the summary (``fatal``, ``failed``), not raised. The
+    process exit code for the outcome is ``summary.exit_code``.
+    """
+    started = time.monotonic()
+    manifest, jobs = _resolve_jobs(source, max_jobs=max_jobs)
+    if out_dir is None:
+        if manifest is None:
+            raise UsageError("out_dir is required when running jobs without a manifest")
+        out_dir = default_out_dir(manifest)
+    out = Path(out_dir)
+
+    emulator_config: EmulatorConfig | None = None
+    if emulate is not False and client is not None:
+        raise UsageError("pass either a client or emulate, not both")
+    if emulate is not False:
+        from batchgen.emulator import EmulatorConfig
+
+        emulator_config = (
+            emulate
+            if isinstance(emulate, EmulatorConfig)
+            else EmulatorConfig(time_scale=EMULATE_TIME_SCALE, workers=8)
+        )
+        base_url = _EMULATOR_URL
+        api_key: str | None = "emulated"
+        if settings is None:
+            scale = max(emulator_config.time_scale, 1e-4)
+            settings = RunSettings(time_factor=scale, rpm=DEFAULT_RPM / scale)
+    else:
+        api_key = os.environ.get(API_KEY_ENV) or None
+        if api_key is None and client is None:
+            raise UsageError(f"set {API_KEY_ENV} to your Segmind API key (or use --emulate to run offline)")
+        base_url = base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+    settings = settings or RunSettings()
+    problems = settings.problems()
+    if problems:
+        raise UsageError("; ".join(problems))
+
+    ledger_path = out / LEDGER_NAME
+    summary = Summary(total=len(jobs), out_dir=out, images_dir=out / IMAGES_DIR, ledger_path=ledger_path)
+    with lock_output(out):
+        state = replay(ledger_path)
+        summary.warnings.extend(state.warnings)
+        removed = state.removed(job.key for job in jobs)
+        summary.removed = len(removed)
+        if removed:
+            log.info("%d jobs in the ledger are no longer in the manifest; left alone", len(removed))
+        writer = await LedgerWriter.open(ledger_path, clock=wall_clock)
+        async with (
+            writer,
+            _http_client(client, emulate=emulator_config, concurrency=settings.concurrency) as http,
+        ):
+            await writer.write(
+                "run_started",
+                "",
+                manifest=str(manifest.path) if manifest else None,
+                manifest_sha256=manifest.sha256 if manifest else None,
+                settings={**settings.to_json(), "base_url": base_url, "jobs": len(jobs)},
+                version=__version__,
+            )
+            api = SegmindClient(http, base_url=base_url, api_key=api_key)
+            bar: _Progress | None = None
+
+            def on_change() -> None:
+                if bar is not None:
+                    bar.update()
+
+            scheduler = Scheduler(
+                api,
+                writer,
+                out_dir=out,
+                settings=settings,
+                summary=summary,
+                wall_clock=wall_clock,
+                on_change=on_change,
+            )
+            tty = sys.stderr.isatty() if progress is None else progress
+            bar = _Progress(
+                scheduler.counts, lambda: scheduler.limiter.rate_limited, tty=tty, interval=progress_interval
+            )
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(bar.tick)
+                    if handle_signals:
+                        tg.start_soon(_watch_signals, scheduler, summary)
+                    try:
+                        await scheduler.run(jobs, state)
+                    finally:
+                        tg.cancel_scope.cancel()
+            finally:
+                bar.close()
+                summary.wall_time = time.monotonic() - started
+                await writer.write("run_finished", "", **summary.counts())
+    return summary

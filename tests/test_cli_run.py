@@ -1,0 +1,58 @@
+"""`batchgen run` argument handling, in process: usage errors exit 2 before anything is sent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from batchgen.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--rpm", "0"], "rpm 0.0 must be above 0"),
+        (["--concurrency", "0"], "concurrency 0 must be at least 1"),
+        (["--time-scale", "-1"], "time scale -1.0 must be above 0"),
+        (["--max-jobs", "0"], "max jobs 0 must be at least 1"),
+        (["--max-jobs", "5"], "more than the limit of 5"),
+    ],
+)
+def test_bad_options_exit_2_and_write_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: list[str], message: str
+) -> None:
+    """Out-of-range options are a usage error (exit 2) naming the option; no output directory appears."""
+    out = tmp_path / "out"
+    code = main(["run", str(REPO / "manifests" / "demo.yaml"), "--emulate", "--out", str(out), *option])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_bad_manifest_exits_2_with_located_problems(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A manifest with an error exits 2, naming file, line and field; nothing is submitted or written."""
+    manifest = tmp_path / "bad.yaml"
+    manifest.write_text('jobs:\n  - prompt: "a fox"\n    steps_num: 60\n')
+    out = tmp_path / "out"
+    code = main(["run", str(manifest), "--emulate", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "bad.yaml:3" in err and "steps_num" in err and "nothing was submitted" in err
+    assert not out.exists()
+
+
+def test_emulate_runs_the_demo_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`batchgen run manifests/demo.yaml --emulate` exits 0 and prints the summary with the paths."""
+    out = tmp_path / "demo"
+    code = main(
+        ["run", str(REPO / "manifests" / "demo.yaml"), "--emulate", "--out", str(out), "--no-progress"]
+    )
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "12/12 jobs done" in printed
+    assert f"ledger: {out / 'ledger.jsonl'}" in printed

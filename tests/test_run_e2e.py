@@ -1,0 +1,290 @@
+"""`batchgen run` as a real process against a real emulator process (a real socket)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parent.parent
+SCALE = "0.01"  # base mode: 22 s of inference becomes 0.22 s
+
+
+def write_manifest(tmp_path: Path, *, seeds: int, blocked: bool = False) -> Path:
+    path = tmp_path / "batch.yaml"
+    extra = '  - prompt: "A forbidden castle at night"\n' if blocked else ""
+    path.write_text(
+        "name: e2e\n"
+        "defaults:\n"
+        "  mode: base\n"
+        "jobs:\n"
+        '  - prompt: "A lighthouse on a cliff at dawn"\n'
+        f"    seeds: {seeds}\n"
+        f"{extra}"
+        "output:\n"
+        '  filename: "img-{index:03d}.png"\n'
+    )
+    return path
+
+
+def run_args(manifest: Path, out: Path, base_url: str, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "batchgen", "run", str(manifest), "--out", str(out), "--base-url", base_url,
+        "--time-scale", SCALE, "--rpm", "60000", "--concurrency", "8", *extra,
+    ]  # fmt: skip
+
+
+def env(key: str | None = "e2e-key") -> dict[str, str]:
+    environ = {k: v for k, v in os.environ.items() if k not in ("SEGMIND_API_KEY", "BATCHGEN_BASE_URL")}
+    if key is not None:
+        environ["SEGMIND_API_KEY"] = key
+    return environ
+
+
+def run_cli(
+    args: list[str], *, key: str | None = "e2e-key", cwd: Path = REPO
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, env=env(key), cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def stats(base_url: str) -> dict[str, Any]:
+    return httpx.get(f"{base_url}/_emulator/stats", timeout=5).json()  # type: ignore[no-any-return]
+
+
+def ledger(out: Path) -> list[dict[str, Any]]:
+    path = out / "ledger.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().split("\n")[:-1] if line.strip()]
+
+
+def keys(out: Path, event: str) -> set[str]:
+    return {e["key"] for e in ledger(out) if e["event"] == event}
+
+
+def wait_for(predicate: Callable[[], bool], *, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.01)
+
+
+def assert_all_images_decode(out: Path, count: int) -> None:
+    files = sorted((out / "images").glob("*.png"))
+    assert len(files) == count
+    for path in files:
+        with Image.open(path) as im:
+            im.load()
+    assert not list((out / "images").glob("*.part"))
+
+
+def test_demo_manifest_runs_with_emulate(tmp_path: Path) -> None:
+    """The README's first command, `batchgen run manifests/demo.yaml --emulate`, makes every image, exit 0."""
+    out = tmp_path / "demo"
+    result = run_cli(
+        [
+            sys.executable,
+            "-m",
+            "batchgen",
+            "run",
+            str(REPO / "manifests" / "demo.yaml"),
+            "--emulate",
+            "--out",
+            str(out),
+        ],
+        key=None,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "12/12 jobs done" in result.stdout
+    images = list((out / "images").rglob("*.png"))
+    assert len(images) == 12
+    for path in images:
+        with Image.open(path) as im:
+            im.load()
+
+
+def test_missing_key_is_a_usage_error(tmp_path: Path) -> None:
+    """Without SEGMIND_API_KEY (and no --emulate) the run exits 2 with a clear message, nothing sent."""
+    manifest = write_manifest(tmp_path, seeds=2)
+    result = run_cli(run_args(manifest, tmp_path / "out", "http://127.0.0.1:9"), key=None)
+    assert result.returncode == 2
+    assert "SEGMIND_API_KEY" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_sigkill_mid_run_then_rerun_completes(tmp_path: Path, emulator_process: Callable[..., str]) -> None:
+    """A run killed with SIGKILL mid-way and run again completes the batch; every image decodes."""
+    base_url = emulator_process("--time-scale", SCALE, "--workers", "4", "--image-size", "64")
+    manifest = write_manifest(tmp_path, seeds=30)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        run_args(manifest, out, base_url),
+        env=env(),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: len(keys(out, "completed")) >= 6)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert len(keys(out, "completed")) < 30
+    result = run_cli(run_args(manifest, out, base_url))
+    assert result.returncode == 0, result.stderr
+    assert_all_images_decode(out, 30)
+    completed = [e for e in ledger(out) if e["event"] == "completed"]
+    assert len({e["key"] for e in completed}) == 30
+    # Jobs in flight at the kill were polled again, not paid for twice (at most the one
+    # request whose answer the kill may have cut off before its ledger line).
+    assert stats(base_url)["duplicate_submits"] <= 1
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_finishes_in_flight_and_exits_130(
+    tmp_path: Path, emulator_process: Callable[..., str], signum: signal.Signals
+) -> None:
+    """Ctrl-C / SIGTERM stops submitting, waits for the jobs in flight, leaves the ledger whole, exit 130."""
+    base_url = emulator_process("--time-scale", SCALE, "--workers", "3", "--image-size", "64")
+    manifest = write_manifest(tmp_path, seeds=24)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        run_args(manifest, out, base_url),
+        env=env(),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: len(keys(out, "completed")) >= 3)
+        proc.send_signal(signum)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stdout
+    assert "waiting for" in stderr
+    # Every job that was submitted finished: nothing was left in flight.
+    assert keys(out, "submitted") == keys(out, "completed")
+    assert len(keys(out, "completed")) < 24
+    assert ledger(out)[-1]["event"] == "run_finished"
+    result = run_cli(run_args(manifest, out, base_url))
+    assert result.returncode == 0, result.stderr
+    assert_all_images_decode(out, 24)
+    assert stats(base_url)["duplicate_submits"] == 0
+
+
+def test_second_ctrl_c_stops_at_once_and_the_rerun_resumes(
+    tmp_path: Path, emulator_process: Callable[..., str]
+) -> None:
+    """A second Ctrl-C exits 130 without waiting; the rerun polls what was in flight, pays nothing twice."""
+    # One worker: jobs queue up, so plenty are in flight when the second Ctrl-C lands.
+    base_url = emulator_process("--time-scale", SCALE, "--workers", "1", "--image-size", "64")
+    manifest = write_manifest(tmp_path, seeds=10)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        run_args(manifest, out, base_url), env=env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        wait_for(lambda: len(keys(out, "submitted")) >= 8)
+        proc.send_signal(signal.SIGINT)
+        assert proc.stderr is not None
+        assert b"waiting for" in proc.stderr.readline()  # the first Ctrl-C was handled
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    left = keys(out, "submitted") - keys(out, "completed")
+    assert left, "the second Ctrl-C should not have waited for the jobs in flight"
+    result = run_cli(run_args(manifest, out, base_url))
+    assert result.returncode == 0, result.stderr
+    assert_all_images_decode(out, 10)
+    assert stats(base_url)["duplicate_submits"] == 0
+
+
+def test_invalid_key_exits_3_after_one_request(tmp_path: Path, emulator_process: Callable[..., str]) -> None:
+    """A 401 stops the run at once: exit 3, the reason printed, after one single request."""
+    base_url = emulator_process("--api-key", "the-right-key", "--time-scale", SCALE)
+    manifest = write_manifest(tmp_path, seeds=30)
+    result = run_cli(run_args(manifest, tmp_path / "out", base_url), key="a-wrong-key")
+    assert result.returncode == 3
+    assert "401" in result.stdout + result.stderr
+    assert "a-wrong-key" not in result.stdout + result.stderr
+    assert "a-wrong-key" not in (tmp_path / "out" / "ledger.jsonl").read_text()
+    assert stats(base_url)["rejected"]["401"] == 1
+
+
+def test_no_credits_stops_submitting_and_exits_3(
+    tmp_path: Path, emulator_process: Callable[..., str]
+) -> None:
+    """406: no new submits, the accepted jobs still finish, exit 3."""
+    base_url = emulator_process("--credits", "5", "--time-scale", SCALE)
+    manifest = write_manifest(tmp_path, seeds=20)
+    out = tmp_path / "out"
+    result = run_cli(run_args(manifest, out, base_url))
+    assert result.returncode == 3, result.stderr
+    assert "406" in result.stdout
+    assert len(keys(out, "completed")) == 5
+    assert stats(base_url)["submits_accepted"] == 5
+
+
+def test_blocked_prompt_fails_with_detail_and_exit_1(
+    tmp_path: Path, emulator_process: Callable[..., str]
+) -> None:
+    """A blocked prompt is a `failed` ledger line with the detail; the others complete; exit 1."""
+    base_url = emulator_process("--blocked-terms", "forbidden", "--time-scale", SCALE)
+    manifest = write_manifest(tmp_path, seeds=3, blocked=True)
+    out = tmp_path / "out"
+    result = run_cli(run_args(manifest, out, base_url))
+    assert result.returncode == 1, result.stderr
+    failed = [e for e in ledger(out) if e["event"] == "failed"]
+    assert len(failed) == 1
+    assert "forbidden" in failed[0]["error"]
+    assert failed[0]["retryable"] is False
+    assert len(keys(out, "completed")) == 3
+
+
+def test_second_run_on_the_same_output_is_refused(
+    tmp_path: Path, emulator_process: Callable[..., str]
+) -> None:
+    """While one run writes to OUT, a second `batchgen run` on it exits 2 with a clear message."""
+    base_url = emulator_process("--time-scale", SCALE, "--workers", "1")
+    manifest = write_manifest(tmp_path, seeds=20)
+    out = tmp_path / "out"
+    first = subprocess.Popen(
+        run_args(manifest, out, base_url),
+        env=env(),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: bool(keys(out, "submitted")))
+        second = run_cli(run_args(manifest, out, base_url))
+        assert second.returncode == 2
+        assert "another batchgen run" in second.stderr
+    finally:
+        first.kill()
+        first.wait()
