@@ -656,10 +656,26 @@ def _job(
     fields = {k: v for k, v in merged.items() if isinstance(v, Value) and k not in seen}
     implicit = [v for k, v in merged.items() if isinstance(v, Axis) and k not in seen]
     spec = JobSpec(where, line, fields, labels, (*grid, *implicit), tuple(zipped), rows, seeds)
-    if len(loader.problems) != start:
+    structure_ok = len(loader.problems) == start
+    # Check the prompt templates even when a value above was wrong, so every problem is
+    # reported at once; names written under labels/grid/zip count as defined even if one
+    # of their values was invalid, and a CSV that could not be read hides its columns.
+    has_prompt = "prompt" in fields or any(a.name == "prompt" for a in (*grid, *zipped))
+    if structure_ok or (has_prompt and not ("rows" in items and rows is None)):
+        _check_prompts(loader, spec, where, declared=_written_names(items))
+    if not structure_ok:
         return None, None
-    _check_prompts(loader, spec, where)
     return (spec if len(loader.problems) == start else None), _label_names(spec)
+
+
+def _written_names(items: Mapping[str, yaml.Node]) -> set[str]:
+    """Every name written under a job's labels, grid or zip, valid or not."""
+    names: set[str] = set()
+    for section in ("labels", "grid", "zip"):
+        node = items.get(section)
+        if isinstance(node, yaml.MappingNode):
+            names.update(str(key.value) for key, _ in node.value if isinstance(key, yaml.ScalarNode))
+    return names
 
 
 def _read_csv(loader: _Loader, path: Path, shown: str, line: int | None, where: str) -> RowSource | None:
@@ -735,9 +751,10 @@ def _check_template(
     return template
 
 
-def _check_prompts(loader: _Loader, spec: JobSpec, where: str) -> None:
+def _check_prompts(loader: _Loader, spec: JobSpec, where: str, *, declared: Iterable[str] = ()) -> None:
     """Every prompt the job can use parses, and names only what that job (or row) defines."""
     static = set(PARAMETER_NAMES) - {"prompt"}
+    static.update(declared)
     static.update(spec.labels)
     static.update(a.name for a in (*spec.axes, *spec.zip) if a.name not in PARAMETER_NAMES)
     rows = spec.rows

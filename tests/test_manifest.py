@@ -175,6 +175,23 @@ def test_every_problem_is_collected(tmp_path: Path) -> None:
     assert [p.split(":")[1] for p in found] == ["1", "4", "6", "7"]
 
 
+def test_undefined_name_is_reported_beside_a_bad_value_of_the_same_job(tmp_path: Path) -> None:
+    """A bad grid value does not hide an undefined template name, nor invent one."""
+    text = (
+        "jobs:\n"
+        '  - prompt: "A {colr} {item}"\n'
+        "    grid:\n"
+        "      color: [red]\n"
+        "      item: [bag, {a: 1}]\n"
+        "      steps_num: [30, 60]\n"
+    )
+    path = write(tmp_path, "m.yaml", text)
+    found = [p.removeprefix(f"{path}:") for p in problems(path)]
+    assert found[0] == "2: jobs[0].prompt: {colr} is not defined (did you mean {color}?)"
+    assert not any("{item}" in p for p in found)
+    assert any(p.startswith("6: jobs[0].grid.steps_num[1]: 60 is above") for p in found)
+
+
 def test_job_without_prompt_and_duplicate_keys(tmp_path: Path) -> None:
     """A job with no prompt anywhere, and a key written twice, are errors."""
     text = "jobs:\n  - mode: fast\n  - prompt: a\n    prompt: b\n"
