@@ -725,9 +725,11 @@ def _read_csv(loader: _Loader, path: Path, shown: str, line: int | None, where: 
                 ok = False
                 continue
             cells = {h: c for h, c in zip(header, record, strict=True) if c.strip() and h}
+            # A bad cell is reported but keeps its row: the row's other checks (its
+            # prompt, its template names) still run, so every problem shows at once.
             for column, cell in cells.items():
                 if column in PARAMETER_NAMES:
-                    ok = loader.check_param(column, cell, row_line, f"column {column}", file=shown) and ok
+                    loader.check_param(column, cell, row_line, f"column {column}", file=shown)
             rows.append(Row(row_line, cells))
     except csv.Error as exc:
         loader.error(reader.line_num, "", f"CSV error: {exc}", file=shown)

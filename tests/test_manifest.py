@@ -235,6 +235,15 @@ def test_csv_manifest_with_bom_crlf_and_empty_cells(tmp_path: Path) -> None:
     assert [r.line for r in spec.rows.rows] == [2, 3]
 
 
+def test_csv_bad_cell_does_not_hide_an_empty_prompt_in_another_row(tmp_path: Path) -> None:
+    """Every row of a CSV manifest is checked: a bad cell and an empty prompt both show."""
+    path = write(tmp_path, "p.csv", "prompt,seed,sku\nA mug,abc,M1\n,5,M2\n")
+    assert [p.removeprefix(f"{path}:") for p in problems(path)] == [
+        "2: column seed: 'abc' is not an integer",
+        "3: column prompt: is empty and the job has no prompt",
+    ]
+
+
 def test_csv_manifest_requires_prompt(tmp_path: Path) -> None:
     """A CSV manifest without a prompt column, or with an empty prompt cell, is an error."""
     write(tmp_path, "a.csv", "sku,seed\nA1,3\n")
