@@ -157,3 +157,20 @@ def test_validate_as_a_real_process(tmp_path: Path) -> None:
         "error: 1 problem; nothing was submitted",
     ]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.e2e
+def test_plan_into_a_closed_pipe_exits_quietly() -> None:
+    """`batchgen plan --jsonl | head -1` prints one job and no traceback when the pipe closes."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "batchgen", "plan", "--jsonl", str(MANIFESTS / "sweep.yaml")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        first = json.loads(proc.stdout.readline())
+        proc.stdout.close()  # what `head -1` does after its line
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 0
+    assert first["index"] == 0
+    assert err == ""
