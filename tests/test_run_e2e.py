@@ -236,6 +236,21 @@ def test_invalid_key_exits_3_after_one_request(tmp_path: Path, emulator_process:
     assert stats(base_url)["rejected"]["401"] == 1
 
 
+def test_api_key_is_written_nowhere(tmp_path: Path, emulator_process: Callable[..., str]) -> None:
+    """A successful run sends the key, yet it is in no output file, log line or ledger line."""
+    key = "sk-e2e-0123456789abcdef"
+    base_url = emulator_process("--api-key", key, "--time-scale", SCALE)
+    manifest = write_manifest(tmp_path, seeds=4)
+    out = tmp_path / "out"
+    result = run_cli(run_args(manifest, out, base_url), key=key)
+    assert result.returncode == 0, result.stderr
+    assert_all_images_decode(out, 4)
+    assert key not in result.stdout + result.stderr
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert key.encode() not in path.read_bytes(), path
+
+
 def test_no_credits_stops_submitting_and_exits_3(
     tmp_path: Path, emulator_process: Callable[..., str]
 ) -> None:
