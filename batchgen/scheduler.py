@@ -9,7 +9,8 @@ error goes through the one retry policy (:class:`batchgen.limits.RetryPolicy`).
 Resuming is :func:`batchgen.ledger.decide` per job: skip, poll the recorded request id,
 or submit. A submit and its ``submitted`` ledger line are shielded from cancellation
 together, so any request the API accepted is in the ledger unless the process is killed
-outright (and then only that one request can be lost).
+outright; then the submits whose answers were in transit are lost, at most one per
+concurrency slot (the API has no idempotency key to find them again).
 
 Stopping: :meth:`Scheduler.stop_submitting` (first Ctrl-C / SIGTERM, or a 406) lets jobs
 in flight finish and starts nothing new; a second Ctrl-C, or a fatal API error
