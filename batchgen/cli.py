@@ -228,7 +228,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from batchgen.emulator import EmulatorConfig
     from batchgen.expand import DEFAULT_MAX_JOBS
     from batchgen.report import format_summary
-    from batchgen.runner import DEFAULT_RPM, EMULATE_TIME_SCALE, run
+    from batchgen.runner import DEFAULT_RPM, EMULATE_TIME_SCALE, emulated_rpm, emulator_config, run
     from batchgen.scheduler import RunSettings
 
     _log_to_stderr()
@@ -237,8 +237,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         time_scale = EMULATE_TIME_SCALE if args.emulate else 1.0
     rpm = args.rpm
     if rpm is None:
-        # With --emulate the emulator's time, its minute included, runs time_scale faster.
-        rpm = DEFAULT_RPM / time_scale if args.emulate and time_scale > 0 else DEFAULT_RPM
+        rpm = emulated_rpm(time_scale) if args.emulate else DEFAULT_RPM
     settings = RunSettings(
         concurrency=args.concurrency,
         rpm=rpm,
@@ -253,7 +252,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("; ".join(problems))
     emulate: bool | EmulatorConfig = False
     if args.emulate:
-        emulate = EmulatorConfig(time_scale=time_scale, workers=8)
+        emulate = emulator_config(time_scale)
 
     async def main() -> int:
         summary = await run(

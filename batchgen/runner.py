@@ -42,6 +42,8 @@ __all__ = [
     "DEFAULT_RPM",
     "EMULATE_TIME_SCALE",
     "default_out_dir",
+    "emulated_rpm",
+    "emulator_config",
     "run",
 ]
 
@@ -54,6 +56,18 @@ DEFAULT_RPM = 50.0  # the Pro plan
 # demo manifest finishes in about a second yet still shows queueing and polling.
 EMULATE_TIME_SCALE = 0.02
 _EMULATOR_URL = "http://emulator.local"
+
+
+def emulator_config(time_scale: float = EMULATE_TIME_SCALE) -> EmulatorConfig:
+    """The in-process emulator ``--emulate`` runs against, its clock ``time_scale`` x real time."""
+    from batchgen.emulator import EmulatorConfig
+
+    return EmulatorConfig(time_scale=time_scale, workers=8)
+
+
+def emulated_rpm(time_scale: float) -> float:
+    """The Pro plan's submit ceiling in an emulator's time: its minute, too, runs faster."""
+    return DEFAULT_RPM / max(time_scale, 1e-4)
 
 
 def default_out_dir(manifest: Manifest) -> Path:
@@ -243,22 +257,16 @@ async def run(
         out_dir = default_out_dir(manifest)
     out = Path(out_dir)
 
-    emulator_config: EmulatorConfig | None = None
+    emulation: EmulatorConfig | None = None
     if emulate is not False and client is not None:
         raise UsageError("pass either a client or emulate, not both")
     if emulate is not False:
-        from batchgen.emulator import EmulatorConfig
-
-        emulator_config = (
-            emulate
-            if isinstance(emulate, EmulatorConfig)
-            else EmulatorConfig(time_scale=EMULATE_TIME_SCALE, workers=8)
-        )
+        emulation = emulator_config() if emulate is True else emulate
         base_url = _EMULATOR_URL
         api_key: str | None = "emulated"
         if settings is None:
-            scale = max(emulator_config.time_scale, 1e-4)
-            settings = RunSettings(time_factor=scale, rpm=DEFAULT_RPM / scale)
+            scale = max(emulation.time_scale, 1e-4)
+            settings = RunSettings(time_factor=scale, rpm=emulated_rpm(scale))
     else:
         api_key = os.environ.get(API_KEY_ENV) or None
         if api_key is None and client is None:
@@ -281,7 +289,7 @@ async def run(
         writer = await LedgerWriter.open(ledger_path, clock=wall_clock)
         async with (
             writer,
-            _http_client(client, emulate=emulator_config, concurrency=settings.concurrency) as http,
+            _http_client(client, emulate=emulation, concurrency=settings.concurrency) as http,
         ):
             await writer.write(
                 "run_started",
