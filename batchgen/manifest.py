@@ -579,25 +579,9 @@ def _job(
                 continue
             labels[key] = Value(label, sub, loader.at(value_node))
 
-    grid: list[Axis] = []
-    if "grid" in items:
-        for key, value_node in loader.mapping(items["grid"], f"{where}.grid", None).items():
-            sub = f"{where}.grid.{key}"
-            if key not in PARAMETER_NAMES and not loader.label_name(key, loader.at(value_node), sub):
-                continue
-            axis = loader.axis(key, value_node, sub)
-            if axis is not None:
-                grid.append(axis)
-
-    zipped: list[Axis] = []
+    grid = _axes(loader, items, "grid", where)
+    zipped = _axes(loader, items, "zip", where)
     if "zip" in items:
-        for key, value_node in loader.mapping(items["zip"], f"{where}.zip", None).items():
-            sub = f"{where}.zip.{key}"
-            if key not in PARAMETER_NAMES and not loader.label_name(key, loader.at(value_node), sub):
-                continue
-            axis = loader.axis(key, value_node, sub)
-            if axis is not None:
-                zipped.append(axis)
         lengths = {len(a.values) for a in zipped}
         if len(lengths) > 1:
             sizes = ", ".join(f"{a.name} has {len(a.values)}" for a in zipped)
@@ -666,6 +650,21 @@ def _job(
     if not structure_ok:
         return None, None
     return (spec if len(loader.problems) == start else None), _label_names(spec)
+
+
+def _axes(loader: _Loader, items: Mapping[str, yaml.Node], section: str, where: str) -> list[Axis]:
+    """The valid axes of a job's ``grid`` or ``zip`` mapping, in written order."""
+    axes: list[Axis] = []
+    if section not in items:
+        return axes
+    for key, value_node in loader.mapping(items[section], f"{where}.{section}", None).items():
+        sub = f"{where}.{section}.{key}"
+        if key not in PARAMETER_NAMES and not loader.label_name(key, loader.at(value_node), sub):
+            continue
+        axis = loader.axis(key, value_node, sub)
+        if axis is not None:
+            axes.append(axis)
+    return axes
 
 
 def _written_names(items: Mapping[str, yaml.Node]) -> set[str]:
