@@ -182,12 +182,26 @@ class _Flight:
 
 @dataclass(slots=True)
 class Counts:
-    """Live counters of a run, for the progress display."""
+    """A live view of a run for the progress display: the summary's tallies, and the jobs
+    in flight (the one figure the summary does not keep)."""
 
-    total: int = 0
-    done: int = 0
-    failed: int = 0
+    summary: Summary
     in_flight: int = 0
+
+    @property
+    def total(self) -> int:
+        """Jobs of the manifest."""
+        return self.summary.total
+
+    @property
+    def done(self) -> int:
+        """Jobs whose image exists: completed now or skipped as complete."""
+        return self.summary.done
+
+    @property
+    def failed(self) -> int:
+        """Jobs failed in this run or skipped as failed permanently before."""
+        return self.summary.failed + self.summary.skipped_failed
 
     @property
     def not_run(self) -> int:
@@ -240,7 +254,7 @@ class Scheduler:
             min_interval=settings.min_poll_interval * tf,
             max_interval=settings.max_poll_interval * tf,
         )
-        self.counts = Counts()
+        self.counts = Counts(summary)
         self._submitting = True
         self._changed = anyio.Event()
         self._scope: anyio.CancelScope | None = None
@@ -314,7 +328,6 @@ class Scheduler:
         submits: list[tuple[Job, Submit]] = []
         now = self._wall_clock()
         for job in jobs:
-            self.counts.total += 1
             action = decide(
                 state.get(job.key),
                 out_dir=self.out_dir,
@@ -326,10 +339,8 @@ class Scheduler:
             if isinstance(action, Skip):
                 if action.reason == "completed":
                     self.summary.skipped += 1
-                    self.counts.done += 1
                 else:
                     self.summary.skipped_failed += 1
-                    self.counts.failed += 1
             elif isinstance(action, Poll):
                 polls.append((job, action))
             else:
@@ -434,7 +445,6 @@ class Scheduler:
             retryable=retryable,
         )
         self.summary.failed += 1
-        self.counts.failed += 1
         log.warning("job %s (%s) failed: %s", job.short_key, job.filename, detail)
 
     async def _submit(self, job: Job, flight: _Flight) -> None:
@@ -556,6 +566,5 @@ class Scheduler:
             bytes=saved.bytes,
         )
         self.summary.completed += 1
-        self.counts.done += 1
         if inference_time is not None:
             self.summary.inference_times.append(inference_time)
