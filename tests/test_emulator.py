@@ -425,7 +425,8 @@ async def test_stats_count_every_kind_of_request(clock: FakeClock) -> None:
 async def test_runtime_config_changes_settings_and_rejects_bad_ones() -> None:
     """POST /_emulator/config changes runtime settings and answers them; bad ones are 400, change nothing."""
     async with emulator() as client:
-        changed = await client.post("/_emulator/config", json={"rpm": 5, "fault_rate": 0.1, "ttl": 60})
+        changes = {"rpm": 5, "fault_rate": 0.1, "ttl": 60, "time_scale": 0.5, "workers": 2}
+        changed = await client.post("/_emulator/config", json=changes)
         assert changed.json() == {
             "rpm": 5,
             "credits": None,
@@ -433,12 +434,96 @@ async def test_runtime_config_changes_settings_and_rejects_bad_ones() -> None:
             "drop_rate": 0.0,
             "latency_ms": 0.0,
             "ttl": 60,
+            "time_scale": 0.5,
+            "workers": 2,
         }
-        for bad in ({"workers": 3}, {"rpm": "many"}, {"fault_rate": 2.0}, {"credits": True}):
+        bad_changes: list[dict[str, Any]] = [
+            {"seed": 3},
+            {"rpm": "many"},
+            {"fault_rate": 2.0},
+            {"credits": True},
+            {"workers": 0},
+            {"workers": 2.5},
+            {"workers": "4"},
+            {"time_scale": -1},
+            {"time_scale": "fast"},
+        ]
+        for bad in bad_changes:
             response = await client.post("/_emulator/config", json=bad)
-            assert response.status_code == 400 and list(bad)[0] in response.json()["error"]
+            assert response.status_code == 400 and response.json()["error"].startswith(f"{list(bad)[0]}:")
         after = (await client.post("/_emulator/config", json={})).json()
     assert after == changed.json()
+
+
+async def _config(client: httpx.AsyncClient, **changes: Any) -> None:
+    """Change runtime settings; fail the test unless the emulator accepts them."""
+    response = await client.post("/_emulator/config", json=changes)
+    assert response.status_code == 200, response.text
+
+
+async def _status(client: httpx.AsyncClient, job: dict[str, Any]) -> str:
+    """The status a job's status URL reports now."""
+    status: str = (await client.get(job["status_url"])).json()["status"]
+    return status
+
+
+@pytest.mark.anyio
+async def test_time_scale_changed_mid_run_applies_to_later_jobs_only(clock: FakeClock) -> None:
+    """A new time_scale scales the inference time of jobs submitted after it; earlier ones keep theirs."""
+    params = validate_params({"prompt": "a lighthouse at dawn"})
+    draws = InferenceTimes(seed=4)
+    first, second = draws.draw(params), draws.draw(params) * 0.01
+    async with emulator(clock, workers=4, seed=4) as client:
+        a = await submit(client)
+        await _config(client, time_scale=0.01)
+        b = await submit(client)
+        clock.advance(second + 0.001)
+        assert (await _status(client, a), await _status(client, b)) == ("PROCESSING", "COMPLETED")
+        clock.advance(first)
+        metrics = [(await client.get(job["status_url"])).json()["metrics"] for job in (a, b)]
+    assert metrics[0]["inference_time"] == pytest.approx(first, abs=1e-5)
+    assert metrics[1]["inference_time"] == pytest.approx(second, abs=1e-5)
+
+
+@pytest.mark.anyio
+async def test_workers_grown_mid_run_start_later_jobs_sooner(clock: FakeClock) -> None:
+    """Growing the pool adds workers free at once: a job submitted next starts before one queued earlier."""
+    async with emulator(clock, workers=1) as client:
+        a = await submit(client)
+        b = await submit(client)
+        await _config(client, workers=2)
+        c = await submit(client)
+        d = await submit(client)
+        states = [await _status(client, job) for job in (a, b, c, d)]
+        depth = (await stats(client))["peak_queue_depth"]
+    assert states == ["PROCESSING", "QUEUED", "PROCESSING", "QUEUED"]
+    assert depth == 2  # b and d wait; c never did
+
+
+@pytest.mark.anyio
+async def test_workers_shrunk_mid_run_drop_the_workers_free_last(clock: FakeClock) -> None:
+    """Shrinking keeps the workers free soonest; jobs already scheduled keep their schedule."""
+    params = validate_params({"prompt": "a lighthouse at dawn"})
+    draws = InferenceTimes(seed=3)
+    a_time, b_time, c_time = (draws.draw(params) for _ in range(3))
+    assert c_time > max(a_time, b_time)  # seed 3 draws them so: c ends after a and b
+    async with emulator(clock, workers=3, seed=3) as client:
+        a = await submit(client)
+        b = await submit(client)
+        await _config(client, workers=1)  # keeps the idle worker, drops a's and b's
+        c = await submit(client)
+        d = await submit(client)
+        assert [await _status(client, job) for job in (a, b, c, d)] == [
+            "PROCESSING",
+            "PROCESSING",
+            "PROCESSING",
+            "QUEUED",
+        ]
+        clock.advance(max(a_time, b_time) + 0.001)
+        assert [await _status(client, job) for job in (a, b)] == ["COMPLETED", "COMPLETED"]
+        assert await _status(client, d) == "QUEUED"  # d waits for c, not for the workers a and b freed
+        clock.advance(c_time - max(a_time, b_time))
+        assert (await _status(client, c), await _status(client, d)) == ("COMPLETED", "PROCESSING")
 
 
 def test_config_rejects_out_of_range_settings() -> None:

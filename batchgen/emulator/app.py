@@ -252,7 +252,7 @@ class _Routes:
         return JSONResponse(self.state.stats_body())
 
     async def configure(self, request: Request) -> Response:
-        """``POST /_emulator/config``: change rpm, credits, faults, latency or ttl at run time."""
+        """``POST /_emulator/config``: change the settings in ``RUNTIME_SETTINGS`` at run time."""
         try:
             changes = json.loads(await request.body() or b"{}")
         except ValueError:

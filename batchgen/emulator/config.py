@@ -12,7 +12,16 @@ __all__ = ["RUNTIME_SETTINGS", "EmulatorConfig", "ImageFormat"]
 ImageFormat = Literal["png", "jpeg"]
 
 # The settings ``POST /_emulator/config`` may change while the emulator runs.
-RUNTIME_SETTINGS: tuple[str, ...] = ("rpm", "credits", "fault_rate", "drop_rate", "latency_ms", "ttl")
+RUNTIME_SETTINGS: tuple[str, ...] = (
+    "rpm",
+    "credits",
+    "fault_rate",
+    "drop_rate",
+    "latency_ms",
+    "ttl",
+    "time_scale",
+    "workers",
+)
 
 
 @dataclass(frozen=True, kw_only=True)

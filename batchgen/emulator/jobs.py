@@ -6,6 +6,12 @@ submitted, as in a discrete-event simulation of a FIFO queue with W servers:
 ``start = max(submitted, earliest time a worker is free)``, ``end = start + duration``.
 Its state at any time follows from the clock, so the model behaves the same in
 process, under uvicorn, and under a test's fake clock.
+
+The time scale and the number of workers may change while jobs are scheduled; a
+schedule once fixed never moves. A new time scale applies to jobs submitted after
+the change. Growing the pool adds workers free at once, so jobs submitted next may
+start before jobs queued earlier (which keep their times); shrinking it removes the
+workers that become free last.
 """
 
 from __future__ import annotations
@@ -99,14 +105,16 @@ class JobQueue:
 
     def __init__(self, *, workers: int, time_scale: float, seed: int) -> None:
         self._free_at = [float("-inf")] * workers  # min-heap: when each worker is next free
-        self._time_scale = time_scale
+        # Multiplies the inference seconds of jobs submitted from now on.
+        self.time_scale = time_scale
         self._times = InferenceTimes(seed=seed)
         self._jobs: dict[str, EmulatedJob] = {}
         # Submission order; submitted times only grow, so expiry pops from the left.
         self._order: deque[str] = deque()
-        # Start times of jobs not known to have started. FIFO start times never
-        # decrease, so waiting jobs are always a suffix of the submissions.
-        self._waiting: deque[float] = deque()
+        # Min-heap of the start times of jobs not known to have started. (Start times
+        # do not always grow with submission order: a pool grown at run time lets a
+        # later job start before earlier ones.)
+        self._waiting: list[float] = []
         # Hashes, not the texts: a long benchmark submits many jobs and only needs "seen?".
         self._seen_keys: set[int] = set()
         self.peak_queue_depth = 0
@@ -118,7 +126,7 @@ class JobQueue:
         seconds = MODERATION_SECONDS if error is not None else self._times.draw(params)
         free = heapq.heappop(self._free_at)
         start = max(now, free)
-        end = start + seconds * self._time_scale
+        end = start + seconds * self.time_scale
         heapq.heappush(self._free_at, end)
         key = params_key(model, params)
         digest = hash(key)
@@ -137,11 +145,29 @@ class JobQueue:
         )
         self._jobs[job.request_id] = job
         self._order.append(job.request_id)
-        self._waiting.append(start)
         while self._waiting and self._waiting[0] <= now:
-            self._waiting.popleft()
+            heapq.heappop(self._waiting)
+        if start > now:
+            heapq.heappush(self._waiting, start)
         self.peak_queue_depth = max(self.peak_queue_depth, len(self._waiting))
         return job
+
+    @property
+    def workers(self) -> int:
+        """How many workers jobs are scheduled on."""
+        return len(self._free_at)
+
+    def resize(self, workers: int, *, now: float) -> None:
+        """Use ``workers`` workers for jobs submitted from ``now`` on.
+
+        New workers are free at ``now``; removed ones are those that become free
+        last. Jobs already scheduled keep their start and end.
+        """
+        if workers > len(self._free_at):
+            for _ in range(workers - len(self._free_at)):
+                heapq.heappush(self._free_at, now)
+        else:
+            self._free_at = heapq.nsmallest(workers, self._free_at)  # sorted, so a heap
 
     def get(self, request_id: str, *, now: float, ttl: float) -> EmulatedJob | None:
         """The job with this id, or None when unknown or older than ``ttl``."""

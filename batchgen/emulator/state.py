@@ -83,6 +83,10 @@ class EmulatorState:
         self.config = config
         if "credits" in changes:
             self.credits = changes["credits"]
+        # Schedules already fixed stay as they are: these apply to later submits.
+        self.queue.time_scale = config.time_scale
+        if config.workers != self.queue.workers:
+            self.queue.resize(config.workers, now=self.clock())
         return []
 
 
@@ -90,6 +94,8 @@ def _type_problem(name: str, value: Any) -> str | None:
     """A problem when ``value`` has the wrong JSON type for setting ``name``."""
     if isinstance(value, bool):
         return f"{name}: {value!r} is not a number"
+    if name == "workers":
+        return None if isinstance(value, int) else f"{name}: {value!r} is not an integer"
     if name in ("rpm", "credits"):
         if value is None or isinstance(value, int):
             return None
