@@ -32,6 +32,8 @@ class ExitCode(IntEnum):
 
 
 def _add_emulator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from batchgen.emulator.config import IMAGE_FAULTS
+
     p = sub.add_parser("emulator", help="serve a local emulator of the Segmind API")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -47,6 +49,17 @@ def _add_emulator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--drop-rate", type=float, default=0.0, help="fraction closed without an answer")
     p.add_argument("--fault-seed", type=int, default=0, help="seed for faults (reproducible)")
     p.add_argument("--latency", type=float, default=0.0, metavar="MS", help="added delay per request")
+    p.add_argument(
+        "--image-fault",
+        choices=IMAGE_FAULTS,
+        default="none",
+        help="how image downloads misbehave: html page, endless or slow body, 403, 410 (default none)",
+    )
+    p.add_argument(
+        "--image-fault-rate", type=float, default=1.0, help="fraction of image downloads hit (default 1)"
+    )
+    p.add_argument("--retry-after", metavar="VALUE", help="Retry-After sent on every 429 (default: computed)")
+    p.add_argument("--stall-rate", type=float, default=0.0, help="fraction of jobs that never finish")
     p.add_argument("--image-format", choices=["png", "jpeg"], default="png")
     p.add_argument("--image-size", type=int, default=512, help="long side in pixels (default 512)")
     p.add_argument("--seed", type=int, default=0, help="seed for inference-time draws")
@@ -70,6 +83,10 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
             drop_rate=args.drop_rate,
             fault_seed=args.fault_seed,
             latency_ms=args.latency,
+            image_fault=args.image_fault,
+            image_fault_rate=args.image_fault_rate,
+            retry_after=args.retry_after,
+            stall_rate=args.stall_rate,
             image_format=args.image_format,
             image_size=args.image_size,
             seed=args.seed,

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import io
+import os
 import statistics
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from PIL import Image
@@ -436,6 +439,10 @@ async def test_runtime_config_changes_settings_and_rejects_bad_ones() -> None:
             "ttl": 60,
             "time_scale": 0.5,
             "workers": 2,
+            "image_fault": "none",
+            "image_fault_rate": 1.0,
+            "retry_after": None,
+            "stall_rate": 0.0,
         }
         bad_changes: list[dict[str, Any]] = [
             {"seed": 3},
@@ -447,6 +454,12 @@ async def test_runtime_config_changes_settings_and_rejects_bad_ones() -> None:
             {"workers": "4"},
             {"time_scale": -1},
             {"time_scale": "fast"},
+            {"image_fault": "teapot"},
+            {"image_fault": True},
+            {"image_fault_rate": 1.5},
+            {"retry_after": 5},
+            {"retry_after": "5\r\nX-Injected: 1"},
+            {"stall_rate": -0.1},
         ]
         for bad in bad_changes:
             response = await client.post("/_emulator/config", json=bad)
@@ -532,6 +545,183 @@ def test_config_rejects_out_of_range_settings() -> None:
         EmulatorConfig(workers=0, fault_rate=1.5)
 
 
+# --- hostile modes -------------------------------------------------------------------
+
+
+async def _completed_image_url(client: httpx.AsyncClient, clock: FakeClock) -> str:
+    """Submit a job, let it complete, and return its output URL."""
+    job = await submit(client)
+    clock.advance(500)
+    output: str = (await client.get(job["response_url"])).json()["output"]
+    return output
+
+
+@pytest.mark.anyio
+async def test_image_fault_html_answers_200_with_a_web_page(clock: FakeClock) -> None:
+    """image_fault html answers the image URL with 200 text/html and a small HTML page."""
+    async with emulator(clock, image_fault="html") as client:
+        response = await client.get(await _completed_image_url(client, clock))
+        counts = await stats(client)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    assert response.text.startswith("<!DOCTYPE html>") and len(response.content) < 1000
+    assert counts["image_downloads"] == 0 and counts["rejected"] == {}
+
+
+@pytest.mark.anyio
+async def test_image_fault_forbidden_and_gone_answer_403_xml_and_410(clock: FakeClock) -> None:
+    """forbidden answers 403 with an S3 AccessDenied XML body; gone answers 410; only images are hit."""
+    async with emulator(clock, image_fault="forbidden") as client:
+        job = await submit(client)
+        clock.advance(500)
+        assert (await client.get(job["status_url"])).status_code == 200
+        result = await client.get(job["response_url"])
+        assert result.status_code == 200
+        forbidden = await client.get(result.json()["output"])
+        await _config(client, image_fault="gone")
+        gone = await client.get(result.json()["output"])
+        await _config(client, image_fault="none")
+        served = await client.get(result.json()["output"])
+        counts = await stats(client)
+    assert forbidden.status_code == 403 and forbidden.headers["content-type"].startswith("application/xml")
+    assert "<Code>AccessDenied</Code>" in forbidden.text
+    assert gone.status_code == 410
+    assert served.status_code == 200 and served.headers["content-type"] == "image/png"
+    assert counts["rejected"] == {"403": 1, "410": 1} and counts["image_downloads"] == 1
+
+
+@pytest.mark.anyio
+async def test_image_fault_rate_hits_that_fraction_reproducibly(clock: FakeClock) -> None:
+    """image_fault_rate hits that fraction of downloads, the same ones for the same fault_seed."""
+
+    async def codes(seed: int) -> list[int]:
+        async with emulator(clock, image_fault="gone", image_fault_rate=0.5, fault_seed=seed) as client:
+            url = await _completed_image_url(client, clock)
+            return [(await client.get(url)).status_code for _ in range(60)]
+
+    first = await codes(seed=1)
+    assert set(first) == {200, 410} and 15 < first.count(410) < 45
+    assert await codes(seed=1) == first
+    assert await codes(seed=2) != first
+
+
+@pytest.mark.anyio
+async def test_endless_image_stream_stops_when_the_client_disconnects() -> None:
+    """An endless body keeps coming until the client disconnects; then the app returns (nothing left over)."""
+    app = create_app(EmulatorConfig(time_scale=0, image_fault="endless", image_size=32))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url=BASE, headers=KEY) as client:
+        job = await submit(client)
+        output = (await client.get(job["response_url"])).json()["output"]
+    chunks_before_disconnect = 50
+    body_messages = 0
+    received = 0
+    disconnected = anyio.Event()
+    request_sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal request_sent
+        if not request_sent:
+            request_sent = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await disconnected.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal body_messages, received
+        if message["type"] == "http.response.start":
+            assert message["status"] == 200
+        elif message["type"] == "http.response.body":
+            body_messages += 1
+            received += len(message.get("body", b""))
+            assert message.get("more_body", False), "an endless body must not end"
+            if body_messages == chunks_before_disconnect:
+                disconnected.set()
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},  # what uvicorn's h11 server declares
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": httpx.URL(output).path,
+        "raw_path": httpx.URL(output).raw_path,
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"emulator.test")],
+        "client": ("127.0.0.1", 1234),
+        "server": ("emulator.test", 80),
+    }
+    with anyio.fail_after(5):
+        await app(scope, receive, send)
+    assert body_messages >= chunks_before_disconnect and received > 40 * 64 * 1024
+
+
+@pytest.mark.anyio
+async def test_retry_after_setting_is_sent_verbatim_on_every_429(clock: FakeClock) -> None:
+    """retry_after replaces the computed Retry-After of 429s (and only of 429s); null restores it."""
+    async with emulator(clock, rpm=1, retry_after="1000000000") as client:
+        accepted = await client.post(SUBMIT, json={"prompt": "a"})
+        assert accepted.status_code == 200 and "Retry-After" not in accepted.headers
+        refused = await client.post(SUBMIT, json={"prompt": "a"})
+        assert refused.status_code == 429 and refused.headers["Retry-After"] == "1000000000"
+        date = "Wed, 21 Oct 2037 07:28:00 GMT"
+        await _config(client, retry_after=date)
+        assert (await client.post(SUBMIT, json={"prompt": "a"})).headers["Retry-After"] == date
+        await _config(client, retry_after=None)
+        computed = await client.post(SUBMIT, json={"prompt": "a"})
+    assert computed.status_code == 429 and computed.headers["Retry-After"] == "60"
+
+
+@pytest.mark.anyio
+async def test_stalled_job_stays_processing_then_expires(clock: FakeClock) -> None:
+    """With stall_rate 1 a job goes QUEUED -> PROCESSING and stays there until the TTL makes it 404."""
+    async with emulator(clock, workers=1, stall_rate=1.0, ttl=100, time_scale=0.01) as client:
+        first = await submit(client)
+        second = await submit(client)
+        assert (await _status(client, first), await _status(client, second)) == ("PROCESSING", "QUEUED")
+        clock.advance(99)  # far past any inference time at this scale
+        assert (await _status(client, first), await _status(client, second)) == ("PROCESSING", "PROCESSING")
+        result = (await client.get(first["response_url"])).json()
+        assert result["status"] == "PROCESSING" and result["output"] is None
+        assert (await stats(client))["jobs"]["PROCESSING"] == 2
+        clock.advance(1)
+        response = await client.get(first["status_url"])
+    assert response.status_code == 404
+
+
+@pytest.mark.anyio
+async def test_stalled_jobs_free_their_worker_and_follow_the_fault_seed(clock: FakeClock) -> None:
+    """A stalled job frees its worker after its drawn time; which jobs stall is seeded by fault_seed."""
+    params = validate_params({"prompt": "a lighthouse at dawn"})
+    first_time = InferenceTimes(seed=0).draw(params) * 0.01
+
+    async def stalled(seed: int) -> list[bool]:
+        async with emulator(clock, workers=1, stall_rate=0.5, fault_seed=seed, time_scale=0.01) as client:
+            jobs = [await submit(client) for _ in range(40)]
+            clock.advance(1000)
+            return [await _status(client, job) == "PROCESSING" for job in jobs]
+
+    first = await stalled(seed=3)
+    assert 8 < sum(first) < 32
+    assert await stalled(seed=3) == first and await stalled(seed=4) != first
+    async with emulator(clock, workers=1, stall_rate=1.0, time_scale=0.01) as client:
+        await submit(client)
+        await _config(client, stall_rate=0)
+        later = await submit(client)
+        clock.advance(first_time + 0.0001)
+        assert await _status(client, later) == "PROCESSING"  # the stalled job's worker is free again
+
+
+@pytest.mark.anyio
+async def test_sync_v1_of_a_stalled_job_times_out_with_504_when_it_expires() -> None:
+    """POST /v1/<slug> for a stalled job is held until the job expires, then answered 504."""
+    async with emulator(stall_rate=1.0, ttl=0.05) as client:
+        started = time.perf_counter()
+        response = await client.post("/v1/bria-text-to-image", json={"prompt": "a cat"})
+    assert response.status_code == 504 and "did not finish" in response.json()["error"]
+    assert time.perf_counter() - started >= 0.05
+
+
 # --- served for real -----------------------------------------------------------------
 
 
@@ -558,6 +748,84 @@ async def test_served_emulator_faults_and_drops_match_in_process(
         in_process = await outcomes(client)
     assert served == in_process
     assert {"404", "drop"} <= set(served) and set(served) & {"500", "502", "504"}
+
+
+async def _served_image_url(client: httpx.AsyncClient) -> str:
+    """Submit a job to a served emulator (fast time scale), wait for it, return its output URL."""
+    job = await submit(client)
+    for _ in range(1000):
+        if (await client.get(job["status_url"])).json()["status"] == "COMPLETED":
+            break
+        await anyio.sleep(0.01)
+    output: str = (await client.get(job["response_url"])).json()["output"]
+    assert output is not None, "the job did not complete within 10 s"
+    return output
+
+
+def _server_cpu_seconds(base_url: str) -> float | None:
+    """CPU seconds used so far by the emulator process serving ``base_url`` (Linux /proc), or None."""
+    port = base_url.rsplit(":", 1)[1]
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+            if b"emulator" in args and port.encode() in args:
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+                return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            continue
+    return None
+
+
+@pytest.mark.e2e
+@pytest.mark.anyio
+async def test_served_endless_image_streams_until_the_client_leaves(
+    emulator_process: Callable[..., str],
+) -> None:
+    """Under uvicorn an endless body passes 8 MB and goes on; the client leaving stops it, the rest works."""
+    served_url = emulator_process("--time-scale", "0.001", "--image-fault", "endless", "--image-size", "32")
+    cap = 8 * 1024 * 1024
+    async with httpx.AsyncClient(base_url=served_url, headers=KEY, timeout=10) as client:
+        output = await _served_image_url(client)
+        received = 0
+        async with client.stream("GET", output) as response:
+            assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+            assert "content-length" not in response.headers
+            async for chunk in response.aiter_raw():
+                received += len(chunk)
+                if received > cap:
+                    break
+        assert received > cap
+        await anyio.sleep(0.2)  # let the server see the disconnect
+        cpu_before = _server_cpu_seconds(served_url)
+        await anyio.sleep(1.0)
+        cpu_after = _server_cpu_seconds(served_url)
+        if cpu_before is not None and cpu_after is not None:
+            assert cpu_after - cpu_before < 0.3, "the endless stream kept running after the client left"
+        assert (await client.get("/_emulator/stats")).status_code == 200
+        await _config(client, image_fault="none")
+        image = await client.get(output)
+    assert image.status_code == 200 and Image.open(io.BytesIO(image.content)).format == "PNG"
+
+
+@pytest.mark.e2e
+@pytest.mark.anyio
+async def test_served_slow_image_sends_headers_then_almost_nothing(
+    emulator_process: Callable[..., str],
+) -> None:
+    """Under uvicorn a slow image sends its headers (the full length) at once, then at most a byte in 2 s."""
+    served_url = emulator_process("--time-scale", "0.001", "--image-fault", "slow")
+    async with httpx.AsyncClient(base_url=served_url, headers=KEY, timeout=10) as client:
+        output = await _served_image_url(client)
+        received = 0
+        with anyio.fail_after(5):
+            async with client.stream("GET", output) as response:
+                assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+                assert int(response.headers["content-length"]) > 1000
+                with anyio.move_on_after(2.0):
+                    async for chunk in response.aiter_raw():
+                        received += len(chunk)
+        assert received <= 1
+        assert (await client.get("/_emulator/stats")).status_code == 200
 
 
 def test_cli_refuses_out_of_range_options(capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from batchgen.emulator.config import EmulatorConfig
 from batchgen.emulator.faults import ConnectionDropped
+from batchgen.emulator.image_faults import NEEDS_IMAGE, image_fault_response
 from batchgen.emulator.jobs import EmulatedJob
 from batchgen.emulator.state import EmulatorState
 from batchgen.job import DEFAULT_MODEL
@@ -99,10 +100,11 @@ class _Gateway:
         if config.rpm is not None and counts:
             wait = self.state.limiter.acquire(key, limit=config.rpm, now=self.state.clock())
             if wait is not None:
+                retry_after = str(wait) if config.retry_after is None else config.retry_after
                 return _error(
                     429,
                     f"rate limit exceeded: {config.rpm} requests per minute; retry in {wait} s",
-                    headers={"Retry-After": str(wait)},
+                    headers={"Retry-After": retry_after},
                 )
         return None
 
@@ -135,7 +137,8 @@ class _Routes:
             state.credits -= 1
         now = state.clock()
         state.queue.expire(now=now, ttl=state.config.ttl)
-        job = state.queue.submit(MODEL, params, now=now, error=self._moderate(params))
+        stalled = state.faults.stall(rate=state.config.stall_rate)
+        job = state.queue.submit(MODEL, params, now=now, error=self._moderate(params), stalled=stalled)
         state.stats.submits_accepted += 1
         return job
 
@@ -169,6 +172,11 @@ class _Routes:
         job = await self._accept(request)
         if isinstance(job, Response):
             return job
+        if job.stalled:
+            # It never finishes: hold the request until the job expires, then time
+            # out as a gateway would (a bounded wait, so nothing is held forever).
+            await anyio.sleep(max(0.0, job.submitted + self.state.config.ttl - self.state.clock()))
+            return _error(504, "gateway timeout: the request did not finish")
         await anyio.sleep(max(0.0, job.end - self.state.clock()))
         if job.error is not None:
             return JSONResponse(_failed_body(job), status_code=422)
@@ -234,6 +242,12 @@ class _Routes:
         job = state.queue.get(request_id, now=state.clock(), ttl=state.config.ttl)
         if job is None or ext != state.images.extension or job.state(state.clock()) != "COMPLETED":
             return _error(404, f"image {name!r} not found (unknown, expired or not ready)")
+        fault = state.config.image_fault
+        if fault != "none" and state.faults.image(rate=state.config.image_fault_rate):
+            image = await self._image_bytes(job) if fault in NEEDS_IMAGE else None
+            return image_fault_response(
+                fault, request_id=job.request_id, image=image, content_type=state.images.content_type
+            )
         data = await self._image_bytes(job)
         state.stats.image_downloads += 1
         return Response(data, media_type=state.images.content_type)

@@ -7,9 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["RUNTIME_SETTINGS", "EmulatorConfig", "ImageFormat"]
+__all__ = ["IMAGE_FAULTS", "RUNTIME_SETTINGS", "EmulatorConfig", "ImageFault", "ImageFormat"]
 
 ImageFormat = Literal["png", "jpeg"]
+# How the image host misbehaves (``image_fault``); see ``image_faults.py``.
+ImageFault = Literal["none", "html", "endless", "slow", "forbidden", "gone"]
+IMAGE_FAULTS: tuple[ImageFault, ...] = ("none", "html", "endless", "slow", "forbidden", "gone")
 
 # The settings ``POST /_emulator/config`` may change while the emulator runs.
 RUNTIME_SETTINGS: tuple[str, ...] = (
@@ -21,6 +24,10 @@ RUNTIME_SETTINGS: tuple[str, ...] = (
     "ttl",
     "time_scale",
     "workers",
+    "image_fault",
+    "image_fault_rate",
+    "retry_after",
+    "stall_rate",
 )
 
 
@@ -29,8 +36,14 @@ class EmulatorConfig:
     """How the emulated Segmind API behaves.
 
     Times are in seconds of ``clock`` (``time.monotonic`` unless a test injects a
-    fake one). ``None`` means "off" (``rpm``), "any non-empty key" (``api_key``) or
-    "unlimited" (``credits``).
+    fake one). ``None`` means "off" (``rpm``), "any non-empty key" (``api_key``),
+    "unlimited" (``credits``) or "the computed wait" (``retry_after``).
+
+    The hostile settings: ``image_fault`` (with ``image_fault_rate``, the fraction of
+    image requests it hits) makes the image host misbehave; ``retry_after`` is sent
+    verbatim as the ``Retry-After`` of every 429; ``stall_rate`` is the fraction of
+    accepted jobs that stay ``PROCESSING`` until they expire. Their draws are seeded
+    by ``fault_seed``.
     """
 
     api_key: str | None = None
@@ -45,6 +58,10 @@ class EmulatorConfig:
     drop_rate: float = 0.0
     fault_seed: int = 0
     latency_ms: float = 0.0
+    image_fault: ImageFault = "none"
+    image_fault_rate: float = 1.0
+    retry_after: str | None = None
+    stall_rate: float = 0.0
     image_format: ImageFormat = "png"
     image_size: int = 512
     seed: int = 0
@@ -70,7 +87,7 @@ class EmulatorConfig:
             found.append(f"time_scale: {self.time_scale} is below 0")
         if not self.ttl > 0:
             found.append(f"ttl: {self.ttl} must be above 0")
-        for name in ("fault_rate", "drop_rate"):
+        for name in ("fault_rate", "drop_rate", "image_fault_rate", "stall_rate"):
             rate = getattr(self, name)
             if not 0 <= rate <= 1:
                 found.append(f"{name}: {rate} is not between 0 and 1")
@@ -78,8 +95,20 @@ class EmulatorConfig:
             found.append("fault_rate + drop_rate: must not exceed 1")
         if not self.latency_ms >= 0:
             found.append(f"latency_ms: {self.latency_ms} is below 0")
+        if self.image_fault not in IMAGE_FAULTS:
+            found.append(f"image_fault: {self.image_fault!r} is not one of {', '.join(IMAGE_FAULTS)}")
+        if self.retry_after is not None and not _header_safe(self.retry_after):
+            found.append(
+                f"retry_after: {self.retry_after!r} cannot be sent as a header "
+                "(printable ASCII, no leading or trailing space)"
+            )
         if self.image_format not in ("png", "jpeg"):
             found.append(f"image_format: {self.image_format!r} is not png or jpeg")
         if not 16 <= self.image_size <= 4096:
             found.append(f"image_size: {self.image_size} is not between 16 and 4096")
         return found
+
+
+def _header_safe(value: str) -> bool:
+    """Whether ``value`` can go out verbatim as an HTTP header value."""
+    return value == value.strip() and all(" " <= char <= "~" for char in value)

@@ -1,4 +1,4 @@
-"""Injected faults: seeded 500/502/504 answers and dropped connections."""
+"""Injected faults: seeded 500/502/504 answers, dropped connections, image faults and stalls."""
 
 from __future__ import annotations
 
@@ -28,10 +28,18 @@ class ConnectionDropped(httpx.RemoteProtocolError):
 
 
 class FaultInjector:
-    """Decides, one seeded draw per API request in arrival order, whether it fails and how."""
+    """Decides, by seeded draws in arrival order, which requests fail and how.
+
+    Each kind of fault draws from its own stream (all seeded by ``seed``), so turning
+    one kind on does not change which requests another kind hits. A kind draws only
+    while its rate is strictly between 0 and 1.
+    """
 
     def __init__(self, *, seed: int) -> None:
         self._random = random.Random(seed)
+        # String seeds are hashed with SHA-512: the same in every process.
+        self._images = random.Random(f"images:{seed}")
+        self._stalls = random.Random(f"stalls:{seed}")
 
     def draw(self, *, fault_rate: float, drop_rate: float) -> Fault:
         """A status code to answer with, ``"drop"``, or None for a normal answer."""
@@ -43,3 +51,17 @@ class FaultInjector:
         if roll < drop_rate + fault_rate:
             return self._random.choice(FAULT_CODES)
         return None
+
+    def image(self, *, rate: float) -> bool:
+        """Whether this image request gets the configured ``image_fault``."""
+        return _hit(self._images, rate)
+
+    def stall(self, *, rate: float) -> bool:
+        """Whether this accepted job stalls (stays PROCESSING until it expires)."""
+        return _hit(self._stalls, rate)
+
+
+def _hit(stream: random.Random, rate: float) -> bool:
+    if rate <= 0:
+        return False
+    return rate >= 1 or stream.random() < rate

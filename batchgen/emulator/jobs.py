@@ -75,7 +75,10 @@ class InferenceTimes:
 
 @dataclass(frozen=True, slots=True)
 class EmulatedJob:
-    """One accepted request and its fixed schedule (times in clock seconds)."""
+    """One accepted request and its fixed schedule (times in clock seconds).
+
+    A stalled job has ``end`` infinite: once started it stays PROCESSING.
+    """
 
     request_id: str
     model: str
@@ -96,8 +99,13 @@ class EmulatedJob:
 
     @property
     def inference_time(self) -> float:
-        """Scaled seconds the job spent on a worker."""
+        """Scaled seconds the job spent on a worker (infinite for a stalled job)."""
         return self.end - self.start
+
+    @property
+    def stalled(self) -> bool:
+        """Whether the job never finishes."""
+        return self.end == math.inf
 
 
 class JobQueue:
@@ -121,13 +129,22 @@ class JobQueue:
         self.duplicate_submits = 0
         self.expired = 0
 
-    def submit(self, model: str, params: BriaParams, *, now: float, error: str | None) -> EmulatedJob:
-        """Accept one job at ``now``; ``error`` set means it ends FAILED with that detail."""
+    def submit(
+        self, model: str, params: BriaParams, *, now: float, error: str | None, stalled: bool = False
+    ) -> EmulatedJob:
+        """Accept one job at ``now``; ``error`` set means it ends FAILED with that detail.
+
+        A ``stalled`` job never finishes, but its worker is freed after the time the
+        job would have taken (as if the server lost the result), so stalls do not
+        shrink the pool.
+        """
         seconds = MODERATION_SECONDS if error is not None else self._times.draw(params)
         free = heapq.heappop(self._free_at)
         start = max(now, free)
         end = start + seconds * self.time_scale
         heapq.heappush(self._free_at, end)
+        if stalled:
+            end = math.inf
         key = params_key(model, params)
         digest = hash(key)
         if digest in self._seen_keys:

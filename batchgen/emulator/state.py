@@ -90,16 +90,28 @@ class EmulatorState:
         return []
 
 
+# The JSON type of each runtime setting that is not a plain number.
+_KINDS: dict[str, str] = {
+    "rpm": "integer or null",
+    "credits": "integer or null",
+    "workers": "integer",
+    "image_fault": "string",
+    "retry_after": "string or null",
+}
+
+
 def _type_problem(name: str, value: Any) -> str | None:
     """A problem when ``value`` has the wrong JSON type for setting ``name``."""
-    if isinstance(value, bool):
-        return f"{name}: {value!r} is not a number"
-    if name == "workers":
-        return None if isinstance(value, int) else f"{name}: {value!r} is not an integer"
-    if name in ("rpm", "credits"):
-        if value is None or isinstance(value, int):
-            return None
-        return f"{name}: {value!r} is not an integer or null"
-    if isinstance(value, (int, float)):
+    kind = _KINDS.get(name, "number")
+    if value is None and kind.endswith(" or null"):
         return None
-    return f"{name}: {value!r} is not a number"
+    if kind.startswith("string"):
+        fits = isinstance(value, str)
+    elif kind.startswith("integer"):
+        fits = isinstance(value, int) and not isinstance(value, bool)
+    else:  # JSON true/false are not numbers, though Python's bool is an int
+        fits = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if fits:
+        return None
+    article = "an" if kind.startswith("integer") else "a"
+    return f"{name}: {value!r} is not {article} {kind}"
