@@ -18,7 +18,8 @@ import pytest
 from PIL import Image
 
 from batchgen.emulator import EmulatorConfig, create_app
-from batchgen.emulator.jobs import INFERENCE_SECONDS, InferenceTimes
+from batchgen.emulator.jobs import INFERENCE_SECONDS, InferenceTimes, JobQueue
+from batchgen.emulator.requestlog import RequestLog
 from batchgen.params import ASPECT_RATIOS, aspect_ratio_size, validate_params
 
 BASE = "http://emulator.test"
@@ -401,7 +402,7 @@ async def test_latency_delays_answers() -> None:
 
 @pytest.mark.anyio
 async def test_stats_count_every_kind_of_request(clock: FakeClock) -> None:
-    """Stats have exactly the documented keys; polls, fetches, downloads, duplicates and peak depth add up."""
+    """Stats have exactly the documented keys; counts add up; clock is the emulator's clock now."""
     async with emulator(clock, workers=2) as client:
         jobs = [await submit(client, seed=s) for s in (1, 2, 3, 1, 4)]
         assert (await stats(client))["peak_queue_depth"] == 3  # 5 jobs, 2 on workers
@@ -421,6 +422,7 @@ async def test_stats_count_every_kind_of_request(clock: FakeClock) -> None:
         "jobs": {"QUEUED": 0, "PROCESSING": 0, "COMPLETED": 5, "FAILED": 0, "EXPIRED": 0},
         "peak_queue_depth": 3,
         "duplicate_submits": 1,
+        "clock": clock.now,
     }
 
 
@@ -543,6 +545,114 @@ def test_config_rejects_out_of_range_settings() -> None:
     """EmulatorConfig names every out-of-range setting."""
     with pytest.raises(ValueError, match="workers: 0 is below 1.*fault_rate: 1.5"):
         EmulatorConfig(workers=0, fault_rate=1.5)
+
+
+# --- the request log -----------------------------------------------------------------
+
+
+async def _requests(client: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
+    """GET /_emulator/requests, by request id (asserting it is a list in submission order)."""
+    records: list[dict[str, Any]] = (await client.get("/_emulator/requests")).json()
+    by_id = {record["request_id"]: record for record in records}
+    assert len(by_id) == len(records)
+    return by_id
+
+
+@pytest.mark.anyio
+async def test_request_log_times_match_the_schedule(clock: FakeClock) -> None:
+    """Each accepted submit has a record in order: mode, steps, and submitted/start/end as scheduled."""
+    params = validate_params({"prompt": "a lighthouse at dawn", "mode": "fast", "steps_num": 20})
+    draws = InferenceTimes(seed=3)
+    first, second = draws.draw(params) * 0.5, draws.draw(params) * 0.5
+    async with emulator(clock, workers=1, time_scale=0.5, seed=3) as client:
+        a = await submit(client, mode="fast", steps_num=20)
+        clock.advance(1)
+        b = await submit(client, mode="fast", steps_num=20)
+        assert (await client.post(SUBMIT, json={"prompt": "a", "steps_num": 99})).status_code == 400
+        records = (await client.get("/_emulator/requests")).json()
+    assert [r["request_id"] for r in records] == [a["request_id"], b["request_id"]]  # refusals have none
+    ra, rb = records
+    assert ra["mode"] == "fast" and ra["steps_num"] == 20
+    assert (ra["submitted"], ra["start"]) == (1000.0, 1000.0)
+    assert ra["end"] == pytest.approx(1000 + first) and ra["inference_time"] == pytest.approx(first)
+    assert (rb["submitted"], rb["start"]) == (1001.0, ra["end"])  # waited for the one worker
+    assert rb["inference_time"] == pytest.approx(second)
+    assert ra["status_polls"] == ra["result_fetches"] == ra["downloads"] == 0
+    assert ra["first_completed_at"] is None
+
+
+@pytest.mark.anyio
+async def test_request_log_counts_polls_fetches_downloads_and_first_completed_at(clock: FakeClock) -> None:
+    """Polls, result fetches and downloads count per request; first_completed_at is the first done answer."""
+    async with emulator(clock, time_scale=0.01, rpm=100, rpm_counts_polls=True) as client:
+        job = await submit(client)
+        image_url = f"{BASE}/images/{job['request_id']}.png"
+        await client.get(job["status_url"])
+        await client.get(job["response_url"])
+        assert (await client.get(image_url)).status_code == 404  # not ready: not a download
+        clock.advance(10)
+        assert (await client.get(job["status_url"])).json()["status"] == "COMPLETED"
+        done_at = clock.now
+        clock.advance(5)
+        await client.get(job["status_url"])
+        await client.get(job["response_url"])
+        await client.get(job["poll_url"])
+        await client.get(image_url)
+        await _config(client, image_fault="gone")
+        assert (await client.get(image_url)).status_code == 410  # an image fault's answer is a download
+        await _config(client, rpm=1)
+        assert (await client.get(job["status_url"])).status_code == 429  # refused: never reached it
+        record = (await _requests(client))[job["request_id"]]
+    assert record["status_polls"] == 3 and record["result_fetches"] == 3 and record["downloads"] == 2
+    assert record["first_completed_at"] == done_at
+
+
+@pytest.mark.anyio
+async def test_request_log_first_completed_at_for_failed_sync_and_result_answers(clock: FakeClock) -> None:
+    """A 422 FAILED answer, a result fetch and a v1 sync answer each set first_completed_at once."""
+    async with emulator(clock, time_scale=0.01, blocked_terms=("dragon",)) as client:
+        blocked = await submit(client, prompt="a dragon")
+        fetched = await submit(client)
+        clock.advance(10)
+        assert (await client.get(blocked["status_url"])).status_code == 422
+        failed_at = clock.now
+        clock.advance(1)
+        assert (await client.get(fetched["response_url"])).json()["status"] == "COMPLETED"
+        fetched_at = clock.now
+        clock.advance(1)
+        await client.get(blocked["response_url"])
+        await client.get(fetched["status_url"])
+        await _config(client, time_scale=0)
+        assert (await client.post("/v1/bria-text-to-image", json={"prompt": "a cat"})).status_code == 200
+        records = await _requests(client)
+    assert records[blocked["request_id"]]["first_completed_at"] == failed_at
+    assert records[fetched["request_id"]]["first_completed_at"] == fetched_at
+    sync = list(records.values())[2]  # submission order: the v1 submit came third
+    assert sync["first_completed_at"] == clock.now and sync["inference_time"] == 0
+
+
+@pytest.mark.anyio
+async def test_request_log_stalled_job_has_no_end_and_records_outlive_expiry(clock: FakeClock) -> None:
+    """A stalled job's end and inference_time are null; a record stays after its job expired."""
+    async with emulator(clock, stall_rate=1.0, ttl=100) as client:
+        job = await submit(client)
+        clock.advance(100)
+        assert (await client.get(job["status_url"])).status_code == 404
+        record = (await _requests(client))[job["request_id"]]
+    assert record["end"] is None and record["inference_time"] is None
+    assert record["status_polls"] == 1 and record["first_completed_at"] is None
+
+
+def test_request_log_keeps_only_the_newest_records_up_to_its_cap() -> None:
+    """Beyond its cap the log drops the oldest records and keeps submission order."""
+    params = validate_params({"prompt": "a"})
+    queue = JobQueue(workers=1, time_scale=1.0, seed=0)
+    log = RequestLog(cap=3)
+    jobs = [queue.submit("m", params, now=float(i), error=None) for i in range(5)]
+    for job in jobs:
+        log.add(job)
+    assert len(log) == 3 and log.get(jobs[1].request_id) is None
+    assert [r["request_id"] for r in log.to_json()] == [job.request_id for job in jobs[2:]]
 
 
 # --- hostile modes -------------------------------------------------------------------

@@ -27,6 +27,9 @@ __all__ = ["MODEL", "create_app"]
 
 MODEL = DEFAULT_MODEL
 
+# States whose answer tells the client the job is over.
+_FINISHED = frozenset({"COMPLETED", "FAILED"})
+
 _FAULT_MESSAGES = {
     500: "internal server error (injected fault)",
     502: "bad gateway (injected fault)",
@@ -140,6 +143,7 @@ class _Routes:
         stalled = state.faults.stall(rate=state.config.stall_rate)
         job = state.queue.submit(MODEL, params, now=now, error=self._moderate(params), stalled=stalled)
         state.stats.submits_accepted += 1
+        state.requests.add(job)
         return job
 
     def _moderate(self, params: BriaParams) -> str | None:
@@ -178,34 +182,44 @@ class _Routes:
             await anyio.sleep(max(0.0, job.submitted + self.state.config.ttl - self.state.clock()))
             return _error(504, "gateway timeout: the request did not finish")
         await anyio.sleep(max(0.0, job.end - self.state.clock()))
+        record = self.state.requests.get(job.request_id)
+        if record is not None:
+            record.told_done(self.state.clock())
         if job.error is not None:
             return JSONResponse(_failed_body(job), status_code=422)
         data = await self._image_bytes(job)
         return Response(data, media_type=self.state.images.content_type)
 
-    def _find(self, request: Request) -> EmulatedJob | Response:
+    def _find(self, request_id: str, *, now: float) -> EmulatedJob | Response:
         state = self.state
-        request_id = request.path_params["request_id"]
-        job = state.queue.get(request_id, now=state.clock(), ttl=state.config.ttl)
+        job = state.queue.get(request_id, now=now, ttl=state.config.ttl)
         if job is None:
             return _error(404, f"request {request_id!r} not found (unknown or expired)")
         return job
 
     async def status(self, request: Request) -> Response:
         """``GET /v2/requests/{id}/status``: the job's state, without output."""
-        self.state.stats.status_polls += 1
-        job = self._find(request)
+        state = self.state
+        state.stats.status_polls += 1
+        request_id: str = request.path_params["request_id"]
+        now = state.clock()
+        record = state.requests.get(request_id)
+        if record is not None:
+            record.status_polls += 1
+        job = self._find(request_id, now=now)
         if isinstance(job, Response):
             return job
-        state = job.state(self.state.clock())
-        if state == "FAILED":
+        status = job.state(now)
+        if status in _FINISHED and record is not None:
+            record.told_done(now)
+        if status == "FAILED":
             return JSONResponse(_failed_body(job), status_code=422)
-        if state == "COMPLETED":
-            return JSONResponse({"status": state, "request_id": job.request_id, "metrics": _metrics(job)})
+        if status == "COMPLETED":
+            return JSONResponse({"status": status, "request_id": job.request_id, "metrics": _metrics(job)})
         base = _base_url(request)
         return JSONResponse(
             {
-                "status": state,
+                "status": status,
                 "request_id": job.request_id,
                 "status_url": f"{base}/v2/requests/{job.request_id}/status",
                 "response_url": f"{base}/v2/requests/{job.request_id}",
@@ -215,18 +229,26 @@ class _Routes:
 
     async def result(self, request: Request) -> Response:
         """``GET /v2/requests/{id}`` (and the v1 poll_url): the full body, with output."""
-        self.state.stats.result_fetches += 1
-        job = self._find(request)
+        state = self.state
+        state.stats.result_fetches += 1
+        request_id: str = request.path_params["request_id"]
+        now = state.clock()
+        record = state.requests.get(request_id)
+        if record is not None:
+            record.result_fetches += 1
+        job = self._find(request_id, now=now)
         if isinstance(job, Response):
             return job
-        state = job.state(self.state.clock())
-        if state == "FAILED":
+        status = job.state(now)
+        if status in _FINISHED and record is not None:
+            record.told_done(now)
+        if status == "FAILED":
             return JSONResponse(_failed_body(job), status_code=422)
-        done = state == "COMPLETED"
-        ext = self.state.images.extension
+        done = status == "COMPLETED"
+        ext = state.images.extension
         return JSONResponse(
             {
-                "status": state,
+                "status": status,
                 "request_id": job.request_id,
                 "error": None,
                 "metrics": _metrics(job) if done else {},
@@ -242,6 +264,9 @@ class _Routes:
         job = state.queue.get(request_id, now=state.clock(), ttl=state.config.ttl)
         if job is None or ext != state.images.extension or job.state(state.clock()) != "COMPLETED":
             return _error(404, f"image {name!r} not found (unknown, expired or not ready)")
+        record = state.requests.get(request_id)
+        if record is not None:
+            record.downloads += 1
         fault = state.config.image_fault
         if fault != "none" and state.faults.image(rate=state.config.image_fault_rate):
             image = await self._image_bytes(job) if fault in NEEDS_IMAGE else None
@@ -264,6 +289,10 @@ class _Routes:
     async def stats(self, request: Request) -> Response:
         """``GET /_emulator/stats``: counters for tests and benchmarks."""
         return JSONResponse(self.state.stats_body())
+
+    async def requests(self, request: Request) -> Response:
+        """``GET /_emulator/requests``: the per-request log, in submission order."""
+        return JSONResponse(self.state.requests.to_json())
 
     async def configure(self, request: Request) -> Response:
         """``POST /_emulator/config``: change the settings in ``RUNTIME_SETTINGS`` at run time."""
@@ -311,6 +340,7 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
             Route("/v2/{slug}", routes.submit, methods=["POST"]),
             Route("/images/{name}", routes.image, methods=["GET"]),
             Route("/_emulator/stats", routes.stats, methods=["GET"]),
+            Route("/_emulator/requests", routes.requests, methods=["GET"]),
             Route("/_emulator/config", routes.configure, methods=["POST"]),
         ],
         middleware=[Middleware(_Gateway, state=state)],

@@ -1,4 +1,4 @@
-"""Everything one emulator instance remembers: settings, queue, limits, counters."""
+"""Everything one emulator instance remembers: settings, queue, limits, counters, request log."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from batchgen.emulator.faults import FaultInjector
 from batchgen.emulator.images import ImageCache
 from batchgen.emulator.jobs import JobQueue
 from batchgen.emulator.ratelimit import SlidingWindow
+from batchgen.emulator.requestlog import RequestLog
 
 __all__ = ["EmulatorState", "Stats"]
 
@@ -39,6 +40,7 @@ class EmulatorState:
         self.faults = FaultInjector(seed=config.fault_seed)
         self.images = ImageCache(image_format=config.image_format, long_side=config.image_size)
         self.stats = Stats()
+        self.requests = RequestLog()
         self.blocked_terms = tuple(term.lower() for term in config.blocked_terms if term)
 
     def blocked_term(self, prompt: str) -> str | None:
@@ -58,6 +60,7 @@ class EmulatorState:
             "jobs": self.queue.counts(now=now, ttl=self.config.ttl),
             "peak_queue_depth": self.queue.peak_queue_depth,
             "duplicate_submits": self.queue.duplicate_submits,
+            "clock": now,
         }
 
     def runtime_settings(self) -> dict[str, Any]:
