@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from batchgen.emulator import EmulatorConfig, create_app
+from batchgen.emulator.image_faults import StreamingUnavailable
 from batchgen.emulator.jobs import INFERENCE_SECONDS, InferenceTimes, JobQueue
 from batchgen.emulator.requestlog import RequestLog
 from batchgen.params import ASPECT_RATIOS, aspect_ratio_size, validate_params
@@ -712,6 +713,16 @@ async def test_image_fault_rate_hits_that_fraction_reproducibly(clock: FakeClock
     assert set(first) == {200, 410} and 15 < first.count(410) < 45
     assert await codes(seed=1) == first
     assert await codes(seed=2) != first
+
+
+@pytest.mark.anyio
+async def test_streaming_image_faults_refuse_an_in_process_transport(clock: FakeClock) -> None:
+    """In process (ASGITransport buffers whole bodies) endless and slow raise a clear error, not a hang."""
+    for fault in ("endless", "slow"):
+        async with emulator(clock, image_fault=fault) as client:
+            url = await _completed_image_url(client, clock)
+            with pytest.raises(StreamingUnavailable, match="uvicorn"):
+                await client.get(url)
 
 
 @pytest.mark.anyio

@@ -17,7 +17,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from batchgen.emulator.config import EmulatorConfig
 from batchgen.emulator.faults import ConnectionDropped
-from batchgen.emulator.image_faults import NEEDS_IMAGE, image_fault_response
+from batchgen.emulator.image_faults import (
+    STREAMING,
+    StreamingUnavailable,
+    can_stream,
+    image_fault_response,
+)
 from batchgen.emulator.jobs import EmulatedJob
 from batchgen.emulator.state import EmulatorState
 from batchgen.job import DEFAULT_MODEL
@@ -269,7 +274,9 @@ class _Routes:
             record.downloads += 1
         fault = state.config.image_fault
         if fault != "none" and state.faults.image(rate=state.config.image_fault_rate):
-            image = await self._image_bytes(job) if fault in NEEDS_IMAGE else None
+            if fault in STREAMING and not can_stream(request.scope):
+                raise StreamingUnavailable(fault)
+            image = await self._image_bytes(job) if fault in STREAMING else None
             return image_fault_response(
                 fault, request_id=job.request_id, image=image, content_type=state.images.content_type
             )

@@ -12,8 +12,10 @@ Each mode stands for a real way an image URL fails:
 - ``gone``: 410.
 
 The two streaming modes stream for real only under uvicorn: httpx's in-process
-``ASGITransport`` collects a whole body before answering, so it would wait forever.
-Under uvicorn a stream stops when the client disconnects (Starlette's
+``ASGITransport`` (and Starlette's TestClient) collect a whole body before answering,
+so ``endless`` would fill memory and ``slow`` would take hours. In process they raise
+:class:`StreamingUnavailable` instead, which those transports hand to the client
+(see :func:`can_stream`). Under uvicorn a stream stops when the client disconnects (Starlette's
 ``StreamingResponse`` cancels it), and it yields to the event loop after every chunk
 so other requests are still answered and the disconnect is noticed.
 """
@@ -25,18 +27,26 @@ from collections.abc import AsyncIterator
 import anyio
 import anyio.lowlevel
 from starlette.responses import HTMLResponse, Response, StreamingResponse
+from starlette.types import Scope
 
 from batchgen.emulator.config import ImageFault
 
-__all__ = ["ENDLESS_CHUNK_BYTES", "NEEDS_IMAGE", "SLOW_BYTE_SECONDS", "image_fault_response"]
+__all__ = [
+    "ENDLESS_CHUNK_BYTES",
+    "SLOW_BYTE_SECONDS",
+    "STREAMING",
+    "StreamingUnavailable",
+    "can_stream",
+    "image_fault_response",
+]
 
 # Size of each chunk of an endless body after the image itself.
 ENDLESS_CHUNK_BYTES = 64 * 1024
 # Real (wall-clock) seconds between two bytes of a slow body: slow enough to trip any
 # sane read timeout, and cheap for the emulator however many such downloads are open.
 SLOW_BYTE_SECONDS = 2.0
-# The modes whose answer starts with the real image bytes.
-NEEDS_IMAGE: frozenset[ImageFault] = frozenset({"endless", "slow"})
+# The modes whose answer is a stream that starts with the real image bytes.
+STREAMING: frozenset[ImageFault] = frozenset({"endless", "slow"})
 
 _HTML_PAGE = """<!DOCTYPE html>
 <html lang="en">
@@ -54,12 +64,33 @@ _ACCESS_DENIED = """<?xml version="1.0" encoding="UTF-8"?>
 """
 
 
+class StreamingUnavailable(RuntimeError):
+    """A streaming image fault was asked of an in-process transport that buffers bodies."""
+
+    def __init__(self, fault: ImageFault) -> None:
+        super().__init__(
+            f"image_fault {fault!r} needs the emulator served by uvicorn (batchgen emulator, or "
+            "batchgen.emulator.serve): an in-process transport such as httpx.ASGITransport "
+            "collects the whole body, which never ends (or takes hours)"
+        )
+
+
+def can_stream(scope: Scope) -> bool:
+    """Whether the server running this request streams bodies to the client as they come.
+
+    uvicorn, the server ``serve`` uses, declares the ASGI ``spec_version`` it speaks;
+    the in-process transports (httpx's ``ASGITransport``, Starlette's TestClient),
+    which buffer a whole body, declare none.
+    """
+    return "spec_version" in scope.get("asgi", {})
+
+
 def image_fault_response(
     fault: ImageFault, *, request_id: str, image: bytes | None, content_type: str
 ) -> Response:
     """The answer to an image request that ``fault`` hits.
 
-    ``image`` (the real image bytes) is required for the modes in ``NEEDS_IMAGE``.
+    ``image`` (the real image bytes) is required for the modes in ``STREAMING``.
     """
     if fault == "html":
         return HTMLResponse(_HTML_PAGE)
