@@ -953,6 +953,7 @@ def test_cli_refuses_out_of_range_options(capsys: pytest.CaptureFixture[str]) ->
     """`batchgen emulator` with an out-of-range option exits 2 naming it, without a traceback."""
     from batchgen.cli import main
 
-    assert main(["emulator", "--workers", "0", "--fault-rate", "2"]) == 2
+    assert main(["emulator", "--workers", "0", "--fault-rate", "2", "--stall-rate", "1.5"]) == 2
     err = capsys.readouterr().err
     assert "workers: 0 is below 1" in err and "fault_rate: 2.0" in err and "Traceback" not in err
+    assert "stall_rate: 1.5 is not between 0 and 1" in err
