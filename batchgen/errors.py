@@ -4,10 +4,13 @@
     ├── UsageError               bad command line or settings           (exit 2)
     ├── ManifestError            bad manifest; carries every Problem    (exit 2)
     ├── LockedError              another run holds the output directory (exit 2)
-    ├── ImageInvalid             a downloaded image is corrupt, truncated or not the claimed type
+    ├── ImageInvalid             a downloaded image is corrupt, truncated, too large or not the claimed type
+    ├── JobTimedOut              a request not finished within the retention window (fails the job, retryably)
     └── ApiError                 an HTTP answer the client could not turn into a result
         ├── TransientError       500/502/504, dropped connection, timeout: retry with backoff
+        ├── ImageUnavailable     403/404/410 from the image host (expired signed URL): fetch the result again
         ├── RateLimited          429: slow down; ``retry_after`` if the server sent one
+        │   └── RateLimitStalled  429s and no accepted request for too long: give the job up, retryably
         ├── BadRequest           400: permanent for that job
         ├── RequestFailed        422 / FAILED: permanent for that job, detail in ``detail``
         ├── RequestNotFound      404 on a request id: unknown or expired, resubmit
@@ -28,10 +31,13 @@ __all__ = [
     "BatchgenError",
     "FatalApiError",
     "ImageInvalid",
+    "ImageUnavailable",
     "InsufficientCredits",
+    "JobTimedOut",
     "LockedError",
     "ManifestError",
     "Problem",
+    "RateLimitStalled",
     "RateLimited",
     "RequestFailed",
     "RequestNotFound",
@@ -62,6 +68,10 @@ class ImageInvalid(BatchgenError):
     def __init__(self, message: str, *, file: str | None = None) -> None:
         super().__init__(message)
         self.file = file
+
+
+class JobTimedOut(BatchgenError):
+    """A request did not finish within the retention window; its result would be gone anyway."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +131,18 @@ class RateLimited(ApiError):
     ) -> None:
         super().__init__(message, status_code=status_code, request_id=request_id, detail=detail)
         self.retry_after = retry_after
+
+
+class RateLimitStalled(RateLimited):
+    """Every request was refused (429) for longer than the budget's patience: the job gives up."""
+
+
+class ImageUnavailable(ApiError):
+    """The image host refused the image URL (403/404/410): typically an expired signed URL.
+
+    The request itself may still be within retention: fetch its result again for a fresh
+    URL; never resubmit because of this.
+    """
 
 
 class BadRequest(ApiError):
