@@ -28,6 +28,8 @@ import httpx
 from batchgen.errors import (
     BadRequest,
     FatalApiError,
+    ImageInvalid,
+    ImageUnavailable,
     InsufficientCredits,
     RateLimited,
     RequestFailed,
@@ -41,6 +43,7 @@ __all__ = [
     "Download",
     "RequestResult",
     "SegmindClient",
+    "ServerState",
     "State",
     "StatusResult",
     "Submitted",
@@ -51,7 +54,8 @@ __all__ = [
 DEFAULT_BASE_URL = "https://api.segmind.com"
 
 State = Literal["QUEUED", "PROCESSING", "COMPLETED", "FAILED"]
-_STATES: tuple[State, ...] = ("QUEUED", "PROCESSING", "COMPLETED", "FAILED")
+ServerState = Literal["QUEUED", "PROCESSING", "COMPLETED"]  # what a status answer can say (FAILED raises)
+_STATES: tuple[ServerState, ...] = ("QUEUED", "PROCESSING", "COMPLETED")
 _TERMINAL = ("COMPLETED", "FAILED")
 
 # Codes that mean "the network or a gateway let us down", worth another try.
@@ -72,7 +76,7 @@ class StatusResult:
     """The state of a request; ``inference_time`` (server seconds) once it is known."""
 
     request_id: str
-    state: State
+    state: ServerState
     inference_time: float | None = None
 
 
@@ -372,16 +376,21 @@ class SegmindClient:
         )
 
     @asynccontextmanager
-    async def download(self, url: str) -> AsyncIterator[Download]:
+    async def download(self, url: str, *, max_bytes: int | None = None) -> AsyncIterator[Download]:
         """Stream the bytes of an image URL (or the inline bytes of a data URI).
 
         Use as ``async with client.download(url) as d: async for chunk in d.chunks``.
-        HTTP failures map like any other request (5xx/drops: TransientError; 404:
-        RequestNotFound, the file expired with its request).
+        The image host's refusals are the job's, never the run's: 403/404/410 (and any
+        other 4xx) are :class:`ImageUnavailable` (fetch the result again for a fresh
+        URL), 5xx and network faults :class:`TransientError`. More than ``max_bytes``
+        (announced or streamed) is :class:`ImageInvalid`: no image is that large, and an
+        endless body must not fill the disk.
         """
         if url.lower().startswith("data:"):
             # A malformed data URI raises ImageInvalid, which is retried like a bad download.
             data, media_type = decode_data_uri(url)
+            if max_bytes is not None and len(data) > max_bytes:
+                raise ImageInvalid(f"inline image of {len(data):,} bytes is over the {max_bytes:,}-byte cap")
 
             async def inline() -> AsyncIterator[bytes]:
                 yield data
@@ -389,23 +398,39 @@ class SegmindClient:
             yield Download(content_type=media_type, chunks=inline())
             return
         self.downloads += 1
+        host = urlsplit(url).netloc or "the image host"
         try:
             async with self._http.stream("GET", url, headers=self._headers(url)) as response:
                 if not response.is_success:
-                    await response.aread()
-                    self._raise_for(response, _body(response), on_submit=False, request_id=None)
+                    code = response.status_code
+                    detail = f"{host} answered {code} {response.reason_phrase or ''}".strip()
+                    if code in _TRANSIENT_CODES or code >= 500 or code == 429:
+                        raise TransientError(f"image download: {detail}", status_code=code)
+                    raise ImageUnavailable(f"image download: {detail}", status_code=code, detail=detail)
+                announced = response.headers.get("content-length", "")
+                if max_bytes is not None and announced.isdigit() and int(announced) > max_bytes:
+                    raise ImageInvalid(
+                        f"{host} announced {int(announced):,} bytes, over the {max_bytes:,}-byte cap"
+                    )
                 content_type = response.headers.get("content-type")
-                yield Download(content_type=content_type, chunks=_guarded(response.aiter_bytes()))
+                yield Download(
+                    content_type=content_type, chunks=_guarded(response.aiter_bytes(), max_bytes, host)
+                )
         except httpx.TimeoutException as exc:
             raise TransientError(f"download timed out: {type(exc).__name__}") from None
         except httpx.TransportError as exc:
             raise TransientError(f"download failed: {type(exc).__name__}: {exc}") from None
 
 
-async def _guarded(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Re-raise network faults met while streaming a body as :class:`TransientError`."""
+async def _guarded(chunks: AsyncIterator[bytes], max_bytes: int | None, host: str) -> AsyncIterator[bytes]:
+    """Stop a body at ``max_bytes``; re-raise network faults met while streaming it as
+    :class:`TransientError`."""
+    seen = 0
     try:
         async for chunk in chunks:
+            seen += len(chunk)
+            if max_bytes is not None and seen > max_bytes:
+                raise ImageInvalid(f"{host} sent more than {max_bytes:,} bytes; not an image")
             yield chunk
     except httpx.TimeoutException as exc:
         raise TransientError(f"download timed out: {type(exc).__name__}") from None

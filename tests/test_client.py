@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
@@ -16,6 +16,8 @@ from batchgen.client import SegmindClient, find_image_urls, parse_retry_after
 from batchgen.errors import (
     BadRequest,
     FatalApiError,
+    ImageInvalid,
+    ImageUnavailable,
     InsufficientCredits,
     RateLimited,
     RequestFailed,
@@ -322,14 +324,46 @@ async def test_download_data_uri_needs_no_request() -> None:
 
 
 @pytest.mark.parametrize(
-    ("code", "error"), [(404, RequestNotFound), (500, TransientError), (403, FatalApiError)]
+    ("code", "error"),
+    [
+        (403, ImageUnavailable),
+        (404, ImageUnavailable),
+        (410, ImageUnavailable),
+        (429, TransientError),
+        (500, TransientError),
+        (503, TransientError),
+    ],
 )
 @pytest.mark.anyio
-async def test_download_errors_map_like_requests(code: int, error: type[Exception]) -> None:
-    """A failed image download raises the same typed errors as API requests."""
+async def test_image_host_errors_are_the_jobs_never_the_runs(code: int, error: type[Exception]) -> None:
+    """The image host's 403/404/410 mean a dead URL (fetch the result again), 5xx a retry; never fatal."""
     client = make_client(answer(code, {"error": "x"}))
-    with pytest.raises(error):
+    with pytest.raises(error) as caught:
         async with client.download("https://cdn.test/a.png"):
+            pass
+    assert not isinstance(caught.value, FatalApiError | RequestNotFound)
+
+
+@pytest.mark.anyio
+async def test_a_body_over_the_size_cap_is_cut_off() -> None:
+    """An endless or huge body stops at max_bytes with ImageInvalid; an announced one is refused up front."""
+
+    async def endless() -> AsyncIterator[bytes]:
+        while True:
+            yield b"\0" * 65536
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/big.png":
+            return httpx.Response(200, headers={"content-length": str(10**12)}, content=b"")
+        return httpx.Response(200, content=endless())
+
+    client = make_client(handler)
+    with pytest.raises(ImageInvalid, match="more than 1,000,000 bytes"):
+        async with client.download("https://cdn.test/a.png", max_bytes=1_000_000) as d:
+            async for _ in d.chunks:
+                pass
+    with pytest.raises(ImageInvalid, match="announced"):
+        async with client.download("https://cdn.test/big.png", max_bytes=1_000_000):
             pass
 
 
