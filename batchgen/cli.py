@@ -214,29 +214,63 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("manifest", help="YAML or CSV manifest")
     p.add_argument("--out", metavar="DIR", help="output directory (default: output/<manifest name>/)")
     p.add_argument(
-        "--base-url", metavar="URL", help="API base URL (default: $BATCHGEN_BASE_URL or https://api.segmind.com)"
+        "--base-url",
+        metavar="URL",
+        help="API base URL (default: $BATCHGEN_BASE_URL or https://api.segmind.com)",
     )
     p.add_argument("--emulate", action="store_true", help="use a built-in emulator: no key, no network")
-    p.add_argument("--concurrency", type=int, default=8, metavar="N", help="jobs in flight (default 8)")
     p.add_argument(
-        "--rpm", type=float, metavar="N", help="submits per minute at most (default 50, the Pro plan)"
+        "--concurrency",
+        type=_concurrency,
+        default=None,
+        metavar="N|auto",
+        help="most jobs in flight at once (default auto: as many as the measured rate and latency need)",
     )
-    p.add_argument("--rpm-counts-polls", action="store_true", help="pace status polls by --rpm too")
+    p.add_argument(
+        "--rpm",
+        type=float,
+        metavar="N",
+        help="the plan's rate limit in requests per minute (5 free, 50 Pro); default: found from 429s",
+    )
+    p.add_argument(
+        "--rpm-counts-polls",
+        action="store_true",
+        help="status polls and result fetches count against --rpm too (default: learned from a 429 on one)",
+    )
     p.add_argument("--retry-failed", action="store_true", help="also retry jobs that failed permanently")
     p.add_argument(
         "--max-jobs", type=int, metavar="N", help="refuse manifests expanding to more jobs (default 100000)"
     )
     p.add_argument(
+        "--grace",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="after the first Ctrl-C / SIGTERM, how long jobs in flight may take to finish (default 60)",
+    )
+    p.add_argument(
         "--time-scale",
         type=float,
         metavar="F",
-        help="scale poll intervals and backoff for an emulator running at --time-scale F "
-        "(default 1; --emulate runs at 0.02)",
+        help="with --emulate: the built-in emulator's speed (default 0.02, 50x faster than Segmind)",
     )
     p.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, help="progress bar (default: on a terminal)"
     )
     p.set_defaults(handler=_cmd_run)
+
+
+def _concurrency(text: str) -> int | None:
+    """``--concurrency``: a positive integer, or ``auto`` (None)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number or 'auto'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1 (or auto)")
+    return value
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -245,31 +279,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from batchgen.emulator import EmulatorConfig
     from batchgen.expand import DEFAULT_MAX_JOBS
     from batchgen.report import format_summary
-    from batchgen.runner import DEFAULT_RPM, EMULATE_TIME_SCALE, emulated_rpm, emulator_config, run
+    from batchgen.runner import EMULATE_TIME_SCALE, emulator_config, run
     from batchgen.scheduler import RunSettings
 
     _log_to_stderr()
-    time_scale = args.time_scale
-    if time_scale is None:
-        time_scale = EMULATE_TIME_SCALE if args.emulate else 1.0
-    rpm = args.rpm
-    if rpm is None:
-        rpm = emulated_rpm(time_scale) if args.emulate else DEFAULT_RPM
     settings = RunSettings(
         concurrency=args.concurrency,
-        rpm=rpm,
+        rpm=args.rpm,
         retry_failed=args.retry_failed,
         rpm_counts_polls=args.rpm_counts_polls,
-        time_factor=time_scale,
+        grace=args.grace,
     )
     problems = settings.problems()
     if args.max_jobs is not None and args.max_jobs < 1:
         problems.append(f"max jobs {args.max_jobs} must be at least 1")
+    if args.time_scale is not None and not args.emulate:
+        problems.append(
+            "--time-scale applies only with --emulate (batchgen measures a real server's speed itself)"
+        )
+    if args.time_scale is not None and not args.time_scale > 0:
+        problems.append(f"time scale {args.time_scale} must be above 0")
     if problems:
         raise UsageError("; ".join(problems))
     emulate: bool | EmulatorConfig = False
     if args.emulate:
-        emulate = emulator_config(time_scale)
+        emulate = emulator_config(args.time_scale or EMULATE_TIME_SCALE)
 
     async def main() -> int:
         summary = await run(

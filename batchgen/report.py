@@ -50,7 +50,9 @@ class Summary:
     are in the ledger but no longer in the manifest. ``requests`` counts every HTTP
     request sent to the API (submits, status polls, result fetches, retries and 429s
     included; image downloads are not), ``polls`` the status polls, ``rate_limited``
-    the 429 answers.
+    the 429 answers. ``peak_in_flight`` is the most jobs submitted and not finished at
+    once; ``learned_rpm`` the account's limit as found from 429s (None when none came)
+    and ``polls_counted`` whether polls were paced as counting against it.
     """
 
     total: int
@@ -68,6 +70,9 @@ class Summary:
     requests: int = 0
     polls: int = 0
     rate_limited: int = 0
+    peak_in_flight: int = 0
+    learned_rpm: float | None = None
+    polls_counted: bool = False
     wall_time: float = 0.0
     inference_times: list[float] = field(default_factory=list)
     interrupted: bool = False
@@ -141,6 +146,9 @@ class Summary:
             "requests": self.requests,
             "polls": self.polls,
             "rate_limited": self.rate_limited,
+            "peak_in_flight": self.peak_in_flight,
+            "learned_rpm": None if self.learned_rpm is None else round(self.learned_rpm, 2),
+            "polls_counted": self.polls_counted,
             "wall_time": round(self.wall_time, 3),
             "interrupted": self.interrupted,
             "fatal": self.fatal,
@@ -170,8 +178,12 @@ def format_summary(summary: Summary) -> str:
     )
     lines.append(
         f"requests/image {_num(s.requests_per_image, '.2f')}, polls/image {_num(s.polls_per_image, '.2f')}, "
-        f"429s {s.rate_limited} ({s.submits} submits, {s.requests} requests)"
+        f"429s {s.rate_limited} ({s.submits} submits, {s.requests} requests), "
+        f"peak in flight {s.peak_in_flight}"
     )
+    if s.learned_rpm is not None:
+        counted = "all requests" if s.polls_counted else "submits"
+        lines.append(f"rate limit found: about {s.learned_rpm:.0f} {counted} per minute")
     if s.removed:
         lines.append(f"{s.removed} jobs in the ledger are no longer in the manifest (left alone)")
     if s.fatal:

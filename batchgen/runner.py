@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,10 +40,8 @@ if TYPE_CHECKING:  # the emulator (Starlette) is imported only when a run uses i
 __all__ = [
     "API_KEY_ENV",
     "BASE_URL_ENV",
-    "DEFAULT_RPM",
     "EMULATE_TIME_SCALE",
     "default_out_dir",
-    "emulated_rpm",
     "emulator_config",
     "run",
 ]
@@ -51,9 +50,9 @@ log = logging.getLogger("batchgen")
 
 API_KEY_ENV = "SEGMIND_API_KEY"
 BASE_URL_ENV = "BATCHGEN_BASE_URL"
-DEFAULT_RPM = 50.0  # the Pro plan
 # ``--emulate`` runs the in-process emulator this much faster than the real API, so the
-# demo manifest finishes in about a second yet still shows queueing and polling.
+# demo manifest finishes in about a second yet still shows queueing and polling. The run
+# itself is not told: it measures the emulator as it would measure Segmind.
 EMULATE_TIME_SCALE = 0.02
 _EMULATOR_URL = "http://emulator.local"
 
@@ -63,11 +62,6 @@ def emulator_config(time_scale: float = EMULATE_TIME_SCALE) -> EmulatorConfig:
     from batchgen.emulator import EmulatorConfig
 
     return EmulatorConfig(time_scale=time_scale, workers=8)
-
-
-def emulated_rpm(time_scale: float) -> float:
-    """The Pro plan's submit ceiling in an emulator's time: its minute, too, runs faster."""
-    return DEFAULT_RPM / max(time_scale, 1e-4)
 
 
 def default_out_dir(manifest: Manifest) -> Path:
@@ -100,7 +94,7 @@ def _resolve_jobs(
 
 @asynccontextmanager
 async def _http_client(
-    client: httpx.AsyncClient | None, *, emulate: EmulatorConfig | None, concurrency: int
+    client: httpx.AsyncClient | None, *, emulate: EmulatorConfig | None
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The caller's client as is, or one this run builds (and closes)."""
     if client is not None:
@@ -112,7 +106,9 @@ async def _http_client(
         transport: httpx.AsyncBaseTransport = httpx.ASGITransport(app=create_app(emulate))
     else:
         transport = httpx.AsyncHTTPTransport(retries=0)
-    limits = httpx.Limits(max_connections=max(10, 2 * concurrency), max_keepalive_connections=concurrency)
+    # Each job has at most one request open at a time, so jobs in flight bound the
+    # connections; a fixed pool would let slow image downloads starve the polls.
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
     timeout = httpx.Timeout(30.0, connect=10.0)
     async with httpx.AsyncClient(transport=transport, limits=limits, timeout=timeout) as built:
         yield built
@@ -193,23 +189,37 @@ class _Progress:
             self._bar = None
 
 
-async def _watch_signals(scheduler: Scheduler, summary: Summary) -> None:
-    """First Ctrl-C / SIGTERM: stop submitting, finish what is in flight. Second: stop now."""
+async def _watch_signals(scheduler: Scheduler, summary: Summary, *, grace: float) -> None:
+    """First Ctrl-C / SIGTERM: stop submitting, give jobs in flight ``grace`` seconds.
+    Second, or the grace over: stop now (the ledger says what was in flight)."""
+
+    async def grace_over() -> None:
+        await anyio.sleep(grace)
+        log.warning(
+            "%s of grace over with %d jobs in flight: stopping now; rerun the same command to finish",
+            format_duration(grace),
+            scheduler.counts.in_flight,
+        )
+        scheduler.cancel()
+
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            summary.interrupted = True
-            if scheduler.submitting:
-                name = signal.Signals(signum).name
-                log.warning(
-                    "%s: submitting nothing more; waiting for %d jobs in flight (Ctrl-C again to quit now)",
-                    name,
-                    scheduler.counts.in_flight,
-                )
-                scheduler.stop_submitting()
-            else:
-                log.warning("stopping now; rerun the same command to finish the batch")
-                scheduler.cancel()
-                return
+        async with anyio.create_task_group() as tg:
+            async for signum in signals:
+                summary.interrupted = True
+                if scheduler.submitting:
+                    log.warning(
+                        "%s: submitting nothing more; waiting up to %s for %d jobs in flight "
+                        "(Ctrl-C again to quit now)",
+                        signal.Signals(signum).name,
+                        format_duration(grace),
+                        scheduler.counts.in_flight,
+                    )
+                    scheduler.stop_submitting()
+                    tg.start_soon(grace_over)
+                else:
+                    log.warning("stopping now; rerun the same command to finish the batch")
+                    scheduler.cancel()
+                    tg.cancel_scope.cancel()
 
 
 async def run(
@@ -249,7 +259,7 @@ async def run(
     conditions are reported in the summary (``fatal``, ``failed``), not raised. The
     process exit code for the outcome is ``summary.exit_code``.
     """
-    started = time.monotonic()
+    started = anyio.current_time()
     manifest, jobs = _resolve_jobs(source, max_jobs=max_jobs)
     if out_dir is None:
         if manifest is None:
@@ -264,9 +274,6 @@ async def run(
         emulation = emulator_config() if emulate is True else emulate
         base_url = _EMULATOR_URL
         api_key: str | None = "emulated"
-        if settings is None:
-            scale = max(emulation.time_scale, 1e-4)
-            settings = RunSettings(time_factor=scale, rpm=emulated_rpm(scale))
     else:
         api_key = os.environ.get(API_KEY_ENV) or None
         if api_key is None and client is None:
@@ -289,7 +296,7 @@ async def run(
         writer = await LedgerWriter.open(ledger_path, clock=wall_clock)
         async with (
             writer,
-            _http_client(client, emulate=emulation, concurrency=settings.concurrency) as http,
+            _http_client(client, emulate=emulation) as http,
         ):
             await writer.write(
                 "run_started",
@@ -317,19 +324,19 @@ async def run(
             )
             tty = sys.stderr.isatty() if progress is None else progress
             bar = _Progress(
-                scheduler.counts, lambda: scheduler.limiter.rate_limited, tty=tty, interval=progress_interval
+                scheduler.counts, lambda: scheduler.rate.refused, tty=tty, interval=progress_interval
             )
             try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(bar.tick)
                     if handle_signals:
-                        tg.start_soon(_watch_signals, scheduler, summary)
+                        tg.start_soon(partial(_watch_signals, grace=settings.grace), scheduler, summary)
                     try:
                         await scheduler.run(jobs, state)
                     finally:
                         tg.cancel_scope.cancel()
             finally:
                 bar.close()
-                summary.wall_time = time.monotonic() - started
+                summary.wall_time = anyio.current_time() - started
                 await writer.write("run_finished", "", **summary.counts())
     return summary

@@ -1,39 +1,55 @@
-"""The runner: submit jobs under limits, poll them in parallel, save images, keep the ledger.
+"""The runner's control loop: admit jobs, drive each through its life, keep the ledger.
 
-One anyio task group holds one task per job in flight. A job is started while fewer
-than ``concurrency`` are in flight and the rate limiter gives it a submit slot; it then
-polls with an adaptive cadence (:class:`PollCadence`), fetches the result, downloads the
-image through :mod:`batchgen.storage` and appends ``completed`` to the ledger. Every
-error goes through the one retry policy (:class:`batchgen.limits.RetryPolicy`).
+One feeder admits jobs in manifest order, one token of the admission limiter each
+(:mod:`batchgen.admission`: how many in flight, by Little's law). Each admitted job gets
+a task that performs the request its phase asks for (:mod:`batchgen.flight`): submit,
+status polls at the times the cadence picks (:mod:`batchgen.cadence`), the result
+fetch, the download through :mod:`batchgen.storage`. Every API request goes through
+the request budget (:mod:`batchgen.budget`); every error through the one retry policy
+(:mod:`batchgen.retry`); every completion teaches the latency model
+(:mod:`batchgen.latency`), which in turn sizes the cadence and the in-flight target.
 
 Resuming is :func:`batchgen.ledger.decide` per job: skip, poll the recorded request id,
 or submit. A submit and its ``submitted`` ledger line are shielded from cancellation
 together, so any request the API accepted is in the ledger unless the process is killed
-outright; then the submits whose answers were in transit are lost, at most one per
-concurrency slot (the API has no idempotency key to find them again).
+outright.
 
-Stopping: :meth:`Scheduler.stop_submitting` (first Ctrl-C / SIGTERM, or a 406) lets jobs
-in flight finish and starts nothing new; a second Ctrl-C, or a fatal API error
-(401/403, 404 on submit), cancels everything at once.
+Every wait has a bound: each API request :attr:`RunSettings.request_timeout`, each
+download :attr:`RunSettings.download_timeout` and :attr:`RunSettings.max_image_bytes`,
+each ``Retry-After`` :attr:`RunSettings.retry_after_cap`, each job the retention window
+from its submit, and the attempts of :class:`~batchgen.retry.RetryPolicy`.
+
+Stopping: :meth:`Scheduler.stop_submitting` (first Ctrl-C / SIGTERM, or a 406) cancels
+the feeder's scope: jobs waiting to submit give up, jobs in flight go on to the end (the
+runner cancels them after a grace period). :meth:`Scheduler.cancel` (a second Ctrl-C,
+401/403, 404 on submit) stops everything at once; the ledger stays consistent.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
+import statistics
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
+import anyio.abc
 import anyio.to_thread
 
-from batchgen.client import SegmindClient, StatusResult, find_image_urls
-from batchgen.errors import ApiError, ImageInvalid, RateLimited, TransientError
+from batchgen.admission import Admission
+from batchgen.budget import RETRY_AFTER_CAP, Kind, RateState, RequestBudget
+from batchgen.cadence import Cadence
+from batchgen.client import SegmindClient, find_image_urls
+from batchgen.errors import ApiError, JobTimedOut, RateLimited, TransientError
+from batchgen.flight import Flight, Phase, Step
 from batchgen.job import Job
+from batchgen.latency import LatencyModel
 from batchgen.ledger import (
     DEFAULT_MARGIN,
     DEFAULT_RETENTION,
@@ -41,42 +57,42 @@ from batchgen.ledger import (
     LedgerWriter,
     Poll,
     Skip,
-    Submit,
     decide,
 )
-from batchgen.limits import Action, RateLimiter, RetryPolicy
 from batchgen.report import Summary
+from batchgen.retry import Action, Decision, RetryPolicy
 from batchgen.storage import open_part
 
-__all__ = ["Counts", "PollCadence", "RunSettings", "Scheduler"]
+__all__ = ["Counts", "RunSettings", "Scheduler"]
 
 log = logging.getLogger("batchgen")
+
+T = TypeVar("T")
+
+MIB = 1024 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)
 class RunSettings:
-    """How a run behaves. Times are seconds, multiplied by ``time_factor`` where noted.
+    """How a run behaves. Times are seconds. Nothing here describes the server's speed:
+    the run measures latency, worker capacity and rate limits itself.
 
-    ``time_factor`` scales the poll prior and intervals and every backoff, so a run
-    against an emulator whose inference runs at ``--time-scale 0.001`` can use 0.001 and
-    stay fast yet poll as it would at full scale. The submit ceiling ``rpm``, the server's
-    ``Retry-After`` and its rate-limit minute are real time; ``server_clock_scale`` (real
-    seconds per second of the server's clock) converts the last two for a server whose
-    whole clock runs faster (a test's emulator with a sped-up clock).
+    ``concurrency`` caps the jobs in flight (None: ``auto``, see
+    :mod:`batchgen.admission`); ``rpm`` is the plan's limit in requests per minute if
+    known (None: found from the server's 429s); ``rpm_counts_polls`` says status polls
+    and result fetches count against it too (otherwise learned from a 429 on one).
     """
 
-    concurrency: int = 8
-    rpm: float = 50.0
+    concurrency: int | None = None
+    rpm: float | None = None
+    rpm_counts_polls: bool = False
     retry_failed: bool = False
-    rpm_counts_polls: bool = False  # also pace status polls and result fetches by ``rpm``
-    time_factor: float = 1.0
-    poll_prior: float = 25.0  # expected submit-to-COMPLETED before any job finished (scaled)
-    min_poll_interval: float = 1.0  # (scaled)
-    max_poll_interval: float = 20.0  # (scaled)
-    max_attempts: int = 6  # consecutive transient failures of one job before it fails
-    retry_base_delay: float = 1.0  # (scaled)
-    retry_max_delay: float = 30.0  # (scaled)
-    server_clock_scale: float = 1.0  # real seconds per second of the server's clock
+    max_attempts: int = 6
+    retry_after_cap: float = RETRY_AFTER_CAP
+    request_timeout: float = 60.0  # one API request, whatever the HTTP client's own timeouts
+    download_timeout: float = 120.0  # one image download, start to end
+    max_image_bytes: int = 64 * MIB
+    grace: float = 60.0  # after the first Ctrl-C / SIGTERM, jobs in flight get this long
     retention: float = DEFAULT_RETENTION
     margin: float = DEFAULT_MARGIN
     seed: int | None = None  # seeds the retry jitter
@@ -84,106 +100,34 @@ class RunSettings:
     def problems(self) -> list[str]:
         """Every setting out of range, as sentences."""
         found = []
-        if self.concurrency < 1:
-            found.append(f"concurrency {self.concurrency} must be at least 1")
-        if not self.rpm > 0:
-            found.append(f"rpm {self.rpm} must be above 0")
-        if not self.time_factor > 0:
-            found.append(f"time scale {self.time_factor} must be above 0")
+        if self.concurrency is not None and self.concurrency < 1:
+            found.append(f"concurrency {self.concurrency} must be at least 1 (or auto)")
+        if self.rpm is not None and not (self.rpm > 0 and math.isfinite(self.rpm)):
+            found.append(f"rpm {self.rpm} must be a number above 0")
         if self.max_attempts < 1:
             found.append(f"max attempts {self.max_attempts} must be at least 1")
+        for name in ("retry_after_cap", "request_timeout", "download_timeout", "grace"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                found.append(f"{name.replace('_', ' ')} {value} must be a number of seconds, 0 or more")
+        if self.max_image_bytes < 1:
+            found.append(f"max image bytes {self.max_image_bytes} must be at least 1")
         return found
 
     def to_json(self) -> dict[str, Any]:
         """The settings for the ledger's ``run_started`` line."""
         return {
-            "concurrency": self.concurrency,
+            "concurrency": self.concurrency if self.concurrency is not None else "auto",
             "rpm": self.rpm,
             "retry_failed": self.retry_failed,
             "rpm_counts_polls": self.rpm_counts_polls,
-            "time_factor": self.time_factor,
         }
-
-
-class PollCadence:
-    """When to poll: first near the expected completion, then backing off.
-
-    The expected submit-to-COMPLETED time starts at ``prior`` and is then the median of
-    the latest observations. An observation is bracketed by the last poll that found
-    the job unfinished and the poll that found it done (the midpoint is taken); when the
-    very first poll already finds it done, the true time is unknown but no larger, so
-    90% of it is taken: the estimate drifts down until polls start to bracket it, and
-    never creeps up on its own.
-    """
-
-    def __init__(
-        self,
-        *,
-        prior: float,
-        min_interval: float,
-        max_interval: float,
-        growth: float = 1.6,
-        window: int = 64,
-    ) -> None:
-        self.prior = prior
-        self.min_interval = min_interval
-        self.max_interval = max_interval
-        self.growth = growth
-        self._seen: deque[float] = deque(maxlen=window)
-
-    def expected(self) -> float:
-        """Expected seconds from submit to COMPLETED."""
-        if not self._seen:
-            return self.prior
-        ordered = sorted(self._seen)
-        return ordered[len(ordered) // 2]
-
-    def observe(self, *, done_at: float, last_pending_at: float | None) -> None:
-        """Learn from a job found done ``done_at`` s after its submit (``last_pending_at``:
-        when it was last seen unfinished, None if never)."""
-        if last_pending_at is None:
-            self._seen.append(done_at * 0.9)
-        else:
-            self._seen.append((done_at + last_pending_at) / 2)
-
-    def first_delay(self, elapsed: float) -> float:
-        """Seconds to wait before the first poll of a job submitted ``elapsed`` s ago."""
-        return max(self.min_interval, self.expected() - elapsed)
-
-    def next_delay(self, unfinished_polls: int) -> float:
-        """Seconds to wait after ``unfinished_polls`` polls found the job still running."""
-        base = max(self.min_interval, self.expected() * 0.2)
-        return min(self.max_interval, base * self.growth ** max(0, unfinished_polls - 1))
-
-
-@dataclass(slots=True)
-class _Flight:
-    """One job's progress through submit, poll, result and download."""
-
-    request_id: str | None = None
-    sent_at: float = 0.0  # monotonic time of the submit
-    completed: bool = False
-    inference_time: float | None = None
-    unfinished_polls: int = 0
-    last_pending_at: float | None = None
-    attempt: int = 0  # consecutive transient failures
-    resubmits: int = 0
-
-    def restart(self) -> None:
-        """Forget an expired request: the job will be submitted again."""
-        self.request_id = None
-        self.completed = False
-        self.inference_time = None
-        self.unfinished_polls = 0
-        self.last_pending_at = None
-        self.attempt = 0
-        self.resubmits += 1
 
 
 @dataclass(slots=True)
 class Counts:
     """A live view of a run for the progress display: the summary's tallies, and the jobs
-    in flight (the one figure the summary does not keep)."""
+    in flight (submitted to the API and not finished: the one figure the summary lacks)."""
 
     summary: Summary
     in_flight: int = 0
@@ -209,8 +153,8 @@ class Counts:
         return self.total - self.done - self.failed
 
 
-class _Stop(Exception):
-    """Raised inside a job task to abandon the job without recording anything."""
+class _Stopped(Exception):
+    """Submits were stopped while this job waited for its slot: it is abandoned, not failed."""
 
 
 class Scheduler:
@@ -238,31 +182,24 @@ class Scheduler:
         self.summary = summary
         self._wall_clock = wall_clock
         self._on_change = on_change or (lambda: None)
-        tf = settings.time_factor
-        self.limiter = RateLimiter(
-            settings.rpm, backoff=1.0 * tf, max_backoff=60.0 * tf, window=60.0 * settings.server_clock_scale
+        self.rate = RateState(
+            rpm=settings.rpm, polls_count=settings.rpm_counts_polls, retry_after_cap=settings.retry_after_cap
         )
-        self.policy = RetryPolicy(
-            max_attempts=settings.max_attempts,
-            base_delay=settings.retry_base_delay,
-            max_delay=settings.retry_max_delay,
-            time_factor=tf,
-            rng=random.Random(settings.seed),
-        )
-        self.cadence = PollCadence(
-            prior=settings.poll_prior * tf,
-            min_interval=settings.min_poll_interval * tf,
-            max_interval=settings.max_poll_interval * tf,
-        )
+        self.budget = RequestBudget(self.rate)
+        self.model = LatencyModel()
+        self.cadence = Cadence(self.model, self.rate)
+        self.admission = Admission(cap=settings.concurrency, retention=settings.retention)
+        self.policy = RetryPolicy(max_attempts=settings.max_attempts, rng=random.Random(settings.seed))
         self.counts = Counts(summary)
         self._submitting = True
-        self._changed = anyio.Event()
+        self._feeding: anyio.CancelScope | None = None
         self._scope: anyio.CancelScope | None = None
-        self._submit_waits: set[anyio.CancelScope] = set()
+        self._followers: anyio.abc.TaskGroup | None = None
+        self._first_submit = anyio.Lock()
         self._accepted_once = False
-        self._probing = False
-        self._probe_changed = anyio.Event()
         self._resubmitted: set[str] = set()
+        self._queue_waits: dict[Flight, float] = {}  # a finished request's estimated queue wait
+        self._polls_per_image: deque[int] = deque(maxlen=15)
 
     # --- control ---------------------------------------------------------------------
 
@@ -274,9 +211,9 @@ class Scheduler:
     def stop_submitting(self) -> None:
         """Submit nothing more; jobs in flight go on to the end (they are paid for)."""
         self._submitting = False
-        for scope in list(self._submit_waits):
-            scope.cancel()  # jobs waiting for a submit slot give up now
-        self._notify()
+        if self._feeding is not None:
+            self._feeding.cancel()
+        self._on_change()
 
     def cancel(self) -> None:
         """Stop everything now (second Ctrl-C, fatal API error); the ledger stays consistent."""
@@ -284,54 +221,58 @@ class Scheduler:
         if self._scope is not None:
             self._scope.cancel()
 
-    def _notify(self) -> None:
-        # An Event is set from sync code too; waiters hold the old one, so swap it.
-        self._changed.set()
-        self._changed = anyio.Event()
-        self._on_change()
-
     # --- the run ---------------------------------------------------------------------
 
     async def run(self, jobs: Iterable[Job], state: LedgerState) -> None:
         """Run every job not already done according to ``state`` (the replayed ledger)."""
         requests0, polls0 = self.client.requests, self.client.polls
         # Checking finished jobs hashes their files: keep that off the event loop.
-        polls, submits = await anyio.to_thread.run_sync(self._plan, jobs, state)
+        resumed, new = await anyio.to_thread.run_sync(self._plan, jobs, state, anyio.current_time())
         self._on_change()
+        limiter = self.admission.limiter
+        # Requests already on the server are polled at once, whatever the target.
+        self.admission.make_room(len(resumed))
         try:
             with anyio.CancelScope() as scope:
                 self._scope = scope
-                async with anyio.create_task_group() as tg:
-                    # Jobs already in flight on the server are polled first; they count
-                    # against the concurrency limit like any other.
-                    for job, poll in polls:
-                        self.counts.in_flight += 1
-                        tg.start_soon(self._drive, job, poll)
-                    for job, submit in submits:
-                        if not await self._wait_for_slot():
-                            break
-                        self.counts.in_flight += 1
-                        tg.start_soon(self._drive, job, submit)
+                async with anyio.create_task_group() as followers:
+                    self._followers = followers
+                    for flight in resumed:
+                        limiter.acquire_on_behalf_of_nowait(flight)
+                        self._in_flight(+1)
+                        followers.start_soon(self._follow, flight)
+                    with anyio.CancelScope() as feeding:
+                        self._feeding = feeding
+                        if not self._submitting:
+                            feeding.cancel()
+                        async with anyio.create_task_group() as submitters:
+                            for flight in new:
+                                await limiter.acquire_on_behalf_of(flight)
+                                submitters.start_soon(self._submit_then_follow, flight)
         finally:
-            self._scope = None
+            self._scope = self._feeding = self._followers = None
             self.summary.not_run = self.counts.not_run
             self.summary.resubmitted = len(self._resubmitted)
-            self.summary.rate_limited += self.limiter.rate_limited
+            self.summary.rate_limited += self.rate.refused
             self.summary.requests += self.client.requests - requests0
             self.summary.polls += self.client.polls - polls0
+            if self.rate.events:
+                self.summary.learned_rpm = self.rate.limit
+            self.summary.polls_counted = self.rate.polls_count
 
-    def _plan(
-        self, jobs: Iterable[Job], state: LedgerState
-    ) -> tuple[list[tuple[Job, Poll]], list[tuple[Job, Submit]]]:
-        """Sort the jobs by the resume rule: count the skipped ones, return what to poll and submit."""
-        polls: list[tuple[Job, Poll]] = []
-        submits: list[tuple[Job, Submit]] = []
-        now = self._wall_clock()
+    def _plan(self, jobs: Iterable[Job], state: LedgerState, now: float) -> tuple[list[Flight], list[Flight]]:
+        """Sort the jobs by the resume rule: count the skipped ones; flights to poll and to submit.
+
+        ``now`` is the run's clock (resumed requests get their age from the ledger's wall time).
+        """
+        resumed: list[Flight] = []
+        new: list[Flight] = []
+        wall = self._wall_clock()
         for job in jobs:
             action = decide(
                 state.get(job.key),
                 out_dir=self.out_dir,
-                now=now,
+                now=wall,
                 retention=self.settings.retention,
                 margin=self.settings.margin,
                 retry_failed=self.settings.retry_failed,
@@ -341,100 +282,139 @@ class Scheduler:
                     self.summary.skipped += 1
                 else:
                     self.summary.skipped_failed += 1
-            elif isinstance(action, Poll):
-                polls.append((job, action))
+                continue
+            flight = Flight(job)
+            if isinstance(action, Poll):
+                # The ledger has wall time; the run's clock is monotonic.
+                age = max(0.0, wall - action.submitted_at)
+                flight.resume(action.request_id, accepted_at=now - age)
+                resumed.append(flight)
             else:
                 if action.reason != "new":
                     self._resubmitted.add(job.key)
-                submits.append((job, action))
-        return polls, submits
-
-    async def _wait_for_slot(self) -> bool:
-        """Wait until fewer than ``concurrency`` jobs are in flight; False if submits stopped."""
-        while self._submitting and self.counts.in_flight >= self.settings.concurrency:
-            await self._changed.wait()
-        return self._submitting
+                new.append(flight)
+        return resumed, new
 
     # --- one job ---------------------------------------------------------------------
 
-    async def _drive(self, job: Job, start: Poll | Submit) -> None:
-        """Take one job from its starting point to ``completed`` or ``failed``."""
-        flight = _Flight()
-        if isinstance(start, Poll):
-            flight.request_id = start.request_id
-            # The ledger has wall time; polling runs on the monotonic clock.
-            age = max(0.0, self._wall_clock() - start.submitted_at)
-            flight.sent_at = anyio.current_time() - age
+    async def _submit_then_follow(self, flight: Flight) -> None:
+        """Submit (cancelled with the feeder), then hand the job to the followers' group."""
+        handed_over = False
         try:
-            await self._steps(job, flight)
-        except _Stop:
-            pass
+            while flight.phase is Phase.NEW:
+                try:
+                    await self._submit(flight)
+                except _Stopped:
+                    break
+                except Exception as exc:
+                    if not await self._handle(flight, "submit", exc):
+                        break
+            if flight.phase is Phase.SUBMITTED and self._followers is not None:
+                self._followers.start_soon(self._follow, flight)
+                handed_over = True
         finally:
-            self.counts.in_flight -= 1
-            self._notify()
+            if not handed_over:
+                flight.abandon()
+                self._finish(flight)
 
-    async def _steps(self, job: Job, flight: _Flight) -> None:
-        """The job's steps inside the retry loop, until it is recorded done or failed."""
-        while True:
-            try:
-                if flight.request_id is None:
-                    await self._submit(job, flight)
-                if not flight.completed:
-                    await self._await_completion(flight)
-                await self._fetch_and_save(job, flight)
-                return
-            except _Stop:
-                raise
-            except Exception as exc:
-                if not await self._handle(job, flight, exc):
-                    return
+    async def _follow(self, flight: Flight) -> None:
+        """Take a submitted job to SAVED or FAILED, polling, fetching and downloading."""
+        try:
+            while not flight.phase.final:
+                step = flight.step
+                assert step is not None
+                try:
+                    if step == "submit":  # expired and resubmitted
+                        if not self._submitting:
+                            break
+                        await self._submit(flight)
+                        continue
+                    elif step == "status":
+                        await self._poll(flight)
+                    elif step == "result":
+                        await self._fetch(flight)
+                    else:
+                        await self._download(flight)
+                    self.policy.succeeded(step, flight.attempts)
+                except _Stopped:
+                    break
+                except Exception as exc:
+                    if not await self._handle(flight, step, exc):
+                        break
+        finally:
+            flight.abandon()
+            self._finish(flight)
 
-    async def _handle(self, job: Job, flight: _Flight, exc: Exception) -> bool:
+    def _finish(self, flight: Flight) -> None:
+        """The job leaves the run: free its place, tell admission how long it held it."""
+        self.cadence.release(flight)
+        queue = self._queue_waits.pop(flight, None)
+        if flight.accepted_at is not None and flight.phase in (Phase.SAVED, Phase.FAILED):
+            now = anyio.current_time()
+            hold = None if flight.resumed else now - flight.accepted_at
+            self.admission.finished(now, hold=hold, service=flight.inference_time, queue=queue)
+        if flight.accepted_at is not None:
+            self._in_flight(-1)
+        self.admission.limiter.release_on_behalf_of(flight)
+        self._retarget()
+
+    def _in_flight(self, delta: int) -> None:
+        counts = self.counts
+        counts.in_flight += delta
+        self.summary.peak_in_flight = max(self.summary.peak_in_flight, counts.in_flight)
+        self._on_change()
+
+    def _retarget(self) -> None:
+        self.admission.update(anyio.current_time(), submit_rate=self.rate.submit_rate())
+
+    async def _handle(self, flight: Flight, step: Step, exc: Exception) -> bool:
         """Apply the retry policy to ``exc``; True to carry on with the job, False if it ended."""
-        transient = isinstance(exc, TransientError | ImageInvalid)
-        if transient:
-            flight.attempt += 1
-        wait = self.limiter.on_rate_limited(self._retry_after(exc)) if isinstance(exc, RateLimited) else None
-        decision = self.policy.decide(
-            exc, attempt=flight.attempt, resubmits=flight.resubmits, rate_limit_wait=wait
-        )
-        if decision.action in (Action.RETRY, Action.WAIT):
-            log.debug("job %s: %s; again in %.3fs", job.short_key, exc, decision.delay)
+        decision = self.policy.decide(exc, step=step, attempts=flight.attempts)
+        action = decision.action
+        if action is Action.RETRY:
+            log.debug("job %s: %s; again in %.3fs", flight.job.short_key, exc, decision.delay)
             await anyio.sleep(decision.delay)
             return True
-        if decision.action is Action.RESUBMIT:
-            log.info("job %s: request %s expired; resubmitting", job.short_key, flight.request_id)
-            await self.ledger.write("expired", job.key, request_id=flight.request_id)
-            self._resubmitted.add(job.key)
-            flight.restart()
+        if action is Action.WAIT:
+            self._retarget()  # a 429 may have taught the budget a rate
             return True
-        if decision.action is Action.FAIL:
-            await self._fail(job, flight, exc, retryable=decision.retryable, reason=decision.reason)
+        if action is Action.REFETCH:
+            log.debug("job %s: image not saved (%s); fetching the result again", flight.job.short_key, exc)
+            flight.refetch()
+            await anyio.sleep(decision.delay)
+            return True
+        if action is Action.RESUBMIT:
+            log.info("job %s: request %s expired; resubmitting", flight.job.short_key, flight.request_id)
+            await self.ledger.write("expired", flight.job.key, request_id=flight.request_id)
+            self._resubmitted.add(flight.job.key)
+            self.cadence.release(flight)
+            flight.expire()
+            self._in_flight(-1)
+            return True
+        if action is Action.FAIL:
+            await self._fail(flight, exc, decision)
             return False
-        if decision.action is Action.STOP_SUBMITTING:
+        if action is Action.STOP_SUBMITTING:
             if self.summary.fatal is None:
                 self.summary.fatal = decision.reason
-                log.error("%s: submitting nothing more, finishing the jobs in flight", decision.reason)
+                log.error("%s; submitting nothing more, finishing the jobs in flight", decision.reason)
             self.stop_submitting()
-            if flight.request_id is None:
-                raise _Stop
+            if flight.phase is Phase.NEW:
+                return False
             # A 406 while polling would be odd; keep polling what is paid for, slowly.
-            await anyio.sleep(self.policy.backoff(flight.attempt + 1))
+            await anyio.sleep(self.policy.backoff(3))
             return True
         # Action.STOP: 401/403/404 on submit; nothing in this run can succeed.
         if self.summary.fatal is None:
             self.summary.fatal = decision.reason
-            log.error("%s: stopping the run", decision.reason)
+            log.error("%s; stopping the run", decision.reason)
         self.cancel()
-        raise _Stop
+        return False
 
-    def _retry_after(self, exc: RateLimited) -> float | None:
-        """The server's Retry-After in real seconds."""
-        return None if exc.retry_after is None else exc.retry_after * self.settings.server_clock_scale
-
-    async def _fail(self, job: Job, flight: _Flight, exc: Exception, *, retryable: bool, reason: str) -> None:
+    async def _fail(self, flight: Flight, exc: Exception, decision: Decision) -> None:
         code = exc.status_code if isinstance(exc, ApiError) else None
-        detail = exc.detail if isinstance(exc, ApiError) and exc.detail else reason
+        detail = exc.detail if isinstance(exc, ApiError) and exc.detail else decision.reason
+        job = flight.job
         await self.ledger.write(
             "failed",
             job.key,
@@ -442,47 +422,76 @@ class Scheduler:
             seed=job.seed,
             code=code,
             error=detail,
-            retryable=retryable,
+            retryable=decision.retryable,
         )
+        flight.fail()
         self.summary.failed += 1
         log.warning("job %s (%s) failed: %s", job.short_key, job.filename, detail)
 
-    async def _submit(self, job: Job, flight: _Flight) -> None:
-        """Wait for a submit slot, submit, and record ``submitted``; 429s just wait again."""
-        while True:
+    # --- the requests ------------------------------------------------------------------
+
+    async def _api(self, kind: Kind, call: Callable[[], Awaitable[T]]) -> T:
+        """One API request through the budget, bounded in time, its answer reported."""
+        async with self.budget.slot(kind) as slot:
+            try:
+                with anyio.fail_after(self.settings.request_timeout):
+                    answer = await call()
+            except TimeoutError:
+                raise TransientError(
+                    f"{kind}: no answer within {self.settings.request_timeout:g} s"
+                ) from None
+            except RateLimited as exc:
+                slot.rate_limited(exc.retry_after)
+                raise
+            except ApiError as exc:
+                if exc.status_code is not None:
+                    slot.accepted()  # answered; only a 429 says anything about the rate
+                raise
+            slot.accepted()
+            return answer
+
+    async def _submit(self, flight: Flight) -> None:
+        """Submit the job and record ``submitted``.
+
+        Until one submit has been accepted, submits go one at a time, so a wrong key, a
+        missing permission or an unknown model (401/403/404) stops the run after a
+        single request instead of one per job in flight.
+        """
+        if not self._accepted_once:
+            async with self._first_submit:
+                if not self._accepted_once:
+                    await self._post(flight)
+                    return
+        await self._post(flight)
+
+    async def _post(self, flight: Flight) -> None:
+        job = flight.job
+        async with self.budget.slot("submit") as slot:
             if not self._submitting:
-                raise _Stop
-            probe = False
-            with anyio.CancelScope() as waiting:
-                self._submit_waits.add(waiting)
-                try:
-                    probe = await self._probe_turn()
-                    sent_at = await self.limiter.acquire()
-                finally:
-                    self._submit_waits.discard(waiting)
-            if waiting.cancelled_caught or not self._submitting:
-                if probe:
-                    self._probe_over(accepted=False)
-                raise _Stop
+                raise _Stopped
             # From here the request may be accepted (and paid for): finish it and write
             # its ledger line even if the run is being cancelled, or a rerun pays twice.
             with anyio.CancelScope(shield=True):
                 self.summary.submits += 1
-                accepted = False
+                sent = anyio.current_time()
                 try:
-                    submitted = await self.client.submit(job.model, job.params.to_api())
-                    accepted = True
+                    with anyio.fail_after(self.settings.request_timeout):
+                        submitted = await self.client.submit(job.model, job.params.to_api())
+                except TimeoutError:
+                    raise TransientError(
+                        f"submit: no answer within {self.settings.request_timeout:g} s"
+                    ) from None
                 except RateLimited as exc:
-                    # Not a failure and not counted against the job: slow down, go again.
-                    self.limiter.on_rate_limited(self._retry_after(exc), sent_at=sent_at)
-                    continue
-                finally:
-                    if probe:
-                        self._probe_over(accepted=accepted)
-                self.limiter.on_success()
-                flight.request_id = submitted.request_id
-                flight.sent_at = anyio.current_time()
-                flight.attempt = 0
+                    slot.rate_limited(exc.retry_after)
+                    raise
+                except ApiError as exc:
+                    if exc.status_code is not None:
+                        slot.accepted()
+                    raise
+                slot.accepted()
+                self._accepted_once = True
+                flight.submitted(submitted.request_id, sent_at=sent, accepted_at=anyio.current_time())
+                self._in_flight(+1)
                 await self.ledger.write(
                     "submitted",
                     job.key,
@@ -492,79 +501,85 @@ class Scheduler:
                     params=job.params.to_api(),
                     labels=dict(job.labels),
                 )
-                return
+        self._retarget()
 
-    async def _probe_turn(self) -> bool:
-        """Wait until this job may submit; True if its submit is the run's probe.
+    async def _poll(self, flight: Flight) -> None:
+        """Wait until the cadence says, then ask the status once."""
+        assert flight.request_id is not None and flight.accepted_at is not None
+        now = anyio.current_time()
+        deadline = flight.accepted_at + self.settings.retention
+        if now >= deadline:
+            raise JobTimedOut(
+                f"request {flight.request_id} did not finish within the "
+                f"{self.settings.retention / 60:g}-minute retention window"
+            )
+        when = min(self.cadence.next_poll(flight, now), deadline)
+        waiting_for_probe = not self.model.known and not self.cadence.is_probe(flight)
+        with anyio.move_on_after(when - now) as sleep:
+            # Waiting for the probe to teach the model, or on an estimate that may move:
+            # either news ends the sleep, and the next look is planned again.
+            await (self.model.learned.wait() if waiting_for_probe else self.model.moved())
+        if not sleep.cancelled_caught:
+            return
+        request_id = flight.request_id
+        sent = anyio.current_time()
+        status = await self._api("status", lambda: self.client.status(request_id))
+        received = anyio.current_time()
+        flight.polled(status.state, sent_at=sent, received_at=received, inference_time=status.inference_time)
+        if flight.phase is Phase.READY:
+            self._learn(flight)
 
-        Until one submit has been accepted, submits go one at a time, so a wrong key, a
-        missing permission or an unknown model (401/403/404) stops the run after a single
-        request instead of one per concurrency slot.
-        """
-        while not self._accepted_once:
-            if not self._probing:
-                self._probing = True
-                return True
-            await self._probe_changed.wait()
-        return False
+    def _learn(self, flight: Flight) -> None:
+        observation = flight.observation()
+        if observation is not None:  # None for a resumed job: its submit time is only the ledger's
+            queue = self.model.observe(observation)
+            if queue is not None:
+                self._queue_waits[flight] = queue
+        if flight.accepted_at is not None and flight.accepted_at >= self.rate.polls_count_since:
+            # Polled entirely at the counted cadence: what each submit costs in polls now.
+            self._polls_per_image.append(flight.polls)
+            self.rate.followups = 1.0 + statistics.fmean(self._polls_per_image)
 
-    def _probe_over(self, *, accepted: bool) -> None:
-        """The probe submit ended; on success every job may submit from now on."""
-        self._accepted_once = self._accepted_once or accepted
-        self._probing = False
-        self._probe_changed.set()
-        self._probe_changed = anyio.Event()
-
-    async def _await_completion(self, flight: _Flight) -> None:
-        """Poll until the request is COMPLETED (FAILED and errors raise)."""
-        assert flight.request_id is not None
-        while True:
-            elapsed = anyio.current_time() - flight.sent_at
-            if flight.last_pending_at is None and flight.unfinished_polls == 0:
-                delay = self.cadence.first_delay(elapsed)
-            else:
-                delay = self.cadence.next_delay(flight.unfinished_polls)
-            await anyio.sleep(delay)
-            if self.settings.rpm_counts_polls:
-                await self.limiter.acquire()
-            status: StatusResult = await self.client.status(flight.request_id)
-            flight.attempt = 0
-            polled_at = anyio.current_time() - flight.sent_at
-            if status.state == "COMPLETED":
-                self.cadence.observe(done_at=polled_at, last_pending_at=flight.last_pending_at)
-                flight.completed = True
-                flight.inference_time = status.inference_time
-                return
-            flight.unfinished_polls += 1
-            flight.last_pending_at = polled_at
-
-    async def _fetch_and_save(self, job: Job, flight: _Flight) -> None:
-        """Fetch the result, download the image (.part, verify, rename), record ``completed``."""
-        assert flight.request_id is not None
-        if self.settings.rpm_counts_polls:
-            await self.limiter.acquire()
-        result = await self.client.result(flight.request_id)
-        flight.attempt = 0
+    async def _fetch(self, flight: Flight) -> None:
+        """Fetch the result of a COMPLETED request; note its image URL."""
+        request_id = flight.request_id
+        assert request_id is not None
+        result = await self._api("result", lambda: self.client.result(request_id))
         urls = find_image_urls(result.output)
         if not urls:
-            raise TransientError("no image URL in the result's output", request_id=flight.request_id)
+            raise TransientError("no image URL in the result's output", request_id=request_id)
         if len(urls) > 1:
-            log.debug("job %s: %d images in the output; keeping the first", job.short_key, len(urls))
-        async with self.client.download(urls[0]) as download, open_part(self.out_dir, job.filename) as part:
-            async for chunk in download.chunks:
-                await part.write(chunk)
-            saved = await part.commit(content_type=download.content_type)
-        inference_time = result.inference_time if result.inference_time is not None else flight.inference_time
+            log.debug("job %s: %d images in the output; keeping the first", flight.job.short_key, len(urls))
+        flight.fetched(urls[0], inference_time=result.inference_time)
+
+    async def _download(self, flight: Flight) -> None:
+        """Download the image (.part, verify, rename), record ``completed``."""
+        job = flight.job
+        url = flight.image_url
+        assert url is not None and flight.request_id is not None
+        limit = self.settings.download_timeout
+        try:
+            with anyio.fail_after(limit):
+                async with (
+                    self.client.download(url, max_bytes=self.settings.max_image_bytes) as download,
+                    open_part(self.out_dir, job.filename) as part,
+                ):
+                    async for chunk in download.chunks:
+                        await part.write(chunk)
+                    saved = await part.commit(content_type=download.content_type)
+        except TimeoutError:
+            raise TransientError(f"download took longer than {limit:g} s") from None
         await self.ledger.write(
             "completed",
             job.key,
             request_id=flight.request_id,
             seed=job.seed,
-            inference_time=inference_time,
+            inference_time=flight.inference_time,
             file=saved.file,
             sha256=saved.sha256,
             bytes=saved.bytes,
         )
+        flight.saved()
         self.summary.completed += 1
-        if inference_time is not None:
-            self.summary.inference_times.append(inference_time)
+        if flight.inference_time is not None:
+            self.summary.inference_times.append(flight.inference_time)

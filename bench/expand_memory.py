@@ -63,5 +63,6 @@ def main() -> None:
         print(f"{label:>8}: peak {peak / 2**20:.1f} MiB = {peak / n:,.0f} bytes/job")
     print(f"holding the list costs {held / streamed:.1f} x the streamed peak")
 
+
 if __name__ == "__main__":
     main()

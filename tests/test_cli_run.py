@@ -14,8 +14,9 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize(
     ("option", "message"),
     [
-        (["--rpm", "0"], "rpm 0.0 must be above 0"),
-        (["--concurrency", "0"], "concurrency 0 must be at least 1"),
+        (["--rpm", "0"], "rpm 0.0 must be a number above 0"),
+        (["--concurrency", "many"], "'many' is not a whole number or 'auto'"),
+        (["--concurrency", "0"], "0 must be at least 1 (or auto)"),
         (["--time-scale", "-1"], "time scale -1.0 must be above 0"),
         (["--max-jobs", "0"], "max jobs 0 must be at least 1"),
         (["--max-jobs", "5"], "more than the limit of 5"),
@@ -26,9 +27,36 @@ def test_bad_options_exit_2_and_write_nothing(
 ) -> None:
     """Out-of-range options are a usage error (exit 2) naming the option; no output directory appears."""
     out = tmp_path / "out"
-    code = main(["run", str(REPO / "manifests" / "demo.yaml"), "--emulate", "--out", str(out), *option])
-    assert code == 2
+    assert (
+        run_cli(["run", str(REPO / "manifests" / "demo.yaml"), "--emulate", "--out", str(out), *option]) == 2
+    )
     assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def run_cli(argv: list[str]) -> int:
+    """``main(argv)``, with argparse's own exit (a malformed option) as its exit code."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
+def test_time_scale_is_only_for_the_built_in_emulator(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--time-scale without --emulate is refused: a real server's speed is measured, never told."""
+    out = tmp_path / "out"
+    argv = [
+        "run",
+        str(REPO / "manifests" / "demo.yaml"),
+        "--base-url",
+        "http://127.0.0.1:9",
+        "--out",
+        str(out),
+    ]
+    assert run_cli([*argv, "--time-scale", "0.5"]) == 2
+    assert "--time-scale applies only with --emulate" in capsys.readouterr().err
     assert not out.exists()
 
 

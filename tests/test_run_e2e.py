@@ -40,9 +40,10 @@ def write_manifest(tmp_path: Path, *, seeds: int, blocked: bool = False) -> Path
 
 
 def run_args(manifest: Path, out: Path, base_url: str, *extra: str) -> list[str]:
+    """The documented command with default flags: the runner is told nothing of the emulator's speed."""
     return [
         sys.executable, "-m", "batchgen", "run", str(manifest), "--out", str(out), "--base-url", base_url,
-        "--time-scale", SCALE, "--rpm", "60000", "--concurrency", "8", *extra,
+        *extra,
     ]  # fmt: skip
 
 
@@ -188,7 +189,7 @@ def test_signal_finishes_in_flight_and_exits_130(
             proc.wait()
     assert proc.returncode == 130, stderr
     assert "interrupted" in stdout
-    assert "waiting for" in stderr
+    assert "waiting up to" in stderr
     # Every job that was submitted finished: nothing was left in flight.
     assert keys(out, "submitted") == keys(out, "completed")
     assert len(keys(out, "completed")) < 24
@@ -214,7 +215,7 @@ def test_second_ctrl_c_stops_at_once_and_the_rerun_resumes(
         wait_for(lambda: len(keys(out, "submitted")) >= 8)
         proc.send_signal(signal.SIGINT)
         assert proc.stderr is not None
-        assert b"waiting for" in proc.stderr.readline()  # the first Ctrl-C was handled
+        assert b"waiting up to" in proc.stderr.readline()  # the first Ctrl-C was handled
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=10)
     finally:

@@ -37,8 +37,7 @@ def make_jobs(n: int, *, mode: str = "fast") -> list[Job]:
 
 
 def settings(**kw: float) -> RunSettings:
-    kw.setdefault("time_factor", SCALE)
-    kw.setdefault("rpm", 1e6)
+    """Default settings: nothing about the emulator's speed."""
     return RunSettings(**kw)  # type: ignore[arg-type]
 
 
@@ -133,7 +132,7 @@ async def test_without_a_terminal_progress_is_plain_log_lines(
         make_jobs(12, mode="base"),
         out_dir=tmp_path,
         emulate=config,
-        settings=settings(time_factor=0.005, concurrency=4),
+        settings=settings(concurrency=4),
         progress=False,
         progress_interval=0.02,
     )
@@ -155,3 +154,18 @@ async def test_on_a_terminal_progress_is_a_tqdm_bar(
     err = capsys.readouterr().err
     assert "6/6" in err
     assert "in flight" in err and "failed 0" in err and "429s 0" in err
+
+
+@pytest.mark.anyio
+async def test_emulate_with_settings_keeps_the_emulators_timing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run(..., emulate=True, settings=...)` runs at the emulator's pace: settings say nothing of speed."""
+    monkeypatch.chdir(tmp_path)
+    summary = await batchgen.run(
+        DEMO, emulate=True, settings=RunSettings(concurrency=4, max_attempts=3), progress=False
+    )
+    assert summary.completed == 12
+    # 12 jobs on 4 slots: the run takes a few inference times, not the 25 s poll prior of old.
+    ideal = sum(summary.inference_times) / 4
+    assert summary.wall_time < 5 * ideal + 1.0
