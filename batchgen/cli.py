@@ -60,6 +60,27 @@ def _add_emulator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     p.add_argument("--retry-after", metavar="VALUE", help="Retry-After sent on every 429 (default: computed)")
     p.add_argument("--stall-rate", type=float, default=0.0, help="fraction of jobs that never finish")
+    p.add_argument(
+        "--answer-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="hold each accepted submit's answer this long (to kill a client mid-request)",
+    )
+    p.add_argument("--price", type=float, default=0.04, help="USD each accepted request costs (default 0.04)")
+    p.add_argument(
+        "--history-ttl",
+        type=float,
+        default=7 * 24 * 3600.0,
+        metavar="SECONDS",
+        help="seconds the request history keeps a request (default 7 days)",
+    )
+    p.add_argument(
+        "--history",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="serve the request history (default on)",
+    )
     p.add_argument("--image-format", choices=["png", "jpeg"], default="png")
     p.add_argument("--image-size", type=int, default=512, help="long side in pixels (default 512)")
     p.add_argument("--seed", type=int, default=0, help="seed for inference-time draws")
@@ -87,6 +108,10 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
             image_fault_rate=args.image_fault_rate,
             retry_after=args.retry_after,
             stall_rate=args.stall_rate,
+            answer_delay=args.answer_delay,
+            price=args.price,
+            history_ttl=args.history_ttl,
+            history=args.history,
             image_format=args.image_format,
             image_size=args.image_size,
             seed=args.seed,

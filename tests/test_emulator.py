@@ -446,6 +446,9 @@ async def test_runtime_config_changes_settings_and_rejects_bad_ones() -> None:
             "image_fault_rate": 1.0,
             "retry_after": None,
             "stall_rate": 0.0,
+            "answer_delay": 0.0,
+            "history": True,
+            "price": 0.04,
         }
         bad_changes: list[dict[str, Any]] = [
             {"seed": 3},

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from batchgen.emulator.config import EmulatorConfig
 from batchgen.emulator.faults import ConnectionDropped
+from batchgen.emulator.history import HistoryQueryError
 from batchgen.emulator.image_faults import (
     STREAMING,
     StreamingUnavailable,
@@ -28,9 +29,11 @@ from batchgen.emulator.state import EmulatorState
 from batchgen.job import DEFAULT_MODEL
 from batchgen.params import BriaParams, ParamsInvalid, validate_params
 
-__all__ = ["MODEL", "create_app"]
+__all__ = ["HISTORY_PATH", "MODEL", "create_app"]
 
 MODEL = DEFAULT_MODEL
+# Where Segmind serves the request history (on api.spotprod.segmind.com; here, on this host).
+HISTORY_PATH = "/inference-request/request-history"
 
 # States whose answer tells the client the job is over.
 _FINISHED = frozenset({"COMPLETED", "FAILED"})
@@ -85,6 +88,11 @@ class _Gateway:
         if fault is not None:
             await _error(fault, _FAULT_MESSAGES[fault])(scope, receive, counting_send)
             return
+        if path.startswith(HISTORY_PATH):
+            refusal = self._refuse_history(scope)
+            if refusal is not None:
+                await refusal(scope, receive, counting_send)
+                return
         if path.startswith(("/v1/", "/v2/")):
             refusal = self._refuse(scope)
             if refusal is not None:
@@ -92,18 +100,29 @@ class _Gateway:
                 return
         await self.app(scope, receive, counting_send)
 
-    def _refuse(self, scope: Scope) -> Response | None:
-        """A 401 or 429 answer for this API request, or None to let it through."""
+    def _refuse_history(self, scope: Scope) -> Response | None:
+        """A 404 (history off) or 401 answer for a history request, or None."""
+        if not self.state.config.history:
+            return _error(404, "request history is not available")
+        return self._refuse_key(scope)
+
+    def _refuse_key(self, scope: Scope) -> Response | None:
+        """A 401 answer when the request's key is missing or wrong, or None."""
         config = self.state.config
-        key = ""
-        for name, value in scope["headers"]:
-            if name == b"x-api-key":
-                key = value.decode("latin-1")
-                break
+        key = _api_key(scope)
         if not key:
             return _error(401, "missing API key: send it in the x-api-key header")
         if config.api_key is not None and key != config.api_key:
             return _error(401, "invalid API key")
+        return None
+
+    def _refuse(self, scope: Scope) -> Response | None:
+        """A 401 or 429 answer for this API request, or None to let it through."""
+        config = self.state.config
+        refusal = self._refuse_key(scope)
+        if refusal is not None:
+            return refusal
+        key = _api_key(scope)
         counts = scope["method"] == "POST" or config.rpm_counts_polls
         if config.rpm is not None and counts:
             wait = self.state.limiter.acquire(key, limit=config.rpm, now=self.state.clock())
@@ -149,6 +168,8 @@ class _Routes:
         job = state.queue.submit(MODEL, params, now=now, error=self._moderate(params), stalled=stalled)
         state.stats.submits_accepted += 1
         state.requests.add(job)
+        state.history.prune(now=now, history_ttl=state.config.history_ttl)
+        state.history.add(job, api_key=_api_key(request.scope), body=body, price=state.config.price)
         return job
 
     def _moderate(self, params: BriaParams) -> str | None:
@@ -165,6 +186,10 @@ class _Routes:
         job = await self._accept(request)
         if isinstance(job, Response):
             return job
+        if self.state.config.answer_delay > 0:
+            # Accepted (and paid for), the answer still on its way: a client killed now
+            # has lost the request id.
+            await anyio.sleep(self.state.config.answer_delay)
         base = _base_url(request)
         return JSONResponse(
             {
@@ -293,6 +318,64 @@ class _Routes:
             images.put(job.key, data)
         return data
 
+    async def generation(self, request: Request) -> Response:
+        """``GET /generations/{id}.{ext}``: a completed request's image, kept as long as its history row."""
+        name: str = request.path_params["name"]
+        request_id, _, ext = name.rpartition(".")
+        state = self.state
+        now = state.clock()
+        state.history.prune(now=now, history_ttl=state.config.history_ttl)
+        row = state.history.public(request_id)  # a CDN-like URL: no key needed
+        if row is None or ext != state.images.extension or row.status(now, state.config.ttl) != "COMPLETED":
+            return _error(404, f"generation {name!r} not found")
+        return Response(await self._image_bytes(row.job), media_type=state.images.content_type)
+
+    async def history_page(self, request: Request) -> Response:
+        """``GET /inference-request/request-history``: one page of the key's request history."""
+        state = self.state
+        now = state.clock()
+        state.history.prune(now=now, history_ttl=state.config.history_ttl)
+        try:
+            rows, total = state.history.query(
+                dict(request.query_params), api_key=_api_key(request.scope), now=now, ttl=state.config.ttl
+            )
+        except HistoryQueryError as exc:
+            return _error(400, str(exc))
+        page = int(request.query_params.get("page", "1"))
+        per_page = int(request.query_params.get("per_page", "20"))
+        base, ext = _base_url(request), state.images.extension
+        return JSONResponse(
+            {
+                "data": [
+                    state.history.to_json(r, now=now, ttl=state.config.ttl, base_url=base, extension=ext)
+                    for r in rows
+                ],
+                "page": page,
+                "per_page": per_page,
+                "total": total,
+                "total_pages": -(-total // per_page),
+            }
+        )
+
+    async def history_row(self, request: Request) -> Response:
+        """``GET /inference-request/request-history/{id}``: one request of this key, any age kept."""
+        state = self.state
+        request_id: str = request.path_params["request_id"]
+        state.history.prune(now=state.clock(), history_ttl=state.config.history_ttl)
+        row = state.history.get(request_id, api_key=_api_key(request.scope))
+        if row is None:
+            return _error(404, f"request {request_id!r} not found in your history")
+        now = state.clock()
+        return JSONResponse(
+            state.history.to_json(
+                row,
+                now=now,
+                ttl=state.config.ttl,
+                base_url=_base_url(request),
+                extension=state.images.extension,
+            )
+        )
+
     async def stats(self, request: Request) -> Response:
         """``GET /_emulator/stats``: counters for tests and benchmarks."""
         return JSONResponse(self.state.stats_body())
@@ -313,6 +396,14 @@ class _Routes:
         if problems:
             return _error(400, "; ".join(problems))
         return JSONResponse(self.state.runtime_settings())
+
+
+def _api_key(scope: Scope) -> str:
+    """The request's ``x-api-key`` header, or ``""``."""
+    for name, value in scope["headers"]:
+        if name == b"x-api-key":
+            return str(value.decode("latin-1"))
+    return ""
 
 
 def _base_url(request: Request) -> str:
@@ -346,6 +437,9 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
             Route("/v2/requests/{request_id}", routes.result, methods=["GET"]),
             Route("/v2/{slug}", routes.submit, methods=["POST"]),
             Route("/images/{name}", routes.image, methods=["GET"]),
+            Route("/generations/{name}", routes.generation, methods=["GET"]),
+            Route(HISTORY_PATH, routes.history_page, methods=["GET"]),
+            Route(HISTORY_PATH + "/{request_id}", routes.history_row, methods=["GET"]),
             Route("/_emulator/stats", routes.stats, methods=["GET"]),
             Route("/_emulator/requests", routes.requests, methods=["GET"]),
             Route("/_emulator/config", routes.configure, methods=["POST"]),

@@ -28,6 +28,9 @@ RUNTIME_SETTINGS: tuple[str, ...] = (
     "image_fault_rate",
     "retry_after",
     "stall_rate",
+    "answer_delay",
+    "history",
+    "price",
 )
 
 
@@ -43,7 +46,12 @@ class EmulatorConfig:
     image requests it hits) makes the image host misbehave; ``retry_after`` is sent
     verbatim as the ``Retry-After`` of every 429; ``stall_rate`` is the fraction of
     accepted jobs that stay ``PROCESSING`` until they expire. Their draws are seeded
-    by ``fault_seed``.
+    by ``fault_seed``. ``answer_delay`` holds each accepted submit's answer that many
+    real seconds, so a test can kill a client between its POST and the answer.
+
+    ``history`` serves the request history (off: 404, as for an account without it);
+    each accepted request costs ``price`` USD (``credits_deduction``) and its row is
+    kept ``history_ttl`` seconds.
     """
 
     api_key: str | None = None
@@ -62,6 +70,10 @@ class EmulatorConfig:
     image_fault_rate: float = 1.0
     retry_after: str | None = None
     stall_rate: float = 0.0
+    answer_delay: float = 0.0
+    history: bool = True
+    price: float = 0.04
+    history_ttl: float = 7 * 24 * 3600.0
     image_format: ImageFormat = "png"
     image_size: int = 512
     seed: int = 0
@@ -93,6 +105,12 @@ class EmulatorConfig:
                 found.append(f"{name}: {rate} is not between 0 and 1")
         if self.fault_rate + self.drop_rate > 1:
             found.append("fault_rate + drop_rate: must not exceed 1")
+        if not self.answer_delay >= 0:
+            found.append(f"answer_delay: {self.answer_delay} is below 0")
+        if not self.price >= 0:
+            found.append(f"price: {self.price} is below 0")
+        if not self.history_ttl >= self.ttl:
+            found.append(f"history_ttl: {self.history_ttl} is shorter than ttl ({self.ttl})")
         if not self.latency_ms >= 0:
             found.append(f"latency_ms: {self.latency_ms} is below 0")
         if self.image_fault not in IMAGE_FAULTS:

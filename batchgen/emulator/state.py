@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from batchgen.emulator.config import RUNTIME_SETTINGS, EmulatorConfig
 from batchgen.emulator.faults import FaultInjector
+from batchgen.emulator.history import RequestHistory
 from batchgen.emulator.images import ImageCache
 from batchgen.emulator.jobs import JobQueue
 from batchgen.emulator.ratelimit import SlidingWindow
@@ -41,6 +43,7 @@ class EmulatorState:
         self.images = ImageCache(image_format=config.image_format, long_side=config.image_size)
         self.stats = Stats()
         self.requests = RequestLog()
+        self.history = RequestHistory(wall_origin=time.time(), clock_origin=self.clock())
         self.blocked_terms = tuple(term.lower() for term in config.blocked_terms if term)
 
     def blocked_term(self, prompt: str) -> str | None:
@@ -100,6 +103,7 @@ _KINDS: dict[str, str] = {
     "workers": "integer",
     "image_fault": "string",
     "retry_after": "string or null",
+    "history": "boolean",
 }
 
 
@@ -108,7 +112,9 @@ def _type_problem(name: str, value: Any) -> str | None:
     kind = _KINDS.get(name, "number")
     if value is None and kind.endswith(" or null"):
         return None
-    if kind.startswith("string"):
+    if kind == "boolean":
+        fits = isinstance(value, bool)
+    elif kind.startswith("string"):
         fits = isinstance(value, str)
     elif kind.startswith("integer"):
         fits = isinstance(value, int) and not isinstance(value, bool)
