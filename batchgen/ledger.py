@@ -14,13 +14,21 @@ Events and their further fields:
 
 =================  =========================================================================
 ``run_started``    ``manifest`` (path), ``manifest_sha256``, ``settings``, ``version``
+``submitting``     ``index``, ``body`` (the exact JSON body about to be POSTed); written
+                   and flushed before the request leaves, so a run killed before the
+                   answer came back knows what may have been paid for
 ``submitted``      ``request_id``, ``index``, ``seed``, ``params`` (as sent), ``labels``;
-                   written as soon as the API accepted the job, before polling starts
+                   written as soon as the API accepted the job, before polling starts;
+                   ``recovered: true`` when the request id was found again in the
+                   account's request history after a ``submitting`` with no answer
 ``completed``      ``request_id``, ``seed``, ``inference_time`` (server seconds),
                    ``file`` (path relative to OUT, e.g. ``images/cat.png``), ``sha256``,
                    ``bytes``
 ``failed``         ``request_id`` (or null when the submit itself was refused), ``seed``,
-                   ``code`` (HTTP status or null), ``error`` (the detail), ``retryable``
+                   ``code`` (HTTP status or null), ``error`` (the detail), ``retryable``,
+                   ``step`` (where it failed: submit, status, result or download)
+``cost``           ``request_id``, ``usd``, ``status``: what the request cost and how it
+                   ended, from the request history (written at the end of a run)
 ``expired``        ``request_id``: that request is past retention or unknown (404); the
                    job is about to be resubmitted
 ``run_finished``   the run's counts
@@ -28,9 +36,10 @@ Events and their further fields:
 
 The API key is never written: the writer is never given it.
 
-A job's state is the last of its ``submitted`` / ``completed`` / ``failed`` / ``expired``
-events. Replay (:func:`replay`) is tolerant: a half-written last line (the process was
-killed mid-write) is ignored, and the next writer truncates it away before appending
+A job's state is the last of its ``submitting`` / ``submitted`` / ``completed`` /
+``failed`` / ``expired`` events (``cost`` lines only add a price to a request id).
+Replay (:func:`replay`) is tolerant: a half-written last line (the process was killed
+mid-write) is ignored, and the next writer truncates it away before appending
 (:meth:`LedgerWriter.open`); a corrupt line elsewhere is skipped and reported with its
 line number in :attr:`LedgerState.warnings`, never a traceback.
 
@@ -39,13 +48,19 @@ Resume rules (:func:`decide`, the one place they live)
 For each job of the manifest, by its key:
 
 - not in the ledger: submit (``new``);
-- ``completed`` and ``OUT/<file>`` exists with the recorded sha256: skip; the file is
-  missing or its content changed: submit again (``file-missing`` / ``file-changed``);
+- ``submitting`` (killed between the POST and its answer): look for the request in the
+  account's request history before anything is submitted (``Reconcile``);
+- ``completed`` and ``OUT/<file>`` exists with the recorded sha256: skip;
 - ``submitted`` less than ``retention - margin`` seconds ago (1 h - 5 min by default)
   and not finished: poll the same ``request_id`` again, do not resubmit;
-- ``submitted`` longer ago, or ``expired``: submit again (``expired``);
+- a request that may have made an image that is not saved (``submitted`` longer ago,
+  ``expired``, ``completed`` with its file missing or changed, ``failed`` retryably at
+  the result or download step): poll its ``request_id`` again (``recover``): the result
+  if the server still has it, else the history's ``generation_url``, and only when
+  neither gives an image is the job submitted again;
 - ``failed`` with ``retryable: false``: skip, unless ``--retry-failed``
-  (``retry-failed``); ``failed`` with ``retryable: true``: submit again (``retry``).
+  (``retry-failed``); ``failed`` with ``retryable: true`` otherwise: submit again
+  (``retry``).
 
 Jobs in the ledger that are no longer in the manifest are left alone and reported
 (:meth:`LedgerState.removed`).
@@ -88,6 +103,7 @@ __all__ = [
     "LedgerState",
     "LedgerWriter",
     "Poll",
+    "Reconcile",
     "ResumeDecision",
     "Skip",
     "Submit",
@@ -103,8 +119,9 @@ LOCK_NAME = ".lock"
 DEFAULT_RETENTION = 3600.0
 DEFAULT_MARGIN = 300.0
 
-JobState = Literal["submitted", "completed", "failed", "expired"]
-JOB_EVENTS: frozenset[str] = frozenset({"submitted", "completed", "failed", "expired"})
+JobState = Literal["submitting", "submitted", "completed", "failed", "expired"]
+JOB_EVENTS: frozenset[str] = frozenset({"submitting", "submitted", "completed", "failed", "expired"})
+COST_EVENT = "cost"
 RUN_EVENTS: frozenset[str] = frozenset({"run_started", "run_finished"})
 
 
@@ -278,6 +295,9 @@ class JobRecord:
     code: int | None = None
     error: str | None = None
     retryable: bool | None = None
+    step: str | None = None  # where a ``failed`` job failed
+    body: dict[str, Any] | None = None  # the body of the last ``submitting``
+    intent_at: float | None = None  # epoch seconds of the last ``submitting``
     attempts: int = 0  # number of ``submitted`` events: > 1 means it was resubmitted
     expirations: int = 0  # number of ``expired`` events
 
@@ -290,6 +310,13 @@ class LedgerState:
     warnings: list[str] = field(default_factory=list)
     runs: int = 0  # ``run_started`` events: how many runs wrote this ledger
     lines: int = 0  # complete lines read
+    requests: dict[str, tuple[str, float]] = field(default_factory=dict)  # id -> (job key, submitted ts)
+    costs: dict[str, tuple[float, str | None]] = field(default_factory=dict)  # id -> (USD, status)
+
+    @property
+    def request_ids(self) -> set[str]:
+        """Every request id the ledger records as accepted."""
+        return set(self.requests)
 
     def keys(self) -> set[str]:
         """The keys of every job the ledger knows."""
@@ -320,6 +347,9 @@ _FIELD_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
     "code": (int, "an integer"),
     "error": (str, "a string"),
     "retryable": (bool, "true or false"),
+    "body": (dict, "an object"),
+    "step": (str, "a string"),
+    "usd": ((int, float), "a number"),
 }
 
 
@@ -336,6 +366,14 @@ def _apply(state: LedgerState, where: str, obj: dict[str, Any]) -> None:
     if event in RUN_EVENTS:
         if event == "run_started":
             state.runs += 1
+        return
+    if event == COST_EVENT:
+        request_id, usd = obj.get("request_id"), obj.get("usd")
+        if isinstance(request_id, str) and isinstance(usd, int | float) and not isinstance(usd, bool):
+            status = obj.get("status")
+            state.costs[request_id] = (float(usd), status if isinstance(status, str) else None)
+        else:
+            state.warnings.append(f"{where}: cost event without request_id and usd, line skipped")
         return
     if event not in JOB_EVENTS:
         state.warnings.append(f"{where}: unknown event {event!r}, line skipped")
@@ -358,8 +396,16 @@ def _apply(state: LedgerState, where: str, obj: dict[str, Any]) -> None:
     if record is None:
         record = state.records[key] = JobRecord(key=key, state=event)
     record.state = event
+    if event == "submitting":
+        record.body = obj.get("body")
+        record.intent_at = ts
+        if "index" in obj:
+            record.index = obj["index"]
+        return
     if obj.get("request_id") is not None or event != "failed":
         record.request_id = obj.get("request_id", record.request_id)
+    if event == "submitted" and isinstance(record.request_id, str):
+        state.requests[record.request_id] = (key, ts)
     if "seed" in obj:
         record.seed = obj["seed"]
     if "index" in obj:
@@ -388,6 +434,7 @@ def _apply(state: LedgerState, where: str, obj: dict[str, Any]) -> None:
         record.code = obj.get("code")
         record.error = obj.get("error")
         record.retryable = bool(obj.get("retryable", False))
+        record.step = obj.get("step")
     else:  # expired
         record.expirations += 1
 
@@ -453,10 +500,20 @@ class Skip:
 
 @dataclass(frozen=True, slots=True)
 class Poll:
-    """The job is in flight within retention: poll ``request_id`` again, do not resubmit."""
+    """Poll ``request_id`` again, do not resubmit: the job is in flight within retention,
+    or (``recover``) its request may have made an image that was never saved."""
 
     request_id: str
     submitted_at: float
+    recover: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Reconcile:
+    """The run was killed between a submit's POST and its answer: find it in the history."""
+
+    body: dict[str, Any]
+    intent_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -467,7 +524,10 @@ class Submit:
     previous_request_id: str | None = None
 
 
-ResumeDecision = Skip | Poll | Submit
+ResumeDecision = Skip | Poll | Reconcile | Submit
+
+# Steps after which the server may hold a finished image that was never saved.
+_IMAGE_STEPS = frozenset({"result", "download"})
 
 
 def decide(
@@ -486,11 +546,21 @@ def decide(
     """
     if record is None:
         return Submit("new")
+
+    def recover(reason: Literal["expired", "retry", "file-missing", "file-changed"]) -> Poll | Submit:
+        if record.request_id and record.submitted_at is not None:
+            return Poll(record.request_id, record.submitted_at, recover=True)
+        return Submit(reason, record.request_id)
+
+    if record.state == "submitting":
+        if record.body is not None and record.intent_at is not None:
+            return Reconcile(record.body, record.intent_at)
+        return Submit("retry")
     if record.state == "completed":
         if not record.file or not (out_dir / record.file).is_file():
-            return Submit("file-missing", record.request_id)
+            return recover("file-missing")
         if record.sha256 is None or not file_matches(out_dir, record.file, record.sha256):
-            return Submit("file-changed", record.request_id)
+            return recover("file-changed")
         return Skip("completed")
     if record.state == "submitted":
         if (
@@ -499,11 +569,13 @@ def decide(
             and now - record.submitted_at < retention - margin
         ):
             return Poll(record.request_id, record.submitted_at)
-        return Submit("expired", record.request_id)
+        return recover("expired")
     if record.state == "expired":
-        return Submit("expired", record.request_id)
+        return recover("expired")
     # failed
     if record.retryable:
+        if record.step in _IMAGE_STEPS:
+            return recover("retry")
         return Submit("retry", record.request_id)
     if retry_failed:
         return Submit("retry-failed", record.request_id)

@@ -17,6 +17,7 @@ from batchgen.errors import LockedError, UsageError
 from batchgen.ledger import (
     LedgerWriter,
     Poll,
+    Reconcile,
     Skip,
     Submit,
     decide,
@@ -358,8 +359,8 @@ async def test_completed_with_its_file_intact_is_skipped(tmp_path: Path) -> None
 
 
 @pytest.mark.anyio
-async def test_completed_with_file_missing_or_changed_is_resubmitted(tmp_path: Path) -> None:
-    """completed but the file is gone or its content differs: submit again."""
+async def test_completed_with_file_missing_or_changed_is_recovered_from_its_request(tmp_path: Path) -> None:
+    """completed but the file is gone or its content differs: ask its request again, don't pay."""
     digest = saved_image(tmp_path)
     path = await ledger_with(
         tmp_path,
@@ -368,9 +369,10 @@ async def test_completed_with_file_missing_or_changed_is_resubmitted(tmp_path: P
     )
     record = replay(path).get("k")
     (tmp_path / "images" / "a.png").write_bytes(b"something else")
-    assert decide(record, out_dir=tmp_path, now=T0) == Submit("file-changed", "r-1")
+    recover = Poll("r-1", T0, recover=True)
+    assert decide(record, out_dir=tmp_path, now=T0) == recover
     (tmp_path / "images" / "a.png").unlink()
-    assert decide(record, out_dir=tmp_path, now=T0) == Submit("file-missing", "r-1")
+    assert decide(record, out_dir=tmp_path, now=T0) == recover
 
 
 @pytest.mark.anyio
@@ -384,20 +386,56 @@ async def test_in_flight_within_retention_is_polled_not_resubmitted(tmp_path: Pa
 
 
 @pytest.mark.anyio
-async def test_in_flight_past_retention_is_resubmitted_as_expired(tmp_path: Path) -> None:
-    """submitted retention - margin ago or more: submit again (its result is gone or nearly)."""
+async def test_in_flight_past_retention_is_recovered_before_any_resubmit(tmp_path: Path) -> None:
+    """submitted retention - margin ago or more: its result, else the history's image, else submit."""
     record = replay(await ledger_with(tmp_path, SUBMITTED)).get("k")
-    assert decide(record, out_dir=tmp_path, now=T0 + 3300, retention=3600, margin=300) == Submit(
-        "expired", "r-1"
-    )
-    assert decide(record, out_dir=tmp_path, now=T0 + 20, retention=30, margin=10) == Submit("expired", "r-1")
+    recover = Poll("r-1", T0, recover=True)
+    assert decide(record, out_dir=tmp_path, now=T0 + 3300, retention=3600, margin=300) == recover
+    assert decide(record, out_dir=tmp_path, now=T0 + 20, retention=30, margin=10) == recover
 
 
 @pytest.mark.anyio
-async def test_expired_event_is_resubmitted(tmp_path: Path) -> None:
-    """An expired job whose resubmit was never recorded (killed in between) is submitted."""
+async def test_expired_event_is_recovered_first(tmp_path: Path) -> None:
+    """An expired job whose resubmit was never recorded (killed in between): history first."""
     path = await ledger_with(tmp_path, SUBMITTED, ("expired", "k", {"request_id": "r-1"}))
-    assert decide(replay(path).get("k"), out_dir=tmp_path, now=T0 + 1) == Submit("expired", "r-1")
+    assert decide(replay(path).get("k"), out_dir=tmp_path, now=T0 + 1) == Poll("r-1", T0, recover=True)
+
+
+@pytest.mark.anyio
+async def test_a_submit_with_no_answer_is_reconciled(tmp_path: Path) -> None:
+    """submitting as the last event (killed between the POST and the answer): Reconcile."""
+    body = {"prompt": "a fox", "seed": 3}
+    path = await ledger_with(tmp_path, ("submitting", "k", {"index": 0, "body": body}))
+    state = replay(path)
+    assert decide(state.get("k"), out_dir=tmp_path, now=T0 + 1) == Reconcile(body, T0)
+    assert state.request_ids == set()
+
+
+@pytest.mark.anyio
+async def test_a_failure_at_download_is_recovered_one_at_submit_is_retried(tmp_path: Path) -> None:
+    """Failed retryably while saving the image: ask the request again; at submit: submit again."""
+    at_download = (
+        "failed",
+        "k",
+        {"request_id": "r-1", "code": None, "error": "disk", "retryable": True, "step": "download"},
+    )
+    at_status = (
+        "failed",
+        "k",
+        {"request_id": "r-1", "code": 502, "error": "x", "retryable": True, "step": "status"},
+    )
+    record = replay(await ledger_with(tmp_path, SUBMITTED, at_download)).get("k")
+    assert decide(record, out_dir=tmp_path, now=T0) == Poll("r-1", T0, recover=True)
+    record = replay(await ledger_with(tmp_path / "b", SUBMITTED, at_status)).get("k")
+    assert decide(record, out_dir=tmp_path, now=T0) == Submit("retry", "r-1")
+
+
+@pytest.mark.anyio
+async def test_cost_lines_price_request_ids(tmp_path: Path) -> None:
+    cost = ("cost", "k", {"request_id": "r-1", "usd": 0.04, "status": "COMPLETED"})
+    state = replay(await ledger_with(tmp_path, SUBMITTED, cost))
+    assert state.costs == {"r-1": (0.04, "COMPLETED")}
+    assert state.get("k") is not None and state.get("k").state == "submitted"  # type: ignore[union-attr]
 
 
 @pytest.mark.anyio
