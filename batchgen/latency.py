@@ -41,6 +41,7 @@ __all__ = [
     "LatencyModel",
     "Observation",
     "ServiceClass",
+    "relative_cost",
 ]
 
 ServiceClass = tuple[str, int]  # (mode, steps_num)
@@ -212,6 +213,10 @@ class LatencyModel:
         return self.queue_wait() + service * self.ratio(q)
 
 
-def _cost(service_class: ServiceClass) -> float:
-    mode, steps = service_class
+def relative_cost(mode: str, steps: int) -> float:
+    """How long a (mode, steps) job takes relative to base mode at 40 steps (a prior)."""
     return RELATIVE_COST.get(mode, 1.0) * max(1, steps) / 40
+
+
+def _cost(service_class: ServiceClass) -> float:
+    return relative_cost(*service_class)
