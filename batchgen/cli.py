@@ -25,6 +25,7 @@ class ExitCode(IntEnum):
     JOBS_FAILED = 1
     USAGE = 2
     FATAL_API = 3
+    BUDGET = 5
     INTERRUPTED = 130
 
 
@@ -262,6 +263,23 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="status polls and result fetches count against --rpm too (default: learned from a 429 on one)",
     )
+    p.add_argument(
+        "--history-url",
+        metavar="URL",
+        help="where the request history is read (default: Segmind's for Segmind's API, else --base-url)",
+    )
+    p.add_argument(
+        "--price-per-image",
+        type=float,
+        metavar="USD",
+        help="price per image for the estimate and --budget (default: bria-text-to-image 0.04)",
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        metavar="USD",
+        help="refuse a run estimated above this; stop submitting before spending more (exit 5)",
+    )
     p.add_argument("--retry-failed", action="store_true", help="also retry jobs that failed permanently")
     p.add_argument(
         "--max-jobs", type=int, metavar="N", help="refuse manifests expanding to more jobs (default 100000)"
@@ -314,6 +332,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         retry_failed=args.retry_failed,
         rpm_counts_polls=args.rpm_counts_polls,
         grace=args.grace,
+        price_per_image=args.price_per_image,
+        budget=args.budget,
     )
     problems = settings.problems()
     if args.max_jobs is not None and args.max_jobs < 1:
@@ -335,6 +355,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             args.manifest,
             out_dir=args.out,
             base_url=args.base_url,
+            history_url=args.history_url,
             emulate=emulate,
             settings=settings,
             max_jobs=args.max_jobs or DEFAULT_MAX_JOBS,

@@ -84,6 +84,8 @@ class Flight:
     done_by: float | None = None
     inference_time: float | None = None
     image_url: str | None = None
+    history_checked: bool = False  # the request history was asked for this request's image
+    intent_written: bool = False  # the ledger has the ``submitting`` line of the next submit
     attempts: Attempts = field(default_factory=Attempts)
 
     @property
@@ -115,6 +117,7 @@ class Flight:
     def submitted(self, request_id: str, *, sent_at: float, accepted_at: float) -> None:
         """NEW -> SUBMITTED: the API accepted the job as ``request_id``."""
         self._require(Phase.NEW)
+        self.intent_written = False
         self.request_id = request_id
         self.sent_at = sent_at
         self.accepted_at = accepted_at
@@ -154,6 +157,14 @@ class Flight:
         self.image_url = None
         self.phase = Phase.READY
 
+    def from_history(self, image_url: str) -> None:
+        """SUBMITTED/READY/FETCHED -> FETCHED: the result is gone, but the request history
+        still has the image at ``image_url`` (downloaded instead of paying again)."""
+        self._require(Phase.SUBMITTED, Phase.READY, Phase.FETCHED)
+        self.history_checked = True
+        self.image_url = image_url
+        self.phase = Phase.FETCHED
+
     def saved(self) -> None:
         """FETCHED -> SAVED: the image is on disk and recorded."""
         self._require(Phase.FETCHED)
@@ -171,6 +182,7 @@ class Flight:
         self.queued_until = self.processing_by = self.pending_until = self.done_by = None
         self.inference_time = None
         self.image_url = None
+        self.history_checked = False
         self.phase = Phase.NEW
 
     def fail(self) -> None:

@@ -75,6 +75,14 @@ class Summary:
     polls_counted: bool = False
     wall_time: float = 0.0
     inference_times: list[float] = field(default_factory=list)
+    recovered: int = 0  # submits of a killed run found again in the request history
+    unreconciled: int = 0  # such submits sent again because the history could not be read
+    from_history: int = 0  # images fetched from the history's generation_url (result gone)
+    cost_usd: float | None = None  # the batch's cost so far (every request in the ledger)
+    cost_failed_usd: float | None = None  # of which requests that FAILED
+    cost_unknown: int = 0  # requests the history did not price (yet)
+    estimated_cost: float | None = None  # before the run: jobs to submit x price per image
+    budget_reached: bool = False
     interrupted: bool = False
     fatal: str | None = None  # why the run stopped (401/403/404 on submit, 406), if it did
     warnings: list[str] = field(default_factory=list)  # e.g. ledger lines that were skipped
@@ -120,13 +128,15 @@ class Summary:
     def exit_code(self) -> int:
         """The process exit code this outcome calls for (values of ``cli.ExitCode``).
 
-        130 interrupted, 3 stopped by a fatal API condition, 1 some job failed (now or,
-        not retried, earlier), else 0.
+        130 interrupted, 3 stopped by a fatal API condition, 5 stopped at ``--budget``,
+        1 some job failed (now or, not retried, earlier), else 0.
         """
         if self.interrupted:
             return 130
         if self.fatal:
             return 3
+        if self.budget_reached and not self.all_done:
+            return 5
         if self.failed or self.skipped_failed:
             return 1
         return 0
@@ -150,6 +160,13 @@ class Summary:
             "learned_rpm": None if self.learned_rpm is None else round(self.learned_rpm, 2),
             "polls_counted": self.polls_counted,
             "wall_time": round(self.wall_time, 3),
+            "recovered": self.recovered,
+            "unreconciled": self.unreconciled,
+            "from_history": self.from_history,
+            "cost_usd": self.cost_usd,
+            "cost_failed_usd": self.cost_failed_usd,
+            "cost_unknown": self.cost_unknown,
+            "budget_reached": self.budget_reached,
             "interrupted": self.interrupted,
             "fatal": self.fatal,
         }
@@ -184,6 +201,20 @@ def format_summary(summary: Summary) -> str:
     if s.learned_rpm is not None:
         counted = "all requests" if s.polls_counted else "submits"
         lines.append(f"rate limit found: about {s.learned_rpm:.0f} {counted} per minute")
+    if s.cost_usd is not None:
+        cost = f"cost of the batch so far {s.cost_usd:.2f} USD"
+        if s.cost_failed_usd:
+            cost += f" ({s.cost_failed_usd:.2f} USD on requests that failed)"
+        if s.cost_unknown:
+            cost += f"; {s.cost_unknown} requests not priced yet"
+        lines.append(cost)
+    if s.recovered or s.unreconciled or s.from_history:
+        lines.append(
+            f"not paid twice: {s.recovered} lost submit answers found in the request history, "
+            f"{s.from_history} images fetched from it; {s.unreconciled} submits sent again unchecked"
+        )
+    if s.budget_reached:
+        lines.append("budget reached: submitted nothing more (raise --budget and rerun to go on)")
     if s.removed:
         lines.append(f"{s.removed} jobs in the ledger are no longer in the manifest (left alone)")
     if s.fatal:

@@ -27,6 +27,7 @@ from batchgen import __version__
 from batchgen.client import DEFAULT_BASE_URL, SegmindClient
 from batchgen.errors import UsageError
 from batchgen.expand import DEFAULT_MAX_JOBS, check_job_cap, expand
+from batchgen.history import History, history_url_for
 from batchgen.job import Job
 from batchgen.ledger import LEDGER_NAME, LedgerWriter, lock_output, replay
 from batchgen.manifest import Manifest, load_manifest
@@ -235,6 +236,7 @@ async def run(
     progress_interval: float = 10.0,
     handle_signals: bool = False,
     wall_clock: Callable[[], float] = time.time,
+    history_url: str | None = None,
 ) -> Summary:
     """Run every job of ``source`` not already done in ``out_dir``; return the summary.
 
@@ -245,7 +247,10 @@ async def run(
 
     The API key is read from ``SEGMIND_API_KEY`` (required unless ``emulate`` or a
     ``client`` is given: a caller's client may carry its own ``x-api-key`` header).
-    ``base_url`` defaults to ``BATCHGEN_BASE_URL`` or https://api.segmind.com. ``client``
+    ``base_url`` defaults to ``BATCHGEN_BASE_URL`` or https://api.segmind.com;
+    ``history_url``, where the account's request history is read (to find lost submits
+    again, fetch images past retention, and price the run), defaults to Segmind's
+    history host for Segmind's API and to ``base_url`` for anything else. ``client``
     is used as is and not closed; without one, a client is built for this run.
     ``emulate`` (True or an :class:`~batchgen.emulator.EmulatorConfig`) runs against an
     in-process emulator instead: no key, no network.
@@ -307,6 +312,7 @@ async def run(
                 version=__version__,
             )
             api = SegmindClient(http, base_url=base_url, api_key=api_key)
+            history = History(http, history_url or history_url_for(base_url), api_key=api_key)
             bar: _Progress | None = None
 
             def on_change() -> None:
@@ -321,6 +327,7 @@ async def run(
                 summary=summary,
                 wall_clock=wall_clock,
                 on_change=on_change,
+                history=history,
             )
             tty = sys.stderr.isatty() if progress is None else progress
             bar = _Progress(

@@ -46,8 +46,10 @@ from batchgen.admission import Admission
 from batchgen.budget import RETRY_AFTER_CAP, Kind, RateState, RequestBudget
 from batchgen.cadence import Cadence
 from batchgen.client import SegmindClient, find_image_urls
-from batchgen.errors import ApiError, JobTimedOut, RateLimited, TransientError
+from batchgen.errors import ApiError, JobTimedOut, RateLimited, TransientError, UsageError
+from batchgen.estimate import estimate, price_of
 from batchgen.flight import Flight, Phase, Step
+from batchgen.history import History, HistoryUnavailable, Intent, match
 from batchgen.job import Job
 from batchgen.latency import LatencyModel
 from batchgen.ledger import (
@@ -56,6 +58,7 @@ from batchgen.ledger import (
     LedgerState,
     LedgerWriter,
     Poll,
+    Reconcile,
     Skip,
     decide,
 )
@@ -96,6 +99,8 @@ class RunSettings:
     retention: float = DEFAULT_RETENTION
     margin: float = DEFAULT_MARGIN
     seed: int | None = None  # seeds the retry jitter
+    price_per_image: float | None = None  # USD, for --budget and the estimates
+    budget: float | None = None  # USD this run may spend: submits stop before passing it
 
     def problems(self) -> list[str]:
         """Every setting out of range, as sentences."""
@@ -112,6 +117,10 @@ class RunSettings:
                 found.append(f"{name.replace('_', ' ')} {value} must be a number of seconds, 0 or more")
         if self.max_image_bytes < 1:
             found.append(f"max image bytes {self.max_image_bytes} must be at least 1")
+        for name in ("price_per_image", "budget"):
+            value = getattr(self, name)
+            if value is not None and not (value >= 0 and math.isfinite(value)):
+                found.append(f"{name.replace('_', ' ')} {value} must be a number of USD, 0 or more")
         return found
 
     def to_json(self) -> dict[str, Any]:
@@ -121,6 +130,8 @@ class RunSettings:
             "rpm": self.rpm,
             "retry_failed": self.retry_failed,
             "rpm_counts_polls": self.rpm_counts_polls,
+            "budget": self.budget,
+            "price_per_image": self.price_per_image,
         }
 
 
@@ -174,8 +185,10 @@ class Scheduler:
         summary: Summary,
         wall_clock: Callable[[], float] = time.time,
         on_change: Callable[[], None] | None = None,
+        history: History | None = None,
     ) -> None:
         self.client = client
+        self.history = history
         self.ledger = ledger
         self.out_dir = out_dir
         self.settings = settings
@@ -200,6 +213,9 @@ class Scheduler:
         self._resubmitted: set[str] = set()
         self._queue_waits: dict[Flight, float] = {}  # a finished request's estimated queue wait
         self._polls_per_image: deque[int] = deque(maxlen=15)
+        self._accepted: dict[str, tuple[str, float]] = {}  # request id -> (job key, wall time)
+        self._models: set[str] = set()
+        self._history_warned = False
 
     # --- control ---------------------------------------------------------------------
 
@@ -227,7 +243,14 @@ class Scheduler:
         """Run every job not already done according to ``state`` (the replayed ledger)."""
         requests0, polls0 = self.client.requests, self.client.polls
         # Checking finished jobs hashes their files: keep that off the event loop.
-        resumed, new = await anyio.to_thread.run_sync(self._plan, jobs, state, anyio.current_time())
+        resumed, new, in_transit = await anyio.to_thread.run_sync(
+            self._plan, jobs, state, anyio.current_time()
+        )
+        self._announce([f.job for f in new] + [f.job for f, _ in in_transit])
+        if in_transit:
+            found, unknown = await self._reconcile(in_transit, state)
+            resumed.extend(found)
+            new[:0] = unknown
         self._on_change()
         limiter = self.admission.limiter
         # Requests already on the server are polled at once, whatever the target.
@@ -249,6 +272,7 @@ class Scheduler:
                             for flight in new:
                                 await limiter.acquire_on_behalf_of(flight)
                                 submitters.start_soon(self._submit_then_follow, flight)
+            await self._record_costs(state)
         finally:
             self._scope = self._feeding = self._followers = None
             self.summary.not_run = self.counts.not_run
@@ -260,15 +284,20 @@ class Scheduler:
                 self.summary.learned_rpm = self.rate.limit
             self.summary.polls_counted = self.rate.polls_count
 
-    def _plan(self, jobs: Iterable[Job], state: LedgerState, now: float) -> tuple[list[Flight], list[Flight]]:
-        """Sort the jobs by the resume rule: count the skipped ones; flights to poll and to submit.
+    def _plan(
+        self, jobs: Iterable[Job], state: LedgerState, now: float
+    ) -> tuple[list[Flight], list[Flight], list[tuple[Flight, Reconcile]]]:
+        """Sort the jobs by the resume rule: count the skipped ones; flights to poll, to
+        submit, and to look for in the request history first.
 
         ``now`` is the run's clock (resumed requests get their age from the ledger's wall time).
         """
         resumed: list[Flight] = []
         new: list[Flight] = []
+        in_transit: list[tuple[Flight, Reconcile]] = []
         wall = self._wall_clock()
         for job in jobs:
+            self._models.add(job.model)
             action = decide(
                 state.get(job.key),
                 out_dir=self.out_dir,
@@ -289,11 +318,131 @@ class Scheduler:
                 age = max(0.0, wall - action.submitted_at)
                 flight.resume(action.request_id, accepted_at=now - age)
                 resumed.append(flight)
+            elif isinstance(action, Reconcile):
+                in_transit.append((flight, action))
             else:
                 if action.reason != "new":
                     self._resubmitted.add(job.key)
                 new.append(flight)
-        return resumed, new
+        return resumed, new, in_transit
+
+    def _announce(self, jobs: list[Job]) -> None:
+        """Log the cost and time of what is to be submitted; refuse it if over ``--budget``."""
+        if not jobs:
+            return
+        settings = self.settings
+        guess = estimate(jobs, rpm=settings.rpm, price_per_image=settings.price_per_image)
+        self.summary.estimated_cost = guess.cost
+        log.info("%s", guess.describe())
+        if settings.budget is not None and guess.cost is None:
+            raise UsageError(
+                "--budget needs a price: this model is not in the price table; set --price-per-image"
+            )
+        if settings.budget is not None and guess.cost is not None and guess.cost > settings.budget + 1e-9:
+            raise UsageError(
+                f"the estimate ({guess.cost:,.2f} USD for {guess.jobs:,} jobs) is over --budget "
+                f"{settings.budget:,.2f} USD: nothing was submitted (raise --budget, or run fewer jobs)"
+            )
+
+    def _history_unavailable(self, why: str, consequence: str) -> None:
+        """Say once that the history could not be read, and what that costs."""
+        if not self._history_warned:
+            self._history_warned = True
+            log.warning("request history unavailable (%s): %s", why, consequence)
+            self.summary.warnings.append(f"request history unavailable: {why}")
+
+    async def _reconcile(
+        self, in_transit: list[tuple[Flight, Reconcile]], state: LedgerState
+    ) -> tuple[list[Flight], list[Flight]]:
+        """Find the submits a killed run sent without seeing the answer; adopt those found.
+
+        Returns the flights to poll (found: recorded ``submitted`` with ``recovered``) and
+        those to submit (not on the server, or the history could not be read).
+        """
+        intents = [Intent(flight.job.key, action.body, action.intent_at) for flight, action in in_transit]
+        found: dict[str, Any] = {}
+        if self.history is None:
+            why = "no history URL"
+        else:
+            try:
+                since = min(i.at for i in intents)
+                models = {flight.job.model for flight, _ in in_transit}
+                rows = [
+                    row
+                    for model in sorted(models)
+                    for row in await self.history.rows(since=since, until=self._wall_clock(), model=model)
+                ]
+                found = match(intents, rows, known=state.request_ids)
+                why = ""
+            except HistoryUnavailable as exc:
+                why = str(exc)
+        if why:
+            self._history_unavailable(
+                why, f"{len(intents)} submits whose answer was lost are sent again and may be paid twice"
+            )
+            self.summary.unreconciled += len(intents)
+        adopted: list[Flight] = []
+        unknown: list[Flight] = []
+        now, wall = anyio.current_time(), self._wall_clock()
+        for flight, action in in_transit:
+            row = found.get(flight.job.key)
+            if row is None:
+                unknown.append(flight)
+                continue
+            job = flight.job
+            created = row.created if row.created is not None else action.intent_at
+            await self.ledger.write(
+                "submitted",
+                job.key,
+                request_id=row.request_id,
+                index=job.index,
+                seed=job.seed,
+                params=job.params.to_api(),
+                labels=dict(job.labels),
+                recovered=True,
+            )
+            flight.resume(row.request_id, accepted_at=now - max(0.0, wall - created))
+            self._accepted[row.request_id] = (job.key, created)
+            adopted.append(flight)
+            self.summary.recovered += 1
+        if adopted:
+            log.info(
+                "found %d submits of an interrupted run in the request history: polling them", len(adopted)
+            )
+        return adopted, unknown
+
+    async def _record_costs(self, state: LedgerState) -> None:
+        """Write a ``cost`` line for each request of the batch not yet priced (from the
+        history, in pages), and put the batch's cost in the summary."""
+        requests = dict(state.requests)
+        requests.update(self._accepted)
+        costs = dict(state.costs)
+        unpriced = {rid: at for rid, (_, at) in requests.items() if rid not in costs}
+        if unpriced and self.history is not None:
+            try:
+                with anyio.fail_after(120):
+                    rows = {
+                        row.request_id: row
+                        for model in sorted(self._models)
+                        for row in await self.history.rows(
+                            since=min(unpriced.values()), until=self._wall_clock(), model=model
+                        )
+                    }
+            except (HistoryUnavailable, TimeoutError) as exc:
+                self._history_unavailable(str(exc) or "timed out", "the cost of the run is not known")
+                rows = {}
+            for request_id in unpriced:
+                row = rows.get(request_id)
+                if row is None or row.cost is None:
+                    continue
+                costs[request_id] = (row.cost, row.status)
+                key = requests[request_id][0]
+                await self.ledger.write("cost", key, request_id=request_id, usd=row.cost, status=row.status)
+        priced = [costs[rid] for rid in requests if rid in costs]
+        if priced:
+            self.summary.cost_usd = round(sum(usd for usd, _ in priced), 6)
+            self.summary.cost_failed_usd = round(sum(usd for usd, status in priced if status == "FAILED"), 6)
+        self.summary.cost_unknown = len(requests) - len(priced)
 
     # --- one job ---------------------------------------------------------------------
 
@@ -384,6 +533,8 @@ class Scheduler:
             await anyio.sleep(decision.delay)
             return True
         if action is Action.RESUBMIT:
+            if await self._image_from_history(flight):
+                return True
             log.info("job %s: request %s expired; resubmitting", flight.job.short_key, flight.request_id)
             await self.ledger.write("expired", flight.job.key, request_id=flight.request_id)
             self._resubmitted.add(flight.job.key)
@@ -411,6 +562,27 @@ class Scheduler:
         self.cancel()
         return False
 
+    async def _image_from_history(self, flight: Flight) -> bool:
+        """The result is gone (404): if the request history still has the image, download
+        it from there instead of paying again. True when the job goes on that way."""
+        request_id = flight.request_id
+        if self.history is None or request_id is None or flight.history_checked:
+            return False
+        flight.history_checked = True
+        try:
+            row = await self.history.get(request_id)
+        except HistoryUnavailable as exc:
+            self._history_unavailable(str(exc), "requests past retention are submitted (and paid for) again")
+            return False
+        if row is None or row.status != "COMPLETED" or row.generation_url is None:
+            return False
+        log.info(
+            "job %s: result of %s gone; its image is in the request history", flight.job.short_key, request_id
+        )
+        flight.from_history(row.generation_url)
+        self.summary.from_history += 1
+        return True
+
     async def _fail(self, flight: Flight, exc: Exception, decision: Decision) -> None:
         code = exc.status_code if isinstance(exc, ApiError) else None
         detail = exc.detail if isinstance(exc, ApiError) and exc.detail else decision.reason
@@ -423,6 +595,7 @@ class Scheduler:
             code=code,
             error=detail,
             retryable=decision.retryable,
+            step=flight.step,
         )
         flight.fail()
         self.summary.failed += 1
@@ -466,9 +639,17 @@ class Scheduler:
 
     async def _post(self, flight: Flight) -> None:
         job = flight.job
+        body = job.params.to_api()
+        if not flight.intent_written:
+            # The intent first, before waiting for a slot (so its disk write does not
+            # delay the paced request): if the process dies before the answer, the
+            # rerun looks for this body in the request history instead of paying again.
+            await self.ledger.write("submitting", job.key, index=job.index, body=body)
+            flight.intent_written = True
         async with self.budget.slot("submit") as slot:
             if not self._submitting:
                 raise _Stopped
+            self._check_budget(job)
             # From here the request may be accepted (and paid for): finish it and write
             # its ledger line even if the run is being cancelled, or a rerun pays twice.
             with anyio.CancelScope(shield=True):
@@ -476,7 +657,7 @@ class Scheduler:
                 sent = anyio.current_time()
                 try:
                     with anyio.fail_after(self.settings.request_timeout):
-                        submitted = await self.client.submit(job.model, job.params.to_api())
+                        submitted = await self.client.submit(job.model, body)
                 except TimeoutError:
                     raise TransientError(
                         f"submit: no answer within {self.settings.request_timeout:g} s"
@@ -491,6 +672,7 @@ class Scheduler:
                 slot.accepted()
                 self._accepted_once = True
                 flight.submitted(submitted.request_id, sent_at=sent, accepted_at=anyio.current_time())
+                self._accepted[submitted.request_id] = (job.key, self._wall_clock())
                 self._in_flight(+1)
                 await self.ledger.write(
                     "submitted",
@@ -498,22 +680,49 @@ class Scheduler:
                     request_id=submitted.request_id,
                     index=job.index,
                     seed=job.seed,
-                    params=job.params.to_api(),
+                    params=body,
                     labels=dict(job.labels),
                 )
         self._retarget()
+
+    def _check_budget(self, job: Job) -> None:
+        """Stop submitting before this submit would take the run's spending past ``--budget``.
+
+        Spending counts every request this run had accepted (in flight ones included) at
+        the price per image: what the run has committed to, before the history prices it.
+        """
+        budget = self.settings.budget
+        price = price_of(job.model, self.settings.price_per_image)
+        if budget is None or price is None:
+            return
+        committed = len(self._accepted) * price
+        if committed + price > budget + 1e-9:
+            if not self.summary.budget_reached:
+                self.summary.budget_reached = True
+                log.warning(
+                    "budget reached: %d requests x %.4g USD = %.2f USD committed of %.2f USD; "
+                    "submitting nothing more, finishing the jobs in flight",
+                    len(self._accepted),
+                    price,
+                    committed,
+                    budget,
+                )
+            self.stop_submitting()
+            raise _Stopped
 
     async def _poll(self, flight: Flight) -> None:
         """Wait until the cadence says, then ask the status once."""
         assert flight.request_id is not None and flight.accepted_at is not None
         now = anyio.current_time()
         deadline = flight.accepted_at + self.settings.retention
-        if now >= deadline:
+        # A request resumed past the window is still asked once: its result (or a 404,
+        # then the history) may yet give the image without paying again.
+        if now >= deadline and flight.polls > 0:
             raise JobTimedOut(
                 f"request {flight.request_id} did not finish within the "
                 f"{self.settings.retention / 60:g}-minute retention window"
             )
-        when = min(self.cadence.next_poll(flight, now), deadline)
+        when = min(self.cadence.next_poll(flight, now), max(deadline, now))
         waiting_for_probe = not self.model.known and not self.cadence.is_probe(flight)
         with anyio.move_on_after(when - now) as sleep:
             # Waiting for the probe to teach the model, or on an estimate that may move:

@@ -147,14 +147,31 @@ async def test_rerunning_a_finished_batch_submits_nothing(tmp_path: Path) -> Non
 
 
 @pytest.mark.anyio
-async def test_a_deleted_image_is_made_again(tmp_path: Path) -> None:
-    """A completed job whose file is gone is submitted again on the rerun, the others skipped."""
+async def test_a_deleted_image_is_fetched_again_without_paying(tmp_path: Path) -> None:
+    """A completed job whose file is gone: the rerun fetches its result again, no new submit."""
     jobs = make_jobs(5)
     async with emulator() as emu:
         await run_jobs(emu, jobs, tmp_path)
         (tmp_path / "images" / jobs[2].filename).unlink()
         summary = await run_jobs(emu, jobs, tmp_path)
-    assert (summary.skipped, summary.completed, summary.resubmitted) == (4, 1, 1)
+        stats = await emu.stats()
+    assert (summary.skipped, summary.completed, summary.resubmitted) == (4, 1, 0)
+    assert stats["submits_accepted"] == 5
+    assert_images_valid(tmp_path, jobs)
+
+
+@pytest.mark.anyio
+async def test_a_deleted_image_past_retention_comes_from_the_history(tmp_path: Path) -> None:
+    """Past the result's retention the image still comes from the history's generation_url."""
+    jobs = make_jobs(3)
+    async with emulator() as emu:
+        await run_jobs(emu, jobs, tmp_path)
+        (tmp_path / "images" / jobs[1].filename).unlink()
+        emu.offset[0] += 2 * 3600.0
+        summary = await run_jobs(emu, jobs, tmp_path, wall_clock=lambda: time.time() + 2 * 3600.0)
+        stats = await emu.stats()
+    assert (summary.completed, summary.from_history, summary.resubmitted) == (1, 1, 0)
+    assert stats["submits_accepted"] == 3
     assert_images_valid(tmp_path, jobs)
 
 
@@ -195,14 +212,14 @@ async def test_cancelled_run_rerun_within_ttl_resubmits_nothing_in_flight(tmp_pa
     assert_images_valid(tmp_path, jobs)
 
 
+@pytest.mark.parametrize("history", [True, False], ids=["history", "no-history"])
 @pytest.mark.parametrize("our_clock_jumps", [True, False], ids=["ledger-says-expired", "poll-answers-404"])
 @pytest.mark.anyio
-async def test_cancelled_run_rerun_after_ttl_resubmits_exactly_those(
-    tmp_path: Path, our_clock_jumps: bool
-) -> None:
-    """Rerun after the TTL: exactly the jobs that were in flight are submitted again (and `expired`)."""
+async def test_cancelled_run_rerun_after_ttl(tmp_path: Path, our_clock_jumps: bool, history: bool) -> None:
+    """Rerun after the TTL: the jobs that were in flight get their images from the request
+    history, paying nothing again; without a history exactly those are submitted again."""
     jobs = make_jobs(60, mode="base")
-    async with emulator(workers=4) as emu:
+    async with emulator(workers=4, history=history) as emu:
         in_flight = await _cancel_midway(emu, jobs, tmp_path, after_submits=30)
         assert in_flight
         accepted = (await emu.stats())["submits_accepted"]
@@ -211,12 +228,16 @@ async def test_cancelled_run_rerun_after_ttl_resubmits_exactly_those(
         summary = await run_jobs(emu, jobs, tmp_path, wall_clock=lambda: time.time() + jump)
         stats = await emu.stats()
     never_submitted = 60 - accepted
-    assert stats["duplicate_submits"] == len(in_flight)
-    assert stats["submits_accepted"] == 60 + len(in_flight)
-    assert summary.resubmitted == len(in_flight)
+    paid_again = 0 if history else len(in_flight)
+    assert stats["duplicate_submits"] == paid_again
+    assert stats["submits_accepted"] == 60 + paid_again
+    assert summary.resubmitted == paid_again
+    assert summary.from_history == len(in_flight) - paid_again
     assert summary.completed == never_submitted + len(in_flight)
-    if not our_clock_jumps:
-        assert {e["key"] for e in events(tmp_path, "expired")} == in_flight
+    # ``expired`` says "submitted again": only when the history could not give the image.
+    assert {e["key"] for e in events(tmp_path, "expired")} == (set() if history else in_flight)
+    if not history:
+        assert any("request history unavailable" in w for w in summary.warnings)
     assert_images_valid(tmp_path, jobs)
 
 
@@ -224,8 +245,9 @@ async def test_cancelled_run_rerun_after_ttl_resubmits_exactly_those(
 async def test_poll_404_is_recorded_expired_and_resubmitted(tmp_path: Path) -> None:
     """A request that vanishes (404 on poll) is written `expired` and submitted again, then completes."""
     jobs = make_jobs(3, mode="base")
-    # Retention shorter than the job: the first poll always finds the request gone.
-    async with emulator(ttl=0.001, workers=4) as emu, anyio.create_task_group() as tg:
+    # Retention shorter than the job: the first poll always finds the request gone (and no
+    # request history to find its image in: see test_cancelled_run_rerun_after_ttl).
+    async with emulator(ttl=0.001, workers=4, history=False) as emu, anyio.create_task_group() as tg:
 
         async def restore_ttl() -> None:
             while True:
