@@ -257,6 +257,12 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, help="progress bar (default: on a terminal)"
     )
+    p.add_argument(
+        "--no-embed",
+        dest="embed",
+        action="store_false",
+        help="save images byte for byte as downloaded (default: write the parameters into each image)",
+    )
     p.set_defaults(handler=_cmd_run)
 
 
@@ -289,6 +295,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         retry_failed=args.retry_failed,
         rpm_counts_polls=args.rpm_counts_polls,
         grace=args.grace,
+        embed=args.embed,
     )
     problems = settings.problems()
     if args.max_jobs is not None and args.max_jobs < 1:

@@ -321,6 +321,7 @@ async def run(
                 summary=summary,
                 wall_clock=wall_clock,
                 on_change=on_change,
+                manifest_sha256=manifest.sha256 if manifest else None,
             )
             tty = sys.stderr.isatty() if progress is None else progress
             bar = _Progress(

@@ -42,10 +42,12 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
+from batchgen import __version__
 from batchgen.admission import Admission
 from batchgen.budget import RETRY_AFTER_CAP, Kind, RateState, RequestBudget
 from batchgen.cadence import Cadence
 from batchgen.client import SegmindClient, find_image_urls
+from batchgen.embed import ImageInfo
 from batchgen.errors import ApiError, JobTimedOut, RateLimited, TransientError
 from batchgen.flight import Flight, Phase, Step
 from batchgen.job import Job
@@ -96,6 +98,7 @@ class RunSettings:
     retention: float = DEFAULT_RETENTION
     margin: float = DEFAULT_MARGIN
     seed: int | None = None  # seeds the retry jitter
+    embed: bool = True
 
     def problems(self) -> list[str]:
         """Every setting out of range, as sentences."""
@@ -121,6 +124,7 @@ class RunSettings:
             "rpm": self.rpm,
             "retry_failed": self.retry_failed,
             "rpm_counts_polls": self.rpm_counts_polls,
+            "embed": self.embed,
         }
 
 
@@ -174,6 +178,7 @@ class Scheduler:
         summary: Summary,
         wall_clock: Callable[[], float] = time.time,
         on_change: Callable[[], None] | None = None,
+        manifest_sha256: str | None = None,
     ) -> None:
         self.client = client
         self.ledger = ledger
@@ -182,6 +187,7 @@ class Scheduler:
         self.summary = summary
         self._wall_clock = wall_clock
         self._on_change = on_change or (lambda: None)
+        self.manifest_sha256 = manifest_sha256  # embedded in every image
         self.rate = RateState(
             rpm=settings.rpm, polls_count=settings.rpm_counts_polls, retry_after_cap=settings.retry_after_cap
         )
@@ -558,6 +564,18 @@ class Scheduler:
         url = flight.image_url
         assert url is not None and flight.request_id is not None
         limit = self.settings.download_timeout
+        info = None
+        if self.settings.embed:
+            info = ImageInfo(
+                key=job.key,
+                request_id=flight.request_id,
+                index=job.index,
+                model=job.model,
+                params=job.params.to_api(),
+                labels=dict(job.labels),
+                manifest_sha256=self.manifest_sha256,
+                version=__version__,
+            )
         try:
             with anyio.fail_after(limit):
                 async with (
@@ -566,7 +584,7 @@ class Scheduler:
                 ):
                     async for chunk in download.chunks:
                         await part.write(chunk)
-                    saved = await part.commit(content_type=download.content_type)
+                    saved = await part.commit(content_type=download.content_type, info=info)
         except TimeoutError:
             raise TransientError(f"download took longer than {limit:g} s") from None
         await self.ledger.write(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import logging
 import os
 import urllib.parse
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ import anyio
 from aiofiles.threadpool.binary import AsyncBufferedIOBase
 from PIL import Image
 
+from batchgen.embed import ImageInfo, embed
 from batchgen.errors import ImageInvalid
 from batchgen.paths import with_format_extension
 
@@ -44,6 +46,8 @@ __all__ = [
     "remove_stale_parts",
     "sha256_file",
 ]
+
+log = logging.getLogger("batchgen")
 
 IMAGES_DIR = "images"
 PART_SUFFIX = ".part"
@@ -99,6 +103,23 @@ def _check_image(path: Path, claimed: str | None, label: str) -> tuple[str, int,
     if claimed is not None and claimed != image_format:
         raise ImageInvalid(f"{label}: the server said {claimed} but the data is {image_format}", file=label)
     return image_format, width, height
+
+
+def _embed_file(
+    path: Path, image_format: str, info: ImageInfo, width: int, height: int, label: str
+) -> tuple[str, int] | None:
+    """Insert ``info`` into the file at ``path``; its new (sha256, size), or None if unchanged."""
+    data = path.read_bytes()
+    try:
+        new = embed(data, image_format, info, width=width, height=height)
+    except ValueError as exc:
+        # Pillow decoded it, so the image is good; only its layout surprised us.
+        log.warning("%s: parameters not embedded (%s)", label, exc)
+        return None
+    if new is None:
+        return None
+    path.write_bytes(new)
+    return hashlib.sha256(new).hexdigest(), len(new)
 
 
 def _claimed_format(content_type: str | None) -> str | None:
@@ -157,12 +178,14 @@ class PartFile:
         self._hash.update(chunk)
         self._size += len(chunk)
 
-    async def commit(self, *, content_type: str | None = None) -> SavedImage:
+    async def commit(self, *, content_type: str | None = None, info: ImageInfo | None = None) -> SavedImage:
         """Verify the image and rename it into place; raises :class:`ImageInvalid` if bad.
 
         ``content_type`` is the server's Content-Type, if any: when it names an image
         type, the data must be that type. The final name follows the real format
-        (:func:`batchgen.paths.with_format_extension`).
+        (:func:`batchgen.paths.with_format_extension`). ``info``, if given, is embedded
+        in the file (:mod:`batchgen.embed`, pixels untouched) after it was verified;
+        the sha256 and size are then those of the file as saved.
         """
         if self._file is None:
             raise RuntimeError("PartFile.commit() called outside its `async with` block or twice")
@@ -176,12 +199,19 @@ class PartFile:
         image_format, width, height = await anyio.to_thread.run_sync(
             _check_image, self.part_path, claimed, label
         )
+        digest, size = self._hash.hexdigest(), self._size
+        if info is not None:
+            embedded = await anyio.to_thread.run_sync(
+                _embed_file, self.part_path, image_format, info, width, height, label
+            )
+            if embedded is not None:
+                digest, size = embedded
         relpath = with_format_extension(self.relpath, image_format)
         final = _resolve_inside(self.out_dir, relpath)
         saved = SavedImage(
             file=f"{IMAGES_DIR}/{relpath}",
-            sha256=self._hash.hexdigest(),
-            bytes=self._size,
+            sha256=digest,
+            bytes=size,
             format=image_format,
             width=width,
             height=height,
