@@ -13,7 +13,7 @@ moment the event happens, never batched until the end. Every line has
 Events and their further fields:
 
 =================  =========================================================================
-``run_started``    ``manifest`` (path), ``manifest_sha256``, ``settings``, ``version``
+``run_started``    ``manifest`` (absolute path), ``manifest_sha256``, ``settings``, ``version``
 ``submitted``      ``request_id``, ``index``, ``seed``, ``params`` (as sent), ``labels``;
                    written as soon as the API accepted the job, before polling starts
 ``completed``      ``request_id``, ``seed``, ``inference_time`` (server seconds),
@@ -29,7 +29,8 @@ Events and their further fields:
 The API key is never written: the writer is never given it.
 
 A job's state is the last of its ``submitted`` / ``completed`` / ``failed`` / ``expired``
-events. Replay (:func:`replay`) is tolerant: a half-written last line (the process was
+events; the run events make :attr:`LedgerState.history`, one :class:`RunRecord` per
+run. Replay (:func:`replay`) is tolerant: a half-written last line (the process was
 killed mid-write) is ignored, and the next writer truncates it away before appending
 (:meth:`LedgerWriter.open`); a corrupt line elsewhere is skipped and reported with its
 line number in :attr:`LedgerState.warnings`, never a traceback.
@@ -89,6 +90,7 @@ __all__ = [
     "LedgerWriter",
     "Poll",
     "ResumeDecision",
+    "RunRecord",
     "Skip",
     "Submit",
     "decide",
@@ -283,13 +285,31 @@ class JobRecord:
 
 
 @dataclass(slots=True)
+class RunRecord:
+    """One run that wrote the ledger: its ``run_started`` line and, once it ended, ``run_finished``."""
+
+    started_at: float
+    manifest: str | None = None
+    manifest_sha256: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    version: str | None = None
+    finished_at: float | None = None
+    counts: dict[str, Any] | None = None  # the ``run_finished`` figures
+
+
+@dataclass(slots=True)
 class LedgerState:
-    """The ledger replayed: one record per job key, plus what could not be read."""
+    """The ledger replayed: one record per job key, the runs in order, and what could not be read."""
 
     records: dict[str, JobRecord] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-    runs: int = 0  # ``run_started`` events: how many runs wrote this ledger
+    history: list[RunRecord] = field(default_factory=list)  # one per ``run_started``, oldest first
     lines: int = 0  # complete lines read
+
+    @property
+    def runs(self) -> int:
+        """How many runs wrote this ledger."""
+        return len(self.history)
 
     def keys(self) -> set[str]:
         """The keys of every job the ledger knows."""
@@ -334,8 +354,7 @@ def _apply(state: LedgerState, where: str, obj: dict[str, Any]) -> None:
     """Fold one event into ``state``; a malformed event becomes a warning."""
     event = obj.get("event")
     if event in RUN_EVENTS:
-        if event == "run_started":
-            state.runs += 1
+        _apply_run(state, where, event, obj)
         return
     if event not in JOB_EVENTS:
         state.warnings.append(f"{where}: unknown event {event!r}, line skipped")
@@ -390,6 +409,34 @@ def _apply(state: LedgerState, where: str, obj: dict[str, Any]) -> None:
         record.retryable = bool(obj.get("retryable", False))
     else:  # expired
         record.expirations += 1
+
+
+def _apply_run(state: LedgerState, where: str, event: str, obj: dict[str, Any]) -> None:
+    """Fold a ``run_started`` / ``run_finished`` event into the run history."""
+    try:
+        ts = parse_ts(obj["ts"])
+    except (KeyError, TypeError, ValueError):
+        state.warnings.append(f"{where}: {event} event without a valid ts, line skipped")
+        return
+    if event == "run_started":
+        settings = obj.get("settings")
+        text = {
+            k: v if isinstance(v := obj.get(k), str) else None
+            for k in ("manifest", "manifest_sha256", "version")
+        }
+        state.history.append(
+            RunRecord(
+                started_at=ts,
+                manifest=text["manifest"],
+                manifest_sha256=text["manifest_sha256"],
+                settings=settings if isinstance(settings, dict) else {},
+                version=text["version"],
+            )
+        )
+    elif state.history and state.history[-1].finished_at is None:
+        run = state.history[-1]
+        run.finished_at = ts
+        run.counts = {k: v for k, v in obj.items() if k not in ("event", "key", "ts")}
 
 
 def replay(path: Path) -> LedgerState:

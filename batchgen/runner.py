@@ -301,7 +301,8 @@ async def run(
             await writer.write(
                 "run_started",
                 "",
-                manifest=str(manifest.path) if manifest else None,
+                # Absolute, so `batchgen status` finds it from any working directory.
+                manifest=str(manifest.path.resolve()) if manifest else None,
                 manifest_sha256=manifest.sha256 if manifest else None,
                 settings={**settings.to_json(), "base_url": base_url, "jobs": len(jobs)},
                 version=__version__,
