@@ -351,6 +351,36 @@ def _log_to_stderr() -> None:
     logger.propagate = False
 
 
+# --- status ----------------------------------------------------------------------
+
+
+def _add_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "status",
+        help="how the run in an output folder is doing (safe while it runs)",
+        description="Read OUT/ledger.jsonl (without the run's lock; nothing is written) and say how the "
+        "run is doing: jobs by state, failures by reason, jobs in flight against the 1-hour retention, "
+        "what a rerun would do, images per minute, the last error.",
+    )
+    p.add_argument("out", metavar="OUT", help="the output folder of a run (holds ledger.jsonl)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--manifest", metavar="PATH", help="the manifest, if not where the last run recorded it")
+    p.set_defaults(handler=_cmd_status)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from batchgen.status import format_status, read_status, status_json
+
+    try:
+        status = read_status(Path(args.out), manifest=args.manifest)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    print(status_json(status) if args.json else format_status(status))
+    return ExitCode.OK
+
+
 # --- entry point -----------------------------------------------------------------
 
 
@@ -362,6 +392,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"batchgen {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(sub)
+    _add_status(sub)
     _add_manifest_commands(sub)
     _add_emulator(sub)
     return parser
