@@ -263,6 +263,12 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_false",
         help="save images byte for byte as downloaded (default: write the parameters into each image)",
     )
+    p.add_argument(
+        "--no-report",
+        dest="report",
+        action="store_false",
+        help="do not write OUT/report.html at the end (default: write it; see batchgen report)",
+    )
     p.set_defaults(handler=_cmd_run)
 
 
@@ -296,6 +302,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         rpm_counts_polls=args.rpm_counts_polls,
         grace=args.grace,
         embed=args.embed,
+        report=args.report,
     )
     problems = settings.problems()
     if args.max_jobs is not None and args.max_jobs < 1:
@@ -381,6 +388,32 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _add_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "report",
+        help="write OUT/report.html: header, failures, contact sheets, gallery",
+        description="Write OUT/report.html, a self-contained page about the run (it opens from disk, "
+        "offline), with thumbnails in OUT/thumbs/ and each contact sheet as a PNG in OUT/grids/. "
+        "batchgen run writes it at the end of every run unless --no-report.",
+    )
+    p.add_argument("out", metavar="OUT", help="the output folder of a run (holds ledger.jsonl)")
+    p.add_argument("--manifest", metavar="PATH", help="the manifest, if not where the last run recorded it")
+    p.set_defaults(handler=_cmd_report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from batchgen.htmlreport import write_report
+
+    try:
+        path = write_report(Path(args.out), manifest=args.manifest)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    print(path)
+    return ExitCode.OK
+
+
 # --- entry point -----------------------------------------------------------------
 
 
@@ -393,6 +426,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(sub)
     _add_status(sub)
+    _add_report(sub)
     _add_manifest_commands(sub)
     _add_emulator(sub)
     return parser

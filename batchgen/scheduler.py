@@ -99,6 +99,7 @@ class RunSettings:
     margin: float = DEFAULT_MARGIN
     seed: int | None = None  # seeds the retry jitter
     embed: bool = True
+    report: bool = True
 
     def problems(self) -> list[str]:
         """Every setting out of range, as sentences."""
@@ -125,6 +126,7 @@ class RunSettings:
             "retry_failed": self.retry_failed,
             "rpm_counts_polls": self.rpm_counts_polls,
             "embed": self.embed,
+            "report": self.report,
         }
 
 

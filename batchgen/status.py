@@ -23,11 +23,13 @@ import json
 import os
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from batchgen.errors import BatchgenError
+from batchgen.job import Job
 from batchgen.ledger import (
     DEFAULT_MARGIN,
     DEFAULT_RETENTION,
@@ -69,6 +71,9 @@ class Manifested:
     sha256: str | None = None  # of the file now, if it could be loaded
     keys: frozenset[str] | None = None  # its jobs' keys, if it could be loaded
     problem: str | None = None  # why it could not be, if it could not
+    name: str | None = None  # the run name
+    report: Mapping[str, str] = field(default_factory=dict)  # its ``report: {rows, columns}``
+    jobs: tuple[Job, ...] | None = None  # every job, when asked for (the report places them all)
 
     @property
     def changed(self) -> bool:
@@ -327,8 +332,8 @@ def _running_pid(out_dir: Path, latest: RunRecord | None) -> int | None:
     return pid
 
 
-def _manifest(path: str | None, recorded_sha256: str | None) -> Manifested:
-    """Load the manifest to learn its jobs' keys; say why not when it cannot be."""
+def _manifest(path: str | None, recorded_sha256: str | None, *, keep_jobs: bool = False) -> Manifested:
+    """Load the manifest to learn its jobs' keys (and the jobs); say why not when it cannot be."""
     if path is None:
         return Manifested(None, recorded_sha256, problem="no manifest recorded (jobs given from Python)")
     from batchgen.expand import expand
@@ -338,10 +343,18 @@ def _manifest(path: str | None, recorded_sha256: str | None) -> Manifested:
         return Manifested(path, recorded_sha256, problem=f"{path} not found (pass --manifest)")
     try:
         manifest = load_manifest(path)
-        keys = frozenset(job.key for job in expand(manifest))
+        jobs = tuple(expand(manifest))
     except BatchgenError as exc:
         return Manifested(path, recorded_sha256, problem=f"{path} does not load: {str(exc).splitlines()[0]}")
-    return Manifested(path, recorded_sha256, sha256=manifest.sha256, keys=keys)
+    return Manifested(
+        path,
+        recorded_sha256,
+        sha256=manifest.sha256,
+        keys=frozenset(job.key for job in jobs),
+        name=manifest.name,
+        report=dict(manifest.report),
+        jobs=jobs if keep_jobs else None,
+    )
 
 
 def read_status(
@@ -352,11 +365,13 @@ def read_status(
     retention: float = DEFAULT_RETENTION,
     margin: float = DEFAULT_MARGIN,
     retry_failed: bool = False,
+    keep_jobs: bool = False,
 ) -> Status:
-    """The status of the run in ``out_dir``, read without the lock; UsageError-free.
+    """The status of the run in ``out_dir``, read without the lock.
 
     ``manifest`` overrides the path the last run recorded. ``now`` is the wall clock
-    (epoch seconds). Raises FileNotFoundError when ``out_dir`` has no ledger.
+    (epoch seconds). ``keep_jobs`` keeps the manifest's jobs in ``status.manifest.jobs``.
+    Raises FileNotFoundError when ``out_dir`` has no ledger.
     """
     ledger = out_dir / LEDGER_NAME
     if not ledger.is_file():
@@ -366,7 +381,7 @@ def read_status(
     latest = state.history[-1] if state.history else None
     pid = _running_pid(out_dir, latest)
     recorded = latest.manifest if latest else None
-    found = _manifest(manifest or recorded, latest.manifest_sha256 if latest else None)
+    found = _manifest(manifest or recorded, latest.manifest_sha256 if latest else None, keep_jobs=keep_jobs)
     status = Status(out_dir, now, state, found, running_pid=pid, retention=retention, margin=margin)
     # A run appending right now may have half a line out: that is not damage.
     status.warnings = [w for w in state.warnings if not (pid is not None and _TORN in w)]
