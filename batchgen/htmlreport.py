@@ -34,7 +34,7 @@ from typing import Any
 from batchgen import __version__
 from batchgen.ledger import format_ts
 from batchgen.report import format_duration
-from batchgen.sheets import ReportJob, Sheet, contact_sheets, save_grid
+from batchgen.sheets import GRIDS_DIR, ReportJob, Sheet, contact_sheets, save_grid
 from batchgen.status import Status, read_status
 from batchgen.template import render_value
 from batchgen.thumbs import make_thumbnails, thumb_relpath
@@ -106,6 +106,8 @@ def write_report(
     report = status.manifest.report
     sheets = contact_sheets(jobs, rows=report.get("rows"), columns=report.get("columns"))
     grids = [save_grid(sheet, out_dir, f"{i + 1:02d}-{sheet.slug}") for i, sheet in enumerate(sheets)]
+    for stale in set((out_dir / GRIDS_DIR).glob("*.png")) - {out_dir / g for g in grids}:
+        stale.unlink(missing_ok=True)  # a sheet of an earlier report that is no longer drawn
     page = render_page(status, jobs, sheets, grids)
     target = out_dir / REPORT_NAME
     part = target.with_name(target.name + ".part")

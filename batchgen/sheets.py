@@ -8,8 +8,9 @@ blank if it has not run (or no job has those values).
 
 The axes are the manifest's ``report: {rows, columns}`` when given; otherwise the
 names with the most distinct values, trying pairs in that order until one fills at
-least half of its cells (a catalog's derived seeds differ per product, so seed x SKU
-is mostly empty and is passed over for SKU x shot). No pair fills: no sheets.
+least three quarters of its cells, with four cells a sheet on average (a catalog's
+derived seeds differ per product, so seed x SKU is mostly empty and is passed over for
+SKU x shot). No pair fills: no sheets.
 
 Each sheet is also drawn as a labelled PNG (:func:`save_grid`) into ``OUT/grids/``.
 """
@@ -43,7 +44,7 @@ GRIDS_DIR = "grids"
 MAX_ROWS = 60  # per sheet; beyond, the sheet says how many it leaves out
 MAX_COLUMNS = 30
 MAX_SHEETS = 40
-_CANDIDATES = 8  # names considered for the axes, most values first
+_CANDIDATES = 16  # names considered for the axes, most values first
 _MISSING = "—"  # a label some jobs do not have
 
 
@@ -176,12 +177,15 @@ def _fill(sheets: Sequence[Sheet]) -> float:
 
 
 def contact_sheets(
-    jobs: Sequence[ReportJob], *, rows: str | None = None, columns: str | None = None, min_fill: float = 0.5
+    jobs: Sequence[ReportJob], *, rows: str | None = None, columns: str | None = None, min_fill: float = 0.75
 ) -> list[Sheet]:
     """The contact sheets of ``jobs`` (see the module docstring); [] when nothing fits."""
     varying = axis_values(jobs)
     names = list(varying)
-    candidates = names[:_CANDIDATES]
+    # A prompt rendered from the other values (labels in its template) is not an axis of
+    # its own; a list of prompts is.
+    derived = "prompt" in varying and _determined(jobs, "prompt", [n for n in names if n != "prompt"])
+    candidates = [n for n in names if not (derived and n == "prompt")][:_CANDIDATES]
     pairs: list[tuple[str, str]]
     if rows in varying and columns in varying and rows != columns:
         pairs = [(rows, columns)]
@@ -194,8 +198,8 @@ def contact_sheets(
     for row_name, column_name in pairs:
         fixed = _fixed_names(jobs, row_name, column_name, names)
         sheets = _layout(jobs, row_name, column_name, fixed)
-        if len(sheets) > len(jobs) / 2 or _fill(sheets) < min_fill:
-            continue  # sheets of one or two cells, or mostly empty: not a useful view
+        if len(sheets) > len(jobs) / 4 or _fill(sheets) < min_fill:
+            continue  # sheets of a few cells, or with many holes: not a useful view
         sheets.sort(key=lambda s: tuple(_sort_key(v) for _, v in s.fixed))
         return [_capped(s) for s in sheets[:MAX_SHEETS]]
     return []
