@@ -17,7 +17,9 @@ Each sheet is also drawn as a labelled PNG (:func:`save_grid`) into ``OUT/grids/
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import os
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
 from batchgen.template import render_value
 
@@ -224,6 +226,7 @@ _FAILED = (253, 226, 226)
 _FAILED_INK = (185, 28, 28)
 _PENDING = (238, 238, 238)
 _MUTED = (100, 106, 115)
+_SIGNATURE_KEY = "batchgen-sheet"
 
 
 def _text(
@@ -235,8 +238,27 @@ def _text(
     draw.text(xy, text, font=font, **kw)
 
 
+def _signature(sheet: Sheet, cell: int) -> str:
+    """What a grid PNG shows, hashed: an unchanged sheet is not drawn again."""
+    parts = [sheet.title, str(cell), repr(sheet.row_values), repr(sheet.column_values)]
+    parts += [f"{r},{c}:{j.thumb}:{j.state}:{j.code}" for (r, c), j in sorted(sheet.cells.items())]
+    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
+
+
 def save_grid(sheet: Sheet, out_dir: Path, name: str, *, cell: int = 192) -> str:
-    """Draw ``sheet`` as a labelled PNG ``OUT/grids/<name>.png``; its path relative to OUT."""
+    """Draw ``sheet`` as a labelled PNG ``OUT/grids/<name>.png``; its path relative to OUT.
+
+    The PNG carries a signature of what it shows; when the file there already has the
+    same one it is left as it is (reports at the end of each run redraw only what changed).
+    """
+    path = out_dir / GRIDS_DIR / f"{name}.png"
+    signature = _signature(sheet, cell)
+    try:
+        with Image.open(path) as existing:
+            if existing.info.get(_SIGNATURE_KEY) == signature:
+                return f"{GRIDS_DIR}/{name}.png"
+    except (OSError, ValueError):
+        pass
     cell = max(64, min(cell, 8192 // max(1, len(sheet.column_values))))
     font = ImageFont.load_default(size=max(11, cell // 12))
     title_font = ImageFont.load_default(size=max(14, cell // 9))
@@ -284,7 +306,10 @@ def save_grid(sheet: Sheet, out_dir: Path, name: str, *, cell: int = 192) -> str
                 draw.rectangle(box, fill=_PENDING)
                 label = "no job" if job is None else job.state
                 _text(draw, (x + pad, y + pad), label, font, cell - 2 * pad, fill=(110, 110, 110))
-    path = out_dir / GRIDS_DIR / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, format="PNG", optimize=True)
+    info = PngImagePlugin.PngInfo()
+    info.add_text(_SIGNATURE_KEY, signature)
+    part = path.with_name(path.name + ".part")
+    image.save(part, format="PNG", pnginfo=info)  # optimize=True would take about twice as long
+    os.replace(part, path)
     return f"{GRIDS_DIR}/{name}.png"

@@ -23,8 +23,10 @@ function matches(it,terms){
 var box=document.getElementById("filter"),grid=document.getElementById("thumbs"),
     more=document.getElementById("more"),count=document.getElementById("count"),shown=[],drawn=0;
 function caption(it){
-  var bits=[];for(var k in it.l)bits.push(str(it.l[k]));
-  var p=params(it);bits.push("seed "+str(p.seed));return "#"+str(it.i)+" "+bits.join(" · ");
+  // The labels, then the parameters that vary between jobs (the prompt aside).
+  var bits=[],k;for(k in it.l)bits.push(str(it.l[k]));
+  for(k in it.p)if(k!=="prompt")bits.push(k+"="+str(it.p[k]));
+  return "#"+str(it.i)+" "+bits.join(" · ");
 }
 function drawMore(){
   var end=Math.min(drawn+PAGE,shown.length),frag=document.createDocumentFragment();
@@ -34,7 +36,7 @@ function drawMore(){
     fig.className="thumb";fig.dataset.i=n;img.loading="lazy";img.alt=str(params(it).prompt);img.src=it.t;
     img.onload=function(){this.dataset.state="loaded";};
     img.onerror=function(){this.dataset.state="error";this.className="broken";this.title="thumbnail missing";};
-    cap.textContent=caption(it);fig.appendChild(img);fig.appendChild(cap);frag.appendChild(fig);
+    cap.textContent=caption(it);cap.title=cap.textContent;fig.appendChild(img);fig.appendChild(cap);frag.appendChild(fig);
   }
   grid.appendChild(frag);
 }
@@ -50,6 +52,15 @@ if("IntersectionObserver" in window){
   new IntersectionObserver(function(es){if(es[0].isIntersecting&&drawn<shown.length)drawMore();},
     {rootMargin:"800px"}).observe(more);
 }else{window.addEventListener("scroll",function(){if(drawn<shown.length)drawMore();});}
+// Contact sheets: their thumbnails get a src only when the sheet comes near the view.
+function reveal(table){table.querySelectorAll("img[data-src]").forEach(function(img){
+  img.src=img.dataset.src;img.removeAttribute("data-src");});}
+var tables=document.querySelectorAll("table.grid");
+if("IntersectionObserver" in window){
+  var watcher=new IntersectionObserver(function(es){es.forEach(function(e){
+    if(e.isIntersecting){reveal(e.target);watcher.unobserve(e.target);}});},{rootMargin:"600px"});
+  tables.forEach(function(t){watcher.observe(t);});
+}else{tables.forEach(reveal);}
 var timer=null;box.addEventListener("input",function(){clearTimeout(timer);timer=setTimeout(apply,120);});
 if(location.hash.indexOf("#q=")===0)box.value=decodeURIComponent(location.hash.slice(3));
 apply();
