@@ -300,6 +300,18 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, help="progress bar (default: on a terminal)"
     )
+    p.add_argument(
+        "--no-embed",
+        dest="embed",
+        action="store_false",
+        help="save images byte for byte as downloaded (default: write the parameters into each image)",
+    )
+    p.add_argument(
+        "--no-report",
+        dest="report",
+        action="store_false",
+        help="do not write OUT/report.html at the end (default: write it; see batchgen report)",
+    )
     p.set_defaults(handler=_cmd_run)
 
 
@@ -334,6 +346,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         grace=args.grace,
         price_per_image=args.price_per_image,
         budget=args.budget,
+        embed=args.embed,
+        report=args.report,
     )
     problems = settings.problems()
     if args.max_jobs is not None and args.max_jobs < 1:
@@ -390,6 +404,62 @@ def _log_to_stderr() -> None:
     logger.propagate = False
 
 
+# --- status ----------------------------------------------------------------------
+
+
+def _add_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "status",
+        help="how the run in an output folder is doing (safe while it runs)",
+        description="Read OUT/ledger.jsonl (without the run's lock; nothing is written) and say how the "
+        "run is doing: jobs by state, failures by reason, jobs in flight against the 1-hour retention, "
+        "what a rerun would do, images per minute, the last error.",
+    )
+    p.add_argument("out", metavar="OUT", help="the output folder of a run (holds ledger.jsonl)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--manifest", metavar="PATH", help="the manifest, if not where the last run recorded it")
+    p.set_defaults(handler=_cmd_status)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from batchgen.status import format_status, read_status, status_json
+
+    try:
+        status = read_status(Path(args.out), manifest=args.manifest)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    print(status_json(status) if args.json else format_status(status))
+    return ExitCode.OK
+
+
+def _add_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "report",
+        help="write OUT/report.html: header, failures, contact sheets, gallery",
+        description="Write OUT/report.html, a self-contained page about the run (it opens from disk, "
+        "offline), with thumbnails in OUT/thumbs/ and each contact sheet as a PNG in OUT/grids/. "
+        "batchgen run writes it at the end of every run unless --no-report.",
+    )
+    p.add_argument("out", metavar="OUT", help="the output folder of a run (holds ledger.jsonl)")
+    p.add_argument("--manifest", metavar="PATH", help="the manifest, if not where the last run recorded it")
+    p.set_defaults(handler=_cmd_report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from batchgen.htmlreport import write_report
+
+    try:
+        path = write_report(Path(args.out), manifest=args.manifest)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    print(path)
+    return ExitCode.OK
+
+
 # --- entry point -----------------------------------------------------------------
 
 
@@ -401,6 +471,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"batchgen {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(sub)
+    _add_status(sub)
+    _add_report(sub)
     _add_manifest_commands(sub)
     _add_emulator(sub)
     return parser

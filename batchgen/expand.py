@@ -6,16 +6,16 @@ list-valued fields, then seeds. Jobs with the same key are one job: later copies
 dropped and counted in :attr:`Expansion.duplicates`. Indexes count the jobs kept, from 0.
 
 Counting is arithmetic (:func:`count_jobs`), so a 10**12-job grid is refused by
-:func:`check_job_cap` without a single job being built. :func:`output_path` is the one
-rule for turning a rendered filename template into a safe relative path.
+:func:`check_job_cap` without a single job being built. Filenames follow the one
+output-path rule of :mod:`batchgen.paths`; two jobs that would write one file (equal
+ignoring case and the image extension) make the manifest invalid, every such pair
+reported with both jobs once the expansion is complete.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import re
-import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -23,6 +23,7 @@ from batchgen.errors import ManifestError, Problem, UsageError
 from batchgen.job import Job, LabelValue, canonical_json, job_key
 from batchgen.manifest import Axis, JobSpec, Manifest, Row, Scalar
 from batchgen.params import PARAMETER_NAMES, SEED_MAX, SEED_MIN, BriaParams, ParamsInvalid, validate_params
+from batchgen.paths import clash_key, clean_value, image_extension, output_path
 from batchgen.template import Template, parse_template
 
 __all__ = [
@@ -33,48 +34,10 @@ __all__ = [
     "count_jobs",
     "derive_seeds",
     "expand",
-    "output_path",
     "summarize",
 ]
 
 DEFAULT_MAX_JOBS = 100_000
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_SEGMENT_MAX = 120
-_WINDOWS_RESERVED = frozenset(
-    ["con", "prn", "aux", "nul"] + [f"com{i}" for i in range(1, 10)] + [f"lpt{i}" for i in range(1, 10)]
-)
-
-
-def output_path(rendered: str) -> str:
-    """THE output-path rule: a rendered filename made into a safe relative POSIX path.
-
-    Accents are folded to ASCII; any run of characters other than letters, digits,
-    ``.``, ``_`` and ``-`` becomes ``_``; ``/`` and ``\\`` separate folders; empty,
-    ``.`` and ``..`` segments are dropped (so the path can never leave the images
-    folder, and a leading ``/`` does nothing); leading dots are removed (no hidden
-    files); Windows device names get a ``_`` prefix; each segment is cut to 120
-    characters, keeping the file's extension. An empty result is ``image``. The
-    extension itself is left to :func:`batchgen.storage.image_relpath`, which makes it
-    match the image actually received.
-    """
-    ascii_text = unicodedata.normalize("NFKD", rendered).encode("ascii", "ignore").decode("ascii")
-    parts: list[str] = []
-    for raw in re.split(r"[\\/]+", ascii_text):
-        segment = _UNSAFE.sub("_", raw.strip()).lstrip("._-").rstrip("._")
-        if not segment:
-            continue
-        if segment.split(".", 1)[0].lower() in _WINDOWS_RESERVED:
-            segment = "_" + segment
-        parts.append(segment)
-    if not parts:
-        return "image"
-    last = parts[-1]
-    dot = last.rfind(".")
-    stem, suffix = (last[:dot], last[dot:]) if 0 < dot and len(last) - dot <= 8 else (last, "")
-    parts = [p[:_SEGMENT_MAX] for p in parts[:-1]]
-    parts.append(stem[: _SEGMENT_MAX - len(suffix)] + suffix)
-    return "/".join(parts)
 
 
 def derive_seeds(content: str, count: int) -> list[int]:
@@ -168,37 +131,80 @@ class Expansion:
         self._templates: dict[str, Template] = {}
 
     def __iter__(self) -> Iterator[Job]:
+        """Every job in index order; ManifestError after the last one if any two clash."""
         self.duplicates = 0
+        # 128 bits of a clash key's hash tell names apart and keep memory small; the
+        # names and origins of clashing jobs are found again, by a second pass, only
+        # when there are clashes to report.
+        files: dict[int, int] = {}
+        clashes: list[tuple[int, int]] = []
+        for job, _, _ in self._kept():
+            digest = hashlib.blake2b(clash_key(job.filename).encode("utf-8"), digest_size=16).digest()
+            first = files.setdefault(int.from_bytes(digest), job.index)
+            if first != job.index:
+                clashes.append((first, job.index))
+            yield job
+        if clashes:
+            involved = {i for pair in clashes for i in pair}
+            found = {
+                job.index: (job.index, job.filename, position, line)
+                for job, position, line in self._kept(count=False)
+                if job.index in involved
+            }
+            raise ManifestError([self._clash(found[a], found[b]) for a, b in clashes])
+
+    def _kept(self, *, count: bool = True) -> Iterator[tuple[Job, int, int | None]]:
+        """Jobs without duplicates, each with its entry's position and its CSV line (if any)."""
         seen: set[int] = set()
-        filenames: dict[str, int] = {}
         index = 0
-        for spec in self.manifest.jobs:
-            for params, labels in self._resolved(spec):
+        for position, spec in enumerate(self.manifest.jobs):
+            for params, labels, row in self._resolved(spec):
                 job = self._job(spec, index, params, labels)
                 # 128 bits of the key are plenty to tell jobs apart and keep memory small.
                 short = int(job.key[:32], 16)
                 if short in seen:
-                    self.duplicates += 1
+                    if count:
+                        self.duplicates += 1
                     continue
                 seen.add(short)
-                previous = filenames.setdefault(job.filename, index)
-                if previous != index:
-                    raise ManifestError(
-                        [
-                            Problem(
-                                self.manifest.display,
-                                self.manifest.filename_line,
-                                "output.filename",
-                                f"jobs {previous} and {index} would both write {job.filename};"
-                                " add {key} or {index} to the template",
-                            )
-                        ]
-                    )
                 index += 1
-                yield job
+                yield job, position, row.line if row is not None else None
 
-    def _resolved(self, spec: JobSpec) -> Iterator[tuple[BriaParams, dict[str, LabelValue]]]:
-        """Parameters (prompt still a template) and labels of every job of one entry."""
+    def _origin(self, position: int, line: int | None) -> str:
+        """Where a job comes from, for a manifest with more than one source of jobs."""
+        spec = self.manifest.jobs[position]
+        parts = []
+        if len(self.manifest.jobs) > 1 and spec.where:
+            parts.append(spec.where)
+        if line is not None and spec.rows is not None:
+            parts.append(f"{spec.rows.display}:{line}")
+        return f" ({', '.join(parts)})" if parts else ""
+
+    def _clash(
+        self, first: tuple[int, str, int, int | None], second: tuple[int, str, int, int | None]
+    ) -> Problem:
+        """The problem of two jobs writing one file, naming both."""
+        (i, a, pos_a, line_a), (j, b, pos_b, line_b) = first, second
+        jobs = f"jobs {i}{self._origin(pos_a, line_a)} and {j}{self._origin(pos_b, line_b)}"
+        if a == b:
+            what = f"{jobs} would both write {a}"
+        elif a.casefold() == b.casefold():
+            what = f"{jobs} would write {a} and {b}: one file where names ignore case (macOS, Windows)"
+        else:
+            ext_a, ext_b = image_extension(a), image_extension(b)
+            what = (
+                f"{jobs} would write {a} and {b}: one file once the extension follows the image"
+                f" format the server sends ({ext_a} or {ext_b})"
+            )
+        return Problem(
+            self.manifest.display,
+            self.manifest.filename_line,
+            "output.filename",
+            what + "; add {key} or {index} to the template",
+        )
+
+    def _resolved(self, spec: JobSpec) -> Iterator[tuple[BriaParams, dict[str, LabelValue], Row | None]]:
+        """Parameters (prompt still a template), labels and CSV row of every job of one entry."""
         model = self.manifest.model
         for row in spec.rows.rows if spec.rows is not None else (None,):
             params: dict[str, Scalar] = {k: v.value for k, v in spec.fields.items()}
@@ -220,12 +226,12 @@ class Expansion:
                         (params if axis.name in PARAMETER_NAMES else labels)[axis.name] = value
                     base = self._validate(spec, row, params)
                     if seeded or spec.seeds is None:
-                        yield base, dict(labels)
+                        yield base, dict(labels), row
                         continue
                     content = base.to_api()
                     del content["seed"]
                     for seed in derive_seeds(canonical_json(model, content, labels), spec.seeds):
-                        yield base.model_copy(update={"seed": seed}), dict(labels)
+                        yield base.model_copy(update={"seed": seed}), dict(labels), row
 
     def _validate(self, spec: JobSpec, row: Row | None, params: dict[str, Scalar]) -> BriaParams:
         try:
@@ -256,7 +262,7 @@ class Expansion:
         names: dict[str, object] = {"name": self.manifest.name, "prompt": prompt}
         names.update(values)
         names.update(index=index, key=key[:12])
-        filename = output_path(self.manifest.filename.render(names, missing=""))
+        filename = output_path(self.manifest.filename.render(names, missing="", convert=clean_value))
         return Job(
             index=index, key=key, model=self.manifest.model, params=final, labels=labels, filename=filename
         )

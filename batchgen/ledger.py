@@ -13,7 +13,7 @@ moment the event happens, never batched until the end. Every line has
 Events and their further fields:
 
 =================  =========================================================================
-``run_started``    ``manifest`` (path), ``manifest_sha256``, ``settings``, ``version``
+``run_started``    ``manifest`` (absolute path), ``manifest_sha256``, ``settings``, ``version``
 ``submitting``     ``index``, ``body`` (the exact JSON body about to be POSTed); written
                    and flushed before the request leaves, so a run killed before the
                    answer came back knows what may have been paid for
@@ -37,8 +37,9 @@ Events and their further fields:
 The API key is never written: the writer is never given it.
 
 A job's state is the last of its ``submitting`` / ``submitted`` / ``completed`` /
-``failed`` / ``expired`` events (``cost`` lines only add a price to a request id).
-Replay (:func:`replay`) is tolerant: a half-written last line (the process was killed
+``failed`` / ``expired`` events (``cost`` lines only add a price to a request id); the
+run events make :attr:`LedgerState.history`, one :class:`RunRecord` per run. Replay
+(:func:`replay`) is tolerant: a half-written last line (the process was killed
 mid-write) is ignored, and the next writer truncates it away before appending
 (:meth:`LedgerWriter.open`); a corrupt line elsewhere is skipped and reported with its
 line number in :attr:`LedgerState.warnings`, never a traceback.
@@ -105,6 +106,7 @@ __all__ = [
     "Poll",
     "Reconcile",
     "ResumeDecision",
+    "RunRecord",
     "Skip",
     "Submit",
     "decide",
@@ -303,12 +305,25 @@ class JobRecord:
 
 
 @dataclass(slots=True)
+class RunRecord:
+    """One run that wrote the ledger: its ``run_started`` line and, once it ended, ``run_finished``."""
+
+    started_at: float
+    manifest: str | None = None
+    manifest_sha256: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    version: str | None = None
+    finished_at: float | None = None
+    counts: dict[str, Any] | None = None  # the ``run_finished`` figures
+
+
+@dataclass(slots=True)
 class LedgerState:
-    """The ledger replayed: one record per job key, plus what could not be read."""
+    """The ledger replayed: one record per job key, the runs in order, and what could not be read."""
 
     records: dict[str, JobRecord] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-    runs: int = 0  # ``run_started`` events: how many runs wrote this ledger
+    history: list[RunRecord] = field(default_factory=list)  # one per ``run_started``, oldest first
     lines: int = 0  # complete lines read
     requests: dict[str, tuple[str, float]] = field(default_factory=dict)  # id -> (job key, submitted ts)
     costs: dict[str, tuple[float, str | None]] = field(default_factory=dict)  # id -> (USD, status)
@@ -317,6 +332,11 @@ class LedgerState:
     def request_ids(self) -> set[str]:
         """Every request id the ledger records as accepted."""
         return set(self.requests)
+
+    @property
+    def runs(self) -> int:
+        """How many runs wrote this ledger."""
+        return len(self.history)
 
     def keys(self) -> set[str]:
         """The keys of every job the ledger knows."""
@@ -364,8 +384,7 @@ def _apply(state: LedgerState, where: str, obj: dict[str, Any]) -> None:
     """Fold one event into ``state``; a malformed event becomes a warning."""
     event = obj.get("event")
     if event in RUN_EVENTS:
-        if event == "run_started":
-            state.runs += 1
+        _apply_run(state, where, event, obj)
         return
     if event == COST_EVENT:
         request_id, usd = obj.get("request_id"), obj.get("usd")
@@ -437,6 +456,34 @@ def _apply(state: LedgerState, where: str, obj: dict[str, Any]) -> None:
         record.step = obj.get("step")
     else:  # expired
         record.expirations += 1
+
+
+def _apply_run(state: LedgerState, where: str, event: str, obj: dict[str, Any]) -> None:
+    """Fold a ``run_started`` / ``run_finished`` event into the run history."""
+    try:
+        ts = parse_ts(obj["ts"])
+    except (KeyError, TypeError, ValueError):
+        state.warnings.append(f"{where}: {event} event without a valid ts, line skipped")
+        return
+    if event == "run_started":
+        settings = obj.get("settings")
+        text = {
+            k: v if isinstance(v := obj.get(k), str) else None
+            for k in ("manifest", "manifest_sha256", "version")
+        }
+        state.history.append(
+            RunRecord(
+                started_at=ts,
+                manifest=text["manifest"],
+                manifest_sha256=text["manifest_sha256"],
+                settings=settings if isinstance(settings, dict) else {},
+                version=text["version"],
+            )
+        )
+    elif state.history and state.history[-1].finished_at is None:
+        run = state.history[-1]
+        run.finished_at = ts
+        run.counts = {k: v for k, v in obj.items() if k not in ("event", "key", "ts")}
 
 
 def replay(path: Path) -> LedgerState:

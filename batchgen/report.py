@@ -86,6 +86,7 @@ class Summary:
     interrupted: bool = False
     fatal: str | None = None  # why the run stopped (401/403/404 on submit, 406), if it did
     warnings: list[str] = field(default_factory=list)  # e.g. ledger lines that were skipped
+    report_path: Path | None = None  # OUT/report.html, once written
 
     @property
     def done(self) -> int:
@@ -225,4 +226,6 @@ def format_summary(summary: Summary) -> str:
         lines.append(f"warning: {warning}")
     lines.append(f"images: {s.images_dir}")
     lines.append(f"ledger: {s.ledger_path}")
+    if s.report_path is not None:
+        lines.append(f"report: {s.report_path}")
     return "\n".join(lines)

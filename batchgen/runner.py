@@ -306,7 +306,8 @@ async def run(
             await writer.write(
                 "run_started",
                 "",
-                manifest=str(manifest.path) if manifest else None,
+                # Absolute, so `batchgen status` finds it from any working directory.
+                manifest=str(manifest.path.resolve()) if manifest else None,
                 manifest_sha256=manifest.sha256 if manifest else None,
                 settings={**settings.to_json(), "base_url": base_url, "jobs": len(jobs)},
                 version=__version__,
@@ -328,6 +329,7 @@ async def run(
                 wall_clock=wall_clock,
                 on_change=on_change,
                 history=history,
+                manifest_sha256=manifest.sha256 if manifest else None,
             )
             tty = sys.stderr.isatty() if progress is None else progress
             bar = _Progress(
@@ -346,4 +348,19 @@ async def run(
                 bar.close()
                 summary.wall_time = anyio.current_time() - started
                 await writer.write("run_finished", "", **summary.counts())
+        if settings.report and not summary.interrupted:
+            await _write_report(out, summary, wall_clock)
     return summary
+
+
+async def _write_report(out: Path, summary: Summary, wall_clock: Callable[[], float]) -> None:
+    """OUT/report.html at the end of a run; a failure to write it is a warning, not the run's."""
+    from batchgen.htmlreport import write_report
+
+    try:
+        summary.report_path = await anyio.to_thread.run_sync(
+            partial(write_report, out, now=wall_clock()), abandon_on_cancel=True
+        )
+    except Exception as exc:  # the images and the ledger are what matter; say why, go on
+        log.warning("report not written: %s: %s", type(exc).__name__, exc)
+        summary.warnings.append(f"report not written ({exc}); run `batchgen report {out}`")

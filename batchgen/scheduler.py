@@ -42,10 +42,12 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
+from batchgen import __version__
 from batchgen.admission import Admission
 from batchgen.budget import RETRY_AFTER_CAP, Kind, RateState, RequestBudget
 from batchgen.cadence import Cadence
 from batchgen.client import SegmindClient, find_image_urls
+from batchgen.embed import ImageInfo
 from batchgen.errors import ApiError, JobTimedOut, RateLimited, TransientError, UsageError
 from batchgen.estimate import estimate, price_of
 from batchgen.flight import Flight, Phase, Step
@@ -101,6 +103,8 @@ class RunSettings:
     seed: int | None = None  # seeds the retry jitter
     price_per_image: float | None = None  # USD, for --budget and the estimates
     budget: float | None = None  # USD this run may spend: submits stop before passing it
+    embed: bool = True
+    report: bool = True
 
     def problems(self) -> list[str]:
         """Every setting out of range, as sentences."""
@@ -132,6 +136,8 @@ class RunSettings:
             "rpm_counts_polls": self.rpm_counts_polls,
             "budget": self.budget,
             "price_per_image": self.price_per_image,
+            "embed": self.embed,
+            "report": self.report,
         }
 
 
@@ -186,6 +192,7 @@ class Scheduler:
         wall_clock: Callable[[], float] = time.time,
         on_change: Callable[[], None] | None = None,
         history: History | None = None,
+        manifest_sha256: str | None = None,
     ) -> None:
         self.client = client
         self.history = history
@@ -195,6 +202,7 @@ class Scheduler:
         self.summary = summary
         self._wall_clock = wall_clock
         self._on_change = on_change or (lambda: None)
+        self.manifest_sha256 = manifest_sha256  # embedded in every image
         self.rate = RateState(
             rpm=settings.rpm, polls_count=settings.rpm_counts_polls, retry_after_cap=settings.retry_after_cap
         )
@@ -767,6 +775,18 @@ class Scheduler:
         url = flight.image_url
         assert url is not None and flight.request_id is not None
         limit = self.settings.download_timeout
+        info = None
+        if self.settings.embed:
+            info = ImageInfo(
+                key=job.key,
+                request_id=flight.request_id,
+                index=job.index,
+                model=job.model,
+                params=job.params.to_api(),
+                labels=dict(job.labels),
+                manifest_sha256=self.manifest_sha256,
+                version=__version__,
+            )
         try:
             with anyio.fail_after(limit):
                 async with (
@@ -775,7 +795,7 @@ class Scheduler:
                 ):
                     async for chunk in download.chunks:
                         await part.write(chunk)
-                    saved = await part.commit(content_type=download.content_type)
+                    saved = await part.commit(content_type=download.content_type, info=info)
         except TimeoutError:
             raise TransientError(f"download took longer than {limit:g} s") from None
         await self.ledger.write(

@@ -6,15 +6,10 @@ corrupt file is :class:`ImageInvalid`) as the format they claim, and only then i
 file renamed into place with :func:`os.replace`, so ``OUT/images`` never holds a
 half-written image. On an exception or a cancellation the ``.part`` file is removed.
 
-The output-path suffix rule (the one place it lives)
-----------------------------------------------------
-The file's extension follows its real content, whatever the manifest's template said:
-when the decoded format is not what the name's extension says (the server sent a JPEG,
-the template says ``cat.png``), the file is saved as ``cat.jpg``. Accepted extensions
-per format are in :data:`FORMAT_EXTENSIONS` (``.jpg`` and ``.jpeg`` are both JPEG); a
-wrong image extension is replaced, a name without an image extension (``cat``,
-``cat.v2``) gets the canonical one appended (``cat.jpg``, ``cat.v2.jpg``). The path that
-was actually written is :attr:`SavedImage.file`; that is what the ledger records.
+The file's extension follows its real content (the last step of the output-path rule,
+:func:`batchgen.paths.with_format_extension`): a JPEG answer for ``cat.png`` is saved as
+``cat.jpg``. The path that was actually written is :attr:`SavedImage.file`; that is
+what the ledger records.
 """
 
 from __future__ import annotations
@@ -22,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import logging
 import os
 import urllib.parse
 from dataclasses import dataclass
@@ -33,11 +29,12 @@ import anyio
 from aiofiles.threadpool.binary import AsyncBufferedIOBase
 from PIL import Image
 
+from batchgen.embed import ImageInfo, embed
 from batchgen.errors import ImageInvalid
+from batchgen.paths import with_format_extension
 
 __all__ = [
     "CONTENT_TYPE_FORMATS",
-    "FORMAT_EXTENSIONS",
     "IMAGES_DIR",
     "PART_SUFFIX",
     "ImageInvalid",
@@ -45,25 +42,15 @@ __all__ = [
     "SavedImage",
     "decode_data_uri",
     "file_matches",
-    "image_relpath",
     "open_part",
     "remove_stale_parts",
     "sha256_file",
 ]
 
+log = logging.getLogger("batchgen")
+
 IMAGES_DIR = "images"
 PART_SUFFIX = ".part"
-
-# Pillow format name -> accepted extensions, canonical first.
-FORMAT_EXTENSIONS: dict[str, tuple[str, ...]] = {
-    "PNG": (".png",),
-    "JPEG": (".jpg", ".jpeg"),
-    "WEBP": (".webp",),
-    "GIF": (".gif",),
-    "BMP": (".bmp",),
-    "TIFF": (".tif", ".tiff"),
-}
-_KNOWN_EXTENSIONS = frozenset(ext for exts in FORMAT_EXTENSIONS.values() for ext in exts)
 
 # Image MIME type -> Pillow format name (aliases servers are known to send included).
 CONTENT_TYPE_FORMATS: dict[str, str] = {
@@ -91,20 +78,6 @@ class SavedImage:
     height: int
 
 
-def image_relpath(relpath: str, image_format: str) -> str:
-    """``relpath`` with the extension of ``image_format`` (the output-path suffix rule)."""
-    path = PurePosixPath(relpath)
-    accepted = FORMAT_EXTENSIONS.get(image_format)
-    if accepted is None:
-        return relpath  # a format we have no extension for: keep the manifest's name
-    suffix = path.suffix.lower()
-    if suffix in accepted:
-        return relpath
-    if suffix in _KNOWN_EXTENSIONS:
-        return str(path.with_suffix(accepted[0]))
-    return relpath + accepted[0]
-
-
 def _resolve_inside(out_dir: Path, relpath: str) -> Path:
     """``out_dir/images/relpath``, refusing names that would escape ``images/``."""
     rel = PurePosixPath(relpath)
@@ -130,6 +103,23 @@ def _check_image(path: Path, claimed: str | None, label: str) -> tuple[str, int,
     if claimed is not None and claimed != image_format:
         raise ImageInvalid(f"{label}: the server said {claimed} but the data is {image_format}", file=label)
     return image_format, width, height
+
+
+def _embed_file(
+    path: Path, image_format: str, info: ImageInfo, width: int, height: int, label: str
+) -> tuple[str, int] | None:
+    """Insert ``info`` into the file at ``path``; its new (sha256, size), or None if unchanged."""
+    data = path.read_bytes()
+    try:
+        new = embed(data, image_format, info, width=width, height=height)
+    except ValueError as exc:
+        # Pillow decoded it, so the image is good; only its layout surprised us.
+        log.warning("%s: parameters not embedded (%s)", label, exc)
+        return None
+    if new is None:
+        return None
+    path.write_bytes(new)
+    return hashlib.sha256(new).hexdigest(), len(new)
 
 
 def _claimed_format(content_type: str | None) -> str | None:
@@ -188,12 +178,14 @@ class PartFile:
         self._hash.update(chunk)
         self._size += len(chunk)
 
-    async def commit(self, *, content_type: str | None = None) -> SavedImage:
+    async def commit(self, *, content_type: str | None = None, info: ImageInfo | None = None) -> SavedImage:
         """Verify the image and rename it into place; raises :class:`ImageInvalid` if bad.
 
         ``content_type`` is the server's Content-Type, if any: when it names an image
-        type, the data must be that type. The final name follows the real format (the
-        suffix rule in the module docstring).
+        type, the data must be that type. The final name follows the real format
+        (:func:`batchgen.paths.with_format_extension`). ``info``, if given, is embedded
+        in the file (:mod:`batchgen.embed`, pixels untouched) after it was verified;
+        the sha256 and size are then those of the file as saved.
         """
         if self._file is None:
             raise RuntimeError("PartFile.commit() called outside its `async with` block or twice")
@@ -207,12 +199,19 @@ class PartFile:
         image_format, width, height = await anyio.to_thread.run_sync(
             _check_image, self.part_path, claimed, label
         )
-        relpath = image_relpath(self.relpath, image_format)
+        digest, size = self._hash.hexdigest(), self._size
+        if info is not None:
+            embedded = await anyio.to_thread.run_sync(
+                _embed_file, self.part_path, image_format, info, width, height, label
+            )
+            if embedded is not None:
+                digest, size = embedded
+        relpath = with_format_extension(self.relpath, image_format)
         final = _resolve_inside(self.out_dir, relpath)
         saved = SavedImage(
             file=f"{IMAGES_DIR}/{relpath}",
-            sha256=self._hash.hexdigest(),
-            bytes=self._size,
+            sha256=digest,
+            bytes=size,
             format=image_format,
             width=width,
             height=height,

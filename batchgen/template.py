@@ -10,7 +10,7 @@ tiny parser of its own and not ``str.format``.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 __all__ = ["Template", "TemplateError", "parse_template", "render_value"]
@@ -46,15 +46,27 @@ class Template:
                 seen.setdefault(part.name, None)
         return tuple(seen)
 
-    def render(self, values: Mapping[str, object], *, missing: str | None = None) -> str:
-        """Fill the fields from ``values``; an absent name is ``missing``, or a KeyError if None."""
+    def render(
+        self,
+        values: Mapping[str, object],
+        *,
+        missing: str | None = None,
+        convert: Callable[[object], str] | None = None,
+    ) -> str:
+        """Fill the fields from ``values``; an absent name is ``missing``, or a KeyError if None.
+
+        ``convert`` turns a value into its text (default :func:`render_value`); filenames
+        pass :func:`batchgen.paths.clean_value`, so only the template's own text is
+        left as written.
+        """
+        to_text = convert or render_value
         out: list[str] = []
         for part in self.parts:
             if isinstance(part, str):
                 out.append(part)
                 continue
             if part.name in values:
-                text = render_value(values[part.name])
+                text = to_text(values[part.name])
             elif missing is not None:
                 text = missing
             else:

@@ -84,3 +84,16 @@ def test_emulate_runs_the_demo_in_process(tmp_path: Path, capsys: pytest.Capture
     assert code == 0
     assert "12/12 jobs done" in printed
     assert f"ledger: {out / 'ledger.jsonl'}" in printed
+
+
+def test_no_embed_saves_images_as_downloaded(tmp_path: Path) -> None:
+    """--no-embed leaves the parameters out of the images; the default writes them in."""
+    from PIL import Image
+
+    for flag, expected in (([], True), (["--no-embed"], False)):
+        out = tmp_path / f"demo{len(flag)}"
+        argv = ["run", str(REPO / "manifests" / "demo.yaml"), "--emulate", "--out", str(out), "--no-progress"]
+        assert main([*argv, *flag]) == 0
+        for path in (out / "images").rglob("*.png"):
+            with Image.open(path) as im:
+                assert ("parameters" in im.info) is expected

@@ -532,3 +532,31 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
     with lock_output(tmp_path):
         with pytest.raises(LockedError, match="another batchgen run"), lock_output(tmp_path):
             pass  # and it is exclusive even within one process
+
+
+@pytest.mark.anyio
+async def test_replay_keeps_the_runs(tmp_path: Path) -> None:
+    """run_started / run_finished become the run history: manifest, settings, times, counts."""
+    path = tmp_path / "ledger.jsonl"
+    clock = FakeClock()
+    async with await LedgerWriter.open(path, clock=clock) as writer:
+        await writer.write(
+            "run_started", "", manifest="/m.yaml", manifest_sha256="aa", settings={"rpm": 5}, version="1"
+        )
+        clock.now += 60
+        await writer.write("run_finished", "", completed=3, requests=9, wall_time=60.0)
+        clock.now += 100
+        await writer.write(
+            "run_started", "", manifest="/m.yaml", manifest_sha256="bb", settings={}, version="1"
+        )
+    history = replay(path).history
+    assert [(r.manifest_sha256, r.started_at, r.finished_at) for r in history] == [
+        ("aa", T0, T0 + 60),
+        ("bb", T0 + 160, None),
+    ]
+    assert history[0].settings == {"rpm": 5} and history[0].counts == {
+        "completed": 3,
+        "requests": 9,
+        "wall_time": 60.0,
+    }
+    assert history[1].counts is None

@@ -311,3 +311,46 @@ def test_second_run_on_the_same_output_is_refused(
     finally:
         first.kill()
         first.wait()
+
+
+def status_of(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return run_cli([sys.executable, "-m", "batchgen", "status", str(out), *extra], key=None)
+
+
+def test_status_while_a_run_is_going_and_after(tmp_path: Path, emulator_process: Callable[..., str]) -> None:
+    """`batchgen status` reads a live run without disturbing it: running, counts adding up, then finished."""
+    # Two workers and 0.3 s jobs: 16 jobs take about 2.5 s, long enough to look in on.
+    base_url = emulator_process("--time-scale", "0.015", "--workers", "2", "--image-size", "64")
+    manifest = write_manifest(tmp_path, seeds=16)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        run_args(manifest, out, base_url),
+        env=env(),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: len(keys(out, "completed")) >= 2)
+        live = status_of(out, "--json")
+        text = status_of(out)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert live.returncode == 0, live.stderr
+    data = json.loads(live.stdout)
+    assert data["running"] is True and data["pid"] == proc.pid
+    jobs = data["jobs"]
+    assert jobs["total"] == 16 and jobs["completed"] >= 2
+    assert (
+        jobs["completed"] + jobs["failed"] + jobs["in_flight"] + jobs["expired"] + jobs["not_started"] == 16
+    )
+    assert jobs["completed"] < 16, "the run finished before status looked: make the jobs slower"
+    assert data["images_per_minute"] > 0
+    assert "run in progress (pid" in text.stdout and "if this run stopped now, a rerun would" in text.stdout
+    assert proc.returncode == 0, stderr  # status took no lock: the run went on undisturbed
+    after = json.loads(status_of(out, "--json").stdout)
+    assert after["running"] is False and after["jobs"]["completed"] == 16 and after["rerun"] == {"skip": 16}

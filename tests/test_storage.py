@@ -16,7 +16,6 @@ from batchgen.storage import (
     ImageInvalid,
     decode_data_uri,
     file_matches,
-    image_relpath,
     open_part,
     remove_stale_parts,
     sha256_file,
@@ -103,16 +102,6 @@ async def test_generic_content_type_claims_nothing(tmp_path: Path) -> None:
     """application/octet-stream (common on CDNs) is not a claim; the data decides."""
     saved = await save(tmp_path, "cat.jpeg", make_image("JPEG"), content_type="application/octet-stream")
     assert saved.file == "images/cat.jpeg"
-
-
-def test_suffix_rule() -> None:
-    """A wrong image extension is replaced; a non-image extension gets one appended."""
-    assert image_relpath("a/cat.png", "JPEG") == "a/cat.jpg"
-    assert image_relpath("cat.JPEG", "JPEG") == "cat.JPEG"
-    assert image_relpath("cat.jpg", "PNG") == "cat.png"
-    assert image_relpath("cat", "PNG") == "cat.png"
-    assert image_relpath("cat.v2", "WEBP") == "cat.v2.webp"
-    assert image_relpath("cat.png", "PNG") == "cat.png"
 
 
 @pytest.mark.anyio

@@ -1,0 +1,57 @@
+"""Thumbnails of a run's images, made once with Pillow into ``OUT/thumbs/``.
+
+A thumbnail is named after the sha256 the ledger records for its image
+(``thumbs/<first 24 hex>.jpg``), so it is made once per image content: a report written
+again (at the end of every run) only makes the ones that are missing, and an image
+replaced by a rerun gets a new one. JPEG at quality 80, long side :data:`THUMB_SIZE`;
+JPEG sources are decoded at a reduced scale (``draft``), which makes it cheap.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+__all__ = ["THUMBS_DIR", "THUMB_SIZE", "make_thumbnails", "thumb_relpath"]
+
+THUMBS_DIR = "thumbs"
+THUMB_SIZE = 256
+
+
+def thumb_relpath(sha256: str) -> str:
+    """Where the thumbnail of an image with this sha256 goes, relative to OUT."""
+    return f"{THUMBS_DIR}/{sha256[:24]}.jpg"
+
+
+def _make(out_dir: Path, image: str, sha256: str) -> bool:
+    """Make one thumbnail unless it exists; False if the image cannot be read."""
+    target = out_dir / thumb_relpath(sha256)
+    if target.exists():
+        return True
+    try:
+        with Image.open(out_dir / image) as im:
+            im.draft("RGB", (THUMB_SIZE, THUMB_SIZE))  # JPEG: decode at 1/2, 1/4, 1/8 scale
+            thumb = ImageOps.exif_transpose(im).convert("RGB")
+            thumb.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
+    part = target.with_name(target.name + ".part")
+    thumb.save(part, format="JPEG", quality=80, optimize=True)
+    os.replace(part, target)
+    return True
+
+
+def make_thumbnails(out_dir: Path, images: Iterable[tuple[str, str]], *, workers: int = 2) -> set[str]:
+    """Make the missing thumbnails of ``(file relative to OUT, sha256)`` pairs; the sha256s that have one.
+
+    Pillow releases the GIL while decoding and resizing, so a few threads use the cores.
+    """
+    (out_dir / THUMBS_DIR).mkdir(parents=True, exist_ok=True)
+    todo = list(dict.fromkeys(images))
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        made = list(pool.map(lambda pair: _make(out_dir, *pair), todo))
+    return {sha for (_, sha), ok in zip(todo, made, strict=True) if ok}
