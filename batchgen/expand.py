@@ -22,7 +22,15 @@ from dataclasses import dataclass
 from batchgen.errors import ManifestError, Problem, UsageError
 from batchgen.job import Job, LabelValue, canonical_json, job_key
 from batchgen.manifest import Axis, JobSpec, Manifest, Row, Scalar
-from batchgen.params import PARAMETER_NAMES, SEED_MAX, SEED_MIN, BriaParams, ParamsInvalid, validate_params
+from batchgen.params import (
+    PARAMETER_NAMES,
+    SEED_MAX,
+    SEED_MIN,
+    BriaParams,
+    ParamsInvalid,
+    prompt_problems,
+    validate_params,
+)
 from batchgen.template import Template, parse_template
 
 __all__ = [
@@ -173,8 +181,8 @@ class Expansion:
         filenames: dict[str, int] = {}
         index = 0
         for spec in self.manifest.jobs:
-            for params, labels in self._resolved(spec):
-                job = self._job(spec, index, params, labels)
+            for params, labels, row in self._resolved(spec):
+                job = self._job(spec, row, index, params, labels)
                 # 128 bits of the key are plenty to tell jobs apart and keep memory small.
                 short = int(job.key[:32], 16)
                 if short in seen:
@@ -197,8 +205,8 @@ class Expansion:
                 index += 1
                 yield job
 
-    def _resolved(self, spec: JobSpec) -> Iterator[tuple[BriaParams, dict[str, LabelValue]]]:
-        """Parameters (prompt still a template) and labels of every job of one entry."""
+    def _resolved(self, spec: JobSpec) -> Iterator[tuple[BriaParams, dict[str, LabelValue], Row | None]]:
+        """Parameters (prompt still a template), labels and CSV row of every job of one entry."""
         model = self.manifest.model
         for row in spec.rows.rows if spec.rows is not None else (None,):
             params: dict[str, Scalar] = {k: v.value for k, v in spec.fields.items()}
@@ -220,22 +228,26 @@ class Expansion:
                         (params if axis.name in PARAMETER_NAMES else labels)[axis.name] = value
                     base = self._validate(spec, row, params)
                     if seeded or spec.seeds is None:
-                        yield base, dict(labels)
+                        yield base, dict(labels), row
                         continue
                     content = base.to_api()
                     del content["seed"]
                     for seed in derive_seeds(canonical_json(model, content, labels), spec.seeds):
-                        yield base.model_copy(update={"seed": seed}), dict(labels)
+                        yield base.model_copy(update={"seed": seed}), dict(labels), row
 
     def _validate(self, spec: JobSpec, row: Row | None, params: dict[str, Scalar]) -> BriaParams:
         try:
             return validate_params(params)
         except ParamsInvalid as exc:  # every value was checked at load; this is a safety net
-            file = spec.rows.display if row is not None and spec.rows is not None else self.manifest.display
-            line = row.line if row is not None else spec.line
             raise ManifestError(
-                [Problem(file, line, spec.where or p.field, p.message) for p in exc.problems]
+                [self._problem(spec, row, spec.where or p.field, p.message) for p in exc.problems]
             ) from None
+
+    def _problem(self, spec: JobSpec, row: Row | None, where: str, what: str) -> Problem:
+        """A problem located at the CSV row a job comes from, else at its entry in the manifest."""
+        if row is not None and spec.rows is not None:
+            return Problem(spec.rows.display, row.line, where, what)
+        return Problem(self.manifest.display, spec.line, where, what)
 
     def _template(self, text: str) -> Template:
         template = self._templates.get(text)
@@ -243,13 +255,20 @@ class Expansion:
             template = self._templates[text] = parse_template(text)
         return template
 
-    def _job(self, spec: JobSpec, index: int, params: BriaParams, labels: dict[str, LabelValue]) -> Job:
+    def _job(
+        self, spec: JobSpec, row: Row | None, index: int, params: BriaParams, labels: dict[str, LabelValue]
+    ) -> Job:
         values: dict[str, object] = {k: v for k, v in params.to_api().items() if k != "prompt"}
         values.update(labels)
         prompt = self._template(params.prompt).render(values, missing="")
         if not prompt.strip():
+            raise ManifestError([self._problem(spec, row, spec.where, "a prompt renders empty")])
+        # Each piece was checked at load; filled in, the whole may still be too long.
+        problems = prompt_problems(prompt)
+        if problems:
+            where = f"{spec.where}.prompt" if spec.where else "prompt"
             raise ManifestError(
-                [Problem(self.manifest.display, spec.line, spec.where, "a prompt renders empty")]
+                [self._problem(spec, row, where, f"filled in, it {what}") for what in problems]
             )
         final = params.model_copy(update={"prompt": prompt})
         key = job_key(self.manifest.model, final, labels)
