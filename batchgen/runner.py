@@ -65,8 +65,12 @@ def emulator_config(time_scale: float = EMULATE_TIME_SCALE) -> EmulatorConfig:
 
 
 def default_out_dir(manifest: Manifest) -> Path:
-    """``output/<manifest name>/`` under the current directory."""
-    return Path("output") / manifest.name
+    """``output/<manifest name>/`` under the current directory; never ``output/..`` or above."""
+    name = manifest.name
+    if not name or name.startswith(".") or "/" in name or "\\" in name:
+        # load_manifest never gives such a name; a Manifest built in code might.
+        raise UsageError(f"the run name {name!r} is not a folder name; pass an output directory")
+    return Path("output") / name
 
 
 def _resolve_jobs(
