@@ -81,6 +81,9 @@ OUTPUT_KEYS = ("filename",)
 REPORT_KEYS = ("rows", "columns")
 FILENAME_BUILTINS = ("index", "key", "name")
 _RESERVED_LABELS = ("index", "key")
+# Parameters an unused label may be a typo of; a misspelt prompt column is caught anyway
+# (no prompt at all), while columns like prompt_id are common and deliberate.
+_SUGGESTED = tuple(name for name in PARAMETER_NAMES if name != "prompt")
 MAX_SEEDS = 10_000
 MAX_RANGE_VALUES = 1_000_000_000  # far above any batch; keeps len() of a range a machine integer
 # A manifest is at most 5 levels deep (jobs, an entry, grid, an axis, its list); 32
@@ -219,6 +222,7 @@ class _Loader:
         self.warnings: list[Problem] = []
         self._constructor = yaml.SafeLoader("")
         self._key_lines: dict[int, int] = {}
+        self._axis_labels: list[tuple[JobSpec, set[str]]] = []  # for unused_axes
 
     def at(self, node: yaml.Node) -> int:
         """The line to report for a value: its key's line if it has one (block lists start below)."""
@@ -236,6 +240,63 @@ class _Loader:
         close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]}?)" if close else ""
         self.error(line, where, f"unknown key {key!r}{hint}; allowed: {', '.join(allowed)}")
+
+    def axis_labels(self, spec: JobSpec, used: set[str]) -> None:
+        """Note a job's label axes and CSV columns, and the names its prompts use."""
+        self._axis_labels.append((spec, used))
+
+    def unused_axes(self, elsewhere: Iterable[str]) -> None:
+        """Report label axes and CSV columns no template uses (``elsewhere``: the filename's
+        and the report's names, which every job shares).
+
+        Such a name sets no parameter and fills nothing, so its values only multiply jobs
+        that send identical requests, each one paid for. Close to a parameter name it is
+        surely a typo (``step_num``): an error. Otherwise a warning: a CSV column may well
+        be kept on purpose, as a label for the ledger and the report.
+        """
+        shared = set(elsewhere)
+        # A CSV file may feed several jobs: a column is used if any of them uses it.
+        by_file: dict[str, set[str]] = {}
+        for spec, used in self._axis_labels:
+            if spec.rows is not None:
+                by_file.setdefault(spec.rows.display, set()).update(used)
+        named: list[tuple[str, int | None, str, str | None, int | None, set[str]]] = []
+        for spec, used in self._axis_labels:
+            named.extend(
+                (a.name, a.line, a.where, None, len(a.values), used)
+                for a in (*spec.axes, *spec.zip)
+                if a.name not in PARAMETER_NAMES
+            )
+        for display, used in by_file.items():
+            columns = next(
+                s.rows.columns for s, _ in self._axis_labels if s.rows and s.rows.display == display
+            )
+            named.extend(
+                (c, 1, f"column {c}", display, None, used) for c in columns if c not in PARAMETER_NAMES
+            )
+        for name, line, where, file, count, used in named:
+            if name in used or name in shared:
+                hint = suggest_name(name)
+                if hint:
+                    self.warn(
+                        line,
+                        where,
+                        f"{name!r} is not a parameter, so it is a label (did you mean {hint}?)",
+                        file=file,
+                    )
+                continue
+            hint = suggest_name(name, _SUGGESTED)
+            if hint:
+                what = f"{name!r} is not a parameter (did you mean {hint}?) and no template uses {{{name}}}"
+            else:
+                what = f"{name!r} sets no parameter and no template uses {{{name}}}"
+            if count is None:
+                what += ": the column is unused, kept only as a label"
+            elif count > 1:
+                what += f": its {count:,} values make jobs that send identical requests"
+            else:
+                what += ": the axis is unused"
+            (self.error if hint else self.warn)(line, where, what, file=file)
 
     # --- YAML node helpers -------------------------------------------------------
 
@@ -382,14 +443,21 @@ class _Loader:
             values.append(value)
         return Axis(name, tuple(values), where, line) if ok else None
 
-    def label_name(self, name: str, line: int, where: str, *, file: str | None = None) -> bool:
+    def label_name(
+        self, name: str, line: int, where: str, *, file: str | None = None, axis: bool = False
+    ) -> bool:
+        """Whether ``name`` may be a label; a constant label close to a parameter name warns.
+
+        For an ``axis`` (grid, zip, CSV column) that warning waits for :meth:`unused_axes`,
+        which knows whether any template uses the name.
+        """
         if name in _RESERVED_LABELS:
             self.error(
                 line, where, f"{name!r} is reserved for the filename template; choose another name", file=file
             )
             return False
         hint = suggest_name(name)
-        if hint and name not in PARAMETER_NAMES:
+        if hint and name not in PARAMETER_NAMES and not axis:
             self.warn(
                 line,
                 where,
@@ -605,7 +673,8 @@ def _load_csv_manifest(loader: _Loader, data: bytes, sha: str) -> Manifest | Non
     if source is None:
         return None
     spec = JobSpec("", None, {}, {}, (), (), source, None)
-    _check_prompts(loader, spec, "")
+    loader.axis_labels(spec, _check_prompts(loader, spec, ""))
+    loader.unused_axes(parse_template(DEFAULT_FILENAME).names)
     return Manifest(
         path=loader.path,
         name=_name_from_file(loader),
@@ -743,6 +812,7 @@ def _load_yaml_manifest(loader: _Loader, data: bytes, sha: str) -> Manifest | No
                 loader.error(loader.at(node), f"report.{key}", "must name a parameter or a label of the jobs")
             else:
                 report[key] = value
+    loader.unused_axes({*filename.names, *report.values()})
 
     return Manifest(
         path=loader.path,
@@ -891,10 +961,12 @@ def _job(
     # reported at once; names written under labels/grid/zip count as defined even if one
     # of their values was invalid, and a CSV that could not be read hides its columns.
     has_prompt = "prompt" in fields or any(a.name == "prompt" for a in (*grid, *zipped))
+    used: set[str] = set()
     if structure_ok or (has_prompt and not ("rows" in items and rows is None)):
-        _check_prompts(loader, spec, where, declared=_written_names(items))
+        used = _check_prompts(loader, spec, where, declared=_written_names(items))
     if not structure_ok:
         return None, None
+    loader.axis_labels(spec, used)
     return (spec if len(loader.problems) == start else None), _label_names(spec)
 
 
@@ -905,7 +977,7 @@ def _axes(loader: _Loader, items: Mapping[str, yaml.Node], section: str, where: 
         return axes
     for key, value_node in loader.mapping(items[section], f"{where}.{section}", None).items():
         sub = f"{where}.{section}.{key}"
-        if key not in PARAMETER_NAMES and not loader.label_name(key, loader.at(value_node), sub):
+        if key not in PARAMETER_NAMES and not loader.label_name(key, loader.at(value_node), sub, axis=True):
             continue
         axis = loader.axis(key, value_node, sub)
         if axis is not None:
@@ -961,7 +1033,7 @@ def _read_csv(
             loader.error(1, f"column {column}", "appears twice in the header", file=shown)
             ok = False
         elif column not in PARAMETER_NAMES:
-            ok = loader.label_name(column, 1, f"column {column}", file=shown) and ok
+            ok = loader.label_name(column, 1, f"column {column}", file=shown, axis=True) and ok
     rows: list[Row] = []
     previous = reader.line_num
     try:
@@ -1007,8 +1079,11 @@ def _check_template(
     return template
 
 
-def _check_prompts(loader: _Loader, spec: JobSpec, where: str, *, declared: Iterable[str] = ()) -> None:
-    """Every prompt the job can use parses, and names only what that job (or row) defines."""
+def _check_prompts(loader: _Loader, spec: JobSpec, where: str, *, declared: Iterable[str] = ()) -> set[str]:
+    """Every prompt the job can use parses, and names only what that job (or row) defines.
+
+    Returns every name the job's prompts use.
+    """
     static = set(PARAMETER_NAMES) - {"prompt"}
     static.update(declared)
     static.update(spec.labels)
@@ -1024,10 +1099,12 @@ def _check_prompts(loader: _Loader, spec: JobSpec, where: str, *, declared: Iter
     if not prompt_axes and fallback is not None:
         sources.append((str(fallback.value), fallback.line, fallback.where))
     templates: list[Template] = []
+    used_anywhere: set[str] = set()
     for text, line, src_where in sources:
         template = _check_template(loader, text, line, src_where, None)
         if template is None:
             continue
+        used_anywhere.update(template.names)
         undefined = [n for n in template.names if n not in known]
         for name in undefined:
             loader.error(line, src_where, _undefined(name, known))
@@ -1041,9 +1118,9 @@ def _check_prompts(loader: _Loader, spec: JobSpec, where: str, *, declared: Iter
             loader.error(
                 spec.line, where, "has no prompt: set prompt on the job, in defaults, or in a grid/zip"
             )
-        return
+        return used_anywhere
     if rows is None:
-        return
+        return used_anywhere
     # Rows: an empty cell is "not set", so each row is checked against its own cells.
     for row in rows.rows:
         row_templates = templates
@@ -1051,6 +1128,7 @@ def _check_prompts(loader: _Loader, spec: JobSpec, where: str, *, declared: Iter
             template = _check_template(loader, row.cells["prompt"], row.line, "column prompt", rows.display)
             if template is None:
                 continue
+            used_anywhere.update(template.names)
             undefined = [n for n in template.names if n not in known]
             for name in undefined:
                 loader.error(row.line, "column prompt", _undefined(name, known), file=rows.display)
@@ -1067,3 +1145,4 @@ def _check_prompts(loader: _Loader, spec: JobSpec, where: str, *, declared: Iter
             else:
                 for message in prompt_warnings(row.cells[name]):
                     loader.warn(row.line, f"column {name}", message, file=rows.display)
+    return used_anywhere
