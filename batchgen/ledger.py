@@ -41,6 +41,9 @@ For each job of the manifest, by its key:
 - not in the ledger: submit (``new``);
 - ``completed`` and ``OUT/<file>`` exists with the recorded sha256: skip; the file is
   missing or its content changed: submit again (``file-missing`` / ``file-changed``);
+  a ``file`` that resolves outside ``OUT/images`` (through a symlink) never counts as
+  done (``file-outside``), and replay skips a ``completed`` line whose ``file`` is not
+  a plain path under ``images/`` at all;
 - ``submitted`` less than ``retention - margin`` seconds ago (1 h - 5 min by default)
   and not finished: poll the same ``request_id`` again, do not resubmit;
 - ``submitted`` longer ago, or ``expired``: submit again (``expired``);
@@ -67,14 +70,14 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path, PurePath
+from pathlib import Path, PurePath, PurePosixPath
 from types import TracebackType
 from typing import IO, Any, Literal
 
 import anyio
 
 from batchgen.errors import LockedError, UsageError
-from batchgen.storage import file_matches
+from batchgen.storage import IMAGES_DIR, file_matches
 
 __all__ = [
     "DEFAULT_MARGIN",
@@ -154,7 +157,7 @@ def _repair_torn_tail(path: Path) -> None:
         tail = f.read()
         try:
             complete = isinstance(json.loads(tail), dict)
-        except ValueError:
+        except (ValueError, RecursionError):
             complete = False
         if complete:
             # Killed between the object and its newline: the event is whole, keep it.
@@ -330,6 +333,21 @@ def _has_type(value: object, expected: type | tuple[type, ...]) -> bool:
     return isinstance(value, expected)
 
 
+def _inside_images(file: object) -> bool:
+    """Whether a ledger ``file`` is a plain relative path under ``images/`` (no ``..``)."""
+    if not isinstance(file, str):
+        return False
+    path = PurePosixPath(file)
+    return (
+        not path.is_absolute()
+        and "\\" not in file
+        and "\0" not in file
+        and len(path.parts) >= 2
+        and path.parts[0] == IMAGES_DIR
+        and ".." not in path.parts
+    )
+
+
 def _apply(state: LedgerState, where: str, obj: dict[str, Any]) -> None:
     """Fold one event into ``state``; a malformed event becomes a warning."""
     event = obj.get("event")
@@ -354,6 +372,13 @@ def _apply(state: LedgerState, where: str, obj: dict[str, Any]) -> None:
         if expected is not None and value is not None and not _has_type(value, expected[0]):
             state.warnings.append(f"{where}: {event} field {name!r} should be {expected[1]}, line skipped")
             return
+    if event == "completed" and not _inside_images(obj.get("file")):
+        # Only batchgen writes the ledger, and only paths it made; anything else (an edited
+        # or planted line) must not make a job count as done.
+        state.warnings.append(
+            f"{where}: completed file {obj.get('file')!r} is not a path inside {IMAGES_DIR}/, line skipped"
+        )
+        return
     record = state.records.get(key)
     if record is None:
         record = state.records[key] = JobRecord(key=key, state=event)
@@ -421,7 +446,7 @@ def replay(path: Path) -> LedgerState:
             continue
         try:
             obj = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested thousands deep, not ours
             obj = None
         if torn and last:
             if isinstance(obj, dict):
@@ -463,7 +488,9 @@ class Poll:
 class Submit:
     """Submit the job; ``previous_request_id`` is the request it replaces, if any."""
 
-    reason: Literal["new", "expired", "retry", "retry-failed", "file-missing", "file-changed"]
+    reason: Literal[
+        "new", "expired", "retry", "retry-failed", "file-missing", "file-changed", "file-outside"
+    ]
     previous_request_id: str | None = None
 
 
@@ -489,6 +516,10 @@ def decide(
     if record.state == "completed":
         if not record.file or not (out_dir / record.file).is_file():
             return Submit("file-missing", record.request_id)
+        images = (out_dir / IMAGES_DIR).resolve()
+        if not (out_dir / record.file).resolve().is_relative_to(images):
+            # images/x is a symlink that leads out of the output folder: not our image.
+            return Submit("file-outside", record.request_id)
         if record.sha256 is None or not file_matches(out_dir, record.file, record.sha256):
             return Submit("file-changed", record.request_id)
         return Skip("completed")

@@ -292,6 +292,11 @@ class Scheduler:
             else:
                 if action.reason != "new":
                     self._resubmitted.add(job.key)
+                if action.reason == "file-outside":
+                    self.summary.warnings.append(
+                        f"job {job.short_key}: its image in the ledger resolves outside"
+                        f" {self.out_dir / 'images'}; not counted as done, made again"
+                    )
                 new.append(flight)
         return resumed, new
 

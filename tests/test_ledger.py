@@ -374,6 +374,78 @@ async def test_completed_with_file_missing_or_changed_is_resubmitted(tmp_path: P
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(
+    "file", ["../../../etc/hostname", "/etc/hostname", "images/../../x.png", "x.png", "images", None]
+)
+async def test_completed_file_outside_images_is_not_done(tmp_path: Path, file: str | None) -> None:
+    """A completed line whose file is not a plain path under images/ is skipped with a warning,
+    even when that file exists with the recorded sha256: the job is not done."""
+    outside = tmp_path / "etc" / "hostname"
+    outside.parent.mkdir()
+    outside.write_bytes(b"host")
+    out = tmp_path / "a" / "b" / "c"
+    (out / "images").mkdir(parents=True)
+    path = await ledger_with(
+        out,
+        SUBMITTED,
+        (
+            "completed",
+            "k",
+            {"request_id": "r-1", "file": file, "sha256": hashlib.sha256(b"host").hexdigest()},
+        ),
+    )
+    state = replay(path)
+    assert [w.split(": ", 1)[1] for w in state.warnings] == [
+        f"completed file {file!r} is not a path inside images/, line skipped"
+    ]
+    record = state.get("k")
+    assert record is not None and record.state == "submitted"
+    assert decide(record, out_dir=out, now=T0 + 99_999) == Submit("expired", "r-1")
+
+
+@pytest.mark.anyio
+async def test_completed_file_through_a_symlink_out_of_images_is_not_done(tmp_path: Path) -> None:
+    """images/x.png (or a folder in images/) symlinked outside OUT/images never counts as done."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "x.png").write_bytes(b"image bytes")
+    out = tmp_path / "out"
+    (out / "images").mkdir(parents=True)
+    (out / "images" / "sub").symlink_to(outside)
+    (out / "images" / "x.png").symlink_to(outside / "x.png")
+    digest = hashlib.sha256(b"image bytes").hexdigest()
+    for file in ("images/x.png", "images/sub/x.png"):
+        path = await ledger_with(
+            out, SUBMITTED, ("completed", "k", {"request_id": "r-1", "file": file, "sha256": digest})
+        )
+        record = replay(path).get("k")
+        assert decide(record, out_dir=out, now=T0) == Submit("file-outside", "r-1")
+        path.unlink()
+
+
+def test_deeply_nested_json_line_is_a_corrupt_line_not_a_crash(tmp_path: Path) -> None:
+    """A ledger line of 100,000 nested arrays is skipped like any corrupt line (no RecursionError),
+    in the middle of the file and as a torn last line, and the writer still opens the file."""
+    path = tmp_path / "ledger.jsonl"
+    good = json.dumps({"event": "submitted", "key": "k1", "ts": format_ts(T0), "request_id": "r-1"})
+    deep = "[" * 100_000 + "]" * 100_000
+    path.write_text(f"{good}\n{deep}\n{good}\n{deep}")
+    state = replay(path)
+    assert state.keys() == {"k1"}
+    assert [w.split(": ", 1)[1] for w in state.warnings] == [
+        "not a JSON object, line skipped",
+        "incomplete last line ignored (a run was killed while writing it)",
+    ]
+
+    async def reopen() -> None:
+        async with await LedgerWriter.open(path):
+            pass
+
+    anyio.run(reopen)
+    assert path.read_text().endswith(f"{good}\n")
+
+
+@pytest.mark.anyio
 async def test_in_flight_within_retention_is_polled_not_resubmitted(tmp_path: Path) -> None:
     """submitted less than retention - margin ago: poll the same request id."""
     record = replay(await ledger_with(tmp_path, SUBMITTED)).get("k")
