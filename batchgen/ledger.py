@@ -62,11 +62,12 @@ with :class:`~batchgen.errors.LockedError` instead of interleaving ledger lines.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -94,6 +95,7 @@ __all__ = [
     "ResumeDecision",
     "Skip",
     "Submit",
+    "check_output",
     "decide",
     "format_ts",
     "lock_output",
@@ -488,9 +490,7 @@ class Poll:
 class Submit:
     """Submit the job; ``previous_request_id`` is the request it replaces, if any."""
 
-    reason: Literal[
-        "new", "expired", "retry", "retry-failed", "file-missing", "file-changed", "file-outside"
-    ]
+    reason: Literal["new", "expired", "retry", "retry-failed", "file-missing", "file-changed", "file-outside"]
     previous_request_id: str | None = None
 
 
@@ -554,8 +554,11 @@ def lock_output(out_dir: Path) -> Iterator[None]:
     lock_path = out_dir / LOCK_NAME
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        # Never through a symlink: the lock file is truncated and written.
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UsageError(f"{lock_path} is a symlink; batchgen writes nothing through it") from None
         raise UsageError(f"cannot use {out_dir} as the output directory: {exc.strerror or exc}") from None
     try:
         try:
@@ -573,3 +576,41 @@ def lock_output(out_dir: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+# --- the output folder ------------------------------------------------------------
+
+
+def check_output(out_dir: Path, folders: Collection[str] = ()) -> Path:
+    """The output folder resolved, once it is checked that nothing written leaves it.
+
+    OUT itself may be a symlink (the user chose where it points); inside it, ``images/``,
+    the ledger and, for each of ``folders`` (the folders of the jobs' files, relative to
+    ``images/``) that exists already, that folder must resolve inside OUT. Otherwise a
+    :class:`~batchgen.errors.UsageError` names the symlink: images would be written, and
+    the ledger appended, somewhere the user never named. Call it holding :func:`lock_output`.
+    """
+    root = out_dir.resolve()
+    images = root / IMAGES_DIR
+    checks = [(images, root), (root / LEDGER_NAME, root)]
+    prefixes: set[PurePosixPath] = set()
+    for folder in folders:
+        parts = PurePosixPath(folder).parts
+        prefixes.update(PurePosixPath(*parts[: i + 1]) for i in range(len(parts)))
+    checks.extend((images / prefix, images) for prefix in sorted(prefixes))
+    for path, inside in checks:
+        if not os.path.lexists(path):
+            continue
+        target = path.resolve()
+        if not target.is_relative_to(inside.resolve()):
+            shown = out_dir / path.relative_to(root)
+            raise UsageError(
+                f"{shown} leads to {target}, outside {out_dir}; batchgen writes nothing through it"
+                " (replace the symlink with a folder, or pass that folder as --out)"
+            )
+    if os.path.lexists(images) and not images.is_dir():
+        raise UsageError(f"{out_dir / IMAGES_DIR} is not a folder")
+    ledger = root / LEDGER_NAME
+    if os.path.lexists(ledger) and not ledger.is_file():
+        raise UsageError(f"{out_dir / LEDGER_NAME} is not a regular file")
+    return root

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
 import signal
 import sys
 import time
@@ -28,11 +29,11 @@ from batchgen.client import DEFAULT_BASE_URL, SegmindClient
 from batchgen.errors import UsageError
 from batchgen.expand import DEFAULT_MAX_JOBS, check_job_cap, expand
 from batchgen.job import Job
-from batchgen.ledger import LEDGER_NAME, LedgerWriter, lock_output, replay
+from batchgen.ledger import LEDGER_NAME, LedgerWriter, check_output, lock_output, replay
 from batchgen.manifest import Manifest, load_manifest
 from batchgen.report import Summary, format_duration
 from batchgen.scheduler import Counts, RunSettings, Scheduler
-from batchgen.storage import IMAGES_DIR
+from batchgen.storage import IMAGES_DIR, remove_stale_parts
 
 if TYPE_CHECKING:  # the emulator (Starlette) is imported only when a run uses it
     from batchgen.emulator import EmulatorConfig
@@ -291,13 +292,18 @@ async def run(
     ledger_path = out / LEDGER_NAME
     summary = Summary(total=len(jobs), out_dir=out, images_dir=out / IMAGES_DIR, ledger_path=ledger_path)
     with lock_output(out):
-        state = replay(ledger_path)
+        # From here on every file goes under the resolved, checked folder.
+        root = check_output(out, {posixpath.dirname(job.filename) for job in jobs})
+        stale = await anyio.to_thread.run_sync(remove_stale_parts, root)
+        if stale:
+            log.info("removed %d unfinished .part files left by an earlier run", len(stale))
+        state = replay(root / LEDGER_NAME)
         summary.warnings.extend(state.warnings)
         removed = state.removed(job.key for job in jobs)
         summary.removed = len(removed)
         if removed:
             log.info("%d jobs in the ledger are no longer in the manifest; left alone", len(removed))
-        writer = await LedgerWriter.open(ledger_path, clock=wall_clock)
+        writer = await LedgerWriter.open(root / LEDGER_NAME, clock=wall_clock)
         async with (
             writer,
             _http_client(client, emulate=emulation) as http,
@@ -320,7 +326,7 @@ async def run(
             scheduler = Scheduler(
                 api,
                 writer,
-                out_dir=out,
+                out_dir=root,
                 settings=settings,
                 summary=summary,
                 wall_clock=wall_clock,

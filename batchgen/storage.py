@@ -177,7 +177,7 @@ class PartFile:
         # Shielded: cancelled during the threaded open, the file would still be opened
         # but never closed, and the empty .part left behind (__aexit__ does not run).
         with anyio.CancelScope(shield=True):
-            self._file = await aiofiles.open(self.part_path, "wb")
+            self._file = await aiofiles.open(self.part_path, "wb", opener=_open_no_follow)
         return self
 
     async def write(self, chunk: bytes) -> None:
@@ -239,6 +239,11 @@ class PartFile:
             await anyio.Path(self.part_path).unlink(missing_ok=True)
 
 
+def _open_no_follow(path: str, flags: int) -> int:
+    """``open()``'s opener for ``.part`` files: never through a symlink planted in their place."""
+    return os.open(path, flags | os.O_NOFOLLOW, 0o666)
+
+
 def open_part(out_dir: Path, relpath: str) -> PartFile:
     """A :class:`PartFile` for ``out_dir/images/relpath`` (use it with ``async with``).
 
@@ -258,8 +263,10 @@ def remove_stale_parts(out_dir: Path) -> list[Path]:
     removed: list[Path] = []
     if not images.is_dir():
         return removed
+    # rglob does not descend into symlinked folders; a .part that is itself a symlink is
+    # removed too (the link, not its target), so nothing is ever written through it.
     for path in sorted(images.rglob("*" + PART_SUFFIX)):
-        if path.is_file():
+        if path.is_symlink() or path.is_file():
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
