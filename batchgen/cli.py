@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from enum import IntEnum
 
 from batchgen import __version__
-from batchgen.errors import BatchgenError, LockedError, ManifestError, UsageError
+from batchgen.errors import BatchgenError, LocalWriteError, LockedError, ManifestError, UsageError
 
 __all__ = ["ExitCode", "main"]
 
@@ -25,6 +25,7 @@ class ExitCode(IntEnum):
     JOBS_FAILED = 1
     USAGE = 2
     FATAL_API = 3
+    WRITE_FAILED = 4
     INTERRUPTED = 130
 
 
@@ -375,6 +376,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, LockedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.USAGE
+    except LocalWriteError as exc:
+        print(f"error: {exc}; nothing was submitted", file=sys.stderr)
+        return ExitCode.WRITE_FAILED
     except BatchgenError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.FATAL_API

@@ -77,7 +77,7 @@ from typing import IO, Any, Literal
 
 import anyio
 
-from batchgen.errors import LockedError, UsageError
+from batchgen.errors import LocalWriteError, LockedError, UsageError
 from batchgen.storage import IMAGES_DIR, file_matches
 
 __all__ = [
@@ -183,6 +183,14 @@ class LedgerWriter:
     Writes are serialised by a lock and shielded from cancellation, so an event that
     was started is written whole even when the caller is cancelled (a ``submitted``
     line must not be lost: that request is paid for).
+
+    A write that fails (disk full, file size limit, I/O error) raises
+    :class:`~batchgen.errors.LocalWriteError` and whatever part of its line reached the
+    file is cut back off, so the ledger stays whole lines; later writes are still tried
+    (space may be freed meanwhile). If even the cut fails, every later write is refused
+    at once: appending after a torn line would glue an event to half of another. Events
+    that could not be written are kept in :attr:`unrecorded`; the request ids of the
+    ``submitted`` ones (:meth:`unrecorded_requests`) are paid for and known nowhere else.
     """
 
     def __init__(self, path: Path, file: IO[bytes], *, clock: Callable[[], float], fsync: bool) -> None:
@@ -193,6 +201,9 @@ class LedgerWriter:
         self._fsync = fsync
         self._lock = anyio.Lock()
         self._closed = False
+        self._broken: LocalWriteError | None = None  # the first failure
+        self._torn = False  # a failed line could not be cut back off: write nothing more
+        self.unrecorded: list[dict[str, Any]] = []
 
     @classmethod
     async def open(
@@ -205,18 +216,42 @@ class LedgerWriter:
 
         ``clock`` gives the wall time (epoch seconds) stamped on each event; ``fsync``
         also forces every line to disk (survives a reboot, not just a kill).
+        Raises :class:`~batchgen.errors.LocalWriteError` if the file cannot be prepared.
         """
 
         def _open() -> IO[bytes]:
             path.parent.mkdir(parents=True, exist_ok=True)
             _repair_torn_tail(path)
-            return path.open("ab", buffering=0)
+            # O_NOFOLLOW: check_output refused a symlink that leaves OUT; one made since
+            # is not followed either.
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            return os.fdopen(fd, "ab", buffering=0)
 
-        file = await anyio.to_thread.run_sync(_open)
+        try:
+            file = await anyio.to_thread.run_sync(_open)
+        except OSError as exc:
+            raise LocalWriteError.from_os_error("open the ledger", path, exc) from None
         return cls(path, file, clock=clock, fsync=fsync)
 
+    @property
+    def broken(self) -> LocalWriteError | None:
+        """The first write that failed, or None if every one succeeded."""
+        return self._broken
+
+    def unrecorded_requests(self) -> list[tuple[str, str]]:
+        """``(request_id, job key)`` of every accepted request whose ``submitted`` line is missing."""
+        return [
+            (str(event["request_id"]), str(event["key"]))
+            for event in self.unrecorded
+            if event["event"] == "submitted" and event.get("request_id")
+        ]
+
     async def write(self, event: str, key: str, /, **fields: Any) -> None:
-        """Append one event line ``{"event", "key", "ts", **fields}`` and flush it."""
+        """Append one event line ``{"event", "key", "ts", **fields}`` and flush it.
+
+        Raises :class:`~batchgen.errors.LocalWriteError` if it cannot be written (or an
+        earlier write could not), keeping the event in :attr:`unrecorded`.
+        """
         if self._closed:
             raise RuntimeError(f"ledger {self.path} is closed")
         if "event" in fields or "key" in fields or "ts" in fields:
@@ -228,16 +263,37 @@ class LedgerWriter:
         data = (line + "\n").encode("utf-8")
         with anyio.CancelScope(shield=True):
             async with self._lock:
-                await anyio.to_thread.run_sync(self._append, data)
+                if self._torn:
+                    assert self._broken is not None
+                    self.unrecorded.append(record)
+                    raise self._broken
+                try:
+                    await anyio.to_thread.run_sync(self._append, data)
+                except OSError as exc:
+                    error = LocalWriteError.from_os_error("write the ledger", self.path, exc)
+                    self._broken = self._broken or error
+                    self.unrecorded.append(record)
+                    raise error from None
 
     def _append(self, line: bytes) -> None:
         # Whole lines on an unbuffered O_APPEND file: a kill can tear at most this last
         # line, which replay ignores and open() repairs.
-        view = memoryview(line)
-        while view:
-            view = view[self._file.write(view) :]
-        if self._fsync:
-            os.fsync(self._file.fileno())
+        fd = self._file.fileno()
+        start = os.fstat(fd).st_size
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[self._file.write(view) :]
+            if self._fsync:
+                os.fsync(fd)
+        except OSError:
+            # Part of the line may be in the file (a full disk takes what fits): cut it
+            # back so the ledger ends on a whole line.
+            try:
+                os.ftruncate(fd, start)
+            except OSError:
+                self._torn = True
+            raise
 
     async def aclose(self) -> None:
         """Close the file; further writes raise."""
@@ -601,7 +657,10 @@ def check_output(out_dir: Path, folders: Collection[str] = ()) -> Path:
     for path, inside in checks:
         if not os.path.lexists(path):
             continue
-        target = path.resolve()
+        try:
+            target = path.resolve()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+            raise UsageError(f"cannot resolve {out_dir / path.relative_to(root)}: {exc}") from None
         if not target.is_relative_to(inside.resolve()):
             shown = out_dir / path.relative_to(root)
             raise UsageError(

@@ -77,6 +77,8 @@ class Summary:
     inference_times: list[float] = field(default_factory=list)
     interrupted: bool = False
     fatal: str | None = None  # why the run stopped (401/403/404 on submit, 406), if it did
+    write_error: str | None = None  # a file under OUT could not be written: the run halted
+    unrecorded: list[str] = field(default_factory=list)  # accepted request ids the ledger lacks
     warnings: list[str] = field(default_factory=list)  # e.g. ledger lines that were skipped
 
     @property
@@ -120,9 +122,12 @@ class Summary:
     def exit_code(self) -> int:
         """The process exit code this outcome calls for (values of ``cli.ExitCode``).
 
-        130 interrupted, 3 stopped by a fatal API condition, 1 some job failed (now or,
-        not retried, earlier), else 0.
+        4 a file under OUT could not be written (disk full; it may also have been
+        interrupted), 130 interrupted, 3 stopped by a fatal API condition, 1 some job
+        failed (now or, not retried, earlier), else 0.
         """
+        if self.write_error:
+            return 4
         if self.interrupted:
             return 130
         if self.fatal:
@@ -152,6 +157,7 @@ class Summary:
             "wall_time": round(self.wall_time, 3),
             "interrupted": self.interrupted,
             "fatal": self.fatal,
+            "write_error": self.write_error,
         }
 
 
@@ -188,6 +194,13 @@ def format_summary(summary: Summary) -> str:
         lines.append(f"{s.removed} jobs in the ledger are no longer in the manifest (left alone)")
     if s.fatal:
         lines.append(f"stopped: {s.fatal}")
+    if s.write_error:
+        lines.append(f"stopped: {s.write_error}; make room and rerun the same command to finish")
+    if s.unrecorded:
+        lines.append(
+            f"{len(s.unrecorded)} accepted requests are not in the ledger (their ids are on stderr);"
+            " the rerun submits those jobs again"
+        )
     if s.interrupted:
         lines.append("interrupted: rerun the same command to finish the batch")
     for warning in s.warnings:

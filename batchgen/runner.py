@@ -26,7 +26,7 @@ import httpx
 
 from batchgen import __version__
 from batchgen.client import DEFAULT_BASE_URL, SegmindClient
-from batchgen.errors import UsageError
+from batchgen.errors import LocalWriteError, UsageError
 from batchgen.expand import DEFAULT_MAX_JOBS, check_job_cap, expand
 from batchgen.job import Job
 from batchgen.ledger import LEDGER_NAME, LedgerWriter, check_output, lock_output, replay
@@ -260,9 +260,11 @@ async def run(
     SIGTERM handling of the command line (only from the main thread).
 
     Raises :class:`~batchgen.errors.ManifestError`, :class:`~batchgen.errors.UsageError`
-    or :class:`~batchgen.errors.LockedError` before anything is submitted; API
-    conditions are reported in the summary (``fatal``, ``failed``), not raised. The
-    process exit code for the outcome is ``summary.exit_code``.
+    or :class:`~batchgen.errors.LockedError` before anything is submitted, and
+    :class:`~batchgen.errors.LocalWriteError` if the ledger cannot be written before the
+    first submit; API conditions, and a write that fails later (``write_error``, the
+    ``unrecorded`` request ids), are reported in the summary, not raised. The process
+    exit code for the outcome is ``summary.exit_code``.
     """
     started = anyio.current_time()
     manifest, jobs = _resolve_jobs(source, max_jobs=max_jobs)
@@ -294,7 +296,10 @@ async def run(
     with lock_output(out):
         # From here on every file goes under the resolved, checked folder.
         root = check_output(out, {posixpath.dirname(job.filename) for job in jobs})
-        stale = await anyio.to_thread.run_sync(remove_stale_parts, root)
+        try:
+            stale = await anyio.to_thread.run_sync(remove_stale_parts, root)
+        except OSError as exc:
+            raise LocalWriteError.from_os_error("remove old .part files under", root, exc) from None
         if stale:
             log.info("removed %d unfinished .part files left by an earlier run", len(stale))
         state = replay(root / LEDGER_NAME)
@@ -348,5 +353,25 @@ async def run(
             finally:
                 bar.close()
                 summary.wall_time = anyio.current_time() - started
-                await writer.write("run_finished", "", **summary.counts())
+                try:
+                    await writer.write("run_finished", "", **summary.counts())
+                except LocalWriteError as exc:
+                    summary.write_error = summary.write_error or str(exc)
+                _report_unrecorded(writer, summary)
     return summary
+
+
+def _report_unrecorded(writer: LedgerWriter, summary: Summary) -> None:
+    """Put the accepted requests the ledger could not record on stderr: they are paid for,
+    and a rerun cannot find them (the API has no way to list them)."""
+    lost = writer.unrecorded_requests()
+    summary.unrecorded = [request_id for request_id, _ in lost]
+    if not lost:
+        return
+    log.error(
+        "the ledger %s could not record %d accepted requests; they are paid for, keep their ids:",
+        writer.path,
+        len(lost),
+    )
+    for request_id, key in lost:
+        log.error("unrecorded request %s (job %s)", request_id, key[:12])

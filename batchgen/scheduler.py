@@ -19,6 +19,11 @@ download :attr:`RunSettings.download_timeout` and :attr:`RunSettings.max_image_b
 each ``Retry-After`` :attr:`RunSettings.retry_after_cap`, each job the retention window
 from its submit, and the attempts of :class:`~batchgen.retry.RetryPolicy`.
 
+A file under OUT that cannot be written (disk full, a file size limit: an image or a
+ledger line) halts the run (:meth:`Scheduler.halt`): nothing more is submitted or
+saved, no job is failed for it, and every accepted request is in the ledger or, if the
+ledger itself failed, in the writer's unrecorded list.
+
 Stopping: :meth:`Scheduler.stop_submitting` (first Ctrl-C / SIGTERM, or a 406) cancels
 the feeder's scope: jobs waiting to submit give up, jobs in flight go on to the end (the
 runner cancels them after a grace period). :meth:`Scheduler.cancel` (a second Ctrl-C,
@@ -46,7 +51,7 @@ from batchgen.admission import Admission
 from batchgen.budget import RETRY_AFTER_CAP, Kind, RateState, RequestBudget
 from batchgen.cadence import Cadence
 from batchgen.client import SegmindClient, find_image_urls
-from batchgen.errors import ApiError, JobTimedOut, RateLimited, TransientError
+from batchgen.errors import ApiError, JobTimedOut, LocalWriteError, RateLimited, TransientError
 from batchgen.flight import Flight, Phase, Step
 from batchgen.job import Job
 from batchgen.latency import LatencyModel
@@ -372,10 +377,32 @@ class Scheduler:
     def _retarget(self) -> None:
         self.admission.update(anyio.current_time(), submit_rate=self.rate.submit_rate())
 
+    def halt(self, error: LocalWriteError) -> None:
+        """A file under OUT cannot be written: stop everything now (exit 4); fail no job.
+
+        Every accepted request is in the ledger (or, if the ledger itself failed, in the
+        writer's unrecorded list): a rerun once there is room polls them, pays nothing twice.
+        """
+        if self.summary.write_error is None:
+            self.summary.write_error = str(error)
+            log.error("%s; stopping the run (rerun the same command once it can write)", error)
+        self.cancel()
+
     async def _handle(self, flight: Flight, step: Step, exc: Exception) -> bool:
         """Apply the retry policy to ``exc``; True to carry on with the job, False if it ended."""
+        try:
+            return await self._apply(flight, step, exc)
+        except LocalWriteError as error:  # the ledger line of a failure or an expiry
+            self.halt(error)
+            return False
+
+    async def _apply(self, flight: Flight, step: Step, exc: Exception) -> bool:
         decision = self.policy.decide(exc, step=step, attempts=flight.attempts)
         action = decision.action
+        if action is Action.HALT:
+            assert isinstance(exc, LocalWriteError)
+            self.halt(exc)
+            return False
         if action is Action.RETRY:
             log.debug("job %s: %s; again in %.3fs", flight.job.short_key, exc, decision.delay)
             await anyio.sleep(decision.delay)

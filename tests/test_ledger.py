@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -9,11 +10,12 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
-from batchgen.errors import LockedError, UsageError
+from batchgen.errors import LocalWriteError, LockedError, UsageError
 from batchgen.ledger import (
     LedgerWriter,
     Poll,
@@ -113,6 +115,82 @@ async def test_a_started_write_survives_cancellation(tmp_path: Path) -> None:
             await write_job(writer, "k1")
         assert scope.cancel_called
     assert [line["key"] for line in read_lines(path)] == ["k1"]
+
+
+class FullDisk:
+    """A ledger file on a disk that fills up: the real file, until ``room`` bytes are taken;
+    the write that crosses it stores what fits, then fails with ENOSPC (like a real disk)."""
+
+    def __init__(self, real: Any, room: int) -> None:
+        self.real = real
+        self.room = room
+
+    def fileno(self) -> int:
+        return int(self.real.fileno())
+
+    def write(self, data: memoryview) -> int:
+        size = os.fstat(self.fileno()).st_size
+        if size + len(data) <= self.room:
+            return int(self.real.write(data))
+        if size < self.room:
+            return int(self.real.write(data[: self.room - size]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def close(self) -> None:
+        self.real.close()
+
+
+@pytest.mark.anyio
+async def test_a_write_that_fails_is_cut_back_off_and_its_request_id_kept(tmp_path: Path) -> None:
+    """A full disk mid-line: LocalWriteError, the partial line is cut away (the file stays whole
+    lines), the event is kept as unrecorded, and writing works again once there is room."""
+    path = tmp_path / "ledger.jsonl"
+    writer = await LedgerWriter.open(path, clock=FakeClock(), fsync=False)
+    await write_job(writer, "k1", "r-1")
+    room = path.stat().st_size + 100
+    writer._file = FullDisk(writer._file, room)  # type: ignore[assignment]
+    with pytest.raises(LocalWriteError) as caught:
+        await write_job(writer, "k2", "r-2", index=1)
+    assert str(caught.value) == f"cannot write the ledger {path}: No space left on device"
+    assert path.read_bytes().endswith(b"\n") and [e["key"] for e in read_lines(path)] == ["k1"]
+    assert writer.unrecorded_requests() == [("r-2", "k2")]
+    assert writer.broken is caught.value
+    writer._file.room = 10_000  # type: ignore[attr-defined]  # space was freed
+    await write_job(writer, "k3", "r-3", index=2)
+    await writer.aclose()
+    assert [e["key"] for e in read_lines(path)] == ["k1", "k3"]
+    assert writer.unrecorded_requests() == [("r-2", "k2")]
+
+
+@pytest.mark.anyio
+async def test_a_line_that_cannot_be_cut_back_stops_every_later_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If even the cut fails, nothing more is appended (it would glue onto the torn line); each
+    refused event is kept, and replay still reads every whole line before the torn one."""
+    path = tmp_path / "ledger.jsonl"
+    writer = await LedgerWriter.open(path, clock=FakeClock(), fsync=False)
+    await write_job(writer, "k1", "r-1")
+    writer._file = FullDisk(writer._file, path.stat().st_size + 100)  # type: ignore[assignment]
+
+    def no_truncate(fd: int, length: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "ftruncate", no_truncate)
+    for i in (2, 3):
+        with pytest.raises(LocalWriteError):
+            await write_job(writer, f"k{i}", f"r-{i}", index=i)
+    await writer.aclose()
+    assert writer.unrecorded_requests() == [("r-2", "k2"), ("r-3", "k3")]
+    assert replay(path).keys() == {"k1"}
+
+
+@pytest.mark.anyio
+async def test_a_ledger_that_cannot_be_opened_is_a_local_write_error(tmp_path: Path) -> None:
+    """Opening the ledger where a folder blocks its path is LocalWriteError, not a traceback."""
+    (tmp_path / "ledger.jsonl").mkdir()
+    with pytest.raises(LocalWriteError, match="cannot open the ledger"):
+        await LedgerWriter.open(tmp_path / "ledger.jsonl")
 
 
 @pytest.mark.anyio
