@@ -221,6 +221,11 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--emulate", action="store_true", help="use a built-in emulator: no key, no network")
     p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a plain http:// --base-url to another machine (the key travels unencrypted)",
+    )
+    p.add_argument(
         "--concurrency",
         type=_concurrency,
         default=None,
@@ -316,6 +321,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             max_jobs=args.max_jobs or DEFAULT_MAX_JOBS,
             progress=args.progress,
             handle_signals=True,
+            insecure=args.insecure,
         )
         print(format_summary(summary))
         return summary.exit_code

@@ -25,7 +25,7 @@ import anyio
 import httpx
 
 from batchgen import __version__
-from batchgen.client import DEFAULT_BASE_URL, SegmindClient
+from batchgen.client import DEFAULT_BASE_URL, SegmindClient, check_base_url
 from batchgen.errors import LocalWriteError, UsageError
 from batchgen.expand import DEFAULT_MAX_JOBS, check_job_cap, expand
 from batchgen.job import Job
@@ -239,6 +239,7 @@ async def run(
     progress: bool | None = None,
     progress_interval: float = 10.0,
     handle_signals: bool = False,
+    insecure: bool = False,
     wall_clock: Callable[[], float] = time.time,
 ) -> Summary:
     """Run every job of ``source`` not already done in ``out_dir``; return the summary.
@@ -250,8 +251,10 @@ async def run(
 
     The API key is read from ``SEGMIND_API_KEY`` (required unless ``emulate`` or a
     ``client`` is given: a caller's client may carry its own ``x-api-key`` header).
-    ``base_url`` defaults to ``BATCHGEN_BASE_URL`` or https://api.segmind.com. ``client``
-    is used as is and not closed; without one, a client is built for this run.
+    ``base_url`` defaults to ``BATCHGEN_BASE_URL`` or https://api.segmind.com; it must be
+    https (plain http only to a loopback host, unless ``insecure``). ``client`` is used
+    as is and not closed; without one, a client is built for this run. Either way the
+    key is sent to the API origin only (see :mod:`batchgen.client`).
     ``emulate`` (True or an :class:`~batchgen.emulator.EmulatorConfig`) runs against an
     in-process emulator instead: no key, no network.
 
@@ -285,7 +288,10 @@ async def run(
         api_key = os.environ.get(API_KEY_ENV) or None
         if api_key is None and client is None:
             raise UsageError(f"set {API_KEY_ENV} to your Segmind API key (or use --emulate to run offline)")
-        base_url = base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+        # Checked before anything is written: plain http to another host is refused here.
+        base_url = check_base_url(
+            base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL, insecure=insecure, warn=True
+        )
     settings = settings or RunSettings()
     problems = settings.problems()
     if problems:
@@ -321,7 +327,10 @@ async def run(
                 settings={**settings.to_json(), "base_url": base_url, "jobs": len(jobs)},
                 version=__version__,
             )
-            api = SegmindClient(http, base_url=base_url, api_key=api_key)
+            # The in-process emulator's made-up http host never reaches a network.
+            api = SegmindClient(
+                http, base_url=base_url, api_key=api_key, insecure=insecure or emulation is not None
+            )
             bar: _Progress | None = None
 
             def on_change() -> None:
