@@ -661,12 +661,14 @@ def check_output(out_dir: Path, folders: Collection[str] = ()) -> Path:
             target = path.resolve()
         except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
             raise UsageError(f"cannot resolve {out_dir / path.relative_to(root)}: {exc}") from None
+        shown = out_dir / path.relative_to(root)
         if not target.is_relative_to(inside.resolve()):
-            shown = out_dir / path.relative_to(root)
             raise UsageError(
                 f"{shown} leads to {target}, outside {out_dir}; batchgen writes nothing through it"
                 " (replace the symlink with a folder, or pass that folder as --out)"
             )
+        if inside == images and not target.is_dir():
+            raise UsageError(f"{shown} is not a folder, but the manifest's filenames put images in it")
     if os.path.lexists(images) and not images.is_dir():
         raise UsageError(f"{out_dir / IMAGES_DIR} is not a folder")
     ledger = root / LEDGER_NAME

@@ -195,7 +195,7 @@ def format_summary(summary: Summary) -> str:
     if s.fatal:
         lines.append(f"stopped: {s.fatal}")
     if s.write_error:
-        lines.append(f"stopped: {s.write_error}; make room and rerun the same command to finish")
+        lines.append(f"stopped: {s.write_error}; once it can write (space, permissions), rerun to finish")
     if s.unrecorded:
         lines.append(
             f"{len(s.unrecorded)} accepted requests are not in the ledger (their ids are on stderr);"

@@ -497,6 +497,7 @@ async def test_endless_redirects_are_a_transient_error() -> None:
         "http://127.3.4.5",
         "http://localhost:8000",
         "http://[::1]:8000",
+        "http://[::ffff:127.0.0.1]:8000",
     ],
 )
 def test_https_or_loopback_http_base_urls_are_accepted(url: str) -> None:

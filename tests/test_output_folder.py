@@ -75,6 +75,15 @@ def test_a_jobs_folder_symlinked_outside_is_refused(tmp_path: Path) -> None:
     assert check_output(out, {"z/y"}) == out.resolve()
 
 
+def test_a_file_where_a_jobs_folder_goes_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
+    """images/watercolor is a file but the filenames need a folder: exit 2 at the start, not a
+    write error after the requests were paid for."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "watercolor").write_text("oops")
+    with pytest.raises(UsageError, match="images/watercolor is not a folder"):
+        check_output(tmp_path, {"watercolor/deep"})
+
+
 def test_symlinks_that_stay_inside_and_a_symlinked_out_are_fine(tmp_path: Path) -> None:
     """OUT itself may be a symlink (the user's choice), and images/ may point inside OUT."""
     real = tmp_path / "real"
@@ -106,9 +115,11 @@ async def test_a_part_file_symlink_is_never_written_through(tmp_path: Path) -> N
     from batchgen.storage import open_part
 
     (tmp_path / "images").mkdir()
+    from batchgen.errors import LocalWriteError
+
     target = tmp_path / "target"
     (tmp_path / "images" / "a.png.part").symlink_to(target)
-    with pytest.raises(OSError):
+    with pytest.raises(LocalWriteError, match="Too many levels of symbolic links"):
         async with open_part(tmp_path, "a.png"):
             pass
     assert not target.exists()

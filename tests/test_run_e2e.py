@@ -362,7 +362,7 @@ def test_an_image_that_cannot_be_written_stops_the_run_with_exit_4(
     assert "Traceback" not in result.stderr
     assert f"cannot write {out}/images/" in result.stderr
     assert ".png.part: File too large" in result.stderr
-    assert "stopped: cannot write" in result.stdout and "make room and rerun" in result.stdout
+    assert "stopped: cannot write" in result.stdout and "rerun to finish" in result.stdout
     assert not list((out / "images").glob("*.part"))
     assert_whole_lines(out)
     assert not keys(out, "failed")  # the disk's fault, not the jobs'
