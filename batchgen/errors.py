@@ -17,7 +17,8 @@
         ├── RequestFailed        422 / FAILED: permanent for that job, detail in ``detail``
         ├── RequestNotFound      404 on a request id: unknown or expired, resubmit
         ├── InsufficientCredits  406: submit nothing more, finish what is in flight
-        └── FatalApiError        401/403, 404 on submit: stop the whole run          (exit 3)
+        └── FatalApiError        401/403, 404 on submit, an API redirect to another
+                                 origin: stop the whole run                           (exit 3)
 
 API errors carry their context as keyword-only attributes: ``status_code``,
 ``request_id``, ``detail`` and, for 429, ``retry_after`` (seconds).
@@ -185,4 +186,5 @@ class InsufficientCredits(ApiError):
 
 
 class FatalApiError(ApiError):
-    """401/403, or 404 on submit: nothing in this run can succeed."""
+    """401/403, 404 on submit, or an API answer redirecting to another origin (the key is
+    not sent there): nothing in this run can succeed."""

@@ -380,8 +380,9 @@ class Scheduler:
     def halt(self, error: LocalWriteError) -> None:
         """A file under OUT cannot be written: stop everything now (exit 4); fail no job.
 
-        Every accepted request is in the ledger (or, if the ledger itself failed, in the
-        writer's unrecorded list): a rerun once there is room polls them, pays nothing twice.
+        Every accepted request is in the ledger, which a rerun polls (nothing paid twice),
+        or, if the ledger itself failed, in the writer's unrecorded list, which the runner
+        prints (those jobs the rerun cannot help submitting again).
         """
         if self.summary.write_error is None:
             self.summary.write_error = str(error)
