@@ -46,6 +46,16 @@ def _deep_block(levels: int) -> str:
     return "\n".join(lines) + " 1\n"
 
 
+def _laughs() -> str:
+    """A "billion laughs": nine levels of nine aliases each; nothing may expand it."""
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for i in range(1, 9):
+        refs = ", ".join([f"*a{i - 1}"] * 9)
+        lines.append(f"a{i}: &a{i} [{refs}]")
+    lines.append("jobs: *a8")
+    return "\n".join(lines) + "\n"
+
+
 @dataclass(frozen=True)
 class Case:
     """One hostile input: the files to write, the manifest to load, what must be reported."""
@@ -217,6 +227,33 @@ CASES = [
         "control-character-in-a-grid-label",
         {"m.yaml": 'jobs:\n  - prompt: "a {c}"\n    grid: {c: [red, "bl\\x01ue"]}\n'},
         ["m.yaml:3: jobs[0].grid.c[1]: contains the control character U+0001"],
+    ),
+    Case(
+        "c1-control-character-in-a-prompt",
+        {"m.yaml": 'jobs:\n  - prompt: "a\\x85cat"\n'},
+        ["m.yaml:2: jobs[0].prompt: contains the control character U+0085"],
+    ),
+    Case(
+        "bool-tag-on-a-label",
+        {"m.yaml": "jobs:\n  - prompt: a\n    labels: {x: !!bool perhaps}\n"},
+        ["m.yaml:3: jobs[0].labels.x: 'perhaps' is tagged !!bool but is not true or false"],
+    ),
+    Case(
+        "rows-is-dev-urandom",
+        {"m.yaml": 'jobs:\n  - prompt: "a {x}"\n    rows: /dev/urandom\n'},
+        ["m.yaml:3: jobs[0].rows: /dev/urandom is a character device"],
+    ),
+    Case(
+        "typo-axes-that-would-pay-for-identical-images",
+        {"m.yaml": "jobs:\n  - prompt: a cat\n    grid: {step_num: [20, 40], guidance: [3, 9]}\n"},
+        ["m.yaml:3: jobs[0].grid.step_num: 'step_num' is not a parameter (did you mean steps_num?)"],
+    ),
+    Case(
+        "billion-laughs",
+        {"m.yaml": _laughs()},
+        [f"m.yaml:{n + 1}: unknown key 'a{n}'" for n in range(8)]
+        + [f"m.yaml:8: jobs[{i}]: must be a mapping, not a list" for i in range(9)]
+        + ["m.yaml:9: unknown key 'a8'"],
     ),
     Case(
         "raw-nul-byte-in-yaml",
