@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from enum import IntEnum
 
 from batchgen import __version__
-from batchgen.errors import BatchgenError, LockedError, ManifestError, UsageError
+from batchgen.errors import BatchgenError, LocalWriteError, LockedError, ManifestError, UsageError
 
 __all__ = ["ExitCode", "main"]
 
@@ -25,6 +25,7 @@ class ExitCode(IntEnum):
     JOBS_FAILED = 1
     USAGE = 2
     FATAL_API = 3
+    WRITE_FAILED = 4
     BUDGET = 5
     INTERRUPTED = 130
 
@@ -246,6 +247,11 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--emulate", action="store_true", help="use a built-in emulator: no key, no network")
     p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a plain http:// --base-url to another machine (the key travels unencrypted)",
+    )
+    p.add_argument(
         "--concurrency",
         type=_concurrency,
         default=None,
@@ -375,6 +381,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             max_jobs=args.max_jobs or DEFAULT_MAX_JOBS,
             progress=args.progress,
             handle_signals=True,
+            insecure=args.insecure,
         )
         print(format_summary(summary))
         return summary.exit_code
@@ -493,6 +500,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, LockedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.USAGE
+    except LocalWriteError as exc:
+        print(f"error: {exc}; nothing was submitted", file=sys.stderr)
+        return ExitCode.WRITE_FAILED
     except BatchgenError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.FATAL_API

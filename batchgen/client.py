@@ -4,8 +4,18 @@ Every HTTP outcome becomes either a small result object or one of the errors in
 :mod:`batchgen.errors`; deciding what to do about an error (retry, wait, give up)
 belongs to :mod:`batchgen.limits`. The client never sleeps and never retries.
 
-The API key travels in the ``x-api-key`` header of requests to the API host only
-(never to an image CDN) and is never logged or put in an error message.
+The API key goes to the API origin only (scheme, host and port of the base URL) and is
+never logged or put in an error message. Whatever ``httpx.AsyncClient`` the caller
+passes, even one carrying its own ``x-api-key`` header or set to follow redirects:
+
+- every request, and every hop of a redirect, is checked: ``x-api-key`` is removed from
+  any request to another origin (an image CDN, a redirect target);
+- redirects are followed here, one hop at a time (never by httpx): an API request
+  redirected to another origin stops the run (:class:`FatalApiError`) rather than
+  follow it without the key or with it; an image download may be redirected anywhere,
+  without the key;
+- the base URL must be ``https://``; plain ``http://`` only to a loopback host
+  (``localhost``, ``127.0.0.0/8``, ``::1``), unless ``insecure`` (:func:`check_base_url`).
 """
 
 from __future__ import annotations
@@ -13,7 +23,9 @@ from __future__ import annotations
 import base64
 import binascii
 import email.utils
+import ipaddress
 import json
+import logging
 import math
 import re
 import time
@@ -35,11 +47,14 @@ from batchgen.errors import (
     RequestFailed,
     RequestNotFound,
     TransientError,
+    UsageError,
 )
 from batchgen.storage import decode_data_uri
 
 __all__ = [
+    "API_KEY_HEADER",
     "DEFAULT_BASE_URL",
+    "MAX_REDIRECTS",
     "Download",
     "RequestResult",
     "SegmindClient",
@@ -47,11 +62,60 @@ __all__ = [
     "State",
     "StatusResult",
     "Submitted",
+    "check_base_url",
     "find_image_urls",
     "parse_retry_after",
 ]
 
+log = logging.getLogger("batchgen")
+
 DEFAULT_BASE_URL = "https://api.segmind.com"
+API_KEY_HEADER = "x-api-key"
+MAX_REDIRECTS = 5
+
+Origin = tuple[str, str, int | None]
+
+
+def _origin(url: httpx.URL | str) -> Origin:
+    """Scheme, host and port (the default one written out) of ``url``."""
+    url = httpx.URL(url)
+    port = url.port if url.port is not None else {"http": 80, "https": 443}.get(url.scheme)
+    return url.scheme, url.host.lower(), port
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 is 127.0.0.1
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def check_base_url(base_url: str, *, insecure: bool = False, warn: bool = False) -> str:
+    """``base_url`` without a trailing slash, or UsageError: https only, http only to loopback.
+
+    The key travels in a header: over plain http anyone on the path reads it. ``insecure``
+    allows plain http to any host, with a logged warning if ``warn``.
+    """
+    try:
+        url = httpx.URL(base_url.strip())
+    except httpx.InvalidURL as exc:
+        raise UsageError(f"base URL {base_url!r} is not a URL: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise UsageError(f"base URL {base_url!r} must start with https:// and name a host")
+    if url.scheme == "http" and not _is_loopback(url.host):
+        if not insecure:
+            raise UsageError(
+                f"base URL {base_url!r} is plain http to {url.host}: the API key would travel"
+                " unencrypted; use https://, or --insecure (insecure=True) if you really mean it"
+            )
+        if warn:
+            log.warning("warning: --insecure: the API key goes to %s over plain http, unencrypted", url.host)
+    return str(url).rstrip("/")
+
 
 State = Literal["QUEUED", "PROCESSING", "COMPLETED", "FAILED"]
 ServerState = Literal["QUEUED", "PROCESSING", "COMPLETED"]  # what a status answer can say (FAILED raises)
@@ -236,10 +300,11 @@ class SegmindClient:
         base_url: str = DEFAULT_BASE_URL,
         api_key: str | None = None,
         wall_clock: Callable[[], float] = time.time,
+        insecure: bool = False,
     ) -> None:
         self._http = http
-        self.base_url = base_url.rstrip("/")
-        self._origin = urlsplit(self.base_url)[:2]
+        self.base_url = check_base_url(base_url, insecure=insecure)
+        self._origin = _origin(self.base_url)
         self._api_key = api_key
         self._wall_clock = wall_clock
         # Counters for the summary: API requests (submits, polls, result fetches, 429s and
@@ -251,17 +316,45 @@ class SegmindClient:
     def __repr__(self) -> str:  # never show the key
         return f"SegmindClient(base_url={self.base_url!r})"
 
-    def _headers(self, url: str) -> dict[str, str]:
-        # Only the API host gets the key: an image CDN (or any other host an output
-        # URL points to) must never see it.
-        if self._api_key and urlsplit(url)[:2] == self._origin:
-            return {"x-api-key": self._api_key}
-        return {}
+    def _guard(self, request: httpx.Request) -> None:
+        """The key on a request to the API origin, and on no other (the caller's client
+        may carry it as a default header: it is taken off here)."""
+        if _origin(request.url) == self._origin:
+            if self._api_key:
+                request.headers[API_KEY_HEADER] = self._api_key
+        else:
+            request.headers.pop(API_KEY_HEADER, None)
+
+    async def _exchange(
+        self, method: str, url: str, *, api: bool, stream: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        """Send one request, following redirects here, hop by hop, each hop guarded.
+
+        ``api``: a request to the API, which may not be redirected to another origin
+        (:class:`FatalApiError`). ``stream``: the body is not read (close the response).
+        """
+        request = self._http.build_request(method, url, **kwargs)
+        for _ in range(MAX_REDIRECTS + 1):
+            self._guard(request)
+            response = await self._http.send(request, stream=stream, follow_redirects=False)
+            following = response.next_request
+            if following is None:
+                return response
+            await response.aclose()
+            if api and _origin(following.url) != self._origin:
+                target = f"{following.url.scheme}://{following.url.netloc.decode('ascii', 'replace')}"
+                raise FatalApiError(
+                    f"the API answered {response.status_code} with a redirect to {target}, another host;"
+                    " the key is not sent there (if that is the API's new address, use it as the base URL)",
+                    status_code=response.status_code,
+                )
+            request = following
+        raise TransientError(f"more than {MAX_REDIRECTS} redirects from {url.split('?', 1)[0]}")
 
     async def _send(self, method: str, url: str, *, request_id: str | None, **kwargs: Any) -> httpx.Response:
         self.requests += 1
         try:
-            return await self._http.request(method, url, headers=self._headers(url), **kwargs)
+            return await self._exchange(method, url, api=True, **kwargs)
         except httpx.TimeoutException as exc:
             raise TransientError(f"timed out: {type(exc).__name__}", request_id=request_id) from None
         except httpx.TransportError as exc:
@@ -398,9 +491,11 @@ class SegmindClient:
             yield Download(content_type=media_type, chunks=inline())
             return
         self.downloads += 1
-        host = urlsplit(url).netloc or "the image host"
         try:
-            async with self._http.stream("GET", url, headers=self._headers(url)) as response:
+            response = await self._exchange("GET", url, api=False, stream=True)
+            try:
+                # After redirects: the host that actually answered.
+                host = response.url.netloc.decode("ascii", "replace") or "the image host"
                 if not response.is_success:
                     code = response.status_code
                     detail = f"{host} answered {code} {response.reason_phrase or ''}".strip()
@@ -416,6 +511,8 @@ class SegmindClient:
                 yield Download(
                     content_type=content_type, chunks=_guarded(response.aiter_bytes(), max_bytes, host)
                 )
+            finally:
+                await response.aclose()
         except httpx.TimeoutException as exc:
             raise TransientError(f"download timed out: {type(exc).__name__}") from None
         except httpx.TransportError as exc:

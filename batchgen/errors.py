@@ -4,6 +4,8 @@
     ├── UsageError               bad command line or settings           (exit 2)
     ├── ManifestError            bad manifest; carries every Problem    (exit 2)
     ├── LockedError              another run holds the output directory (exit 2)
+    ├── LocalWriteError          a file under the output directory cannot be written
+    │                            (disk full, file too large, permissions): stop the run  (exit 4)
     ├── ImageInvalid             a downloaded image is corrupt, truncated, too large or not the claimed type
     ├── JobTimedOut              a request not finished within the retention window (fails the job, retryably)
     └── ApiError                 an HTTP answer the client could not turn into a result
@@ -15,7 +17,8 @@
         ├── RequestFailed        422 / FAILED: permanent for that job, detail in ``detail``
         ├── RequestNotFound      404 on a request id: unknown or expired, resubmit
         ├── InsufficientCredits  406: submit nothing more, finish what is in flight
-        └── FatalApiError        401/403, 404 on submit: stop the whole run          (exit 3)
+        └── FatalApiError        401/403, 404 on submit, an API redirect to another
+                                 origin: stop the whole run                           (exit 3)
 
 API errors carry their context as keyword-only attributes: ``status_code``,
 ``request_id``, ``detail`` and, for 429, ``retry_after`` (seconds).
@@ -34,6 +37,7 @@ __all__ = [
     "ImageUnavailable",
     "InsufficientCredits",
     "JobTimedOut",
+    "LocalWriteError",
     "LockedError",
     "ManifestError",
     "Problem",
@@ -56,6 +60,26 @@ class UsageError(BatchgenError):
 
 class LockedError(BatchgenError):
     """Another ``batchgen run`` is writing to the same output directory."""
+
+
+class LocalWriteError(BatchgenError):
+    """A file under the output directory could not be written: the disk is full (ENOSPC),
+    a file size limit was hit (EFBIG), a permission or a read-only filesystem.
+
+    Nothing more can be saved, so the run stops (exit 4); it is no job's fault, so no job
+    is failed for it. ``path`` is the file, ``reason`` the system's words for what failed.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.reason = reason
+
+    @classmethod
+    def from_os_error(cls, what: str, path: object, exc: OSError) -> LocalWriteError:
+        """``cannot <what> <path>: <strerror>`` from an OSError met doing it."""
+        reason = exc.strerror or str(exc)
+        return cls(f"cannot {what} {path}: {reason}", path=str(path), reason=reason)
 
 
 class ImageInvalid(BatchgenError):
@@ -162,4 +186,5 @@ class InsufficientCredits(ApiError):
 
 
 class FatalApiError(ApiError):
-    """401/403, or 404 on submit: nothing in this run can succeed."""
+    """401/403, 404 on submit, or an API answer redirecting to another origin (the key is
+    not sent there): nothing in this run can succeed."""

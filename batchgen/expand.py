@@ -22,7 +22,15 @@ from dataclasses import dataclass
 from batchgen.errors import ManifestError, Problem, UsageError
 from batchgen.job import Job, LabelValue, canonical_json, job_key
 from batchgen.manifest import Axis, JobSpec, Manifest, Row, Scalar
-from batchgen.params import PARAMETER_NAMES, SEED_MAX, SEED_MIN, BriaParams, ParamsInvalid, validate_params
+from batchgen.params import (
+    PARAMETER_NAMES,
+    SEED_MAX,
+    SEED_MIN,
+    BriaParams,
+    ParamsInvalid,
+    prompt_problems,
+    validate_params,
+)
 from batchgen.paths import clash_key, clean_value, image_extension, output_path
 from batchgen.template import Template, parse_template
 
@@ -159,7 +167,7 @@ class Expansion:
         index = 0
         for position, spec in enumerate(self.manifest.jobs):
             for params, labels, row in self._resolved(spec):
-                job = self._job(spec, index, params, labels)
+                job = self._job(spec, row, index, params, labels)
                 # 128 bits of the key are plenty to tell jobs apart and keep memory small.
                 short = int(job.key[:32], 16)
                 if short in seen:
@@ -237,11 +245,15 @@ class Expansion:
         try:
             return validate_params(params)
         except ParamsInvalid as exc:  # every value was checked at load; this is a safety net
-            file = spec.rows.display if row is not None and spec.rows is not None else self.manifest.display
-            line = row.line if row is not None else spec.line
             raise ManifestError(
-                [Problem(file, line, spec.where or p.field, p.message) for p in exc.problems]
+                [self._problem(spec, row, spec.where or p.field, p.message) for p in exc.problems]
             ) from None
+
+    def _problem(self, spec: JobSpec, row: Row | None, where: str, what: str) -> Problem:
+        """A problem located at the CSV row a job comes from, else at its entry in the manifest."""
+        if row is not None and spec.rows is not None:
+            return Problem(spec.rows.display, row.line, where, what)
+        return Problem(self.manifest.display, spec.line, where, what)
 
     def _template(self, text: str) -> Template:
         template = self._templates.get(text)
@@ -249,13 +261,20 @@ class Expansion:
             template = self._templates[text] = parse_template(text)
         return template
 
-    def _job(self, spec: JobSpec, index: int, params: BriaParams, labels: dict[str, LabelValue]) -> Job:
+    def _job(
+        self, spec: JobSpec, row: Row | None, index: int, params: BriaParams, labels: dict[str, LabelValue]
+    ) -> Job:
         values: dict[str, object] = {k: v for k, v in params.to_api().items() if k != "prompt"}
         values.update(labels)
         prompt = self._template(params.prompt).render(values, missing="")
         if not prompt.strip():
+            raise ManifestError([self._problem(spec, row, spec.where, "a prompt renders empty")])
+        # Each piece was checked at load; filled in, the whole may still be too long.
+        problems = prompt_problems(prompt)
+        if problems:
+            where = f"{spec.where}.prompt" if spec.where else "prompt"
             raise ManifestError(
-                [Problem(self.manifest.display, spec.line, spec.where, "a prompt renders empty")]
+                [self._problem(spec, row, where, f"filled in, it {what}") for what in problems]
             )
         final = params.model_copy(update={"prompt": prompt})
         key = job_key(self.manifest.model, final, labels)

@@ -33,7 +33,7 @@ from urllib.parse import quote, urlsplit
 import anyio
 import httpx
 
-from batchgen.client import DEFAULT_BASE_URL, parse_retry_after
+from batchgen.client import DEFAULT_BASE_URL, check_base_url, parse_retry_after
 
 __all__ = [
     "DEFAULT_HISTORY_URL",
@@ -213,9 +213,11 @@ def match(intents: Sequence[Intent], rows: Iterable[HistoryRow], *, known: set[s
 class History:
     """Read the request history of one key at ``base_url`` over the caller's HTTP client."""
 
-    def __init__(self, http: httpx.AsyncClient, base_url: str, *, api_key: str | None) -> None:
+    def __init__(
+        self, http: httpx.AsyncClient, base_url: str, *, api_key: str | None, insecure: bool = False
+    ) -> None:
         self._http = http
-        self.base_url = base_url.rstrip("/")
+        self.base_url = check_base_url(base_url, insecure=insecure)
         self._api_key = api_key
         self.requests = 0
 
@@ -228,13 +230,22 @@ class History:
         host = urlsplit(url).netloc
         for attempt in range(1, TRIES_ON_429 + 1):
             self.requests += 1
+            # Built and sent here, never redirected: the key goes to this origin only,
+            # whatever defaults the caller's client carries.
+            request = self._http.build_request("GET", url, params=params)
+            request.headers.pop("x-api-key", None)
+            request.headers.update(headers)
             try:
                 with anyio.fail_after(TIMEOUT):
-                    response = await self._http.get(url, params=params, headers=headers)
+                    response = await self._http.send(request, follow_redirects=False)
             except TimeoutError:
                 raise HistoryUnavailable(f"{host}: no answer within {TIMEOUT:g} s") from None
             except httpx.HTTPError as exc:
                 raise HistoryUnavailable(f"{host}: {type(exc).__name__}") from None
+            if response.is_redirect:
+                raise HistoryUnavailable(
+                    f"{host} answered {response.status_code} with a redirect (not followed)"
+                )
             if response.status_code != 429 or attempt == TRIES_ON_429:
                 return response
             wait = parse_retry_after(response.headers.get("retry-after")) or 2.0**attempt

@@ -51,7 +51,10 @@ For each job of the manifest, by its key:
 - not in the ledger: submit (``new``);
 - ``submitting`` (killed between the POST and its answer): look for the request in the
   account's request history before anything is submitted (``Reconcile``);
-- ``completed`` and ``OUT/<file>`` exists with the recorded sha256: skip;
+- ``completed`` and ``OUT/<file>`` exists with the recorded sha256: skip; a ``file``
+  that resolves outside ``OUT/images`` (through a symlink) never counts as done and is
+  submitted again (``file-outside``), and replay skips a ``completed`` line whose
+  ``file`` is not a plain path under ``images/`` at all;
 - ``submitted`` less than ``retention - margin`` seconds ago (1 h - 5 min by default)
   and not finished: poll the same ``request_id`` again, do not resubmit;
 - a request that may have made an image that is not saved (``submitted`` longer ago,
@@ -75,22 +78,23 @@ with :class:`~batchgen.errors.LockedError` instead of interleaving ledger lines.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path, PurePath
+from pathlib import Path, PurePath, PurePosixPath
 from types import TracebackType
 from typing import IO, Any, Literal
 
 import anyio
 
-from batchgen.errors import LockedError, UsageError
-from batchgen.storage import file_matches
+from batchgen.errors import LocalWriteError, LockedError, UsageError
+from batchgen.storage import IMAGES_DIR, file_matches
 
 __all__ = [
     "DEFAULT_MARGIN",
@@ -109,6 +113,7 @@ __all__ = [
     "RunRecord",
     "Skip",
     "Submit",
+    "check_output",
     "decide",
     "format_ts",
     "lock_output",
@@ -173,7 +178,7 @@ def _repair_torn_tail(path: Path) -> None:
         tail = f.read()
         try:
             complete = isinstance(json.loads(tail), dict)
-        except ValueError:
+        except (ValueError, RecursionError):
             complete = False
         if complete:
             # Killed between the object and its newline: the event is whole, keep it.
@@ -197,6 +202,14 @@ class LedgerWriter:
     Writes are serialised by a lock and shielded from cancellation, so an event that
     was started is written whole even when the caller is cancelled (a ``submitted``
     line must not be lost: that request is paid for).
+
+    A write that fails (disk full, file size limit, I/O error) raises
+    :class:`~batchgen.errors.LocalWriteError` and whatever part of its line reached the
+    file is cut back off, so the ledger stays whole lines; later writes are still tried
+    (space may be freed meanwhile). If even the cut fails, every later write is refused
+    at once: appending after a torn line would glue an event to half of another. Events
+    that could not be written are kept in :attr:`unrecorded`; the request ids of the
+    ``submitted`` ones (:meth:`unrecorded_requests`) are paid for and known nowhere else.
     """
 
     def __init__(self, path: Path, file: IO[bytes], *, clock: Callable[[], float], fsync: bool) -> None:
@@ -207,6 +220,9 @@ class LedgerWriter:
         self._fsync = fsync
         self._lock = anyio.Lock()
         self._closed = False
+        self._broken: LocalWriteError | None = None  # the first failure
+        self._torn = False  # a failed line could not be cut back off: write nothing more
+        self.unrecorded: list[dict[str, Any]] = []
 
     @classmethod
     async def open(
@@ -219,18 +235,42 @@ class LedgerWriter:
 
         ``clock`` gives the wall time (epoch seconds) stamped on each event; ``fsync``
         also forces every line to disk (survives a reboot, not just a kill).
+        Raises :class:`~batchgen.errors.LocalWriteError` if the file cannot be prepared.
         """
 
         def _open() -> IO[bytes]:
             path.parent.mkdir(parents=True, exist_ok=True)
             _repair_torn_tail(path)
-            return path.open("ab", buffering=0)
+            # O_NOFOLLOW: check_output refused a symlink that leaves OUT; one made since
+            # is not followed either.
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            return os.fdopen(fd, "ab", buffering=0)
 
-        file = await anyio.to_thread.run_sync(_open)
+        try:
+            file = await anyio.to_thread.run_sync(_open)
+        except OSError as exc:
+            raise LocalWriteError.from_os_error("open the ledger", path, exc) from None
         return cls(path, file, clock=clock, fsync=fsync)
 
+    @property
+    def broken(self) -> LocalWriteError | None:
+        """The first write that failed, or None if every one succeeded."""
+        return self._broken
+
+    def unrecorded_requests(self) -> list[tuple[str, str]]:
+        """``(request_id, job key)`` of every accepted request whose ``submitted`` line is missing."""
+        return [
+            (str(event["request_id"]), str(event["key"]))
+            for event in self.unrecorded
+            if event["event"] == "submitted" and event.get("request_id")
+        ]
+
     async def write(self, event: str, key: str, /, **fields: Any) -> None:
-        """Append one event line ``{"event", "key", "ts", **fields}`` and flush it."""
+        """Append one event line ``{"event", "key", "ts", **fields}`` and flush it.
+
+        Raises :class:`~batchgen.errors.LocalWriteError` if it cannot be written (or an
+        earlier write could not), keeping the event in :attr:`unrecorded`.
+        """
         if self._closed:
             raise RuntimeError(f"ledger {self.path} is closed")
         if "event" in fields or "key" in fields or "ts" in fields:
@@ -242,16 +282,37 @@ class LedgerWriter:
         data = (line + "\n").encode("utf-8")
         with anyio.CancelScope(shield=True):
             async with self._lock:
-                await anyio.to_thread.run_sync(self._append, data)
+                if self._torn:
+                    assert self._broken is not None
+                    self.unrecorded.append(record)
+                    raise self._broken
+                try:
+                    await anyio.to_thread.run_sync(self._append, data)
+                except OSError as exc:
+                    error = LocalWriteError.from_os_error("write the ledger", self.path, exc)
+                    self._broken = self._broken or error
+                    self.unrecorded.append(record)
+                    raise error from None
 
     def _append(self, line: bytes) -> None:
         # Whole lines on an unbuffered O_APPEND file: a kill can tear at most this last
         # line, which replay ignores and open() repairs.
-        view = memoryview(line)
-        while view:
-            view = view[self._file.write(view) :]
-        if self._fsync:
-            os.fsync(self._file.fileno())
+        fd = self._file.fileno()
+        start = os.fstat(fd).st_size
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[self._file.write(view) :]
+            if self._fsync:
+                os.fsync(fd)
+        except OSError:
+            # Part of the line may be in the file (a full disk takes what fits): cut it
+            # back so the ledger ends on a whole line.
+            try:
+                os.ftruncate(fd, start)
+            except OSError:
+                self._torn = True
+            raise
 
     async def aclose(self) -> None:
         """Close the file; further writes raise."""
@@ -380,6 +441,21 @@ def _has_type(value: object, expected: type | tuple[type, ...]) -> bool:
     return isinstance(value, expected)
 
 
+def _inside_images(file: object) -> bool:
+    """Whether a ledger ``file`` is a plain relative path under ``images/`` (no ``..``)."""
+    if not isinstance(file, str):
+        return False
+    path = PurePosixPath(file)
+    return (
+        not path.is_absolute()
+        and "\\" not in file
+        and "\0" not in file
+        and len(path.parts) >= 2
+        and path.parts[0] == IMAGES_DIR
+        and ".." not in path.parts
+    )
+
+
 def _apply(state: LedgerState, where: str, obj: dict[str, Any]) -> None:
     """Fold one event into ``state``; a malformed event becomes a warning."""
     event = obj.get("event")
@@ -411,6 +487,13 @@ def _apply(state: LedgerState, where: str, obj: dict[str, Any]) -> None:
         if expected is not None and value is not None and not _has_type(value, expected[0]):
             state.warnings.append(f"{where}: {event} field {name!r} should be {expected[1]}, line skipped")
             return
+    if event == "completed" and not _inside_images(obj.get("file")):
+        # Only batchgen writes the ledger, and only paths it made; anything else (an edited
+        # or planted line) must not make a job count as done.
+        state.warnings.append(
+            f"{where}: completed file {obj.get('file')!r} is not a path inside {IMAGES_DIR}/, line skipped"
+        )
+        return
     record = state.records.get(key)
     if record is None:
         record = state.records[key] = JobRecord(key=key, state=event)
@@ -515,7 +598,7 @@ def replay(path: Path) -> LedgerState:
             continue
         try:
             obj = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested thousands deep, not ours
             obj = None
         if torn and last:
             if isinstance(obj, dict):
@@ -567,7 +650,7 @@ class Reconcile:
 class Submit:
     """Submit the job; ``previous_request_id`` is the request it replaces, if any."""
 
-    reason: Literal["new", "expired", "retry", "retry-failed", "file-missing", "file-changed"]
+    reason: Literal["new", "expired", "retry", "retry-failed", "file-missing", "file-changed", "file-outside"]
     previous_request_id: str | None = None
 
 
@@ -606,6 +689,10 @@ def decide(
     if record.state == "completed":
         if not record.file or not (out_dir / record.file).is_file():
             return recover("file-missing")
+        images = (out_dir / IMAGES_DIR).resolve()
+        if not (out_dir / record.file).resolve().is_relative_to(images):
+            # images/x is a symlink that leads out of the output folder: not our image.
+            return Submit("file-outside", record.request_id)
         if record.sha256 is None or not file_matches(out_dir, record.file, record.sha256):
             return recover("file-changed")
         return Skip("completed")
@@ -642,8 +729,11 @@ def lock_output(out_dir: Path) -> Iterator[None]:
     lock_path = out_dir / LOCK_NAME
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        # Never through a symlink: the lock file is truncated and written.
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UsageError(f"{lock_path} is a symlink; batchgen writes nothing through it") from None
         raise UsageError(f"cannot use {out_dir} as the output directory: {exc.strerror or exc}") from None
     try:
         try:
@@ -661,3 +751,46 @@ def lock_output(out_dir: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+# --- the output folder ------------------------------------------------------------
+
+
+def check_output(out_dir: Path, folders: Collection[str] = ()) -> Path:
+    """The output folder resolved, once it is checked that nothing written leaves it.
+
+    OUT itself may be a symlink (the user chose where it points); inside it, ``images/``,
+    the ledger and, for each of ``folders`` (the folders of the jobs' files, relative to
+    ``images/``) that exists already, that folder must resolve inside OUT. Otherwise a
+    :class:`~batchgen.errors.UsageError` names the symlink: images would be written, and
+    the ledger appended, somewhere the user never named. Call it holding :func:`lock_output`.
+    """
+    root = out_dir.resolve()
+    images = root / IMAGES_DIR
+    checks = [(images, root), (root / LEDGER_NAME, root)]
+    prefixes: set[PurePosixPath] = set()
+    for folder in folders:
+        parts = PurePosixPath(folder).parts
+        prefixes.update(PurePosixPath(*parts[: i + 1]) for i in range(len(parts)))
+    checks.extend((images / prefix, images) for prefix in sorted(prefixes))
+    for path, inside in checks:
+        if not os.path.lexists(path):
+            continue
+        try:
+            target = path.resolve()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+            raise UsageError(f"cannot resolve {out_dir / path.relative_to(root)}: {exc}") from None
+        shown = out_dir / path.relative_to(root)
+        if not target.is_relative_to(inside.resolve()):
+            raise UsageError(
+                f"{shown} leads to {target}, outside {out_dir}; batchgen writes nothing through it"
+                " (replace the symlink with a folder, or pass that folder as --out)"
+            )
+        if inside == images and not target.is_dir():
+            raise UsageError(f"{shown} is not a folder, but the manifest's filenames put images in it")
+    if os.path.lexists(images) and not images.is_dir():
+        raise UsageError(f"{out_dir / IMAGES_DIR} is not a folder")
+    ledger = root / LEDGER_NAME
+    if os.path.lexists(ledger) and not ledger.is_file():
+        raise UsageError(f"{out_dir / LEDGER_NAME} is not a regular file")
+    return root

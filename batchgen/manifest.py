@@ -3,10 +3,19 @@
 Every problem is collected, located as ``FILE:LINE: where: what``, and raised together
 as one :class:`~batchgen.errors.ManifestError`. Nothing here expands the jobs: a grid
 is checked one axis value at a time, so a 10**12-job grid validates as fast as a small
-one. Prompts the API may reject (non-English, special characters) are warnings.
+one. Prompts the API may reject (non-English, special characters) are warnings;
+prompts batchgen will not send (over :data:`~batchgen.params.MAX_PROMPT_CHARS`, control
+characters) are errors.
 
-YAML is composed into its node tree (``yaml.compose``) rather than loaded, because the
-nodes carry the line of every key and list item.
+Hostile input is refused, never crashes or hangs: manifests and ``rows:`` files are read
+only if they are regular files (not a FIFO, not ``/dev/zero``) of at most
+:data:`MAX_YAML_BYTES` / :data:`MAX_CSV_BYTES`; YAML nesting is bounded by
+:data:`MAX_DEPTH` before PyYAML's recursive composer can hit the recursion limit; a
+value tagged ``!!float`` (``!!int``, ``!!bool``) must be one; ranges hold at most
+:data:`MAX_RANGE_VALUES` values.
+
+YAML is composed into its node tree rather than loaded, because the nodes carry the
+line of every key and list item.
 """
 
 from __future__ import annotations
@@ -17,9 +26,11 @@ import hashlib
 import io
 import os
 import re
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -29,7 +40,10 @@ from batchgen.params import (
     INTEGER_PARAMS,
     PARAMETER_NAMES,
     STRING_PARAMS,
+    TEXT_PARAMS,
     ParamsInvalid,
+    control_characters,
+    prompt_problems,
     prompt_warnings,
     suggest_name,
     validate_params,
@@ -38,6 +52,10 @@ from batchgen.template import Template, TemplateError, parse_template
 
 __all__ = [
     "DEFAULT_FILENAME",
+    "MAX_CSV_BYTES",
+    "MAX_DEPTH",
+    "MAX_RANGE_VALUES",
+    "MAX_YAML_BYTES",
     "FILENAME_BUILTINS",
     "JOB_KEYS",
     "MAX_SEEDS",
@@ -63,11 +81,27 @@ OUTPUT_KEYS = ("filename",)
 REPORT_KEYS = ("rows", "columns")
 FILENAME_BUILTINS = ("index", "key", "name")
 _RESERVED_LABELS = ("index", "key")
+# Parameters an unused label may be a typo of; a misspelt prompt column is caught anyway
+# (no prompt at all), while columns like prompt_id are common and deliberate.
+_SUGGESTED = tuple(name for name in PARAMETER_NAMES if name != "prompt")
 MAX_SEEDS = 10_000
+MAX_RANGE_VALUES = 1_000_000_000  # far above any batch; keeps len() of a range a machine integer
+# A manifest is at most 5 levels deep (jobs, an entry, grid, an axis, its list); 32
+# leaves room for anything sensible while keeping PyYAML's recursive composer (about
+# three Python frames a level) far from the interpreter's recursion limit.
+MAX_DEPTH = 32
+# Bounded reads: a manifest is read whole before anything is checked, so a runaway file
+# (a log pasted by mistake, /dev/zero) must be refused by its size, not parsed for minutes.
+# Pure-Python YAML composes about 1 MB a second, so 1 MiB keeps validation near a second;
+# a hand-written manifest is a few KB, and long lists belong in a ``rows:`` CSV, which is
+# read by the C csv module (64 MiB is 100,000 rows of over 600 bytes).
+MAX_YAML_BYTES = 1 << 20
+MAX_CSV_BYTES = 64 << 20
 DEFAULT_FILENAME = "{index:05d}-{key}.png"
 
-_RANGE = re.compile(r"\s*(-?\d+)\s*-\s*(-?\d+)\s*(?:\(\s*\+\s*(\d+)\s*\))?\s*")
-_DECIMAL = re.compile(r"[+-]?(?:0|[1-9][0-9]*)")
+# Digit counts are bounded so that int() never meets Python's 4,300-digit limit.
+_RANGE = re.compile(r"\s*(-?\d{1,30})\s*-\s*(-?\d{1,30})\s*(?:\(\s*\+\s*(\d{1,30})\s*\))?\s*")
+_DECIMAL = re.compile(r"[+-]?(?:0|[1-9][0-9]{0,99})")
 _RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 _MODEL = re.compile(r"[a-z0-9][a-z0-9._-]*")
 
@@ -157,6 +191,11 @@ def parse_range(text: str) -> range | None:
     return range(start, stop + 1, max(step, 1)) if step >= 1 else range(0)
 
 
+def _range_size(rng: range) -> int:
+    """How many values ``rng`` holds, by arithmetic (``len()`` overflows past 2**63)."""
+    return max(0, (rng.stop - rng.start + rng.step - 1) // rng.step)
+
+
 def _is_range_text(text: str) -> bool:
     return _RANGE.fullmatch(text) is not None
 
@@ -183,6 +222,7 @@ class _Loader:
         self.warnings: list[Problem] = []
         self._constructor = yaml.SafeLoader("")
         self._key_lines: dict[int, int] = {}
+        self._axis_labels: list[tuple[JobSpec, set[str]]] = []  # for unused_axes
 
     def at(self, node: yaml.Node) -> int:
         """The line to report for a value: its key's line if it has one (block lists start below)."""
@@ -201,6 +241,63 @@ class _Loader:
         hint = f" (did you mean {close[0]}?)" if close else ""
         self.error(line, where, f"unknown key {key!r}{hint}; allowed: {', '.join(allowed)}")
 
+    def axis_labels(self, spec: JobSpec, used: set[str]) -> None:
+        """Note a job's label axes and CSV columns, and the names its prompts use."""
+        self._axis_labels.append((spec, used))
+
+    def unused_axes(self, elsewhere: Iterable[str]) -> None:
+        """Report label axes and CSV columns no template uses (``elsewhere``: the filename's
+        and the report's names, which every job shares).
+
+        Such a name sets no parameter and fills nothing, so its values only multiply jobs
+        that send identical requests, each one paid for. Close to a parameter name it is
+        surely a typo (``step_num``): an error. Otherwise a warning: a CSV column may well
+        be kept on purpose, as a label for the ledger and the report.
+        """
+        shared = set(elsewhere)
+        # A CSV file may feed several jobs: a column is used if any of them uses it.
+        by_file: dict[str, set[str]] = {}
+        for spec, used in self._axis_labels:
+            if spec.rows is not None:
+                by_file.setdefault(spec.rows.display, set()).update(used)
+        named: list[tuple[str, int | None, str, str | None, int | None, set[str]]] = []
+        for spec, used in self._axis_labels:
+            named.extend(
+                (a.name, a.line, a.where, None, len(a.values), used)
+                for a in (*spec.axes, *spec.zip)
+                if a.name not in PARAMETER_NAMES
+            )
+        for display, used in by_file.items():
+            columns = next(
+                s.rows.columns for s, _ in self._axis_labels if s.rows and s.rows.display == display
+            )
+            named.extend(
+                (c, 1, f"column {c}", display, None, used) for c in columns if c not in PARAMETER_NAMES
+            )
+        for name, line, where, file, count, used in named:
+            if name in used or name in shared:
+                hint = suggest_name(name)
+                if hint:
+                    self.warn(
+                        line,
+                        where,
+                        f"{name!r} is not a parameter, so it is a label (did you mean {hint}?)",
+                        file=file,
+                    )
+                continue
+            hint = suggest_name(name, _SUGGESTED)
+            if hint:
+                what = f"{name!r} is not a parameter (did you mean {hint}?) and no template uses {{{name}}}"
+            else:
+                what = f"{name!r} sets no parameter and no template uses {{{name}}}"
+            if count is None:
+                what += ": the column is unused, kept only as a label"
+            elif count > 1:
+                what += f": its {count:,} values make jobs that send identical requests"
+            else:
+                what += ": the axis is unused"
+            (self.error if hint else self.warn)(line, where, what, file=file)
+
     # --- YAML node helpers -------------------------------------------------------
 
     def scalar(self, node: yaml.ScalarNode) -> Scalar | None:
@@ -212,12 +309,15 @@ class _Loader:
         if tag == "null":
             return None
         if tag == "int":
-            return int(raw) if _DECIMAL.fullmatch(raw.replace("_", "")) and "_" not in raw else raw
+            return int(raw) if _DECIMAL.fullmatch(raw) else raw
         if tag == "bool":
             # YAML 1.2 booleans only: `no` / `on` as a label (a country, a switch) stay text.
             return raw.lower() == "true" if raw.lower() in ("true", "false") else raw
         if tag == "float":
-            value = self._constructor.construct_object(node)
+            try:
+                value = self._constructor.construct_object(node)
+            except ValueError:  # reported by _check_tags; keep the text
+                return raw
             return value if isinstance(value, float) else raw
         return raw
 
@@ -253,7 +353,19 @@ class _Loader:
             for problem in exc.problems:
                 self.error(line, where, problem.message, file=file)
             return False
+        if name in TEXT_PARAMS and isinstance(value, str):
+            problems = prompt_problems(value)
+            for message in problems:
+                self.error(line, where, message, file=file)
+            return not problems
         return True
+
+    def check_label(self, value: Scalar, line: int | None, where: str, *, file: str | None = None) -> bool:
+        """A label value fills prompts and filenames: no control characters."""
+        problem = control_characters(value) if isinstance(value, str) else None
+        if problem is not None:
+            self.error(line, where, problem, file=file)
+        return problem is None
 
     def param_value(self, name: str, node: yaml.Node, where: str) -> Value | Axis | None:
         """A parameter's value: a scalar, or (becoming an axis) a list or an integer range."""
@@ -288,8 +400,12 @@ class _Loader:
                 )
                 self.error(line, where, f"{what}, not {_describe_node(node)}")
                 return None
-            if len(rng) == 0:
+            size = _range_size(rng)
+            if size == 0:
                 self.error(line, where, f"range {raw!r} is empty (the start is above the end)")
+                return None
+            if size > MAX_RANGE_VALUES:
+                self.error(line, where, f"range {raw!r} has {size:,} values; at most {MAX_RANGE_VALUES:,}")
                 return None
             ok = True
             if is_param:
@@ -321,17 +437,27 @@ class _Loader:
             if is_param and not self.check_param(name, value, self.at(item), item_where):
                 ok = False
                 continue
+            if not is_param and not self.check_label(value, self.at(item), item_where):
+                ok = False
+                continue
             values.append(value)
         return Axis(name, tuple(values), where, line) if ok else None
 
-    def label_name(self, name: str, line: int, where: str, *, file: str | None = None) -> bool:
+    def label_name(
+        self, name: str, line: int, where: str, *, file: str | None = None, axis: bool = False
+    ) -> bool:
+        """Whether ``name`` may be a label; a constant label close to a parameter name warns.
+
+        For an ``axis`` (grid, zip, CSV column) that warning waits for :meth:`unused_axes`,
+        which knows whether any template uses the name.
+        """
         if name in _RESERVED_LABELS:
             self.error(
                 line, where, f"{name!r} is reserved for the filename template; choose another name", file=file
             )
             return False
         hint = suggest_name(name)
-        if hint and name not in PARAMETER_NAMES:
+        if hint and name not in PARAMETER_NAMES and not axis:
             self.warn(
                 line,
                 where,
@@ -341,24 +467,174 @@ class _Loader:
         return True
 
 
+class _Unreadable(Exception):
+    """A file that is not read: missing, not a regular file, too large; the message says which.
+
+    The message completes a sentence whose subject is the file (``is a FIFO ...``).
+    """
+
+    def __init__(self, message: str, *, missing: bool = False) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _read_bounded(path: Path, cap: int, what: str, hint: str = "") -> bytes:
+    """The bytes of a regular file of at most ``cap`` bytes, or :class:`_Unreadable`.
+
+    Opened non-blocking so that a FIFO is refused instead of waiting for a writer; a
+    device (``/dev/zero``) is refused by its type, a file growing while read by ``cap``.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise _Unreadable("does not exist", missing=True) from None
+    except OSError as exc:
+        raise _Unreadable(f"cannot be read: {exc.strerror or exc}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+            raise _Unreadable(f"is {kind}; {what} must be a regular file")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= cap:
+            chunk = os.read(fd, min(1 << 20, cap + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise _Unreadable(f"cannot be read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if size > cap:
+        raise _Unreadable(f"is larger than {_size(cap)}, the limit for {what}{hint}")
+    return b"".join(chunks)
+
+
+def _size(n: int) -> str:
+    return f"{n >> 20} MiB" if n >= 1 << 20 and n % (1 << 20) == 0 else f"{n:,} bytes"
+
+
+class _TooDeep(Exception):
+    """The YAML nests deeper than :data:`MAX_DEPTH`; ``line`` is where the limit was crossed."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with a depth bound on its recursive composer.
+
+    Without it, 5,000 nested ``[`` (or 1,500 indented keys) end in a RecursionError; the
+    bound is checked before each level recurses, so it holds whatever the stack size.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self.explicit: list[yaml.ScalarNode] = []  # scalars written with an explicit tag (``!!float x``)
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            event: Any = self.peek_event()  # type: ignore[no-untyped-call]
+            if self._depth > MAX_DEPTH:
+                raise _TooDeep(int(event.start_mark.line) + 1)
+            node = super().compose_node(parent, index)
+            if isinstance(event, yaml.ScalarEvent) and event.tag not in (None, "!"):
+                assert isinstance(node, yaml.ScalarNode)
+                self.explicit.append(node)
+            return node
+        finally:
+            self._depth -= 1
+
+
+def _compose(text: str) -> tuple[yaml.Node | None, list[yaml.ScalarNode]]:
+    """The YAML node tree of ``text``, at most :data:`MAX_DEPTH` levels deep, and its
+    explicitly tagged scalars."""
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_node(), loader.explicit
+    finally:
+        loader.dispose()
+
+
+# Tags whose values batchgen reads as numbers or booleans: a value written with one of
+# them must be one (``!!float abc`` is a mistake, not the text "abc").
+_TYPED_TAGS = {
+    "tag:yaml.org,2002:float": "a number",
+    "tag:yaml.org,2002:int": "an integer",
+    "tag:yaml.org,2002:bool": "true or false",
+}
+
+
+def _check_tags(loader: _Loader, root: yaml.Node, explicit: list[yaml.ScalarNode]) -> None:
+    """Report every scalar written ``!!float`` / ``!!int`` / ``!!bool`` whose text is not one."""
+    constructor = yaml.SafeLoader("")
+    bad: dict[int, str] = {}
+    for scalar in explicit:
+        if scalar.tag not in _TYPED_TAGS:
+            continue
+        try:
+            constructor.construct_object(scalar)
+        except Exception:  # ValueError, KeyError, OverflowError: whatever the constructor meets
+            kind = scalar.tag.rsplit(":", 1)[-1]
+            bad[id(scalar)] = f"{scalar.value!r} is tagged !!{kind} but is not {_TYPED_TAGS[scalar.tag]}"
+    if not bad:
+        return
+    # Walk the tree once to name where each bad value is (iterative: depth is bounded,
+    # but aliases can make a tree wide; each node is visited once).
+    stack: list[tuple[yaml.Node, str]] = [(root, "")]
+    seen: set[int] = set()
+    while stack:
+        node, where = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for key, value in reversed(node.value):
+                name = str(key.value) if isinstance(key, yaml.ScalarNode) else "?"
+                stack.append((value, f"{where}.{name}" if where else name))
+                stack.append((key, where))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, f"{where}[{i}]") for i, item in reversed(list(enumerate(node.value))))
+        elif id(node) in bad:
+            loader.error(_line(node), where, bad[id(node)])
+
+
 def load_manifest(path: str | os.PathLike[str]) -> Manifest:
     """Load a YAML (.yaml/.yml) or CSV (.csv) manifest; raise ManifestError with every problem."""
     p = Path(path)
     display = str(path)
+    suffix = p.suffix.lower()
+    if suffix not in (".csv", ".yaml", ".yml"):
+        raise ManifestError([Problem(display, None, "", "a manifest is a .yaml, .yml or .csv file")])
+    is_csv = suffix == ".csv"
+    cap = MAX_CSV_BYTES if is_csv else MAX_YAML_BYTES
+    what = "a CSV manifest" if is_csv else "a YAML manifest"
+    hint = "" if is_csv else " (put long lists of values in a rows: CSV file)"
     try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise ManifestError([Problem(display, None, "", "no such file")]) from None
-    except OSError as exc:
-        raise ManifestError([Problem(display, None, "", f"cannot read: {exc.strerror or exc}")]) from None
+        data = _read_bounded(p, cap, what, hint)
+    except _Unreadable as exc:
+        what = "no such file" if exc.missing else str(exc)
+        raise ManifestError([Problem(display, None, "", what)]) from None
     loader = _Loader(p, display)
     sha = hashlib.sha256(data).hexdigest()
-    if p.suffix.lower() == ".csv":
-        manifest = _load_csv_manifest(loader, sha)
-    elif p.suffix.lower() in (".yaml", ".yml"):
-        manifest = _load_yaml_manifest(loader, data, sha)
+    if is_csv:
+        manifest = _load_csv_manifest(loader, data, sha)
     else:
-        raise ManifestError([Problem(display, None, "", "a manifest is a .yaml, .yml or .csv file")])
+        manifest = _load_yaml_manifest(loader, data, sha)
     if loader.problems or manifest is None:
         fallback = [Problem(display, None, "", "invalid manifest")]
         raise ManifestError(_in_file_order(loader.problems) or fallback)
@@ -373,15 +649,35 @@ def _in_file_order(problems: list[Problem]) -> list[Problem]:
     return sorted(problems, key=lambda p: (files[p.file], p.line or 0))
 
 
-def _load_csv_manifest(loader: _Loader, sha: str) -> Manifest | None:
-    source = _read_csv(loader, loader.path, loader.display, None, "")
+def _name_from_file(loader: _Loader) -> str:
+    """The run name a manifest without ``name:`` gets: its file name without the extension.
+
+    The name becomes the folder ``output/<name>/``: a stem of ``..`` (``...yaml``) or
+    ``.`` would put the images and the ledger in ``.`` or above it, and a leading dot
+    hides the folder. Leading dots are dropped, and a name left empty becomes
+    ``manifest``, with a warning.
+    """
+    stem = loader.path.stem
+    name = stem.lstrip(".")
+    if name == stem and name:
+        return name
+    name = name or "manifest"
+    loader.warn(
+        None, "", f"the file name gives the run name {stem!r}, which is not a folder name; using {name!r}"
+    )
+    return name
+
+
+def _load_csv_manifest(loader: _Loader, data: bytes, sha: str) -> Manifest | None:
+    source = _read_csv(loader, loader.path, loader.display, None, "", data=data)
     if source is None:
         return None
     spec = JobSpec("", None, {}, {}, (), (), source, None)
-    _check_prompts(loader, spec, "")
+    loader.axis_labels(spec, _check_prompts(loader, spec, ""))
+    loader.unused_axes(parse_template(DEFAULT_FILENAME).names)
     return Manifest(
         path=loader.path,
-        name=loader.path.stem,
+        name=_name_from_file(loader),
         model=DEFAULT_MODEL,
         sha256=sha,
         jobs=(spec,),
@@ -398,16 +694,34 @@ def _load_yaml_manifest(loader: _Loader, data: bytes, sha: str) -> Manifest | No
         loader.error(None, "", f"is not UTF-8 text ({exc.reason} at byte {exc.start})")
         return None
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root, explicit = _compose(text)
+    except _TooDeep as exc:
+        loader.error(exc.line, "", f"nested more than {MAX_DEPTH} levels deep; a manifest needs 5")
+        return None
+    except RecursionError:  # a backstop: the depth bound should always come first
+        loader.error(None, "", "nested too deeply to read")
+        return None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = int(mark.line) + 1 if mark is not None else None
         what = " ".join(str(part) for part in (exc.context, exc.problem) if part)
         loader.error(line, "", f"YAML syntax error: {what}")
         return None
+    except yaml.reader.ReaderError as exc:
+        # Raised by the reader for characters YAML forbids (NUL, other controls); it
+        # carries a character offset, not a line.
+        line = text.count("\n", 0, exc.position) + 1
+        char = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "\0")
+        name = "a NUL character" if char == 0 else f"the control character U+{char:04X}"
+        loader.error(line, "", f"{name} is not allowed in YAML (a binary file, or a bad paste?)")
+        return None
     except yaml.YAMLError as exc:
         loader.error(None, "", f"YAML error: {exc}")
         return None
+    if root is not None:
+        _check_tags(loader, root, explicit)
+        if loader.problems:
+            return None
     if root is None or (isinstance(root, yaml.ScalarNode) and root.value == ""):
         loader.error(None, "", "the manifest is empty; it needs at least a jobs list")
         return None
@@ -415,7 +729,7 @@ def _load_yaml_manifest(loader: _Loader, data: bytes, sha: str) -> Manifest | No
     if not isinstance(root, yaml.MappingNode):
         return None
 
-    name = loader.path.stem
+    name = _name_from_file(loader) if "name" not in top else loader.path.stem
     if "name" in top:
         node = top["name"]
         value = loader.scalar(node) if isinstance(node, yaml.ScalarNode) else None
@@ -498,6 +812,7 @@ def _load_yaml_manifest(loader: _Loader, data: bytes, sha: str) -> Manifest | No
                 loader.error(loader.at(node), f"report.{key}", "must name a parameter or a label of the jobs")
             else:
                 report[key] = value
+    loader.unused_axes({*filename.names, *report.values()})
 
     return Manifest(
         path=loader.path,
@@ -577,7 +892,8 @@ def _job(
                     loader.at(value_node), sub, "must be a single value (text, number or true/false)"
                 )
                 continue
-            labels[key] = Value(label, sub, loader.at(value_node))
+            if loader.check_label(label, loader.at(value_node), sub):
+                labels[key] = Value(label, sub, loader.at(value_node))
 
     grid = _axes(loader, items, "grid", where)
     zipped = _axes(loader, items, "zip", where)
@@ -645,10 +961,12 @@ def _job(
     # reported at once; names written under labels/grid/zip count as defined even if one
     # of their values was invalid, and a CSV that could not be read hides its columns.
     has_prompt = "prompt" in fields or any(a.name == "prompt" for a in (*grid, *zipped))
+    used: set[str] = set()
     if structure_ok or (has_prompt and not ("rows" in items and rows is None)):
-        _check_prompts(loader, spec, where, declared=_written_names(items))
+        used = _check_prompts(loader, spec, where, declared=_written_names(items))
     if not structure_ok:
         return None, None
+    loader.axis_labels(spec, used)
     return (spec if len(loader.problems) == start else None), _label_names(spec)
 
 
@@ -659,7 +977,7 @@ def _axes(loader: _Loader, items: Mapping[str, yaml.Node], section: str, where: 
         return axes
     for key, value_node in loader.mapping(items[section], f"{where}.{section}", None).items():
         sub = f"{where}.{section}.{key}"
-        if key not in PARAMETER_NAMES and not loader.label_name(key, loader.at(value_node), sub):
+        if key not in PARAMETER_NAMES and not loader.label_name(key, loader.at(value_node), sub, axis=True):
             continue
         axis = loader.axis(key, value_node, sub)
         if axis is not None:
@@ -677,15 +995,22 @@ def _written_names(items: Mapping[str, yaml.Node]) -> set[str]:
     return names
 
 
-def _read_csv(loader: _Loader, path: Path, shown: str, line: int | None, where: str) -> RowSource | None:
-    """Read a CSV (UTF-8 with or without BOM, CRLF or LF); check parameter cells."""
+def _read_csv(
+    loader: _Loader, path: Path, shown: str, line: int | None, where: str, *, data: bytes | None = None
+) -> RowSource | None:
+    """Read a CSV (UTF-8 with or without BOM, CRLF or LF); check parameter cells.
+
+    ``data`` is the file's content when the caller has read it already (a CSV manifest).
+    """
     try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except FileNotFoundError:
-        loader.error(line, where, f"CSV file not found: {shown}")
-        return None
-    except OSError as exc:
-        loader.error(line, where, f"cannot read {shown}: {exc.strerror or exc}")
+        if data is None:
+            data = _read_bounded(path, MAX_CSV_BYTES, "a rows: CSV file")
+        text = data.decode("utf-8-sig")
+    except _Unreadable as exc:
+        if exc.missing:
+            loader.error(line, where, f"CSV file not found: {shown}")
+        else:
+            loader.error(line, where, f"{shown} {exc}")
         return None
     except UnicodeDecodeError as exc:
         loader.error(None, "", f"is not UTF-8 text ({exc.reason} at byte {exc.start})", file=shown)
@@ -708,7 +1033,7 @@ def _read_csv(loader: _Loader, path: Path, shown: str, line: int | None, where: 
             loader.error(1, f"column {column}", "appears twice in the header", file=shown)
             ok = False
         elif column not in PARAMETER_NAMES:
-            ok = loader.label_name(column, 1, f"column {column}", file=shown) and ok
+            ok = loader.label_name(column, 1, f"column {column}", file=shown, axis=True) and ok
     rows: list[Row] = []
     previous = reader.line_num
     try:
@@ -729,6 +1054,8 @@ def _read_csv(loader: _Loader, path: Path, shown: str, line: int | None, where: 
             for column, cell in cells.items():
                 if column in PARAMETER_NAMES:
                     loader.check_param(column, cell, row_line, f"column {column}", file=shown)
+                else:
+                    loader.check_label(cell, row_line, f"column {column}", file=shown)
             rows.append(Row(row_line, cells))
     except csv.Error as exc:
         loader.error(reader.line_num, "", f"CSV error: {exc}", file=shown)
@@ -752,8 +1079,11 @@ def _check_template(
     return template
 
 
-def _check_prompts(loader: _Loader, spec: JobSpec, where: str, *, declared: Iterable[str] = ()) -> None:
-    """Every prompt the job can use parses, and names only what that job (or row) defines."""
+def _check_prompts(loader: _Loader, spec: JobSpec, where: str, *, declared: Iterable[str] = ()) -> set[str]:
+    """Every prompt the job can use parses, and names only what that job (or row) defines.
+
+    Returns every name the job's prompts use.
+    """
     static = set(PARAMETER_NAMES) - {"prompt"}
     static.update(declared)
     static.update(spec.labels)
@@ -769,10 +1099,12 @@ def _check_prompts(loader: _Loader, spec: JobSpec, where: str, *, declared: Iter
     if not prompt_axes and fallback is not None:
         sources.append((str(fallback.value), fallback.line, fallback.where))
     templates: list[Template] = []
+    used_anywhere: set[str] = set()
     for text, line, src_where in sources:
         template = _check_template(loader, text, line, src_where, None)
         if template is None:
             continue
+        used_anywhere.update(template.names)
         undefined = [n for n in template.names if n not in known]
         for name in undefined:
             loader.error(line, src_where, _undefined(name, known))
@@ -786,9 +1118,9 @@ def _check_prompts(loader: _Loader, spec: JobSpec, where: str, *, declared: Iter
             loader.error(
                 spec.line, where, "has no prompt: set prompt on the job, in defaults, or in a grid/zip"
             )
-        return
+        return used_anywhere
     if rows is None:
-        return
+        return used_anywhere
     # Rows: an empty cell is "not set", so each row is checked against its own cells.
     for row in rows.rows:
         row_templates = templates
@@ -796,6 +1128,7 @@ def _check_prompts(loader: _Loader, spec: JobSpec, where: str, *, declared: Iter
             template = _check_template(loader, row.cells["prompt"], row.line, "column prompt", rows.display)
             if template is None:
                 continue
+            used_anywhere.update(template.names)
             undefined = [n for n in template.names if n not in known]
             for name in undefined:
                 loader.error(row.line, "column prompt", _undefined(name, known), file=rows.display)
@@ -812,3 +1145,4 @@ def _check_prompts(loader: _Loader, spec: JobSpec, where: str, *, declared: Iter
             else:
                 for message in prompt_warnings(row.cells[name]):
                     loader.warn(row.line, f"column {name}", message, file=rows.display)
+    return used_anywhere

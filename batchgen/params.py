@@ -23,16 +23,20 @@ __all__ = [
     "ASPECT_RATIOS",
     "DEFAULT_SEED",
     "INTEGER_PARAMS",
+    "MAX_PROMPT_CHARS",
     "MEDIUMS",
     "MODES",
     "PARAMETER_NAMES",
     "SEED_MAX",
     "SEED_MIN",
     "STRING_PARAMS",
+    "TEXT_PARAMS",
     "BriaParams",
     "ParamProblem",
     "ParamsInvalid",
     "aspect_ratio_size",
+    "control_characters",
+    "prompt_problems",
     "prompt_warnings",
     "suggest_name",
     "validate_params",
@@ -138,6 +142,10 @@ def _names_of_type(*kinds: type) -> tuple[str, ...]:
 # Derived from the table, for readers that must treat YAML scalars by kind.
 INTEGER_PARAMS: tuple[str, ...] = _names_of_type(int)
 STRING_PARAMS: tuple[str, ...] = _names_of_type(str)
+# Free text (not a choice from a list): what prompt_problems applies to.
+TEXT_PARAMS: tuple[str, ...] = tuple(
+    name for name in STRING_PARAMS if get_origin(BriaParams.model_fields[name].annotation) is not Literal
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,12 +212,48 @@ def validate_params(values: Mapping[str, Any]) -> BriaParams:
         raise ParamsInvalid(problems) from None
 
 
+# batchgen's own limit, not the API's (Segmind documents none): text encoders of image
+# models read a few hundred tokens at most (CLIP 77, T5 a few hundred), so text beyond a
+# couple of thousand characters cannot change the image, yet every request is paid for.
+# A prompt this long is a pasted file or a runaway template, caught before it is sent.
+MAX_PROMPT_CHARS = 4_000
+
+# C0 controls but tab, newline and carriage return (CRLF in a multi-line CSV cell); DEL;
+# C1 controls. None can be typed into a prompt on purpose.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def control_characters(text: str) -> str | None:
+    """What is wrong if ``text`` holds control characters (tab and newline are fine), else None."""
+    found = sorted(set(_CONTROL.findall(text)))
+    if not found:
+        return None
+    names = ", ".join("NUL" if ch == "\0" else f"U+{ord(ch):04X}" for ch in found[:5])
+    plural = "s" if len(found) > 1 else ""
+    return f"contains the control character{plural} {names}; only tab and newline are allowed"
+
+
+def prompt_problems(prompt: str) -> list[str]:
+    """Why batchgen will not send a prompt (or negative prompt): too long, control characters."""
+    problems: list[str] = []
+    if len(prompt) > MAX_PROMPT_CHARS:
+        problems.append(
+            f"is {len(prompt):,} characters long; the limit is {MAX_PROMPT_CHARS:,}"
+            " (far more than the model reads: a pasted file or a runaway template?)"
+        )
+    control = control_characters(prompt)
+    if control is not None:
+        problems.append(control)
+    return problems
+
+
 _ALLOWED_PROMPT = re.compile(r"[A-Za-z0-9\s.,;:'\"!?()\-/&%+#@*]*")
 
 
 def prompt_warnings(prompt: str) -> list[str]:
     """Warnings for a prompt the API may reject or rewrite (English only, no special characters)."""
     warnings: list[str] = []
+    prompt = _CONTROL.sub("", prompt)  # an error of its own (prompt_problems), not also a warning
     if any(ord(ch) > 127 for ch in prompt):
         warnings.append("contains non-ASCII characters; the API accepts English prompts only")
     elif not _ALLOWED_PROMPT.fullmatch(prompt):

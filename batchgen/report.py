@@ -85,6 +85,8 @@ class Summary:
     budget_reached: bool = False
     interrupted: bool = False
     fatal: str | None = None  # why the run stopped (401/403/404 on submit, 406), if it did
+    write_error: str | None = None  # a file under OUT could not be written: the run halted
+    unrecorded: list[str] = field(default_factory=list)  # accepted request ids the ledger lacks
     warnings: list[str] = field(default_factory=list)  # e.g. ledger lines that were skipped
     report_path: Path | None = None  # OUT/report.html, once written
 
@@ -129,9 +131,12 @@ class Summary:
     def exit_code(self) -> int:
         """The process exit code this outcome calls for (values of ``cli.ExitCode``).
 
-        130 interrupted, 3 stopped by a fatal API condition, 5 stopped at ``--budget``,
-        1 some job failed (now or, not retried, earlier), else 0.
+        4 a file under OUT could not be written (disk full; it may also have been
+        interrupted), 130 interrupted, 3 stopped by a fatal API condition, 5 stopped at
+        ``--budget``, 1 some job failed (now or, not retried, earlier), else 0.
         """
+        if self.write_error:
+            return 4
         if self.interrupted:
             return 130
         if self.fatal:
@@ -170,6 +175,7 @@ class Summary:
             "budget_reached": self.budget_reached,
             "interrupted": self.interrupted,
             "fatal": self.fatal,
+            "write_error": self.write_error,
         }
 
 
@@ -220,6 +226,13 @@ def format_summary(summary: Summary) -> str:
         lines.append(f"{s.removed} jobs in the ledger are no longer in the manifest (left alone)")
     if s.fatal:
         lines.append(f"stopped: {s.fatal}")
+    if s.write_error:
+        lines.append(f"stopped: {s.write_error}; once it can write (space, permissions), rerun to finish")
+    if s.unrecorded:
+        lines.append(
+            f"{len(s.unrecorded)} accepted requests are not in the ledger (their ids are on stderr);"
+            " the rerun submits those jobs again"
+        )
     if s.interrupted:
         lines.append("interrupted: rerun the same command to finish the batch")
     for warning in s.warnings:

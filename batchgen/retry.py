@@ -15,7 +15,8 @@ never reset behind the policy's back, so every loop ends:
 - the image host refusing the URL (403/404/410, an expired signed URL): the result is
   fetched again for a fresh URL, counted as a download attempt, never resubmitted;
 - 429s: the request budget imposes the wait; a job refused ``max_rate_limited`` times
-  gives up (retryably).
+  gives up (retryably);
+- a local write error (disk full, file size limit): the whole run halts; no job fails.
 
 Backoff is exponential with full jitter: a uniform draw in
 ``[0, min(max_delay, base_delay * 2**(n-1))]`` before the n-th retry (``rng`` makes it
@@ -37,6 +38,7 @@ from batchgen.errors import (
     ImageUnavailable,
     InsufficientCredits,
     JobTimedOut,
+    LocalWriteError,
     RateLimited,
     RateLimitStalled,
     RequestFailed,
@@ -59,6 +61,7 @@ class Action(enum.Enum):
     FAIL = "fail"  # give up on this job; ``retryable`` says whether a rerun should retry it
     STOP_SUBMITTING = "stop_submitting"  # 406: submit nothing more, finish what is in flight
     STOP = "stop"  # 401/403/404 on submit: stop the whole run now
+    HALT = "halt"  # a local write failed (disk full): stop the whole run now, fail no job
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +126,10 @@ class RetryPolicy:
             return Decision(Action.WAIT, reason=reason)
         if isinstance(error, FatalApiError):
             return Decision(Action.STOP, reason=reason)
+        if isinstance(error, LocalWriteError):
+            # Not the job's fault and not worth a retry: every image and ledger line after
+            # it would fail the same way (and failing jobs would write still more lines).
+            return Decision(Action.HALT, reason=reason)
         if isinstance(error, InsufficientCredits):
             return Decision(Action.STOP_SUBMITTING, reason=reason)
         if isinstance(error, BadRequest | RequestFailed):

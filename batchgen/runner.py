@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
 import signal
 import sys
 import time
@@ -24,16 +25,16 @@ import anyio
 import httpx
 
 from batchgen import __version__
-from batchgen.client import DEFAULT_BASE_URL, SegmindClient
-from batchgen.errors import UsageError
+from batchgen.client import DEFAULT_BASE_URL, SegmindClient, check_base_url
+from batchgen.errors import LocalWriteError, UsageError
 from batchgen.expand import DEFAULT_MAX_JOBS, check_job_cap, expand
 from batchgen.history import History, history_url_for
 from batchgen.job import Job
-from batchgen.ledger import LEDGER_NAME, LedgerWriter, lock_output, replay
+from batchgen.ledger import LEDGER_NAME, LedgerWriter, check_output, lock_output, replay
 from batchgen.manifest import Manifest, load_manifest
 from batchgen.report import Summary, format_duration
 from batchgen.scheduler import Counts, RunSettings, Scheduler
-from batchgen.storage import IMAGES_DIR
+from batchgen.storage import IMAGES_DIR, remove_stale_parts
 
 if TYPE_CHECKING:  # the emulator (Starlette) is imported only when a run uses it
     from batchgen.emulator import EmulatorConfig
@@ -66,8 +67,12 @@ def emulator_config(time_scale: float = EMULATE_TIME_SCALE) -> EmulatorConfig:
 
 
 def default_out_dir(manifest: Manifest) -> Path:
-    """``output/<manifest name>/`` under the current directory."""
-    return Path("output") / manifest.name
+    """``output/<manifest name>/`` under the current directory; never ``output/..`` or above."""
+    name = manifest.name
+    if not name or name.startswith(".") or "/" in name or "\\" in name:
+        # load_manifest never gives such a name; a Manifest built in code might.
+        raise UsageError(f"the run name {name!r} is not a folder name; pass an output directory")
+    return Path("output") / name
 
 
 def _resolve_jobs(
@@ -235,6 +240,7 @@ async def run(
     progress: bool | None = None,
     progress_interval: float = 10.0,
     handle_signals: bool = False,
+    insecure: bool = False,
     wall_clock: Callable[[], float] = time.time,
     history_url: str | None = None,
 ) -> Summary:
@@ -247,11 +253,14 @@ async def run(
 
     The API key is read from ``SEGMIND_API_KEY`` (required unless ``emulate`` or a
     ``client`` is given: a caller's client may carry its own ``x-api-key`` header).
-    ``base_url`` defaults to ``BATCHGEN_BASE_URL`` or https://api.segmind.com;
-    ``history_url``, where the account's request history is read (to find lost submits
-    again, fetch images past retention, and price the run), defaults to Segmind's
-    history host for Segmind's API and to ``base_url`` for anything else. ``client``
-    is used as is and not closed; without one, a client is built for this run.
+    ``base_url`` defaults to ``BATCHGEN_BASE_URL`` or https://api.segmind.com; it must be
+    https (plain http only to a loopback host, unless ``insecure``). ``history_url``,
+    where the account's request history is read (to find lost submits again, fetch
+    images past retention, and price the run), defaults to Segmind's history host for
+    Segmind's API and to ``base_url`` for anything else; the same rule applies to it.
+    ``client`` is used as is and not closed; without one, a client is built for this
+    run. Either way the key is sent to the API and history origins only (see
+    :mod:`batchgen.client`).
     ``emulate`` (True or an :class:`~batchgen.emulator.EmulatorConfig`) runs against an
     in-process emulator instead: no key, no network.
 
@@ -260,9 +269,11 @@ async def run(
     SIGTERM handling of the command line (only from the main thread).
 
     Raises :class:`~batchgen.errors.ManifestError`, :class:`~batchgen.errors.UsageError`
-    or :class:`~batchgen.errors.LockedError` before anything is submitted; API
-    conditions are reported in the summary (``fatal``, ``failed``), not raised. The
-    process exit code for the outcome is ``summary.exit_code``.
+    or :class:`~batchgen.errors.LockedError` before anything is submitted, and
+    :class:`~batchgen.errors.LocalWriteError` if the ledger cannot be written before the
+    first submit; API conditions, and a write that fails later (``write_error``, the
+    ``unrecorded`` request ids), are reported in the summary, not raised. The process
+    exit code for the outcome is ``summary.exit_code``.
     """
     started = anyio.current_time()
     manifest, jobs = _resolve_jobs(source, max_jobs=max_jobs)
@@ -283,7 +294,10 @@ async def run(
         api_key = os.environ.get(API_KEY_ENV) or None
         if api_key is None and client is None:
             raise UsageError(f"set {API_KEY_ENV} to your Segmind API key (or use --emulate to run offline)")
-        base_url = base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+        # Checked before anything is written: plain http to another host is refused here.
+        base_url = check_base_url(
+            base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL, insecure=insecure, warn=True
+        )
     settings = settings or RunSettings()
     problems = settings.problems()
     if problems:
@@ -292,13 +306,21 @@ async def run(
     ledger_path = out / LEDGER_NAME
     summary = Summary(total=len(jobs), out_dir=out, images_dir=out / IMAGES_DIR, ledger_path=ledger_path)
     with lock_output(out):
-        state = replay(ledger_path)
+        # From here on every file goes under the resolved, checked folder.
+        root = check_output(out, {posixpath.dirname(job.filename) for job in jobs})
+        try:
+            stale = await anyio.to_thread.run_sync(remove_stale_parts, root)
+        except OSError as exc:
+            raise LocalWriteError.from_os_error("remove old .part files under", root, exc) from None
+        if stale:
+            log.info("removed %d unfinished .part files left by an earlier run", len(stale))
+        state = replay(root / LEDGER_NAME)
         summary.warnings.extend(state.warnings)
         removed = state.removed(job.key for job in jobs)
         summary.removed = len(removed)
         if removed:
             log.info("%d jobs in the ledger are no longer in the manifest; left alone", len(removed))
-        writer = await LedgerWriter.open(ledger_path, clock=wall_clock)
+        writer = await LedgerWriter.open(root / LEDGER_NAME, clock=wall_clock)
         async with (
             writer,
             _http_client(client, emulate=emulation) as http,
@@ -312,8 +334,12 @@ async def run(
                 settings={**settings.to_json(), "base_url": base_url, "jobs": len(jobs)},
                 version=__version__,
             )
-            api = SegmindClient(http, base_url=base_url, api_key=api_key)
-            history = History(http, history_url or history_url_for(base_url), api_key=api_key)
+            # The in-process emulator's made-up http host never reaches a network.
+            plain_ok = insecure or emulation is not None
+            api = SegmindClient(http, base_url=base_url, api_key=api_key, insecure=plain_ok)
+            history = History(
+                http, history_url or history_url_for(base_url), api_key=api_key, insecure=plain_ok
+            )
             bar: _Progress | None = None
 
             def on_change() -> None:
@@ -323,7 +349,7 @@ async def run(
             scheduler = Scheduler(
                 api,
                 writer,
-                out_dir=out,
+                out_dir=root,
                 settings=settings,
                 summary=summary,
                 wall_clock=wall_clock,
@@ -347,10 +373,30 @@ async def run(
             finally:
                 bar.close()
                 summary.wall_time = anyio.current_time() - started
-                await writer.write("run_finished", "", **summary.counts())
-        if settings.report and not summary.interrupted:
+                try:
+                    await writer.write("run_finished", "", **summary.counts())
+                except LocalWriteError as exc:
+                    summary.write_error = summary.write_error or str(exc)
+                _report_unrecorded(writer, summary)
+        if settings.report and not summary.interrupted and not summary.write_error:
             await _write_report(out, summary, wall_clock)
     return summary
+
+
+def _report_unrecorded(writer: LedgerWriter, summary: Summary) -> None:
+    """Put the accepted requests the ledger could not record on stderr: they are paid for,
+    and a rerun can only find them in the request history."""
+    lost = writer.unrecorded_requests()
+    summary.unrecorded = [request_id for request_id, _ in lost]
+    if not lost:
+        return
+    log.error(
+        "the ledger %s could not record %d accepted requests; they are paid for, keep their ids:",
+        writer.path,
+        len(lost),
+    )
+    for request_id, key in lost:
+        log.error("unrecorded request %s (job %s)", request_id, key[:12])
 
 
 async def _write_report(out: Path, summary: Summary, wall_clock: Callable[[], float]) -> None:

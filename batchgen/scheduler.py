@@ -19,6 +19,11 @@ download :attr:`RunSettings.download_timeout` and :attr:`RunSettings.max_image_b
 each ``Retry-After`` :attr:`RunSettings.retry_after_cap`, each job the retention window
 from its submit, and the attempts of :class:`~batchgen.retry.RetryPolicy`.
 
+A file under OUT that cannot be written (disk full, a file size limit: an image or a
+ledger line) halts the run (:meth:`Scheduler.halt`): nothing more is submitted or
+saved, no job is failed for it, and every accepted request is in the ledger or, if the
+ledger itself failed, in the writer's unrecorded list.
+
 Stopping: :meth:`Scheduler.stop_submitting` (first Ctrl-C / SIGTERM, or a 406) cancels
 the feeder's scope: jobs waiting to submit give up, jobs in flight go on to the end (the
 runner cancels them after a grace period). :meth:`Scheduler.cancel` (a second Ctrl-C,
@@ -48,7 +53,7 @@ from batchgen.budget import RETRY_AFTER_CAP, Kind, RateState, RequestBudget
 from batchgen.cadence import Cadence
 from batchgen.client import SegmindClient, find_image_urls
 from batchgen.embed import ImageInfo
-from batchgen.errors import ApiError, JobTimedOut, RateLimited, TransientError, UsageError
+from batchgen.errors import ApiError, JobTimedOut, LocalWriteError, RateLimited, TransientError, UsageError
 from batchgen.estimate import estimate, price_of
 from batchgen.flight import Flight, Phase, Step
 from batchgen.history import History, HistoryUnavailable, Intent, match
@@ -255,15 +260,19 @@ class Scheduler:
             self._plan, jobs, state, anyio.current_time()
         )
         self._announce([f.job for f in new] + [f.job for f, _ in in_transit])
-        if in_transit:
-            found, unknown = await self._reconcile(in_transit, state)
-            resumed.extend(found)
-            new[:0] = unknown
-        self._on_change()
         limiter = self.admission.limiter
-        # Requests already on the server are polled at once, whatever the target.
-        self.admission.make_room(len(resumed))
         try:
+            if in_transit:
+                try:
+                    found, unknown = await self._reconcile(in_transit, state)
+                except LocalWriteError as error:
+                    self.halt(error)
+                    return
+                resumed.extend(found)
+                new[:0] = unknown
+            self._on_change()
+            # Requests already on the server are polled at once, whatever the target.
+            self.admission.make_room(len(resumed))
             with anyio.CancelScope() as scope:
                 self._scope = scope
                 async with anyio.create_task_group() as followers:
@@ -280,7 +289,11 @@ class Scheduler:
                             for flight in new:
                                 await limiter.acquire_on_behalf_of(flight)
                                 submitters.start_soon(self._submit_then_follow, flight)
-            await self._record_costs(state)
+            if self.summary.write_error is None and not self.summary.interrupted:
+                try:
+                    await self._record_costs(state)
+                except LocalWriteError as error:
+                    self.halt(error)
         finally:
             self._scope = self._feeding = self._followers = None
             self.summary.not_run = self.counts.not_run
@@ -331,6 +344,11 @@ class Scheduler:
             else:
                 if action.reason != "new":
                     self._resubmitted.add(job.key)
+                if action.reason == "file-outside":
+                    self.summary.warnings.append(
+                        f"job {job.short_key}: its image in the ledger resolves outside"
+                        f" {self.out_dir / 'images'}; not counted as done, made again"
+                    )
                 new.append(flight)
         return resumed, new, in_transit
 
@@ -524,10 +542,33 @@ class Scheduler:
     def _retarget(self) -> None:
         self.admission.update(anyio.current_time(), submit_rate=self.rate.submit_rate())
 
+    def halt(self, error: LocalWriteError) -> None:
+        """A file under OUT cannot be written: stop everything now (exit 4); fail no job.
+
+        Every accepted request is in the ledger, which a rerun polls (nothing paid twice),
+        or, if the ledger itself failed, in the writer's unrecorded list, which the runner
+        prints (their "submitting" lines let the rerun find them in the request history).
+        """
+        if self.summary.write_error is None:
+            self.summary.write_error = str(error)
+            log.error("%s; stopping the run (rerun the same command once it can write)", error)
+        self.cancel()
+
     async def _handle(self, flight: Flight, step: Step, exc: Exception) -> bool:
         """Apply the retry policy to ``exc``; True to carry on with the job, False if it ended."""
+        try:
+            return await self._apply(flight, step, exc)
+        except LocalWriteError as error:  # the ledger line of a failure or an expiry
+            self.halt(error)
+            return False
+
+    async def _apply(self, flight: Flight, step: Step, exc: Exception) -> bool:
         decision = self.policy.decide(exc, step=step, attempts=flight.attempts)
         action = decision.action
+        if action is Action.HALT:
+            assert isinstance(exc, LocalWriteError)
+            self.halt(exc)
+            return False
         if action is Action.RETRY:
             log.debug("job %s: %s; again in %.3fs", flight.job.short_key, exc, decision.delay)
             await anyio.sleep(decision.delay)

@@ -5,6 +5,8 @@ A download goes to ``<final>.part`` while it is hashed (sha256) and counted; on
 corrupt file is :class:`ImageInvalid`) as the format they claim, and only then is the
 file renamed into place with :func:`os.replace`, so ``OUT/images`` never holds a
 half-written image. On an exception or a cancellation the ``.part`` file is removed.
+A failure to write (disk full, file size limit, permissions) is
+:class:`~batchgen.errors.LocalWriteError`: the run's problem, not the download's.
 
 The file's extension follows its real content (the last step of the output-path rule,
 :func:`batchgen.paths.with_format_extension`): a JPEG answer for ``cat.png`` is saved as
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import logging
 import os
@@ -30,7 +33,7 @@ from aiofiles.threadpool.binary import AsyncBufferedIOBase
 from PIL import Image
 
 from batchgen.embed import ImageInfo, embed
-from batchgen.errors import ImageInvalid
+from batchgen.errors import ImageInvalid, LocalWriteError
 from batchgen.paths import with_format_extension
 
 __all__ = [
@@ -163,18 +166,40 @@ class PartFile:
         return self._size
 
     async def __aenter__(self) -> PartFile:
-        await anyio.Path(self.part_path.parent).mkdir(parents=True, exist_ok=True)
-        # Shielded: cancelled during the threaded open, the file would still be opened
-        # but never closed, and the empty .part left behind (__aexit__ does not run).
-        with anyio.CancelScope(shield=True):
-            self._file = await aiofiles.open(self.part_path, "wb")
+        try:
+            await anyio.to_thread.run_sync(self._make_folder)
+            # Shielded: cancelled during the threaded open, the file would still be opened
+            # but never closed, and the empty .part left behind (__aexit__ does not run).
+            with anyio.CancelScope(shield=True):
+                self._file = await aiofiles.open(self.part_path, "wb", opener=_open_no_follow)
+        except OSError as exc:
+            raise LocalWriteError.from_os_error("write", self.part_path, exc) from None
         return self
+
+    def _make_folder(self) -> None:
+        """Create the image's folder; refuse one that resolves outside ``OUT/images``.
+
+        :func:`batchgen.ledger.check_output` checked the folders at the start of the run;
+        this catches a symlink made since, before anything is written through it.
+        """
+        folder = self.part_path.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        images = (self.out_dir / IMAGES_DIR).resolve()
+        if not folder.resolve().is_relative_to(images):
+            raise LocalWriteError(
+                f"cannot write {self.part_path}: its folder leads outside {images} through a symlink",
+                path=str(self.part_path),
+                reason="symlink out of the images folder",
+            )
 
     async def write(self, chunk: bytes) -> None:
         """Append ``chunk`` to the ``.part`` file and to the running sha256."""
         if self._file is None:
             raise RuntimeError("PartFile used outside its `async with` block, or after commit")
-        await self._file.write(chunk)
+        try:
+            await self._file.write(chunk)
+        except OSError as exc:  # ENOSPC, EFBIG, EIO: the disk, not the download
+            raise LocalWriteError.from_os_error("write", self.part_path, exc) from None
         self._hash.update(chunk)
         self._size += len(chunk)
 
@@ -191,7 +216,10 @@ class PartFile:
             raise RuntimeError("PartFile.commit() called outside its `async with` block or twice")
         file, self._file = self._file, None
         with anyio.CancelScope(shield=True):
-            await file.close()
+            try:
+                await file.close()  # flushes the last buffered bytes: the disk may be full now
+            except OSError as exc:
+                raise LocalWriteError.from_os_error("write", self.part_path, exc) from None
         label = f"{IMAGES_DIR}/{self.relpath}"
         if self._size == 0:
             raise ImageInvalid(f"{label}: empty download", file=label)
@@ -217,7 +245,10 @@ class PartFile:
             height=height,
         )
         with anyio.CancelScope(shield=True):  # renamed and recorded as saved, or neither
-            await anyio.to_thread.run_sync(os.replace, self.part_path, final)
+            try:
+                await anyio.to_thread.run_sync(os.replace, self.part_path, final)
+            except OSError as exc:
+                raise LocalWriteError.from_os_error("rename into place", final, exc) from None
             self.final_path = final
             self._saved = saved
         return saved
@@ -234,8 +265,15 @@ class PartFile:
         with anyio.CancelScope(shield=True):
             if self._file is not None:
                 file, self._file = self._file, None
-                await file.close()
-            await anyio.Path(self.part_path).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # the flush of a file being thrown away
+                    await file.close()
+            with contextlib.suppress(OSError):  # never hide the error that brought us here
+                await anyio.Path(self.part_path).unlink(missing_ok=True)
+
+
+def _open_no_follow(path: str, flags: int) -> int:
+    """``open()``'s opener for ``.part`` files: never through a symlink planted in their place."""
+    return os.open(path, flags | os.O_NOFOLLOW, 0o666)
 
 
 def open_part(out_dir: Path, relpath: str) -> PartFile:
@@ -257,8 +295,10 @@ def remove_stale_parts(out_dir: Path) -> list[Path]:
     removed: list[Path] = []
     if not images.is_dir():
         return removed
+    # rglob does not descend into symlinked folders; a .part that is itself a symlink is
+    # removed too (the link, not its target), so nothing is ever written through it.
     for path in sorted(images.rglob("*" + PART_SUFFIX)):
-        if path.is_file():
+        if path.is_symlink() or path.is_file():
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed

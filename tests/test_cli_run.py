@@ -97,3 +97,22 @@ def test_no_embed_saves_images_as_downloaded(tmp_path: Path) -> None:
         for path in (out / "images").rglob("*.png"):
             with Image.open(path) as im:
                 assert ("parameters" in im.info) is expected
+
+
+@pytest.mark.parametrize("how", ["flag", "environment"])
+def test_a_plain_http_base_url_to_another_host_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """--base-url (or BATCHGEN_BASE_URL) http://api.segmind.com: exit 2, the key is not sent in clear."""
+    monkeypatch.setenv("SEGMIND_API_KEY", "k")
+    out = tmp_path / "out"
+    argv = ["run", str(REPO / "manifests" / "demo.yaml"), "--out", str(out)]
+    if how == "flag":
+        argv += ["--base-url", "http://api.segmind.com"]
+    else:
+        monkeypatch.setenv("BATCHGEN_BASE_URL", "http://api.segmind.com")
+    assert run_cli(argv) == 2
+    err = capsys.readouterr().err
+    assert "is plain http to api.segmind.com: the API key would travel unencrypted" in err
+    assert "--insecure" in err
+    assert not out.exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -12,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from batchgen.client import SegmindClient, find_image_urls, parse_retry_after
+from batchgen.client import SegmindClient, check_base_url, find_image_urls, parse_retry_after
 from batchgen.errors import (
     BadRequest,
     FatalApiError,
@@ -23,6 +24,7 @@ from batchgen.errors import (
     RequestFailed,
     RequestNotFound,
     TransientError,
+    UsageError,
 )
 
 BASE = "https://api.example.test"
@@ -383,3 +385,151 @@ async def test_counters_count_api_requests_polls_and_downloads() -> None:
     async with client.download("https://cdn.test/a.png") as d:
         assert [c async for c in d.chunks]
     assert (client.requests, client.polls, client.downloads) == (4, 3, 1)
+
+
+# --- the key goes to the API origin only -------------------------------------------
+
+CDN = "https://cdn.example.org"
+
+
+def callers_client(handler: Handler, **kw: Any) -> SegmindClient:
+    """The documented embedding: the caller's own client carries the key as a default header."""
+    http = httpx.AsyncClient(
+        transport=httpx.MockTransport(handler), headers={"x-api-key": "callers-key"}, **kw
+    )
+    return SegmindClient(http, base_url=BASE)
+
+
+@pytest.mark.anyio
+async def test_a_callers_default_key_header_never_reaches_the_image_host() -> None:
+    """The caller's client sends its key to the API (status) but not to the CDN image URL."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.host == "cdn.example.org":
+            return httpx.Response(200, content=PNG, headers={"content-type": "image/png"})
+        return httpx.Response(200, json={"status": "QUEUED", "request_id": "r-1"})
+
+    client = callers_client(handler)
+    await client.status("r-1")
+    async with client.download(f"{CDN}/a.png") as d:
+        assert b"".join([c async for c in d.chunks]) == PNG
+    assert seen[0].headers["x-api-key"] == "callers-key"
+    assert "x-api-key" not in seen[1].headers
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("follow", [False, True])
+async def test_an_api_redirect_to_another_origin_is_not_followed(follow: bool) -> None:
+    """Even on a client with follow_redirects=True, an API answer redirecting to another host
+    stops the run (FatalApiError) and nothing is sent to that host, with or without the key."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(302, headers={"location": "https://evil.example.net/steal"})
+
+    client = callers_client(handler, follow_redirects=follow)
+    with pytest.raises(FatalApiError, match=r"redirect to https://evil\.example\.net, another host"):
+        await client.submit("bria-text-to-image", {"prompt": "a"})
+    assert [r.url.host for r in seen] == ["api.example.test"]
+
+
+@pytest.mark.anyio
+async def test_an_api_redirect_within_the_origin_keeps_the_key() -> None:
+    """A same-origin redirect (a moved path) is followed, with the key."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path == "/v2/bria-text-to-image":
+            return httpx.Response(307, headers={"location": "/v2/new-place"})
+        return httpx.Response(200, json=SUBMIT_OK)
+
+    submitted = await make_client(handler).submit("bria-text-to-image", {"prompt": "a"})
+    assert submitted.request_id == "r-1"
+    assert [r.url.path for r in seen] == ["/v2/bria-text-to-image", "/v2/new-place"]
+    assert all(r.headers["x-api-key"] == "secret-key" for r in seen)
+
+
+@pytest.mark.anyio
+async def test_an_image_redirected_off_the_api_host_loses_the_key_at_the_first_hop_off() -> None:
+    """An image URL on the API host that redirects to a CDN (and on): only the API hop has the key."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.host == "api.example.test":
+            return httpx.Response(302, headers={"location": f"{CDN}/hop"})
+        if request.url.path == "/hop":
+            return httpx.Response(301, headers={"location": "https://other.example.com/a.png"})
+        return httpx.Response(200, content=PNG)
+
+    client = callers_client(handler, follow_redirects=True)
+    async with client.download(f"{BASE}/images/a.png") as d:
+        assert b"".join([c async for c in d.chunks]) == PNG
+    assert [(r.url.host, r.headers.get("x-api-key")) for r in seen] == [
+        ("api.example.test", "callers-key"),
+        ("cdn.example.org", None),
+        ("other.example.com", None),
+    ]
+
+
+@pytest.mark.anyio
+async def test_endless_redirects_are_a_transient_error() -> None:
+    """A redirect loop is given up after a few hops, as a retryable fault."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(302, headers={"location": f"{CDN}/again"})
+
+    with pytest.raises(TransientError, match="more than 5 redirects"):
+        async with make_client(handler).download(f"{CDN}/start.png"):
+            pass
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://api.segmind.com",
+        "https://api.segmind.com/",
+        "http://127.0.0.1:8000",
+        "http://127.3.4.5",
+        "http://localhost:8000",
+        "http://[::1]:8000",
+        "http://[::ffff:127.0.0.1]:8000",
+    ],
+)
+def test_https_or_loopback_http_base_urls_are_accepted(url: str) -> None:
+    """https anywhere; plain http only to this machine (an emulator, a tunnel)."""
+    assert check_base_url(url) == url.rstrip("/")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://api.segmind.com", "is plain http to api.segmind.com: the API key would travel unencrypted"),
+        ("http://10.0.0.5:8000", "is plain http to 10.0.0.5"),
+        ("http://localhost.evil.com", "is plain http to localhost.evil.com"),
+        ("api.segmind.com", "must start with https://"),
+        ("ftp://api.segmind.com", "must start with https://"),
+        ("https://", "must start with https://"),
+    ],
+)
+def test_other_base_urls_are_refused(url: str, message: str) -> None:
+    """Plain http to another host, or no http at all, is a usage error (exit 2), before any request."""
+    with pytest.raises(UsageError, match=message):
+        check_base_url(url)
+    with pytest.raises(UsageError):
+        SegmindClient(httpx.AsyncClient(), base_url=url)
+
+
+def test_insecure_allows_plain_http_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """--insecure / insecure=True lets plain http through, and says what it costs."""
+    logger = logging.getLogger("batchgen")
+    logger.addHandler(caplog.handler)
+    try:
+        assert check_base_url("http://api.segmind.com", insecure=True, warn=True) == "http://api.segmind.com"
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert "the API key goes to api.segmind.com over plain http, unencrypted" in caplog.text

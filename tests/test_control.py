@@ -27,7 +27,7 @@ from batchgen.runner import run
 from batchgen.scheduler import RunSettings
 from tests.warp import current_loop, warp_backend
 
-BASE = "http://emulator.test"
+BASE = "http://localhost"  # plain http is for loopback hosts only (the key would travel in clear)
 SPEED = 40.0
 
 

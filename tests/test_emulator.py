@@ -960,3 +960,20 @@ def test_cli_refuses_out_of_range_options(capsys: pytest.CaptureFixture[str]) ->
     err = capsys.readouterr().err
     assert "workers: 0 is below 1" in err and "fault_rate: 2.0" in err and "Traceback" not in err
     assert "stall_rate: 1.5 is not between 0 and 1" in err
+
+
+def test_cli_on_a_port_in_use_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """`batchgen emulator` on a busy port: one clear line, exit 2 (it printed its URL, then
+    uvicorn's error, and exited 3, the code for key and credit problems)."""
+    import socket
+
+    from batchgen.cli import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["emulator", "--port", str(port)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"error: emulator: cannot listen on 127.0.0.1:{port}: Address already in use\n"

@@ -12,7 +12,7 @@ import pytest
 
 from batchgen.emulator import EmulatorConfig, create_app
 
-BASE = "http://emulator.test"
+BASE = "http://localhost"
 HISTORY = f"{BASE}/inference-request/request-history"
 HEADERS = {"x-api-key": "k"}
 

@@ -25,7 +25,7 @@ from batchgen.runner import run
 from batchgen.scheduler import RunSettings
 from tests.warp import current_loop, warp_backend
 
-BASE = "http://emulator.test"
+BASE = "http://localhost"
 SPEED = 40.0
 RETRY_AFTER_CAP = 120.0  # documented in the README: "Every wait has a bound"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -9,11 +10,12 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
-from batchgen.errors import LockedError, UsageError
+from batchgen.errors import LocalWriteError, LockedError, UsageError
 from batchgen.ledger import (
     LedgerWriter,
     Poll,
@@ -114,6 +116,82 @@ async def test_a_started_write_survives_cancellation(tmp_path: Path) -> None:
             await write_job(writer, "k1")
         assert scope.cancel_called
     assert [line["key"] for line in read_lines(path)] == ["k1"]
+
+
+class FullDisk:
+    """A ledger file on a disk that fills up: the real file, until ``room`` bytes are taken;
+    the write that crosses it stores what fits, then fails with ENOSPC (like a real disk)."""
+
+    def __init__(self, real: Any, room: int) -> None:
+        self.real = real
+        self.room = room
+
+    def fileno(self) -> int:
+        return int(self.real.fileno())
+
+    def write(self, data: memoryview) -> int:
+        size = os.fstat(self.fileno()).st_size
+        if size + len(data) <= self.room:
+            return int(self.real.write(data))
+        if size < self.room:
+            return int(self.real.write(data[: self.room - size]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def close(self) -> None:
+        self.real.close()
+
+
+@pytest.mark.anyio
+async def test_a_write_that_fails_is_cut_back_off_and_its_request_id_kept(tmp_path: Path) -> None:
+    """A full disk mid-line: LocalWriteError, the partial line is cut away (the file stays whole
+    lines), the event is kept as unrecorded, and writing works again once there is room."""
+    path = tmp_path / "ledger.jsonl"
+    writer = await LedgerWriter.open(path, clock=FakeClock(), fsync=False)
+    await write_job(writer, "k1", "r-1")
+    room = path.stat().st_size + 100
+    writer._file = FullDisk(writer._file, room)  # type: ignore[assignment]
+    with pytest.raises(LocalWriteError) as caught:
+        await write_job(writer, "k2", "r-2", index=1)
+    assert str(caught.value) == f"cannot write the ledger {path}: No space left on device"
+    assert path.read_bytes().endswith(b"\n") and [e["key"] for e in read_lines(path)] == ["k1"]
+    assert writer.unrecorded_requests() == [("r-2", "k2")]
+    assert writer.broken is caught.value
+    writer._file.room = 10_000  # type: ignore[attr-defined]  # space was freed
+    await write_job(writer, "k3", "r-3", index=2)
+    await writer.aclose()
+    assert [e["key"] for e in read_lines(path)] == ["k1", "k3"]
+    assert writer.unrecorded_requests() == [("r-2", "k2")]
+
+
+@pytest.mark.anyio
+async def test_a_line_that_cannot_be_cut_back_stops_every_later_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If even the cut fails, nothing more is appended (it would glue onto the torn line); each
+    refused event is kept, and replay still reads every whole line before the torn one."""
+    path = tmp_path / "ledger.jsonl"
+    writer = await LedgerWriter.open(path, clock=FakeClock(), fsync=False)
+    await write_job(writer, "k1", "r-1")
+    writer._file = FullDisk(writer._file, path.stat().st_size + 100)  # type: ignore[assignment]
+
+    def no_truncate(fd: int, length: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "ftruncate", no_truncate)
+    for i in (2, 3):
+        with pytest.raises(LocalWriteError):
+            await write_job(writer, f"k{i}", f"r-{i}", index=i)
+    await writer.aclose()
+    assert writer.unrecorded_requests() == [("r-2", "k2"), ("r-3", "k3")]
+    assert replay(path).keys() == {"k1"}
+
+
+@pytest.mark.anyio
+async def test_a_ledger_that_cannot_be_opened_is_a_local_write_error(tmp_path: Path) -> None:
+    """Opening the ledger where a folder blocks its path is LocalWriteError, not a traceback."""
+    (tmp_path / "ledger.jsonl").mkdir()
+    with pytest.raises(LocalWriteError, match="cannot open the ledger"):
+        await LedgerWriter.open(tmp_path / "ledger.jsonl")
 
 
 @pytest.mark.anyio
@@ -373,6 +451,79 @@ async def test_completed_with_file_missing_or_changed_is_recovered_from_its_requ
     assert decide(record, out_dir=tmp_path, now=T0) == recover
     (tmp_path / "images" / "a.png").unlink()
     assert decide(record, out_dir=tmp_path, now=T0) == recover
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "file", ["../../../etc/hostname", "/etc/hostname", "images/../../x.png", "x.png", "images", None]
+)
+async def test_completed_file_outside_images_is_not_done(tmp_path: Path, file: str | None) -> None:
+    """A completed line whose file is not a plain path under images/ is skipped with a warning,
+    even when that file exists with the recorded sha256: the job is not done."""
+    outside = tmp_path / "etc" / "hostname"
+    outside.parent.mkdir()
+    outside.write_bytes(b"host")
+    out = tmp_path / "a" / "b" / "c"
+    (out / "images").mkdir(parents=True)
+    path = await ledger_with(
+        out,
+        SUBMITTED,
+        (
+            "completed",
+            "k",
+            {"request_id": "r-1", "file": file, "sha256": hashlib.sha256(b"host").hexdigest()},
+        ),
+    )
+    state = replay(path)
+    assert [w.split(": ", 1)[1] for w in state.warnings] == [
+        f"completed file {file!r} is not a path inside images/, line skipped"
+    ]
+    record = state.get("k")
+    assert record is not None and record.state == "submitted"
+    # Not done: its request is asked again (result, then history) before paying again.
+    assert decide(record, out_dir=out, now=T0 + 99_999) == Poll("r-1", T0, recover=True)
+
+
+@pytest.mark.anyio
+async def test_completed_file_through_a_symlink_out_of_images_is_not_done(tmp_path: Path) -> None:
+    """images/x.png (or a folder in images/) symlinked outside OUT/images never counts as done."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "x.png").write_bytes(b"image bytes")
+    out = tmp_path / "out"
+    (out / "images").mkdir(parents=True)
+    (out / "images" / "sub").symlink_to(outside)
+    (out / "images" / "x.png").symlink_to(outside / "x.png")
+    digest = hashlib.sha256(b"image bytes").hexdigest()
+    for file in ("images/x.png", "images/sub/x.png"):
+        path = await ledger_with(
+            out, SUBMITTED, ("completed", "k", {"request_id": "r-1", "file": file, "sha256": digest})
+        )
+        record = replay(path).get("k")
+        assert decide(record, out_dir=out, now=T0) == Submit("file-outside", "r-1")
+        path.unlink()
+
+
+def test_deeply_nested_json_line_is_a_corrupt_line_not_a_crash(tmp_path: Path) -> None:
+    """A ledger line of 100,000 nested arrays is skipped like any corrupt line (no RecursionError),
+    in the middle of the file and as a torn last line, and the writer still opens the file."""
+    path = tmp_path / "ledger.jsonl"
+    good = json.dumps({"event": "submitted", "key": "k1", "ts": format_ts(T0), "request_id": "r-1"})
+    deep = "[" * 100_000 + "]" * 100_000
+    path.write_text(f"{good}\n{deep}\n{good}\n{deep}")
+    state = replay(path)
+    assert state.keys() == {"k1"}
+    assert [w.split(": ", 1)[1] for w in state.warnings] == [
+        "not a JSON object, line skipped",
+        "incomplete last line ignored (a run was killed while writing it)",
+    ]
+
+    async def reopen() -> None:
+        async with await LedgerWriter.open(path):
+            pass
+
+    anyio.run(reopen)
+    assert path.read_text().endswith(f"{good}\n")
 
 
 @pytest.mark.anyio

@@ -311,13 +311,63 @@ def test_range_errors(tmp_path: Path) -> None:
     ]
 
 
-def test_label_that_looks_like_a_parameter_warns(tmp_path: Path) -> None:
-    """A CSV column or grid name close to a parameter name is a label, with a did-you-mean warning."""
+def test_label_that_looks_like_a_parameter_warns_when_a_template_uses_it(tmp_path: Path) -> None:
+    """A CSV column or grid name close to a parameter name, used by a template, is a label with a warning."""
     write(tmp_path, "p.csv", "sku,step_num\nA1,30\n")
-    manifest = load(tmp_path, "jobs:\n  - prompt: a {sku}\n    rows: p.csv\n")
+    manifest = load(tmp_path, "jobs:\n  - prompt: a {sku} in {step_num} steps\n    rows: p.csv\n")
     assert [str(w) for w in manifest.warnings] == [
         (
             f"{tmp_path}/p.csv:1: column step_num: "
             "'step_num' is not a parameter, so it is a label (did you mean steps_num?)"
         )
+    ]
+
+
+def test_unused_axis_close_to_a_parameter_is_an_error(tmp_path: Path) -> None:
+    """The issue's typo: grid {step_num, guidance} used to make 4 identical paid jobs; now step_num is an
+    error (did you mean), guidance a warning once it is fixed."""
+    text = "jobs:\n  - prompt: a cat\n    grid: {step_num: [20, 60], guidance: [3, 9]}\n"
+    assert problems(write(tmp_path, "m.yaml", text)) == [
+        f"{tmp_path}/m.yaml:3: jobs[0].grid.step_num: 'step_num' is not a parameter (did you mean"
+        " steps_num?) and no template uses {step_num}: its 2 values make jobs that send identical requests"
+    ]
+    fixed = load(tmp_path, text.replace("step_num", "steps_num").replace("60", "50"))
+    assert [str(w) for w in fixed.warnings] == [
+        f"{tmp_path}/m.yaml:3: jobs[0].grid.guidance: 'guidance' sets no parameter and no template uses"
+        " {guidance}: its 2 values make jobs that send identical requests"
+    ]
+
+
+def test_unused_zip_axis_and_csv_column_close_to_a_parameter_are_errors(tmp_path: Path) -> None:
+    """A zip axis or a CSV column nobody uses and named like a parameter is an error, located."""
+    write(tmp_path, "p.csv", "sku,seeds,prompt_id\nA1,3,1\nA2,4,2\n")
+    text = "jobs:\n  - prompt: a {sku}\n    rows: p.csv\n    zip: {subject: [a, b], mood: [x, y]}\n"
+    assert problems(write(tmp_path, "m.yaml", text)) == [
+        f"{tmp_path}/m.yaml:4: jobs[0].zip.mood: 'mood' is not a parameter (did you mean mode?) and no"
+        " template uses {mood}: its 2 values make jobs that send identical requests",
+        f"{tmp_path}/p.csv:1: column seeds: 'seeds' is not a parameter (did you mean seed?) and no template"
+        " uses {seeds}: the column is unused, kept only as a label",
+    ]
+
+
+def test_a_column_or_axis_used_by_the_filename_another_job_or_the_report_is_not_unused(
+    tmp_path: Path,
+) -> None:
+    """Used by output.filename, report, or another job reading the same CSV: no warning at all."""
+    write(tmp_path, "p.csv", "sku,setting,note\nA1,a cafe,x\n")
+    text = (
+        "jobs:\n  - prompt: a mug\n    rows: p.csv\n    grid: {variant: [a, b]}\n"
+        "  - prompt: a mug {setting}\n    rows: p.csv\n"
+        "output:\n  filename: '{sku}-{variant}-{index}.png'\nreport:\n  rows: note\n"
+    )
+    assert load(tmp_path, text).warnings == []
+
+
+def test_unused_csv_column_is_a_warning_once(tmp_path: Path) -> None:
+    """A column no job uses, not close to a parameter name: one warning, even when two jobs read the file."""
+    write(tmp_path, "p.csv", "sku,prompt_id\nA1,1\n")
+    text = "jobs:\n  - prompt: a {sku}\n    rows: p.csv\n  - prompt: b {sku}\n    rows: p.csv\n"
+    assert [str(w) for w in load(tmp_path, text).warnings] == [
+        f"{tmp_path}/p.csv:1: column prompt_id: 'prompt_id' sets no parameter and no template uses"
+        " {prompt_id}: the column is unused, kept only as a label"
     ]

@@ -7,10 +7,14 @@ import pytest
 from batchgen.params import (
     ASPECT_RATIOS,
     DEFAULT_SEED,
+    MAX_PROMPT_CHARS,
     PARAMETER_NAMES,
+    TEXT_PARAMS,
     BriaParams,
     ParamsInvalid,
     aspect_ratio_size,
+    control_characters,
+    prompt_problems,
     prompt_warnings,
     suggest_name,
     validate_params,
@@ -119,6 +123,20 @@ def test_prompt_warnings() -> None:
         "contains non-ASCII characters; the API accepts English prompts only"
     ]
     assert prompt_warnings("a <b> tag") == ["contains special characters '<>'; the API may reject them"]
+
+
+def test_prompt_problems_cap_length_and_refuse_control_characters() -> None:
+    """Over the cap or with a control character a prompt is an error; tab, newline and CR are fine."""
+    assert TEXT_PARAMS == ("prompt", "negative_prompt")
+    assert prompt_problems("a\tred\r\nmug\n" + "x" * (MAX_PROMPT_CHARS - 11)) == []
+    assert prompt_problems("x" * (MAX_PROMPT_CHARS + 1))[0].startswith(
+        "is 4,001 characters long; the limit is 4,000"
+    )
+    assert control_characters("a\x00b\x1b\x85") == (
+        "contains the control characters NUL, U+001B, U+0085; only tab and newline are allowed"
+    )
+    # A control character is an error, not also a "special character" warning.
+    assert prompt_warnings("a\x07b") == []
 
 
 @pytest.mark.parametrize("ratio", ASPECT_RATIOS)

@@ -101,6 +101,8 @@ def test_exit_code_follows_the_outcome() -> None:
     assert summary(completed=9, skipped_failed=1).exit_code == 1
     assert summary(completed=1, failed=1, fatal="401: invalid API key").exit_code == 3
     assert summary(completed=1, fatal="x", interrupted=True).exit_code == 130
+    # A write that failed says "make room" whatever else happened: 4, distinct from 1.
+    assert summary(completed=1, failed=1, write_error="disk full", interrupted=True).exit_code == 4
 
 
 def test_counts_are_json_ready() -> None:

@@ -13,6 +13,7 @@ from batchgen.errors import (
     ImageUnavailable,
     InsufficientCredits,
     JobTimedOut,
+    LocalWriteError,
     RateLimited,
     RateLimitStalled,
     RequestFailed,
@@ -126,3 +127,13 @@ def test_resubmits_are_bounded() -> None:
     attempts = Attempts()
     actions = [p.decide(RequestNotFound("404"), step="status", attempts=attempts).action for _ in range(3)]
     assert actions == [Action.RESUBMIT, Action.RESUBMIT, Action.FAIL]
+
+
+def test_a_local_write_error_halts_the_run_and_fails_no_job() -> None:
+    """Disk full at any step: HALT (the whole run stops), not a failed job, not a retry."""
+    p = policy()
+    for step in ("submit", "status", "result", "download"):
+        d = p.decide(
+            LocalWriteError("cannot write x: No space left on device"), step=step, attempts=Attempts()
+        )
+        assert d.action is Action.HALT

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -354,3 +354,153 @@ def test_status_while_a_run_is_going_and_after(tmp_path: Path, emulator_process:
     assert proc.returncode == 0, stderr  # status took no lock: the run went on undisturbed
     after = json.loads(status_of(out, "--json").stdout)
     assert after["running"] is False and after["jobs"]["completed"] == 16 and after["rerun"] == {"skip": 16}
+
+
+def _file_size_limit(limit: int) -> Callable[[], None]:
+    """preexec_fn: a real per-file size limit (RLIMIT_FSIZE). Python ignores SIGXFSZ, so a
+    write past it fails with EFBIG, the way a full disk fails with ENOSPC."""
+
+    def apply() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def run_limited(args: list[str], limit: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args,
+        env=env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=_file_size_limit(limit),
+    )
+
+
+def accepted_ids(base_url: str) -> set[str]:
+    records = httpx.get(f"{base_url}/_emulator/requests", timeout=5).json()
+    return {r["request_id"] for r in records}
+
+
+def assert_whole_lines(out: Path) -> None:
+    text = (out / "ledger.jsonl").read_text()
+    assert text.endswith("\n")
+    for line in text.splitlines():
+        assert isinstance(json.loads(line), dict)
+
+
+def test_an_image_that_cannot_be_written_stops_the_run_with_exit_4(
+    tmp_path: Path, emulator_process: Callable[..., str]
+) -> None:
+    """A write error on an image (EFBIG from a real file size limit; ENOSPC alike) stops the run:
+    exit 4, one clear message naming the file, no traceback, no .part left, every accepted
+    request in the ledger; the rerun without the limit finishes without paying twice."""
+    base_url = emulator_process("--time-scale", SCALE, "--image-size", "1024")  # about 34 KB each
+    manifest = write_manifest(tmp_path, seeds=4)
+    out = tmp_path / "out"
+    result = run_limited(run_args(manifest, out, base_url), 16 * 1024)
+    assert result.returncode == 4, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"cannot write {out}/images/" in result.stderr
+    assert ".png.part: File too large" in result.stderr
+    assert "stopped: cannot write" in result.stdout and "rerun to finish" in result.stdout
+    assert not list((out / "images").glob("*.part"))
+    assert_whole_lines(out)
+    assert not keys(out, "failed")  # the disk's fault, not the jobs'
+    recorded = {e["request_id"] for e in ledger(out) if e["event"] == "submitted"}
+    assert accepted_ids(base_url) == recorded
+    rerun = run_cli(run_args(manifest, out, base_url))
+    assert rerun.returncode == 0, rerun.stderr
+    assert_all_images_decode(out, 4)
+    assert stats(base_url)["duplicate_submits"] == 0
+
+
+def test_a_ledger_that_cannot_be_written_prints_the_unrecorded_request_ids(
+    tmp_path: Path, emulator_process: Callable[..., str]
+) -> None:
+    """When the ledger itself cannot grow, the run stops with exit 4, the ledger keeps whole lines,
+    and every accepted request is either in it or printed on stderr: nothing paid is lost."""
+    base_url = emulator_process("--time-scale", SCALE, "--image-size", "32")  # images of ~0.5 KB
+    manifest = write_manifest(tmp_path, seeds=12)
+    out = tmp_path / "out"
+    result = run_limited(run_args(manifest, out, base_url), 2500)  # room for about 5 lines
+    assert result.returncode == 4, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"cannot write the ledger {out}/ledger.jsonl: File too large" in result.stderr
+    assert_whole_lines(out)
+    recorded = {e["request_id"] for e in ledger(out) if e["event"] == "submitted"}
+    printed = {
+        line.split()[2] for line in result.stderr.splitlines() if line.startswith("unrecorded request ")
+    }
+    accepted = accepted_ids(base_url)
+    assert printed, result.stderr  # the limit was hit after at least one more submit
+    assert accepted == recorded | printed
+    assert not recorded & printed
+    assert f"{len(printed)} accepted requests are not in the ledger" in result.stdout
+    rerun = run_cli(run_args(manifest, out, base_url))
+    assert rerun.returncode == 0, rerun.stderr
+    assert_all_images_decode(out, 12)
+    # The unrecorded requests had their "submitting" line: the rerun finds them in the
+    # request history and pays for nothing twice.
+    assert stats(base_url)["duplicate_submits"] == 0
+    recovered = [e for e in ledger(out) if e["event"] == "submitted" and e.get("recovered")]
+    assert {e["request_id"] for e in recovered} == printed
+
+
+def test_a_ledger_that_cannot_take_its_first_line_exits_4_before_any_submit(tmp_path: Path) -> None:
+    """Not even run_started fits: exit 4 at once, nothing submitted, the ledger empty but whole."""
+    manifest = write_manifest(tmp_path, seeds=2)
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "batchgen", "run", str(manifest), "--out", str(out), "--emulate"]
+    result = run_limited(args, 64)
+    assert result.returncode == 4, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: cannot write the ledger {out}/ledger.jsonl: File too large; nothing was submitted"
+    )
+    assert (out / "ledger.jsonl").read_bytes() == b""
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MB tmpfs (a real full disk: ENOSPC); skipped where mounting is not allowed (not root)."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_stops_cleanly_and_the_rerun_finishes(
+    small_tmpfs: Path, tmp_path: Path, emulator_process: Callable[..., str]
+) -> None:
+    """The issue's case, on a real 1 MB tmpfs: exit 4 (not 1), no traceback, whole ledger lines,
+    every accepted request in the ledger or on stderr; with room again the rerun finishes."""
+    base_url = emulator_process("--time-scale", SCALE)  # 512 px images, about 15 KB each
+    manifest = write_manifest(tmp_path, seeds=100)
+    out = small_tmpfs / "out"
+    result = run_cli(run_args(manifest, out, base_url))
+    assert result.returncode == 4, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "No space left on device" in result.stderr
+    assert_whole_lines(out)
+    recorded = {e["request_id"] for e in ledger(out) if e["event"] == "submitted"}
+    printed = {
+        line.split()[2] for line in result.stderr.splitlines() if line.startswith("unrecorded request ")
+    }
+    assert accepted_ids(base_url) == recorded | printed
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_tmpfs)], check=True)
+    rerun = run_cli(run_args(manifest, out, base_url))
+    assert rerun.returncode == 0, rerun.stderr
+    assert_all_images_decode(out, 100)
+    assert stats(base_url)["duplicate_submits"] == len(printed)

@@ -20,7 +20,7 @@ from batchgen.scheduler import RunSettings
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "manifests" / "demo.yaml"
-BASE = "http://emulator.test"
+BASE = "http://localhost"  # plain http is for loopback hosts only (the key would travel in clear)
 SCALE = 0.001
 
 
@@ -86,6 +86,26 @@ async def test_a_callers_client_is_used_and_left_open(
         )
         assert not http.is_closed
     assert summary.completed == 5
+
+
+@pytest.mark.anyio
+async def test_plain_http_to_another_host_is_refused_unless_insecure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """base_url http://<not this machine> raises UsageError before anything is written;
+    insecure=True runs (a caller's client that follows redirects, key in its headers)."""
+    monkeypatch.delenv("SEGMIND_API_KEY", raising=False)
+    app = create_app(EmulatorConfig(time_scale=SCALE, image_size=32, api_key="mine"))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), headers={"x-api-key": "mine"}, follow_redirects=True
+    ) as http:
+        with pytest.raises(UsageError, match="the API key would travel unencrypted"):
+            await batchgen.run(make_jobs(2), out_dir=tmp_path / "a", client=http, base_url="http://api.test")
+        assert not (tmp_path / "a").exists()
+        summary = await batchgen.run(
+            make_jobs(2), out_dir=tmp_path / "b", client=http, base_url="http://api.test", insecure=True
+        )
+    assert summary.completed == 2
 
 
 @pytest.mark.anyio

@@ -23,7 +23,7 @@ from batchgen.report import Summary
 from batchgen.runner import run
 from batchgen.scheduler import RunSettings
 
-BASE = "http://emulator.test"
+BASE = "http://localhost"  # plain http is for loopback hosts only (the key would travel in clear)
 SCALE = 0.001
 
 

@@ -180,3 +180,53 @@ async def test_stale_part_files_of_a_killed_run_are_removed(tmp_path: Path) -> N
     assert sorted(p.name for p in removed) == ["b.png.part", "c.jpg.part"]
     assert leftovers(tmp_path) == [kept.file]
     assert remove_stale_parts(tmp_path / "nothing-here") == []
+
+
+@pytest.mark.anyio
+async def test_a_full_disk_is_a_local_write_error_and_leaves_no_part(tmp_path: Path) -> None:
+    """ENOSPC while writing an image is LocalWriteError naming the file (the run's problem,
+    not the download's), and the .part file is removed."""
+    import errno
+
+    from batchgen.errors import LocalWriteError
+
+    async def disk_full(chunk: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(LocalWriteError) as caught:
+        async with open_part(tmp_path, "a.png") as part:
+            await part.write(b"\x89PNG")
+            assert part._file is not None
+            part._file.write = disk_full  # type: ignore[method-assign]
+            await part.write(b"more")
+    assert str(caught.value) == f"cannot write {tmp_path}/images/a.png.part: No space left on device"
+    assert caught.value.reason == "No space left on device"
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.anyio
+async def test_a_folder_that_cannot_be_made_is_a_local_write_error(tmp_path: Path) -> None:
+    """A file where the image's folder should be is a LocalWriteError, not a traceback."""
+    from batchgen.errors import LocalWriteError
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "sku").write_text("a file, not a folder")
+    with pytest.raises(LocalWriteError, match=r"cannot write .*images/sku/a.png.part"):
+        async with open_part(tmp_path, "sku/a.png"):
+            pass
+
+
+@pytest.mark.anyio
+async def test_a_folder_symlinked_out_of_images_mid_run_is_refused(tmp_path: Path) -> None:
+    """A folder made a symlink to elsewhere after the start-up check is still never written through."""
+    from batchgen.errors import LocalWriteError
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "out"
+    (out / "images").mkdir(parents=True)
+    (out / "images" / "sku").symlink_to(elsewhere)
+    with pytest.raises(LocalWriteError, match="leads outside"):
+        async with open_part(out, "sku/a.png"):
+            pass
+    assert list(elsewhere.iterdir()) == []
