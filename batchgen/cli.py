@@ -141,6 +141,15 @@ def _add_manifest_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     p.add_argument("--jsonl", action="store_true", help="print every job as one JSON line")
     p.add_argument("--limit", type=int, default=20, help="rows in the table (default 20)")
     p.add_argument("--max-jobs", type=int, default=DEFAULT_MAX_JOBS, help=cap)
+    p.add_argument(
+        "--rpm", type=float, metavar="N", help="the plan's rate limit, for the time estimate (default 50)"
+    )
+    p.add_argument(
+        "--price-per-image",
+        type=float,
+        metavar="USD",
+        help="for the cost estimate (default: the price table)",
+    )
     p.set_defaults(handler=_cmd_plan)
 
     p = sub.add_parser("schema", help="print the JSON Schema of the YAML manifest format")
@@ -172,8 +181,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     import json
+    from collections.abc import Iterator
 
+    from batchgen.estimate import estimate
     from batchgen.expand import check_job_cap, expand
+    from batchgen.job import Job
     from batchgen.manifest import load_manifest
     from batchgen.template import render_value
 
@@ -187,26 +199,30 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         return ExitCode.OK
     header = ("#", "key", "seed", "ratio", "mode", "labels", "filename", "prompt")
     rows: list[tuple[str, ...]] = []
-    total = 0
-    for job in expansion:
-        total += 1
-        if len(rows) < args.limit:
-            labels = " ".join(" ".join(f"{k}={render_value(v)}" for k, v in job.labels.items()).split())
-            labels = labels if len(labels) <= 40 else labels[:39] + "…"
-            prompt = " ".join(job.params.prompt.split())  # one table row per job, even for multi-line prompts
-            prompt = prompt if len(prompt) <= 60 else prompt[:59] + "…"
-            rows.append(
-                (
-                    str(job.index),
-                    job.short_key,
-                    str(job.seed),
-                    job.params.aspect_ratio,
-                    job.params.mode,
-                    labels,
-                    job.filename,
-                    prompt,
+
+    def tabulated() -> Iterator[Job]:
+        for job in expansion:
+            if len(rows) < args.limit:
+                labels = " ".join(" ".join(f"{k}={render_value(v)}" for k, v in job.labels.items()).split())
+                labels = labels if len(labels) <= 40 else labels[:39] + "…"
+                prompt = " ".join(job.params.prompt.split())  # one table row per job, even multi-line
+                prompt = prompt if len(prompt) <= 60 else prompt[:59] + "…"
+                rows.append(
+                    (
+                        str(job.index),
+                        job.short_key,
+                        str(job.seed),
+                        job.params.aspect_ratio,
+                        job.params.mode,
+                        labels,
+                        job.filename,
+                        prompt,
+                    )
                 )
-            )
+            yield job
+
+    guess = estimate(tabulated(), rpm=args.rpm, price_per_image=args.price_per_image)
+    total = guess.jobs
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
     for r in (header, *rows):
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
@@ -215,6 +231,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         f"{shown}{_plural(total, 'job')} ({_plural(expansion.duplicates, 'duplicate')} dropped)"
         f" from {args.manifest}, model {manifest.model}, run name {manifest.name}"
     )
+    print(f"estimate: {guess.describe().replace(' jobs to submit', ' jobs')}")
     return ExitCode.OK
 
 

@@ -362,6 +362,7 @@ async def run(
                 scheduler.counts, lambda: scheduler.rate.refused, tty=tty, interval=progress_interval
             )
             try:
+                await scheduler.prepare(jobs, state)  # a budget the estimate passes stops here
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(bar.tick)
                     if handle_signals:

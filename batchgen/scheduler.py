@@ -229,6 +229,7 @@ class Scheduler:
         self._accepted: dict[str, tuple[str, float]] = {}  # request id -> (job key, wall time)
         self._models: set[str] = set()
         self._history_warned = False
+        self._prepared: tuple[list[Flight], list[Flight], list[tuple[Flight, Reconcile]]] | None = None
 
     # --- control ---------------------------------------------------------------------
 
@@ -252,14 +253,21 @@ class Scheduler:
 
     # --- the run ---------------------------------------------------------------------
 
+    async def prepare(self, jobs: Iterable[Job], state: LedgerState) -> None:
+        """Decide what each job needs (the resume rule), say what it will cost, and raise
+        :class:`UsageError` if that is over ``--budget``: nothing is sent before this."""
+        # Checking finished jobs hashes their files: keep that off the event loop.
+        self._prepared = await anyio.to_thread.run_sync(self._plan, jobs, state, anyio.current_time())
+        _, new, in_transit = self._prepared
+        self._announce([f.job for f in new] + [f.job for f, _ in in_transit])
+
     async def run(self, jobs: Iterable[Job], state: LedgerState) -> None:
         """Run every job not already done according to ``state`` (the replayed ledger)."""
         requests0, polls0 = self.client.requests, self.client.polls
-        # Checking finished jobs hashes their files: keep that off the event loop.
-        resumed, new, in_transit = await anyio.to_thread.run_sync(
-            self._plan, jobs, state, anyio.current_time()
-        )
-        self._announce([f.job for f in new] + [f.job for f, _ in in_transit])
+        if self._prepared is None:
+            await self.prepare(jobs, state)
+        assert self._prepared is not None
+        resumed, new, in_transit = self._prepared
         limiter = self.admission.limiter
         try:
             if in_transit:
