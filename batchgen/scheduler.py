@@ -425,16 +425,7 @@ class Scheduler:
                 continue
             job = flight.job
             created = row.created if row.created is not None else action.intent_at
-            await self.ledger.write(
-                "submitted",
-                job.key,
-                request_id=row.request_id,
-                index=job.index,
-                seed=job.seed,
-                params=job.params.to_api(),
-                labels=dict(job.labels),
-                recovered=True,
-            )
+            await self._record_submitted(job, row.request_id, job.params.to_api(), recovered=True)
             flight.resume(row.request_id, accepted_at=now - max(0.0, wall - created))
             self._accepted[row.request_id] = (job.key, created)
             adopted.append(flight)
@@ -731,16 +722,21 @@ class Scheduler:
                 flight.submitted(submitted.request_id, sent_at=sent, accepted_at=anyio.current_time())
                 self._accepted[submitted.request_id] = (job.key, self._wall_clock())
                 self._in_flight(+1)
-                await self.ledger.write(
-                    "submitted",
-                    job.key,
-                    request_id=submitted.request_id,
-                    index=job.index,
-                    seed=job.seed,
-                    params=body,
-                    labels=dict(job.labels),
-                )
+                await self._record_submitted(job, submitted.request_id, body)
         self._retarget()
+
+    async def _record_submitted(self, job: Job, request_id: str, body: dict[str, Any], **extra: Any) -> None:
+        """The ``submitted`` line: the request the API accepted for ``job``."""
+        await self.ledger.write(
+            "submitted",
+            job.key,
+            request_id=request_id,
+            index=job.index,
+            seed=job.seed,
+            params=body,
+            labels=dict(job.labels),
+            **extra,
+        )
 
     def _check_budget(self, job: Job) -> None:
         """Stop submitting before this submit would take the run's spending past ``--budget``.
