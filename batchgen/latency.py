@@ -4,10 +4,13 @@ A request's time from submit to done is its wait in the server's queue plus its
 service time. The server reports the service time exactly (``metrics.inference_time``)
 whenever a request completes, however late the client noticed, so that is learned per
 *service class* ``(mode, steps_num)`` from uncensored data: the median of the class's
-last :data:`WINDOW` completions. When :data:`SHIFT_RUN` completions in a row all land
-more than :data:`SHIFT_FACTOR` times above (or below) that median, the latency has
-moved: the window restarts from them, so a 4x change mid-run is right again after
-about five completions, while ordinary spread (about +-25 %) almost never trips it.
+last :data:`WINDOW` completions, in the order the requests were *submitted* (the
+latency a new submit will meet is that of the latest submits, and after a change the
+new requests finish interleaved with older ones). When the :data:`SHIFT_RUN` latest
+submitted all land more than :data:`SHIFT_FACTOR` times above (or below) the median of
+the rest, the latency has moved: the window restarts from them, and requests submitted
+before them no longer count, so a 4x change mid-run is right again after about five
+completions, while ordinary spread (about +-25 %) almost never trips it.
 
 The queue wait is bracketed from what the polls of a job saw: a poll that found it
 ``QUEUED`` means it had not started when the poll was sent; one that found it
@@ -84,12 +87,19 @@ def _median(values: deque[float]) -> float:
     return statistics.median(values)
 
 
+def _median_service(window: deque[tuple[float, int, float]]) -> float:
+    return statistics.median(v for _, _, v in window)
+
+
 class LatencyModel:
     """Service time per class, queue wait, spread; :attr:`learned` is set at the first lesson."""
 
     def __init__(self, *, window: int = WINDOW) -> None:
         self._window = window
-        self._service: dict[ServiceClass, deque[float]] = {}
+        # Per class: (submit time, arrival number, service seconds), in submit order.
+        self._service: dict[ServiceClass, deque[tuple[float, int, float]]] = {}
+        self._seq = 0
+        self._since: dict[ServiceClass, float] = {}  # submits before this no longer count
         self._queue: deque[float] = deque(maxlen=window)
         self._sigma: float | None = None  # the spread, recomputed lazily
         self.learned = anyio.Event()  # set once any service time is known
@@ -115,25 +125,35 @@ class LatencyModel:
             # No server figure: the whole bracketed latency stands in for the service time.
             low = obs.pending_until if obs.pending_until is not None else obs.accepted_at
             service = max(1e-6, (low + obs.done_by) / 2 - obs.sent_at)
-            self._add_service(obs.service_class, service)
+            self._add_service(obs.service_class, service, submitted=obs.sent_at)
             return None
-        self._add_service(obs.service_class, service)
+        self._add_service(obs.service_class, service, submitted=obs.sent_at)
         return self._add_queue(obs, service)
 
-    def _add_service(self, service_class: ServiceClass, seconds: float) -> None:
+    def _add_service(self, service_class: ServiceClass, seconds: float, *, submitted: float) -> None:
+        if submitted < self._since.get(service_class, -math.inf):
+            return  # submitted before the latency last moved: it describes the old regime
         window = self._service.get(service_class)
         if window is None:
             window = self._service[service_class] = deque(maxlen=self._window)
-        window.append(seconds)
+        # Keep the window in submit order (ties in the order they finished); a full
+        # window drops the earliest submit.
+        self._seq += 1
+        entries = sorted([*window, (submitted, self._seq, seconds)])[-self._window :]
+        window.clear()
+        window.extend(entries)
         if len(window) > SHIFT_RUN:
-            # The last few all far off the median of the ones before: the latency moved.
-            recent = list(window)[-SHIFT_RUN:]
-            before = statistics.median(list(window)[:-SHIFT_RUN])
+            # The latest submits all far off the median of the ones before: the latency moved.
+            values = [v for _, _, v in window]
+            recent = values[-SHIFT_RUN:]
+            before = statistics.median(values[:-SHIFT_RUN])
             if all(v > SHIFT_FACTOR * before for v in recent) or all(
                 v * SHIFT_FACTOR < before for v in recent
             ):
+                kept = list(window)[-SHIFT_RUN:]
                 window.clear()
-                window.extend(recent)
+                window.extend(kept)
+                self._since[service_class] = kept[0][0]
                 # Jobs asleep on the old estimate must look again now.
                 self._moved.set()
                 self._moved = anyio.Event()
@@ -168,12 +188,12 @@ class LatencyModel:
         """The expected service time of a class (seconds), or None when nothing is known."""
         window = self._service.get(service_class)
         if window:
-            return _median(window)
+            return _median_service(window)
         if not self._service:
             return None
         # Borrow from the class seen most often, scaled by the relative cost prior.
         seen, samples = max(self._service.items(), key=lambda item: len(item[1]))
-        return _median(samples) * _cost(service_class) / _cost(seen)
+        return _median_service(samples) * _cost(service_class) / _cost(seen)
 
     def queue_wait(self) -> float:
         """The expected wait in the server's queue (seconds), 0 before any sample."""
@@ -188,8 +208,8 @@ class LatencyModel:
         if self._sigma is None:
             logs: list[float] = []
             for window in self._service.values():
-                middle = _median(window)
-                logs.extend(math.log(v / middle) for v in window if v > 0 and middle > 0)
+                middle = _median_service(window)
+                logs.extend(math.log(v / middle) for _, _, v in window if v > 0 and middle > 0)
             if len(logs) < 4:
                 self._sigma = DEFAULT_SIGMA
             else:

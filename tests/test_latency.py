@@ -99,3 +99,20 @@ def test_without_a_server_figure_the_bracketed_latency_stands_in() -> None:
     obs = Observation(service_class=BASE, sent_at=0.0, accepted_at=0.1, done_by=10.1, pending_until=9.0)
     assert model.observe(obs) is None
     assert model.service_time(BASE) == pytest.approx(9.55)
+
+
+def test_a_drop_is_learned_while_older_slow_requests_still_finish() -> None:
+    """Latency drops 4x: the new fast requests finish interleaved with slow ones submitted
+    before the drop. Ordered by submit time, five fast ones move the estimate, and the slow
+    stragglers, submitted earlier, do not pull it back."""
+    model = LatencyModel()
+    for i in range(15):
+        model.observe(finished(8.0, at=float(i)))
+    # Submitted at 15..: slow ones (old regime, submitted 15-24) and fast ones (from 25).
+    slow = [finished(8.0, at=15.0 + i) for i in range(10)]
+    fast = [finished(2.0, at=25.0 + i) for i in range(10)]
+    for s, f in zip(slow, fast, strict=True):
+        model.observe(f)
+        model.observe(s)
+    estimate = model.service_time(BASE)
+    assert estimate is not None and abs(estimate / 2.0 - 1) < 0.15
