@@ -14,6 +14,7 @@ from enum import IntEnum
 
 from batchgen import __version__
 from batchgen.errors import BatchgenError, LocalWriteError, LockedError, ManifestError, UsageError
+from batchgen.logs import LOG_FORMATS
 
 __all__ = ["ExitCode", "main"]
 
@@ -323,6 +324,14 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, help="progress bar (default: on a terminal)"
     )
+    p.add_argument("-v", "--verbose", action="count", default=0, help="also log each retry and refetch")
+    p.add_argument("-q", "--quiet", action="count", default=0, help="log only warnings and errors")
+    p.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="log lines on stderr: text (ISO time, level, message) or json (one object per line)",
+    )
     p.add_argument(
         "--no-embed",
         dest="embed",
@@ -360,7 +369,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from batchgen.runner import EMULATE_TIME_SCALE, emulator_config, run
     from batchgen.scheduler import RunSettings
 
-    _log_to_stderr()
     settings = RunSettings(
         concurrency=args.concurrency,
         rpm=args.rpm,
@@ -404,28 +412,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return summary.exit_code
 
     return anyio.run(main)
-
-
-def _log_to_stderr() -> None:
-    """batchgen's log lines on stderr, through tqdm so they do not tear a progress bar."""
-    import logging
-
-    from tqdm import tqdm
-
-    class _Handler(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            try:
-                tqdm.write(self.format(record), file=sys.stderr)
-            except Exception:
-                self.handleError(record)
-
-    logger = logging.getLogger("batchgen")
-    if not any(isinstance(h, _Handler) for h in logger.handlers):
-        handler = _Handler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
 
 
 # --- status ----------------------------------------------------------------------
@@ -506,28 +492,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one batchgen command and return its exit code."""
     args = _parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
+    say = _errors_to(args)
     try:
         return int(handler(args))
     except ManifestError as exc:
         for problem in exc.problems:
-            print(problem, file=sys.stderr)
+            say(str(problem))
         noun = "problem" if len(exc.problems) == 1 else "problems"
-        print(f"error: {len(exc.problems)} {noun}; nothing was submitted", file=sys.stderr)
+        say(f"error: {len(exc.problems)} {noun}; nothing was submitted")
         return ExitCode.USAGE
     except (UsageError, LockedError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say(f"error: {exc}")
         return ExitCode.USAGE
     except LocalWriteError as exc:
-        print(f"error: {exc}; nothing was submitted", file=sys.stderr)
+        say(f"error: {exc}; nothing was submitted")
         return ExitCode.WRITE_FAILED
     except BatchgenError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say(f"error: {exc}")
         return ExitCode.FATAL_API
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        say("interrupted")
         return ExitCode.INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`batchgen plan --jsonl | head`): not an error. Point
         # stdout at devnull so the interpreter's final flush does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return ExitCode.OK
+
+
+def _errors_to(args: argparse.Namespace) -> Callable[[str], None]:
+    """Where a command's final error goes: ``run`` logs it (timestamp, level, its
+    ``--log-format``), so a cron log can date it; other commands print it plainly."""
+    if getattr(args, "log_format", None) is None:
+        return lambda text: print(text, file=sys.stderr)
+    import logging
+
+    from batchgen.logs import configure
+
+    configure(verbosity=args.verbose - args.quiet, fmt=args.log_format)
+    log = logging.getLogger("batchgen")
+    return lambda text: log.error("%s", text.removeprefix("error: "))

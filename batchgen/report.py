@@ -222,8 +222,6 @@ def format_summary(summary: Summary) -> str:
         )
     if s.budget_reached:
         lines.append("budget reached: submitted nothing more (raise --budget and rerun to go on)")
-    if s.removed:
-        lines.append(f"{s.removed} jobs in the ledger are no longer in the manifest (left alone)")
     if s.fatal:
         lines.append(f"stopped: {s.fatal}")
     if s.write_error:

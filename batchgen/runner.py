@@ -90,7 +90,7 @@ def _resolve_jobs(
         if expansion.duplicates:
             log.info("%d duplicate jobs in the manifest are run once", expansion.duplicates)
         for problem in source.warnings:
-            log.warning("warning: %s", problem)
+            log.warning("%s", problem)
         return source, jobs
     jobs = list(source)
     if len(jobs) > max_jobs:
@@ -180,13 +180,24 @@ class _Progress:
             f"{self._rate_limited()} 429s, ETA {eta}"
         )
 
+    def fields(self) -> dict[str, int]:
+        """The progress line's figures, for a JSON log line."""
+        c = self.counts
+        return {
+            "done": c.done,
+            "total": c.total,
+            "in_flight": c.in_flight,
+            "failed": c.failed,
+            "rate_limited": self._rate_limited(),
+        }
+
     async def tick(self) -> None:
         """Log a line every ``interval`` seconds when there is no bar (cron, CI, pipes)."""
         if self.tty:
             return
         while True:
             await anyio.sleep(self.interval)
-            log.info("%s", self.line())
+            log.info("%s", self.line(), extra={"fields": {"progress": self.fields()}})
 
     def close(self) -> None:
         if self._bar is not None:
