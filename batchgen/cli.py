@@ -10,25 +10,13 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from enum import IntEnum
 
 from batchgen import __version__
 from batchgen.errors import BatchgenError, LocalWriteError, LockedError, ManifestError, UsageError
 from batchgen.logs import LOG_FORMATS
+from batchgen.report import ExitCode
 
 __all__ = ["ExitCode", "main"]
-
-
-class ExitCode(IntEnum):
-    """Exit codes of every batchgen command (documented in the README)."""
-
-    OK = 0
-    JOBS_FAILED = 1
-    USAGE = 2
-    FATAL_API = 3
-    WRITE_FAILED = 4
-    BUDGET = 5
-    INTERRUPTED = 130
 
 
 # --- emulator --------------------------------------------------------------------
@@ -306,6 +294,19 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--retry-failed", action="store_true", help="also retry jobs that failed permanently")
     p.add_argument(
+        "--halt-on-failure-rate",
+        type=float,
+        metavar="P",
+        help="stop submitting when more than P%% of the jobs this run finished failed (exit 6)",
+    )
+    p.add_argument(
+        "--halt-min-jobs",
+        type=int,
+        default=20,
+        metavar="N",
+        help="--halt-on-failure-rate waits until N jobs finished (default 20)",
+    )
+    p.add_argument(
         "--max-jobs", type=int, metavar="N", help="refuse manifests expanding to more jobs (default 100000)"
     )
     p.add_argument(
@@ -377,6 +378,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         grace=args.grace,
         price_per_image=args.price_per_image,
         budget=args.budget,
+        halt_failure_rate=args.halt_on_failure_rate,
+        halt_min_jobs=args.halt_min_jobs,
         embed=args.embed,
         report=args.report,
     )

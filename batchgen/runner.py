@@ -9,6 +9,7 @@ and returns a :class:`~batchgen.report.Summary`.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import posixpath
@@ -32,7 +33,7 @@ from batchgen.history import History, history_url_for
 from batchgen.job import Job
 from batchgen.ledger import LEDGER_NAME, LedgerWriter, check_output, lock_output, replay
 from batchgen.manifest import Manifest, load_manifest
-from batchgen.report import Summary, format_duration
+from batchgen.report import SUMMARY_JSON, Summary, format_duration, summary_json
 from batchgen.scheduler import Counts, RunSettings, Scheduler
 from batchgen.storage import IMAGES_DIR, remove_stale_parts
 
@@ -287,6 +288,7 @@ async def run(
     exit code for the outcome is ``summary.exit_code``.
     """
     started = anyio.current_time()
+    started_wall = wall_clock()
     manifest, jobs = _resolve_jobs(source, max_jobs=max_jobs)
     if out_dir is None:
         if manifest is None:
@@ -319,6 +321,11 @@ async def run(
     with lock_output(out):
         # From here on every file goes under the resolved, checked folder.
         root = check_output(out, {posixpath.dirname(job.filename) for job in jobs})
+        # A summary.json is always this run's: none while it runs (or if it is refused).
+        try:
+            (root / SUMMARY_JSON).unlink(missing_ok=True)
+        except OSError as exc:
+            raise LocalWriteError.from_os_error("remove the old", root / SUMMARY_JSON, exc) from None
         try:
             stale = await anyio.to_thread.run_sync(remove_stale_parts, root)
         except OSError as exc:
@@ -392,7 +399,34 @@ async def run(
                 _report_unrecorded(writer, summary)
         if settings.report and not summary.interrupted and not summary.write_error:
             await _write_report(out, summary, wall_clock)
+        facts = {
+            "batchgen": __version__,
+            "manifest": str(manifest.path.resolve()) if manifest else None,
+            "manifest_sha256": manifest.sha256 if manifest else None,
+            "out": root,
+        }
+        await anyio.to_thread.run_sync(
+            partial(_write_summary, root, summary, started_at=started_wall, finished_at=wall_clock(), **facts)
+        )
     return summary
+
+
+def _write_summary(root: Path, summary: Summary, **fields: Any) -> None:
+    """OUT/summary.json, atomically (a temporary file, fsync'ed, renamed over): a reader
+    sees the previous whole file or the new one, never half of one."""
+    path = root / SUMMARY_JSON
+    temporary = root / f".{SUMMARY_JSON}.{os.getpid()}.tmp"
+    text = json.dumps(summary_json(summary, **fields), indent=2, ensure_ascii=False) + "\n"
+    try:
+        with open(temporary, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except OSError as exc:  # the ledger holds the truth; say why the file is missing
+        temporary.unlink(missing_ok=True)
+        log.warning("%s not written: %s", path, exc)
+        summary.warnings.append(f"{path} not written ({exc.strerror or exc})")
 
 
 def _report_unrecorded(writer: LedgerWriter, summary: Summary) -> None:

@@ -195,6 +195,11 @@ def test_signal_finishes_in_flight_and_exits_130(
     assert keys(out, "submitted") == keys(out, "completed")
     assert len(keys(out, "completed")) < 24
     assert ledger(out)[-1]["event"] == "run_finished"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["exit_code"] == 130 and summary["exit_name"] == "interrupted"
+    assert summary["stopped"]["interrupted"] is True
+    assert summary["jobs"]["completed"] == len(keys(out, "completed"))
+    assert summary["jobs"]["not_run"] == 24 - summary["jobs"]["completed"]
     result = run_cli(run_args(manifest, out, base_url))
     assert result.returncode == 0, result.stderr
     assert_all_images_decode(out, 24)
@@ -271,6 +276,9 @@ def test_no_credits_stops_submitting_and_exits_3(
     assert result.returncode == 3, result.stderr
     assert "406" in result.stdout
     assert len(keys(out, "completed")) == 5
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["exit_code"] == 3 and summary["stopped"]["fatal"] == "406 insufficient credits"
+    assert summary["first_error"]["code"] == 406
     assert stats(base_url)["submits_accepted"] == 5
 
 
@@ -288,6 +296,12 @@ def test_blocked_prompt_fails_with_detail_and_exit_1(
     assert "forbidden" in failed[0]["error"]
     assert failed[0]["retryable"] is False
     assert len(keys(out, "completed")) == 3
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["exit_code"] == 1 and summary["exit_name"] == "jobs_failed"
+    assert summary["jobs"]["failed"] == 1 and summary["jobs"]["completed"] == 3
+    assert summary["first_error"] == summary["last_error"]
+    assert summary["first_error"]["code"] == 422 and "forbidden" in summary["first_error"]["error"]
+    assert summary["first_error"]["key"] == failed[0]["key"]
 
 
 def test_second_run_on_the_same_output_is_refused(
