@@ -122,12 +122,14 @@ def _add_manifest_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     cap = f"refuse more jobs than this (default {DEFAULT_MAX_JOBS})"
     p = sub.add_parser("validate", help="check a manifest; print a one-line summary")
     p.add_argument("manifest")
+    _add_date(p)
     p.add_argument("--max-jobs", type=int, default=DEFAULT_MAX_JOBS, help=cap)
     p.set_defaults(handler=_cmd_validate)
 
     p = sub.add_parser("plan", help="show the jobs a manifest expands to")
     p.add_argument("manifest")
     p.add_argument("--jsonl", action="store_true", help="print every job as one JSON line")
+    _add_date(p)
     p.add_argument("--limit", type=int, default=20, help="rows in the table (default 20)")
     p.add_argument("--max-jobs", type=int, default=DEFAULT_MAX_JOBS, help=cap)
     p.add_argument(
@@ -145,6 +147,24 @@ def _add_manifest_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     p.set_defaults(handler=_cmd_schema)
 
 
+def _add_date(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--date",
+        type=_date,
+        metavar="YYYY-MM-DD",
+        help="the date {date} stands for in the name, --out and output.filename (default: today, UTC)",
+    )
+
+
+def _date(text: str) -> str:
+    from batchgen.manifest import run_date
+
+    try:
+        return run_date(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _plural(n: int, noun: str) -> str:
     return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
@@ -158,7 +178,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from batchgen.expand import summarize
     from batchgen.manifest import load_manifest
 
-    manifest = load_manifest(args.manifest)
+    manifest = load_manifest(args.manifest, date=args.date)
     summary = summarize(manifest, max_jobs=args.max_jobs)
     _print_warnings(manifest.warnings)
     print(
@@ -178,7 +198,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from batchgen.manifest import load_manifest
     from batchgen.template import render_value
 
-    manifest = load_manifest(args.manifest)
+    manifest = load_manifest(args.manifest, date=args.date)
     check_job_cap(manifest, args.max_jobs)
     _print_warnings(manifest.warnings)
     expansion = expand(manifest)
@@ -245,7 +265,10 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "The API key is read from SEGMIND_API_KEY.",
     )
     p.add_argument("manifest", help="YAML or CSV manifest")
-    p.add_argument("--out", metavar="DIR", help="output directory (default: output/<manifest name>/)")
+    p.add_argument(
+        "--out", metavar="DIR", help="output directory, {date} filled in (default: output/<manifest name>/)"
+    )
+    _add_date(p)
     p.add_argument(
         "--base-url",
         metavar="URL",
@@ -410,6 +433,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             progress=args.progress,
             handle_signals=True,
             insecure=args.insecure,
+            date=args.date,
         )
         print(format_summary(summary))
         return summary.exit_code

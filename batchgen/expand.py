@@ -278,7 +278,7 @@ class Expansion:
             )
         final = params.model_copy(update={"prompt": prompt})
         key = job_key(self.manifest.model, final, labels)
-        names: dict[str, object] = {"name": self.manifest.name, "prompt": prompt}
+        names: dict[str, object] = {"name": self.manifest.name, "date": self.manifest.date, "prompt": prompt}
         names.update(values)
         names.update(index=index, key=key[:12])
         filename = output_path(self.manifest.filename.render(names, missing="", convert=clean_value))

@@ -32,7 +32,7 @@ from batchgen.expand import DEFAULT_MAX_JOBS, check_job_cap, expand
 from batchgen.history import History, history_url_for
 from batchgen.job import Job
 from batchgen.ledger import LEDGER_NAME, LedgerWriter, check_output, lock_output, replay
-from batchgen.manifest import Manifest, load_manifest
+from batchgen.manifest import Manifest, load_manifest, run_date
 from batchgen.report import SUMMARY_JSON, Summary, format_duration, summary_json
 from batchgen.scheduler import Counts, RunSettings, Scheduler
 from batchgen.storage import IMAGES_DIR, remove_stale_parts
@@ -77,11 +77,11 @@ def default_out_dir(manifest: Manifest) -> Path:
 
 
 def _resolve_jobs(
-    source: str | os.PathLike[str] | Manifest | Iterable[Job], *, max_jobs: int
+    source: str | os.PathLike[str] | Manifest | Iterable[Job], *, max_jobs: int, date: str
 ) -> tuple[Manifest | None, list[Job]]:
     """The manifest (if any) and every job, fully expanded before anything is submitted."""
     if isinstance(source, str | os.PathLike):
-        source = load_manifest(source)
+        source = load_manifest(source, date=date)
     if isinstance(source, Manifest):
         check_job_cap(source, max_jobs)
         # Expanding fully first finds duplicate keys and filename clashes (exit 2)
@@ -255,6 +255,7 @@ async def run(
     insecure: bool = False,
     wall_clock: Callable[[], float] = time.time,
     history_url: str | None = None,
+    date: str | None = None,
 ) -> Summary:
     """Run every job of ``source`` not already done in ``out_dir``; return the summary.
 
@@ -276,6 +277,9 @@ async def run(
     ``emulate`` (True or an :class:`~batchgen.emulator.EmulatorConfig`) runs against an
     in-process emulator instead: no key, no network.
 
+    ``date`` (``YYYY-MM-DD``, default the UTC date at the start) fills ``{date}`` in the
+    manifest's name, its ``output.filename`` and ``out_dir``.
+
     ``progress``: a tqdm bar (True), log lines every ``progress_interval`` s (False), or
     a bar only when stderr is a terminal (None). ``handle_signals`` installs the Ctrl-C /
     SIGTERM handling of the command line (only from the main thread).
@@ -289,12 +293,17 @@ async def run(
     """
     started = anyio.current_time()
     started_wall = wall_clock()
-    manifest, jobs = _resolve_jobs(source, max_jobs=max_jobs)
+    try:
+        day = run_date(date, now=started_wall)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    manifest, jobs = _resolve_jobs(source, max_jobs=max_jobs, date=day)
     if out_dir is None:
         if manifest is None:
             raise UsageError("out_dir is required when running jobs without a manifest")
         out_dir = default_out_dir(manifest)
-    out = Path(out_dir)
+    # {date} in the folder: each day its own output, a rerun the same day resumes it.
+    out = Path(os.fspath(out_dir).replace("{date}", day))
 
     emulation: EmulatorConfig | None = None
     if emulate is not False and client is not None:
