@@ -10,11 +10,15 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from batchgen import __version__
 from batchgen.errors import BatchgenError, LocalWriteError, LockedError, ManifestError, UsageError
 from batchgen.logs import LOG_FORMATS
 from batchgen.report import ExitCode
+
+if TYPE_CHECKING:
+    from batchgen.shard import Shard
 
 __all__ = ["ExitCode", "main"]
 
@@ -149,11 +153,26 @@ def _add_manifest_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
 
 def _add_date(p: argparse.ArgumentParser) -> None:
     p.add_argument(
+        "--shard",
+        type=_shard,
+        metavar="K/N",
+        help="only the jobs of shard K of N (1 <= K <= N, split by job key; each shard its own folder)",
+    )
+    p.add_argument(
         "--date",
         type=_date,
         metavar="YYYY-MM-DD",
         help="the date {date} stands for in the name, --out and output.filename (default: today, UTC)",
     )
+
+
+def _shard(text: str) -> Shard:
+    from batchgen.shard import Shard
+
+    try:
+        return Shard.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _date(text: str) -> str:
@@ -179,10 +198,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from batchgen.manifest import load_manifest
 
     manifest = load_manifest(args.manifest, date=args.date)
-    summary = summarize(manifest, max_jobs=args.max_jobs)
+    summary = summarize(manifest, max_jobs=args.max_jobs, shard=args.shard)
     _print_warnings(manifest.warnings)
+    in_shard = f" in shard {args.shard}" if args.shard else ""
     print(
-        f"{args.manifest}: ok, {_plural(summary.jobs, 'job')}, "
+        f"{args.manifest}: ok, {_plural(summary.jobs, 'job')}{in_shard}, "
         f"{_plural(summary.duplicates, 'duplicate')} dropped, {_plural(summary.warnings, 'warning')}"
     )
     return ExitCode.OK
@@ -190,7 +210,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     import json
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
 
     from batchgen.estimate import estimate
     from batchgen.expand import check_job_cap, expand
@@ -202,15 +222,16 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     check_job_cap(manifest, args.max_jobs)
     _print_warnings(manifest.warnings)
     expansion = expand(manifest)
+    selected: Iterable[Job] = expansion if args.shard is None else args.shard.select(expansion)
     if args.jsonl:
-        for job in expansion:
+        for job in selected:
             print(json.dumps(job.to_json(), ensure_ascii=False))
         return ExitCode.OK
     header = ("#", "key", "seed", "ratio", "mode", "labels", "filename", "prompt")
     rows: list[tuple[str, ...]] = []
 
     def tabulated() -> Iterator[Job]:
-        for job in expansion:
+        for job in selected:
             if len(rows) < args.limit:
                 labels = " ".join(" ".join(f"{k}={render_value(v)}" for k, v in job.labels.items()).split())
                 labels = labels if len(labels) <= 40 else labels[:39] + "…"
@@ -238,6 +259,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     shown = f"showing {len(rows):,} of " if len(rows) < total else ""
     print(
         f"{shown}{_plural(total, 'job')} ({_plural(expansion.duplicates, 'duplicate')} dropped)"
+        f"{f' in shard {args.shard}' if args.shard else ''}"
         f" from {args.manifest}, model {manifest.model}, run name {manifest.name}"
     )
     print(f"estimate: {guess.describe().replace(' jobs to submit', ' jobs')}")
@@ -434,6 +456,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             handle_signals=True,
             insecure=args.insecure,
             date=args.date,
+            shard=args.shard,
         )
         print(format_summary(summary))
         return summary.exit_code

@@ -35,6 +35,7 @@ from batchgen.ledger import LEDGER_NAME, LedgerWriter, check_output, lock_output
 from batchgen.manifest import Manifest, load_manifest, run_date
 from batchgen.report import SUMMARY_JSON, Summary, format_duration, summary_json
 from batchgen.scheduler import Counts, RunSettings, Scheduler
+from batchgen.shard import Shard
 from batchgen.storage import IMAGES_DIR, remove_stale_parts
 
 if TYPE_CHECKING:  # the emulator (Starlette) is imported only when a run uses it
@@ -67,17 +68,22 @@ def emulator_config(time_scale: float = EMULATE_TIME_SCALE) -> EmulatorConfig:
     return EmulatorConfig(time_scale=time_scale, workers=8)
 
 
-def default_out_dir(manifest: Manifest) -> Path:
-    """``output/<manifest name>/`` under the current directory; never ``output/..`` or above."""
+def default_out_dir(manifest: Manifest, shard: Shard | None = None) -> Path:
+    """``output/<manifest name>/`` under the current directory (``output/<name>-shard-K-of-N/``
+    for a shard); never ``output/..`` or above."""
     name = manifest.name
     if not name or name.startswith(".") or "/" in name or "\\" in name:
         # load_manifest never gives such a name; a Manifest built in code might.
         raise UsageError(f"the run name {name!r} is not a folder name; pass an output directory")
-    return Path("output") / name
+    return Path("output") / (name + (shard.suffix if shard else ""))
 
 
 def _resolve_jobs(
-    source: str | os.PathLike[str] | Manifest | Iterable[Job], *, max_jobs: int, date: str
+    source: str | os.PathLike[str] | Manifest | Iterable[Job],
+    *,
+    max_jobs: int,
+    date: str,
+    shard: Shard | None,
 ) -> tuple[Manifest | None, list[Job]]:
     """The manifest (if any) and every job, fully expanded before anything is submitted."""
     if isinstance(source, str | os.PathLike):
@@ -88,12 +94,16 @@ def _resolve_jobs(
         # before a single request is paid for.
         expansion = expand(source)
         jobs = list(expansion)
+        if shard is not None:  # after the whole expansion: clashes are checked across shards
+            every = len(jobs)
+            jobs = list(shard.select(jobs))
+            log.info("shard %s: %d of the manifest's %d jobs", shard, len(jobs), every)
         if expansion.duplicates:
             log.info("%d duplicate jobs in the manifest are run once", expansion.duplicates)
         for problem in source.warnings:
             log.warning("%s", problem)
         return source, jobs
-    jobs = list(source)
+    jobs = list(source if shard is None else shard.select(source))
     if len(jobs) > max_jobs:
         raise UsageError(f"{len(jobs):,} jobs is more than the limit of {max_jobs:,}; raise max_jobs")
     return None, jobs
@@ -256,6 +266,7 @@ async def run(
     wall_clock: Callable[[], float] = time.time,
     history_url: str | None = None,
     date: str | None = None,
+    shard: Shard | str | None = None,
 ) -> Summary:
     """Run every job of ``source`` not already done in ``out_dir``; return the summary.
 
@@ -278,7 +289,9 @@ async def run(
     in-process emulator instead: no key, no network.
 
     ``date`` (``YYYY-MM-DD``, default the UTC date at the start) fills ``{date}`` in the
-    manifest's name, its ``output.filename`` and ``out_dir``.
+    manifest's name, its ``output.filename`` and ``out_dir``. ``shard`` (a
+    :class:`~batchgen.shard.Shard` or ``"K/N"``) runs only the jobs of that shard; the
+    default ``out_dir`` is then ``output/<name>-shard-K-of-N/``.
 
     ``progress``: a tqdm bar (True), log lines every ``progress_interval`` s (False), or
     a bar only when stderr is a terminal (None). ``handle_signals`` installs the Ctrl-C /
@@ -297,11 +310,16 @@ async def run(
         day = run_date(date, now=started_wall)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    manifest, jobs = _resolve_jobs(source, max_jobs=max_jobs, date=day)
+    if isinstance(shard, str):
+        try:
+            shard = Shard.parse(shard)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    manifest, jobs = _resolve_jobs(source, max_jobs=max_jobs, date=day, shard=shard)
     if out_dir is None:
         if manifest is None:
             raise UsageError("out_dir is required when running jobs without a manifest")
-        out_dir = default_out_dir(manifest)
+        out_dir = default_out_dir(manifest, shard)
     # {date} in the folder: each day its own output, a rerun the same day resumes it.
     out = Path(os.fspath(out_dir).replace("{date}", day))
 
@@ -358,7 +376,12 @@ async def run(
                 # Absolute, so `batchgen status` finds it from any working directory.
                 manifest=str(manifest.path.resolve()) if manifest else None,
                 manifest_sha256=manifest.sha256 if manifest else None,
-                settings={**settings.to_json(), "base_url": base_url, "jobs": len(jobs)},
+                settings={
+                    **settings.to_json(),
+                    "base_url": base_url,
+                    "jobs": len(jobs),
+                    "shard": str(shard) if shard else None,
+                },
                 version=__version__,
             )
             # The in-process emulator's made-up http host never reaches a network.
@@ -413,6 +436,7 @@ async def run(
             "manifest": str(manifest.path.resolve()) if manifest else None,
             "manifest_sha256": manifest.sha256 if manifest else None,
             "out": root,
+            "shard": str(shard) if shard else None,
         }
         await anyio.to_thread.run_sync(
             partial(_write_summary, root, summary, started_at=started_wall, finished_at=wall_clock(), **facts)

@@ -333,8 +333,13 @@ def _running_pid(out_dir: Path, latest: RunRecord | None) -> int | None:
     return pid
 
 
-def _manifest(path: str | None, recorded_sha256: str | None, *, keep_jobs: bool = False) -> Manifested:
-    """Load the manifest to learn its jobs' keys (and the jobs); say why not when it cannot be."""
+def _manifest(
+    path: str | None, recorded_sha256: str | None, *, keep_jobs: bool = False, shard: object = None
+) -> Manifested:
+    """Load the manifest to learn its jobs' keys (and the jobs); say why not when it cannot be.
+
+    ``shard`` is what the run recorded (``"K/N"``): only that shard's jobs are the run's.
+    """
     if path is None:
         return Manifested(None, recorded_sha256, problem="no manifest recorded (jobs given from Python)")
     from batchgen.expand import expand
@@ -345,6 +350,12 @@ def _manifest(path: str | None, recorded_sha256: str | None, *, keep_jobs: bool 
     try:
         manifest = load_manifest(path)
         jobs = tuple(expand(manifest))
+        if isinstance(shard, str):
+            from batchgen.shard import Shard
+
+            jobs = tuple(Shard.parse(shard).select(jobs))
+    except ValueError as exc:
+        return Manifested(path, recorded_sha256, problem=f"the recorded shard: {exc}")
     except BatchgenError as exc:
         return Manifested(path, recorded_sha256, problem=f"{path} does not load: {str(exc).splitlines()[0]}")
     return Manifested(
@@ -382,7 +393,12 @@ def read_status(
     latest = state.history[-1] if state.history else None
     pid = _running_pid(out_dir, latest)
     recorded = latest.manifest if latest else None
-    found = _manifest(manifest or recorded, latest.manifest_sha256 if latest else None, keep_jobs=keep_jobs)
+    found = _manifest(
+        manifest or recorded,
+        latest.manifest_sha256 if latest else None,
+        keep_jobs=keep_jobs,
+        shard=latest.settings.get("shard") if latest else None,
+    )
     status = Status(out_dir, now, state, found, running_pid=pid, retention=retention, margin=margin)
     # A run appending right now may have half a line out: that is not damage.
     status.warnings = [w for w in state.warnings if not (pid is not None and _TORN in w)]
