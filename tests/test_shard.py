@@ -41,7 +41,9 @@ def test_a_job_keeps_its_shard_when_the_manifest_changes(
     manifest = tmp_path / "m.yaml"
     manifest.write_text("jobs:\n  - prompt: a red fox\n    seed: '1-30'\n")
     before = {str(j["key"]): k for k in (1, 2, 3) for j in _plan(capsys, str(manifest), "--shard", f"{k}/3")}
-    manifest.write_text("jobs:\n  - prompt: a blue jay\n    seed: '1-9'\n  - prompt: a red fox\n    seed: '1-30'\n")
+    manifest.write_text(
+        "jobs:\n  - prompt: a blue jay\n    seed: '1-9'\n  - prompt: a red fox\n    seed: '1-30'\n"
+    )
     after = {str(j["key"]): k for k in (1, 2, 3) for j in _plan(capsys, str(manifest), "--shard", f"{k}/3")}
     assert before.items() <= after.items()
 
