@@ -475,7 +475,12 @@ def _add_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "run is doing: jobs by state, failures by reason, jobs in flight against the 1-hour retention, "
         "what a rerun would do, images per minute, the last error.",
     )
-    p.add_argument("out", metavar="OUT", help="the output folder of a run (holds ledger.jsonl)")
+    p.add_argument(
+        "out",
+        metavar="OUT",
+        nargs="+",
+        help="the output folder of a run (holds ledger.jsonl); several (the shards of a batch) are merged",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--manifest", metavar="PATH", help="the manifest, if not where the last run recorded it")
     p.set_defaults(handler=_cmd_status)
@@ -484,10 +489,10 @@ def _add_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 def _cmd_status(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from batchgen.status import format_status, read_status, status_json
+    from batchgen.status import format_status, merge_status, read_status, status_json
 
     try:
-        status = read_status(Path(args.out), manifest=args.manifest)
+        status = merge_status([read_status(Path(out), manifest=args.manifest) for out in args.out])
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from None
     print(status_json(status) if args.json else format_status(status))

@@ -48,7 +48,7 @@ from batchgen.ledger import (
 )
 from batchgen.report import format_duration, percentile
 
-__all__ = ["FailureReason", "Manifested", "Status", "format_status", "read_status"]
+__all__ = ["FailureReason", "Manifested", "Status", "format_status", "merge_status", "read_status"]
 
 _TORN = "incomplete last line ignored"
 
@@ -99,6 +99,7 @@ class Status:
     margin: float = DEFAULT_MARGIN
     rerun: Counter[str] = field(default_factory=Counter)  # what a rerun would do, by action
     warnings: list[str] = field(default_factory=list)
+    folders: list[Path] = field(default_factory=list)  # when merged: every folder read
 
     # --- jobs by state ----------------------------------------------------------------
 
@@ -258,6 +259,7 @@ class Status:
         last = self.last_error
         return {
             "out": str(self.out_dir),
+            "folders": [str(f) for f in self.folders] or [str(self.out_dir)],
             "now": format_ts(self.now),
             "running": self.running_pid is not None,
             "pid": self.running_pid,
@@ -417,6 +419,58 @@ def read_status(
     return status
 
 
+def merge_status(statuses: list[Status]) -> Status:
+    """Several output folders as one (the shards of a batch): jobs, failures, runs, requests
+    and what a rerun would do, added up; a key in two folders counts once (the later run's).
+
+    Figures of time (images per minute of "the latest run") are over the union of the
+    runs: the latest to start, counting images any folder made while it ran.
+    """
+    if len(statuses) == 1:
+        return statuses[0]
+    first = statuses[0]
+    state = LedgerState()
+    keys: set[str] | None = set()
+    warnings: list[str] = []
+    rerun: Counter[str] = Counter()
+    for status in statuses:
+        state.records.update(status.state.records)
+        state.history.extend(status.state.history)
+        state.lines += status.state.lines
+        state.requests.update(status.state.requests)
+        state.costs.update(status.state.costs)
+        rerun.update(status.rerun)
+        warnings.extend(f"{status.out_dir}: {w}" for w in status.warnings)
+        keys = None if keys is None or status.manifest.keys is None else keys | status.manifest.keys
+    state.history.sort(key=lambda run: run.started_at)
+    paths = {s.manifest.path for s in statuses}
+    sha = {s.manifest.recorded_sha256 for s in statuses}
+    if len(sha) > 1:
+        warnings.append("the folders were run from different manifests (or versions of one)")
+    manifest = Manifested(
+        first.manifest.path if len(paths) == 1 else None,
+        first.manifest.recorded_sha256 if len(sha) == 1 else None,
+        sha256=first.manifest.sha256,
+        keys=frozenset(keys) if keys is not None else None,
+        problem=next((s.manifest.problem for s in statuses if s.manifest.problem), None),
+        name=first.manifest.name,
+        report=first.manifest.report,
+    )
+    running = next((s.running_pid for s in statuses if s.running_pid is not None), None)
+    return Status(
+        Path(f"{len(statuses)} folders"),
+        max(s.now for s in statuses),
+        state,
+        manifest,
+        running_pid=running,
+        retention=first.retention,
+        margin=first.margin,
+        rerun=rerun,
+        warnings=warnings,
+        folders=[s.out_dir for s in statuses],
+    )
+
+
 def _action(decision: ResumeDecision) -> str:
     """A resume decision as a rerun would report it."""
     if isinstance(decision, Skip):
@@ -454,6 +508,8 @@ def format_status(status: Status) -> str:
     s = status
     latest = s.latest
     lines: list[str] = []
+    if s.folders:
+        lines.append(f"{len(s.folders)} folders, merged: {', '.join(map(str, s.folders))}")
     if latest is None:
         lines.append(f"{s.out_dir}: no run has started yet")
     elif s.running_pid is not None:

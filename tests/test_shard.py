@@ -84,3 +84,45 @@ def test_each_shard_runs_in_its_own_folder_and_status_counts_its_jobs(
     capsys.readouterr()
     assert main(["validate", demo, "--shard", "1/2"]) == 0
     assert f"{sizes[0]} jobs in shard 1/2" in capsys.readouterr().out
+
+
+def test_merged_status_of_the_shards_equals_the_status_of_one_unsharded_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`batchgen status S1 S2 S3` (shard folders) says what `status` of one whole run says:
+    jobs by state, failures by reason, what a rerun would do."""
+    import anyio
+
+    from batchgen.emulator import EmulatorConfig
+    from batchgen.runner import run
+    from batchgen.scheduler import RunSettings
+    from batchgen.status import merge_status
+
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("jobs:\n  - prompt: 'a {word} owl'\n    grid:\n      word: [forbidden, snowy, barn]\n"
+                        "      seed: '1-8'\n")  # fmt: skip
+
+    def run_into(out: Path, shard: str | None) -> None:
+        config = EmulatorConfig(blocked_terms=("forbidden",), time_scale=0.002, workers=8)
+
+        async def go() -> None:
+            await run(manifest, out_dir=out, emulate=config, settings=RunSettings(report=False), shard=shard)
+
+        anyio.run(go)
+
+    whole = tmp_path / "whole"
+    run_into(whole, None)
+    shards = [tmp_path / f"shard-{k}" for k in (1, 2, 3)]
+    for k, out in enumerate(shards, 1):
+        run_into(out, f"{k}/3")
+    one = read_status(whole).to_json()
+    merged = merge_status([read_status(out) for out in shards]).to_json()
+    jobs = {"total": 24, "completed": 16, "failed": 8, "in_flight": 0, "expired": 0, "not_started": 0}
+    assert one["jobs"] == merged["jobs"] == {**jobs, "removed": 0}
+    assert one["failures"] == merged["failures"]
+    assert one["rerun"] == merged["rerun"] == {"skip": 16, "skip failed": 8}
+    assert merged["folders"] == [str(out) for out in shards]
+    capsys.readouterr()
+    assert main(["status", *map(str, shards)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("3 folders, merged: ") and "  completed    16" in text
