@@ -10,24 +10,17 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from enum import IntEnum
+from typing import TYPE_CHECKING
 
 from batchgen import __version__
 from batchgen.errors import BatchgenError, LocalWriteError, LockedError, ManifestError, UsageError
+from batchgen.logs import LOG_FORMATS
+from batchgen.report import ExitCode
+
+if TYPE_CHECKING:
+    from batchgen.shard import Shard
 
 __all__ = ["ExitCode", "main"]
-
-
-class ExitCode(IntEnum):
-    """Exit codes of every batchgen command (documented in the README)."""
-
-    OK = 0
-    JOBS_FAILED = 1
-    USAGE = 2
-    FATAL_API = 3
-    WRITE_FAILED = 4
-    BUDGET = 5
-    INTERRUPTED = 130
 
 
 # --- emulator --------------------------------------------------------------------
@@ -133,12 +126,14 @@ def _add_manifest_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     cap = f"refuse more jobs than this (default {DEFAULT_MAX_JOBS})"
     p = sub.add_parser("validate", help="check a manifest; print a one-line summary")
     p.add_argument("manifest")
+    _add_date(p)
     p.add_argument("--max-jobs", type=int, default=DEFAULT_MAX_JOBS, help=cap)
     p.set_defaults(handler=_cmd_validate)
 
     p = sub.add_parser("plan", help="show the jobs a manifest expands to")
     p.add_argument("manifest")
     p.add_argument("--jsonl", action="store_true", help="print every job as one JSON line")
+    _add_date(p)
     p.add_argument("--limit", type=int, default=20, help="rows in the table (default 20)")
     p.add_argument("--max-jobs", type=int, default=DEFAULT_MAX_JOBS, help=cap)
     p.add_argument(
@@ -156,6 +151,39 @@ def _add_manifest_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     p.set_defaults(handler=_cmd_schema)
 
 
+def _add_date(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--shard",
+        type=_shard,
+        metavar="K/N",
+        help="only the jobs of shard K of N (1 <= K <= N, split by job key; each shard its own folder)",
+    )
+    p.add_argument(
+        "--date",
+        type=_date,
+        metavar="YYYY-MM-DD",
+        help="the date {date} stands for in the name, --out and output.filename (default: today, UTC)",
+    )
+
+
+def _shard(text: str) -> Shard:
+    from batchgen.shard import Shard
+
+    try:
+        return Shard.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _date(text: str) -> str:
+    from batchgen.manifest import run_date
+
+    try:
+        return run_date(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _plural(n: int, noun: str) -> str:
     return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
@@ -169,11 +197,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from batchgen.expand import summarize
     from batchgen.manifest import load_manifest
 
-    manifest = load_manifest(args.manifest)
-    summary = summarize(manifest, max_jobs=args.max_jobs)
+    manifest = load_manifest(args.manifest, date=args.date)
+    summary = summarize(manifest, max_jobs=args.max_jobs, shard=args.shard)
     _print_warnings(manifest.warnings)
+    in_shard = f" in shard {args.shard}" if args.shard else ""
     print(
-        f"{args.manifest}: ok, {_plural(summary.jobs, 'job')}, "
+        f"{args.manifest}: ok, {_plural(summary.jobs, 'job')}{in_shard}, "
         f"{_plural(summary.duplicates, 'duplicate')} dropped, {_plural(summary.warnings, 'warning')}"
     )
     return ExitCode.OK
@@ -181,7 +210,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     import json
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
 
     from batchgen.estimate import estimate
     from batchgen.expand import check_job_cap, expand
@@ -189,19 +218,20 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from batchgen.manifest import load_manifest
     from batchgen.template import render_value
 
-    manifest = load_manifest(args.manifest)
+    manifest = load_manifest(args.manifest, date=args.date)
     check_job_cap(manifest, args.max_jobs)
     _print_warnings(manifest.warnings)
     expansion = expand(manifest)
+    selected: Iterable[Job] = expansion if args.shard is None else args.shard.select(expansion)
     if args.jsonl:
-        for job in expansion:
+        for job in selected:
             print(json.dumps(job.to_json(), ensure_ascii=False))
         return ExitCode.OK
     header = ("#", "key", "seed", "ratio", "mode", "labels", "filename", "prompt")
     rows: list[tuple[str, ...]] = []
 
     def tabulated() -> Iterator[Job]:
-        for job in expansion:
+        for job in selected:
             if len(rows) < args.limit:
                 labels = " ".join(" ".join(f"{k}={render_value(v)}" for k, v in job.labels.items()).split())
                 labels = labels if len(labels) <= 40 else labels[:39] + "…"
@@ -229,6 +259,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     shown = f"showing {len(rows):,} of " if len(rows) < total else ""
     print(
         f"{shown}{_plural(total, 'job')} ({_plural(expansion.duplicates, 'duplicate')} dropped)"
+        f"{f' in shard {args.shard}' if args.shard else ''}"
         f" from {args.manifest}, model {manifest.model}, run name {manifest.name}"
     )
     print(f"estimate: {guess.describe().replace(' jobs to submit', ' jobs')}")
@@ -256,7 +287,10 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "The API key is read from SEGMIND_API_KEY.",
     )
     p.add_argument("manifest", help="YAML or CSV manifest")
-    p.add_argument("--out", metavar="DIR", help="output directory (default: output/<manifest name>/)")
+    p.add_argument(
+        "--out", metavar="DIR", help="output directory, {date} filled in (default: output/<manifest name>/)"
+    )
+    _add_date(p)
     p.add_argument(
         "--base-url",
         metavar="URL",
@@ -305,6 +339,19 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--retry-failed", action="store_true", help="also retry jobs that failed permanently")
     p.add_argument(
+        "--halt-on-failure-rate",
+        type=float,
+        metavar="P",
+        help="stop submitting when more than P%% of the jobs this run finished failed (exit 6)",
+    )
+    p.add_argument(
+        "--halt-min-jobs",
+        type=int,
+        default=20,
+        metavar="N",
+        help="--halt-on-failure-rate waits until N jobs finished (default 20)",
+    )
+    p.add_argument(
         "--max-jobs", type=int, metavar="N", help="refuse manifests expanding to more jobs (default 100000)"
     )
     p.add_argument(
@@ -322,6 +369,14 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, help="progress bar (default: on a terminal)"
+    )
+    p.add_argument("-v", "--verbose", action="count", default=0, help="also log each retry and refetch")
+    p.add_argument("-q", "--quiet", action="count", default=0, help="log only warnings and errors")
+    p.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="log lines on stderr: text (ISO time, level, message) or json (one object per line)",
     )
     p.add_argument(
         "--no-embed",
@@ -360,7 +415,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from batchgen.runner import EMULATE_TIME_SCALE, emulator_config, run
     from batchgen.scheduler import RunSettings
 
-    _log_to_stderr()
     settings = RunSettings(
         concurrency=args.concurrency,
         rpm=args.rpm,
@@ -369,6 +423,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         grace=args.grace,
         price_per_image=args.price_per_image,
         budget=args.budget,
+        halt_failure_rate=args.halt_on_failure_rate,
+        halt_min_jobs=args.halt_min_jobs,
         embed=args.embed,
         report=args.report,
     )
@@ -399,33 +455,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
             progress=args.progress,
             handle_signals=True,
             insecure=args.insecure,
+            date=args.date,
+            shard=args.shard,
         )
         print(format_summary(summary))
         return summary.exit_code
 
     return anyio.run(main)
-
-
-def _log_to_stderr() -> None:
-    """batchgen's log lines on stderr, through tqdm so they do not tear a progress bar."""
-    import logging
-
-    from tqdm import tqdm
-
-    class _Handler(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            try:
-                tqdm.write(self.format(record), file=sys.stderr)
-            except Exception:
-                self.handleError(record)
-
-    logger = logging.getLogger("batchgen")
-    if not any(isinstance(h, _Handler) for h in logger.handlers):
-        handler = _Handler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
 
 
 # --- status ----------------------------------------------------------------------
@@ -439,7 +475,12 @@ def _add_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "run is doing: jobs by state, failures by reason, jobs in flight against the 1-hour retention, "
         "what a rerun would do, images per minute, the last error.",
     )
-    p.add_argument("out", metavar="OUT", help="the output folder of a run (holds ledger.jsonl)")
+    p.add_argument(
+        "out",
+        metavar="OUT",
+        nargs="+",
+        help="the output folder of a run (holds ledger.jsonl); several (the shards of a batch) are merged",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--manifest", metavar="PATH", help="the manifest, if not where the last run recorded it")
     p.set_defaults(handler=_cmd_status)
@@ -448,10 +489,10 @@ def _add_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 def _cmd_status(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from batchgen.status import format_status, read_status, status_json
+    from batchgen.status import format_status, merge_status, read_status, status_json
 
     try:
-        status = read_status(Path(args.out), manifest=args.manifest)
+        status = merge_status([read_status(Path(out), manifest=args.manifest) for out in args.out])
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from None
     print(status_json(status) if args.json else format_status(status))
@@ -506,28 +547,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one batchgen command and return its exit code."""
     args = _parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
+    say = _errors_to(args)
     try:
         return int(handler(args))
     except ManifestError as exc:
         for problem in exc.problems:
-            print(problem, file=sys.stderr)
+            say(str(problem))
         noun = "problem" if len(exc.problems) == 1 else "problems"
-        print(f"error: {len(exc.problems)} {noun}; nothing was submitted", file=sys.stderr)
+        say(f"error: {len(exc.problems)} {noun}; nothing was submitted")
         return ExitCode.USAGE
     except (UsageError, LockedError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say(f"error: {exc}")
         return ExitCode.USAGE
     except LocalWriteError as exc:
-        print(f"error: {exc}; nothing was submitted", file=sys.stderr)
+        say(f"error: {exc}; nothing was submitted")
         return ExitCode.WRITE_FAILED
     except BatchgenError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say(f"error: {exc}")
         return ExitCode.FATAL_API
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        say("interrupted")
         return ExitCode.INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`batchgen plan --jsonl | head`): not an error. Point
         # stdout at devnull so the interpreter's final flush does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return ExitCode.OK
+
+
+def _errors_to(args: argparse.Namespace) -> Callable[[str], None]:
+    """Where a command's final error goes: ``run`` logs it (timestamp, level, its
+    ``--log-format``), so a cron log can date it; other commands print it plainly."""
+    if getattr(args, "log_format", None) is None:
+        return lambda text: print(text, file=sys.stderr)
+    import logging
+
+    from batchgen.logs import configure
+
+    configure(verbosity=args.verbose - args.quiet, fmt=args.log_format)
+    log = logging.getLogger("batchgen")
+    return lambda text: log.error("%s", text.removeprefix("error: "))

@@ -369,23 +369,28 @@ class SegmindClient:
         code = response.status_code
         detail = _error_text(body, response)
         kw: dict[str, Any] = {"status_code": code, "request_id": request_id, "detail": detail}
+
+        def said(what: str) -> str:
+            # "406 insufficient credits", not "406 insufficient credits: insufficient credits".
+            return what if detail.strip().lower() in what.lower() else f"{what}: {detail}"
+
         if code == 400:
-            raise BadRequest(f"400 bad request: {detail}", **kw)
+            raise BadRequest(said("400 bad request"), **kw)
         if code == 401:
-            raise FatalApiError(f"401 unauthorized: {detail} (check SEGMIND_API_KEY)", **kw)
+            raise FatalApiError(said("401 unauthorized") + " (check SEGMIND_API_KEY)", **kw)
         if code == 403:
-            raise FatalApiError(f"403 forbidden: {detail} (the key lacks a permission)", **kw)
+            raise FatalApiError(said("403 forbidden") + " (the key lacks a permission)", **kw)
         if code == 404:
             if on_submit:
-                raise FatalApiError(f"404 on submit: {detail} (unknown model slug?)", **kw)
+                raise FatalApiError(said("404 on submit") + " (unknown model slug?)", **kw)
             raise RequestNotFound(f"404 request {request_id} unknown or expired", **kw)
         if code == 406:
-            raise InsufficientCredits(f"406 insufficient credits: {detail}", **kw)
+            raise InsufficientCredits(said("406 insufficient credits"), **kw)
         if code == 422:
             raise RequestFailed(f"request failed: {detail}", **kw)
         if code == 429:
             wait = parse_retry_after(response.headers.get("retry-after"), now=self._wall_clock())
-            raise RateLimited(f"429 rate limited: {detail}", retry_after=wait, **kw)
+            raise RateLimited(said("429 rate limited"), retry_after=wait, **kw)
         if code in _TRANSIENT_CODES or code >= 500:
             raise TransientError(f"{code} server error: {detail}", **kw)
         if 400 <= code < 500:

@@ -32,6 +32,7 @@ from batchgen.params import (
     validate_params,
 )
 from batchgen.paths import clash_key, clean_value, image_extension, output_path
+from batchgen.shard import Shard
 from batchgen.template import Template, parse_template
 
 __all__ = [
@@ -278,7 +279,7 @@ class Expansion:
             )
         final = params.model_copy(update={"prompt": prompt})
         key = job_key(self.manifest.model, final, labels)
-        names: dict[str, object] = {"name": self.manifest.name, "prompt": prompt}
+        names: dict[str, object] = {"name": self.manifest.name, "date": self.manifest.date, "prompt": prompt}
         names.update(values)
         names.update(index=index, key=key[:12])
         filename = output_path(self.manifest.filename.render(names, missing="", convert=clean_value))
@@ -301,9 +302,10 @@ class Summary:
     warnings: int
 
 
-def summarize(manifest: Manifest, *, max_jobs: int = DEFAULT_MAX_JOBS) -> Summary:
-    """Refuse a manifest above the cap, then expand it fully (finds duplicates and clashes)."""
+def summarize(manifest: Manifest, *, max_jobs: int = DEFAULT_MAX_JOBS, shard: Shard | None = None) -> Summary:
+    """Refuse a manifest above the cap, then expand it fully (finds duplicates and clashes);
+    ``jobs`` counts those of ``shard`` when one is given."""
     check_job_cap(manifest, max_jobs)
     expansion = expand(manifest)
-    jobs = sum(1 for _ in expansion)
+    jobs = sum(1 for job in expansion if shard is None or shard.holds(job.key))
     return Summary(jobs=jobs, duplicates=expansion.duplicates, warnings=len(manifest.warnings))

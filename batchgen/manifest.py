@@ -21,12 +21,14 @@ line of every key and list item.
 from __future__ import annotations
 
 import csv
+import datetime
 import difflib
 import hashlib
 import io
 import os
 import re
 import stat
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -70,6 +72,7 @@ __all__ = [
     "Scalar",
     "Value",
     "load_manifest",
+    "run_date",
     "parse_range",
 ]
 
@@ -79,7 +82,7 @@ TOP_KEYS = ("name", "model", "defaults", "jobs", "output", "report")
 JOB_KEYS = ("prompt", *PARAMETER_NAMES[1:], "grid", "zip", "rows", "seeds", "labels")
 OUTPUT_KEYS = ("filename",)
 REPORT_KEYS = ("rows", "columns")
-FILENAME_BUILTINS = ("index", "key", "name")
+FILENAME_BUILTINS = ("date", "index", "key", "name")
 _RESERVED_LABELS = ("index", "key")
 # Parameters an unused label may be a typo of; a misspelt prompt column is caught anyway
 # (no prompt at all), while columns like prompt_id are common and deliberate.
@@ -103,6 +106,7 @@ DEFAULT_FILENAME = "{index:05d}-{key}.png"
 _RANGE = re.compile(r"\s*(-?\d{1,30})\s*-\s*(-?\d{1,30})\s*(?:\(\s*\+\s*(\d{1,30})\s*\))?\s*")
 _DECIMAL = re.compile(r"[+-]?(?:0|[1-9][0-9]{0,99})")
 _RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+_DATE = re.compile(r"\d{4}-\d\d-\d\d")
 _MODEL = re.compile(r"[a-z0-9][a-z0-9._-]*")
 
 
@@ -175,6 +179,7 @@ class Manifest:
     filename_line: int | None
     warnings: list[Problem] = field(default_factory=list)
     report: Mapping[str, str] = field(default_factory=dict)
+    date: str = ""  # the run's date (UTC, YYYY-MM-DD): fills {date} in the name and filenames
 
     @property
     def display(self) -> str:
@@ -215,9 +220,10 @@ def _line(node: yaml.Node) -> int:
 class _Loader:
     """Walks the composed YAML tree, collecting problems and building job specs."""
 
-    def __init__(self, path: Path, display: str) -> None:
+    def __init__(self, path: Path, display: str, date: str = "") -> None:
         self.path = path
         self.display = display
+        self.date = date
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
         self._constructor = yaml.SafeLoader("")
@@ -613,8 +619,27 @@ def _check_tags(loader: _Loader, root: yaml.Node, explicit: list[yaml.ScalarNode
             loader.error(_line(node), where, bad[id(node)])
 
 
-def load_manifest(path: str | os.PathLike[str]) -> Manifest:
-    """Load a YAML (.yaml/.yml) or CSV (.csv) manifest; raise ManifestError with every problem."""
+def run_date(text: str | None = None, *, now: float | None = None) -> str:
+    """The run's date for ``{date}``: ``text`` if it is a real ``YYYY-MM-DD`` date (else
+    :class:`ValueError`), or the UTC date at ``now`` (default: now)."""
+    if text is not None:
+        if not _DATE.fullmatch(text):
+            raise ValueError(f"date {text!r} is not YYYY-MM-DD")
+        try:
+            return datetime.date.fromisoformat(text).isoformat()
+        except ValueError as exc:  # 2026-02-30
+            raise ValueError(f"date {text!r}: {exc}") from None
+    moment = datetime.datetime.fromtimestamp(time.time() if now is None else now, tz=datetime.UTC)
+    return moment.date().isoformat()
+
+
+def load_manifest(path: str | os.PathLike[str], *, date: str | None = None) -> Manifest:
+    """Load a YAML (.yaml/.yml) or CSV (.csv) manifest; raise ManifestError with every problem.
+
+    ``date`` (``YYYY-MM-DD``, default today in UTC) fills ``{date}`` in the run name and
+    the output filenames (never in prompts: a job's key must not change with the day).
+    """
+    date = run_date(date)
     p = Path(path)
     display = str(path)
     suffix = p.suffix.lower()
@@ -629,7 +654,7 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
     except _Unreadable as exc:
         what = "no such file" if exc.missing else str(exc)
         raise ManifestError([Problem(display, None, "", what)]) from None
-    loader = _Loader(p, display)
+    loader = _Loader(p, display, date)
     sha = hashlib.sha256(data).hexdigest()
     if is_csv:
         manifest = _load_csv_manifest(loader, data, sha)
@@ -638,7 +663,7 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
     if loader.problems or manifest is None:
         fallback = [Problem(display, None, "", "invalid manifest")]
         raise ManifestError(_in_file_order(loader.problems) or fallback)
-    return replace(manifest, warnings=_in_file_order(loader.warnings))
+    return replace(manifest, warnings=_in_file_order(loader.warnings), date=date)
 
 
 def _in_file_order(problems: list[Problem]) -> list[Problem]:
@@ -733,13 +758,14 @@ def _load_yaml_manifest(loader: _Loader, data: bytes, sha: str) -> Manifest | No
     if "name" in top:
         node = top["name"]
         value = loader.scalar(node) if isinstance(node, yaml.ScalarNode) else None
-        if isinstance(value, (str, int)) and _RUN_NAME.fullmatch(str(value)):
-            name = str(value)
+        run_name = str(value).replace("{date}", loader.date) if isinstance(value, (str, int)) else None
+        if run_name is not None and _RUN_NAME.fullmatch(run_name):
+            name = run_name
         else:
             loader.error(
                 loader.at(node),
                 "name",
-                "must be a plain name (letters, digits, . _ -), used as the output folder",
+                "must be a plain name (letters, digits, . _ -, and {date}), used as the output folder",
             )
     model = DEFAULT_MODEL
     if "model" in top:

@@ -9,10 +9,54 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Summary", "format_duration", "format_summary", "percentile"]
+__all__ = [
+    "EXIT_MEANINGS",
+    "SUMMARY_JSON",
+    "ExitCode",
+    "Summary",
+    "format_duration",
+    "format_summary",
+    "iso",
+    "percentile",
+    "summary_json",
+]
+
+
+class ExitCode(IntEnum):
+    """Exit codes of every batchgen command: with ``OUT/summary.json``, the contract with
+    schedulers (cron, systemd, Kubernetes). The README's table says the same."""
+
+    OK = 0
+    JOBS_FAILED = 1
+    USAGE = 2
+    FATAL_API = 3
+    WRITE_FAILED = 4
+    BUDGET = 5
+    FAILURE_RATE = 6
+    INTERRUPTED = 130
+
+
+EXIT_MEANINGS: dict[int, str] = {
+    ExitCode.OK: "every job of the manifest has its image",
+    ExitCode.JOBS_FAILED: "the run finished, but some jobs failed (now, or permanently in an earlier run)",
+    ExitCode.USAGE: "usage or manifest error, no key, or the output folder is locked: nothing was submitted",
+    ExitCode.FATAL_API: "fatal API condition (key, permissions, unknown model, no credits, a redirect)",
+    ExitCode.WRITE_FAILED: "a file under the output folder could not be written (disk full?); rerun then",
+    ExitCode.BUDGET: "--budget reached: nothing more submitted, jobs in flight finished",
+    ExitCode.FAILURE_RATE: "--halt-on-failure-rate: too many jobs failed; nothing more submitted",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C / SIGTERM): rerun the same command to finish",
+}
+
+
+def iso(wall: float) -> str:
+    """A wall-clock time as ISO-8601 UTC with milliseconds (as in the ledger)."""
+    moment = datetime.fromtimestamp(wall, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -83,12 +127,22 @@ class Summary:
     cost_unknown: int = 0  # requests the history did not price (yet)
     estimated_cost: float | None = None  # before the run: jobs to submit x price per image
     budget_reached: bool = False
+    failure_rate_halted: bool = False  # --halt-on-failure-rate stopped the submits
     interrupted: bool = False
     fatal: str | None = None  # why the run stopped (401/403/404 on submit, 406), if it did
     write_error: str | None = None  # a file under OUT could not be written: the run halted
     unrecorded: list[str] = field(default_factory=list)  # accepted request ids the ledger lacks
     warnings: list[str] = field(default_factory=list)  # e.g. ledger lines that were skipped
     report_path: Path | None = None  # OUT/report.html, once written
+    first_error: dict[str, Any] | None = None  # {at, key, code, error} of this run's first error
+    last_error: dict[str, Any] | None = None  # ... and of its last
+
+    def error(self, message: str, *, at: float, key: str | None = None, code: int | None = None) -> None:
+        """Note an error of this run (a failed job, a fatal condition, a failed write)."""
+        seen = {"at": iso(at), "key": key, "code": code, "error": message}
+        if self.first_error is None:
+            self.first_error = seen
+        self.last_error = seen
 
     @property
     def done(self) -> int:
@@ -129,23 +183,26 @@ class Summary:
 
     @property
     def exit_code(self) -> int:
-        """The process exit code this outcome calls for (values of ``cli.ExitCode``).
+        """The process exit code this outcome calls for (an :class:`ExitCode`).
 
         4 a file under OUT could not be written (disk full; it may also have been
-        interrupted), 130 interrupted, 3 stopped by a fatal API condition, 5 stopped at
-        ``--budget``, 1 some job failed (now or, not retried, earlier), else 0.
+        interrupted), 130 interrupted, 3 stopped by a fatal API condition, 6 stopped by
+        ``--halt-on-failure-rate`` with jobs left, 5 stopped at ``--budget``, 1 some job
+        failed (now or, not retried, earlier), else 0.
         """
         if self.write_error:
-            return 4
+            return ExitCode.WRITE_FAILED
         if self.interrupted:
-            return 130
+            return ExitCode.INTERRUPTED
         if self.fatal:
-            return 3
+            return ExitCode.FATAL_API
+        if self.failure_rate_halted and self.not_run:
+            return ExitCode.FAILURE_RATE
         if self.budget_reached and not self.all_done:
-            return 5
+            return ExitCode.BUDGET
         if self.failed or self.skipped_failed:
-            return 1
-        return 0
+            return ExitCode.JOBS_FAILED
+        return ExitCode.OK
 
     def counts(self) -> dict[str, Any]:
         """The figures for the ledger's ``run_finished`` event (JSON-ready)."""
@@ -173,10 +230,80 @@ class Summary:
             "cost_failed_usd": self.cost_failed_usd,
             "cost_unknown": self.cost_unknown,
             "budget_reached": self.budget_reached,
+            "failure_rate_halted": self.failure_rate_halted,
             "interrupted": self.interrupted,
             "fatal": self.fatal,
             "write_error": self.write_error,
         }
+
+
+SUMMARY_JSON = "summary.json"
+
+
+def summary_json(
+    summary: Summary, *, started_at: float, finished_at: float, out: Path | None = None, **run: Any
+) -> dict[str, Any]:
+    """``OUT/summary.json``: the outcome of one run for schedulers and dashboards.
+
+    ``run`` adds fields that describe the run rather than its outcome (manifest, shard).
+    """
+    s = summary
+
+    def rounded(value: float | None, digits: int = 2) -> float | None:
+        return None if value is None else round(value, digits)
+
+    code = s.exit_code
+    return {
+        "format": 1,
+        **run,
+        "out": str(out or s.out_dir),
+        "started_at": iso(started_at),
+        "finished_at": iso(finished_at),
+        "exit_code": code,
+        "exit_name": ExitCode(code).name.lower(),
+        "exit_meaning": EXIT_MEANINGS[code],
+        "jobs": {
+            "total": s.total,
+            "done": s.done,
+            "completed": s.completed,
+            "skipped": s.skipped,
+            "failed": s.failed,
+            "skipped_failed": s.skipped_failed,
+            "not_run": s.not_run,
+            "resubmitted": s.resubmitted,
+            "removed": s.removed,
+        },
+        "wall_time_s": round(s.wall_time, 3),
+        "images_per_minute": rounded(s.images_per_minute),
+        "requests": s.requests,
+        "submits": s.submits,
+        "polls": s.polls,
+        "requests_per_image": rounded(s.requests_per_image),
+        "rate_limited": s.rate_limited,
+        "learned_rpm": rounded(s.learned_rpm),
+        "inference_p50_s": rounded(s.inference_p50, 3),
+        "inference_p95_s": rounded(s.inference_p95, 3),
+        "cost": {
+            "usd": s.cost_usd,
+            "failed_usd": s.cost_failed_usd,
+            "unpriced_requests": s.cost_unknown,
+            "estimated_usd": rounded(s.estimated_cost, 4),
+        },
+        "stopped": {
+            "interrupted": s.interrupted,
+            "fatal": s.fatal,
+            "write_error": s.write_error,
+            "budget_reached": s.budget_reached,
+            "failure_rate_halted": s.failure_rate_halted,
+        },
+        "first_error": s.first_error,
+        "last_error": s.last_error,
+        "unrecorded_requests": list(s.unrecorded),
+        "warnings": list(s.warnings),
+        "images": str(s.images_dir),
+        "ledger": str(s.ledger_path),
+        "report": None if s.report_path is None else str(s.report_path),
+    }
 
 
 def _num(value: float | None, fmt: str, unit: str = "") -> str:
@@ -222,8 +349,10 @@ def format_summary(summary: Summary) -> str:
         )
     if s.budget_reached:
         lines.append("budget reached: submitted nothing more (raise --budget and rerun to go on)")
-    if s.removed:
-        lines.append(f"{s.removed} jobs in the ledger are no longer in the manifest (left alone)")
+    if s.failure_rate_halted:
+        lines.append(
+            "halted: too many jobs failed (--halt-on-failure-rate); see the ledger's failed lines, then rerun"
+        )
     if s.fatal:
         lines.append(f"stopped: {s.fatal}")
     if s.write_error:

@@ -9,6 +9,7 @@ and returns a :class:`~batchgen.report.Summary`.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import posixpath
@@ -31,9 +32,10 @@ from batchgen.expand import DEFAULT_MAX_JOBS, check_job_cap, expand
 from batchgen.history import History, history_url_for
 from batchgen.job import Job
 from batchgen.ledger import LEDGER_NAME, LedgerWriter, check_output, lock_output, replay
-from batchgen.manifest import Manifest, load_manifest
-from batchgen.report import Summary, format_duration
+from batchgen.manifest import Manifest, load_manifest, run_date
+from batchgen.report import SUMMARY_JSON, Summary, format_duration, summary_json
 from batchgen.scheduler import Counts, RunSettings, Scheduler
+from batchgen.shard import Shard
 from batchgen.storage import IMAGES_DIR, remove_stale_parts
 
 if TYPE_CHECKING:  # the emulator (Starlette) is imported only when a run uses it
@@ -66,33 +68,42 @@ def emulator_config(time_scale: float = EMULATE_TIME_SCALE) -> EmulatorConfig:
     return EmulatorConfig(time_scale=time_scale, workers=8)
 
 
-def default_out_dir(manifest: Manifest) -> Path:
-    """``output/<manifest name>/`` under the current directory; never ``output/..`` or above."""
+def default_out_dir(manifest: Manifest, shard: Shard | None = None) -> Path:
+    """``output/<manifest name>/`` under the current directory (``output/<name>-shard-K-of-N/``
+    for a shard); never ``output/..`` or above."""
     name = manifest.name
     if not name or name.startswith(".") or "/" in name or "\\" in name:
         # load_manifest never gives such a name; a Manifest built in code might.
         raise UsageError(f"the run name {name!r} is not a folder name; pass an output directory")
-    return Path("output") / name
+    return Path("output") / (name + (shard.suffix if shard else ""))
 
 
 def _resolve_jobs(
-    source: str | os.PathLike[str] | Manifest | Iterable[Job], *, max_jobs: int
+    source: str | os.PathLike[str] | Manifest | Iterable[Job],
+    *,
+    max_jobs: int,
+    date: str,
+    shard: Shard | None,
 ) -> tuple[Manifest | None, list[Job]]:
     """The manifest (if any) and every job, fully expanded before anything is submitted."""
     if isinstance(source, str | os.PathLike):
-        source = load_manifest(source)
+        source = load_manifest(source, date=date)
     if isinstance(source, Manifest):
         check_job_cap(source, max_jobs)
         # Expanding fully first finds duplicate keys and filename clashes (exit 2)
         # before a single request is paid for.
         expansion = expand(source)
         jobs = list(expansion)
+        if shard is not None:  # after the whole expansion: clashes are checked across shards
+            every = len(jobs)
+            jobs = list(shard.select(jobs))
+            log.info("shard %s: %d of the manifest's %d jobs", shard, len(jobs), every)
         if expansion.duplicates:
             log.info("%d duplicate jobs in the manifest are run once", expansion.duplicates)
         for problem in source.warnings:
-            log.warning("warning: %s", problem)
+            log.warning("%s", problem)
         return source, jobs
-    jobs = list(source)
+    jobs = list(source if shard is None else shard.select(source))
     if len(jobs) > max_jobs:
         raise UsageError(f"{len(jobs):,} jobs is more than the limit of {max_jobs:,}; raise max_jobs")
     return None, jobs
@@ -185,13 +196,24 @@ class _Progress:
             f"{self._rate_limited()} 429s, ETA {eta}"
         )
 
+    def fields(self) -> dict[str, int]:
+        """The progress line's figures, for a JSON log line."""
+        c = self.counts
+        return {
+            "done": c.done,
+            "total": c.total,
+            "in_flight": c.in_flight,
+            "failed": c.failed,
+            "rate_limited": self._rate_limited(),
+        }
+
     async def tick(self) -> None:
         """Log a line every ``interval`` seconds when there is no bar (cron, CI, pipes)."""
         if self.tty:
             return
         while True:
             await anyio.sleep(self.interval)
-            log.info("%s", self.line())
+            log.info("%s", self.line(), extra={"fields": {"progress": self.fields()}})
 
     def close(self) -> None:
         if self._bar is not None:
@@ -248,6 +270,8 @@ async def run(
     insecure: bool = False,
     wall_clock: Callable[[], float] = time.time,
     history_url: str | None = None,
+    date: str | None = None,
+    shard: Shard | str | None = None,
 ) -> Summary:
     """Run every job of ``source`` not already done in ``out_dir``; return the summary.
 
@@ -269,6 +293,11 @@ async def run(
     ``emulate`` (True or an :class:`~batchgen.emulator.EmulatorConfig`) runs against an
     in-process emulator instead: no key, no network.
 
+    ``date`` (``YYYY-MM-DD``, default the UTC date at the start) fills ``{date}`` in the
+    manifest's name, its ``output.filename`` and ``out_dir``. ``shard`` (a
+    :class:`~batchgen.shard.Shard` or ``"K/N"``) runs only the jobs of that shard; the
+    default ``out_dir`` is then ``output/<name>-shard-K-of-N/``.
+
     ``progress``: a tqdm bar (True), log lines every ``progress_interval`` s (False), or
     a bar only when stderr is a terminal (None). ``handle_signals`` installs the Ctrl-C /
     SIGTERM handling of the command line (only from the main thread).
@@ -281,12 +310,23 @@ async def run(
     exit code for the outcome is ``summary.exit_code``.
     """
     started = anyio.current_time()
-    manifest, jobs = _resolve_jobs(source, max_jobs=max_jobs)
+    started_wall = wall_clock()
+    try:
+        day = run_date(date, now=started_wall)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if isinstance(shard, str):
+        try:
+            shard = Shard.parse(shard)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    manifest, jobs = _resolve_jobs(source, max_jobs=max_jobs, date=day, shard=shard)
     if out_dir is None:
         if manifest is None:
             raise UsageError("out_dir is required when running jobs without a manifest")
-        out_dir = default_out_dir(manifest)
-    out = Path(out_dir)
+        out_dir = default_out_dir(manifest, shard)
+    # {date} in the folder: each day its own output, a rerun the same day resumes it.
+    out = Path(os.fspath(out_dir).replace("{date}", day))
 
     emulation: EmulatorConfig | None = None
     if emulate is not False and client is not None:
@@ -313,6 +353,11 @@ async def run(
     with lock_output(out):
         # From here on every file goes under the resolved, checked folder.
         root = check_output(out, {posixpath.dirname(job.filename) for job in jobs})
+        # A summary.json is always this run's: none while it runs (or if it is refused).
+        try:
+            (root / SUMMARY_JSON).unlink(missing_ok=True)
+        except OSError as exc:
+            raise LocalWriteError.from_os_error("remove the old", root / SUMMARY_JSON, exc) from None
         try:
             stale = await anyio.to_thread.run_sync(remove_stale_parts, root)
         except OSError as exc:
@@ -336,7 +381,12 @@ async def run(
                 # Absolute, so `batchgen status` finds it from any working directory.
                 manifest=str(manifest.path.resolve()) if manifest else None,
                 manifest_sha256=manifest.sha256 if manifest else None,
-                settings={**settings.to_json(), "base_url": base_url, "jobs": len(jobs)},
+                settings={
+                    **settings.to_json(),
+                    "base_url": base_url,
+                    "jobs": len(jobs),
+                    "shard": str(shard) if shard else None,
+                },
                 version=__version__,
             )
             # The in-process emulator's made-up http host never reaches a network.
@@ -386,7 +436,35 @@ async def run(
                 _report_unrecorded(writer, summary)
         if settings.report and not summary.interrupted and not summary.write_error:
             await _write_report(out, summary, wall_clock)
+        facts = {
+            "batchgen": __version__,
+            "manifest": str(manifest.path.resolve()) if manifest else None,
+            "manifest_sha256": manifest.sha256 if manifest else None,
+            "out": root,
+            "shard": str(shard) if shard else None,
+        }
+        await anyio.to_thread.run_sync(
+            partial(_write_summary, root, summary, started_at=started_wall, finished_at=wall_clock(), **facts)
+        )
     return summary
+
+
+def _write_summary(root: Path, summary: Summary, **fields: Any) -> None:
+    """OUT/summary.json, atomically (a temporary file, fsync'ed, renamed over): a reader
+    sees the previous whole file or the new one, never half of one."""
+    path = root / SUMMARY_JSON
+    temporary = root / f".{SUMMARY_JSON}.{os.getpid()}.tmp"
+    text = json.dumps(summary_json(summary, **fields), indent=2, ensure_ascii=False) + "\n"
+    try:
+        with open(temporary, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except OSError as exc:  # the ledger holds the truth; say why the file is missing
+        temporary.unlink(missing_ok=True)
+        log.warning("%s not written: %s", path, exc)
+        summary.warnings.append(f"{path} not written ({exc.strerror or exc})")
 
 
 def _report_unrecorded(writer: LedgerWriter, summary: Summary) -> None:

@@ -108,6 +108,8 @@ class RunSettings:
     seed: int | None = None  # seeds the retry jitter
     price_per_image: float | None = None  # USD, for --budget and the estimates
     budget: float | None = None  # USD this run may spend: submits stop before passing it
+    halt_failure_rate: float | None = None  # percent: stop submitting when more of the finished failed
+    halt_min_jobs: int = 20  # ... once at least this many jobs finished in this run
     embed: bool = True
     report: bool = True
 
@@ -124,6 +126,11 @@ class RunSettings:
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 found.append(f"{name.replace('_', ' ')} {value} must be a number of seconds, 0 or more")
+        rate = self.halt_failure_rate
+        if rate is not None and not (0 <= rate < 100):
+            found.append(f"halt on failure rate {rate} must be a percentage from 0 up to (not including) 100")
+        if self.halt_min_jobs < 1:
+            found.append(f"halt min jobs {self.halt_min_jobs} must be at least 1")
         if self.max_image_bytes < 1:
             found.append(f"max image bytes {self.max_image_bytes} must be at least 1")
         for name in ("price_per_image", "budget"):
@@ -141,6 +148,8 @@ class RunSettings:
             "rpm_counts_polls": self.rpm_counts_polls,
             "budget": self.budget,
             "price_per_image": self.price_per_image,
+            "halt_failure_rate": self.halt_failure_rate,
+            "halt_min_jobs": self.halt_min_jobs,
             "embed": self.embed,
             "report": self.report,
         }
@@ -173,6 +182,10 @@ class Counts:
     def not_run(self) -> int:
         """Jobs neither done nor failed (yet)."""
         return self.total - self.done - self.failed
+
+
+def _code(exc: Exception) -> int | None:
+    return exc.status_code if isinstance(exc, ApiError) else None
 
 
 class _Stopped(Exception):
@@ -550,6 +563,7 @@ class Scheduler:
         """
         if self.summary.write_error is None:
             self.summary.write_error = str(error)
+            self.summary.error(str(error), at=self._wall_clock())
             log.error("%s; stopping the run (rerun the same command once it can write)", error)
         self.cancel()
 
@@ -596,6 +610,7 @@ class Scheduler:
         if action is Action.STOP_SUBMITTING:
             if self.summary.fatal is None:
                 self.summary.fatal = decision.reason
+                self.summary.error(decision.reason, at=self._wall_clock(), code=_code(exc))
                 log.error("%s; submitting nothing more, finishing the jobs in flight", decision.reason)
             self.stop_submitting()
             if flight.phase is Phase.NEW:
@@ -606,6 +621,7 @@ class Scheduler:
         # Action.STOP: 401/403/404 on submit; nothing in this run can succeed.
         if self.summary.fatal is None:
             self.summary.fatal = decision.reason
+            self.summary.error(decision.reason, at=self._wall_clock(), code=_code(exc))
             log.error("%s; stopping the run", decision.reason)
         self.cancel()
         return False
@@ -647,7 +663,9 @@ class Scheduler:
         )
         flight.fail()
         self.summary.failed += 1
+        self.summary.error(detail, at=self._wall_clock(), key=job.key, code=code)
         log.warning("job %s (%s) failed: %s", job.short_key, job.filename, detail)
+        self._check_failure_rate()
 
     # --- the requests ------------------------------------------------------------------
 
@@ -763,6 +781,26 @@ class Scheduler:
             self.stop_submitting()
             raise _Stopped
 
+    def _check_failure_rate(self) -> None:
+        """Stop submitting once more than ``--halt-on-failure-rate`` percent of the jobs this
+        run finished failed (after ``halt_min_jobs`` finished); jobs in flight go on."""
+        limit = self.settings.halt_failure_rate
+        if limit is None or self.summary.failure_rate_halted:
+            return
+        failed, finished = self.summary.failed, self.summary.failed + self.summary.completed
+        if finished < self.settings.halt_min_jobs or failed * 100 <= limit * finished:
+            return
+        self.summary.failure_rate_halted = True
+        log.error(
+            "%d of %d finished jobs failed (%.1f%%, over --halt-on-failure-rate %g%%); "
+            "submitting nothing more, finishing the jobs in flight",
+            failed,
+            finished,
+            failed * 100 / finished,
+            limit,
+        )
+        self.stop_submitting()
+
     async def _poll(self, flight: Flight) -> None:
         """Wait until the cadence says, then ask the status once."""
         assert flight.request_id is not None and flight.accepted_at is not None
@@ -855,5 +893,6 @@ class Scheduler:
         )
         flight.saved()
         self.summary.completed += 1
+        self._check_failure_rate()
         if flight.inference_time is not None:
             self.summary.inference_times.append(flight.inference_time)

@@ -82,7 +82,7 @@ def manifest_schema() -> dict[str, Any]:
         "title": "batchgen manifest",
         "type": "object",
         "properties": {
-            "name": {"type": "string", "pattern": r"^[A-Za-z0-9_][A-Za-z0-9._-]*$"},
+            "name": {"type": "string", "pattern": r"^([A-Za-z0-9_]|\{date\})([A-Za-z0-9._-]|\{date\})*$"},
             "model": {"type": "string", "default": "bria-text-to-image"},
             "defaults": {
                 "type": "object",
@@ -95,7 +95,7 @@ def manifest_schema() -> dict[str, Any]:
                 "properties": {
                     "filename": {
                         "type": "string",
-                        "description": "template: {label}, {parameter}, {index:05d}, {key}, {name}",
+                        "description": "template: {label}, {parameter}, {index:05d}, {key}, {name}, {date}",
                     }
                 },
                 "additionalProperties": False,

@@ -48,7 +48,7 @@ from batchgen.ledger import (
 )
 from batchgen.report import format_duration, percentile
 
-__all__ = ["FailureReason", "Manifested", "Status", "format_status", "read_status"]
+__all__ = ["FailureReason", "Manifested", "Status", "format_status", "merge_status", "read_status"]
 
 _TORN = "incomplete last line ignored"
 
@@ -99,6 +99,7 @@ class Status:
     margin: float = DEFAULT_MARGIN
     rerun: Counter[str] = field(default_factory=Counter)  # what a rerun would do, by action
     warnings: list[str] = field(default_factory=list)
+    folders: list[Path] = field(default_factory=list)  # when merged: every folder read
 
     # --- jobs by state ----------------------------------------------------------------
 
@@ -258,6 +259,7 @@ class Status:
         last = self.last_error
         return {
             "out": str(self.out_dir),
+            "folders": [str(f) for f in self.folders] or [str(self.out_dir)],
             "now": format_ts(self.now),
             "running": self.running_pid is not None,
             "pid": self.running_pid,
@@ -333,8 +335,13 @@ def _running_pid(out_dir: Path, latest: RunRecord | None) -> int | None:
     return pid
 
 
-def _manifest(path: str | None, recorded_sha256: str | None, *, keep_jobs: bool = False) -> Manifested:
-    """Load the manifest to learn its jobs' keys (and the jobs); say why not when it cannot be."""
+def _manifest(
+    path: str | None, recorded_sha256: str | None, *, keep_jobs: bool = False, shard: object = None
+) -> Manifested:
+    """Load the manifest to learn its jobs' keys (and the jobs); say why not when it cannot be.
+
+    ``shard`` is what the run recorded (``"K/N"``): only that shard's jobs are the run's.
+    """
     if path is None:
         return Manifested(None, recorded_sha256, problem="no manifest recorded (jobs given from Python)")
     from batchgen.expand import expand
@@ -345,6 +352,12 @@ def _manifest(path: str | None, recorded_sha256: str | None, *, keep_jobs: bool 
     try:
         manifest = load_manifest(path)
         jobs = tuple(expand(manifest))
+        if isinstance(shard, str):
+            from batchgen.shard import Shard
+
+            jobs = tuple(Shard.parse(shard).select(jobs))
+    except ValueError as exc:
+        return Manifested(path, recorded_sha256, problem=f"the recorded shard: {exc}")
     except BatchgenError as exc:
         return Manifested(path, recorded_sha256, problem=f"{path} does not load: {str(exc).splitlines()[0]}")
     return Manifested(
@@ -382,7 +395,12 @@ def read_status(
     latest = state.history[-1] if state.history else None
     pid = _running_pid(out_dir, latest)
     recorded = latest.manifest if latest else None
-    found = _manifest(manifest or recorded, latest.manifest_sha256 if latest else None, keep_jobs=keep_jobs)
+    found = _manifest(
+        manifest or recorded,
+        latest.manifest_sha256 if latest else None,
+        keep_jobs=keep_jobs,
+        shard=latest.settings.get("shard") if latest else None,
+    )
     status = Status(out_dir, now, state, found, running_pid=pid, retention=retention, margin=margin)
     # A run appending right now may have half a line out: that is not damage.
     status.warnings = [w for w in state.warnings if not (pid is not None and _TORN in w)]
@@ -399,6 +417,58 @@ def read_status(
     if new:
         status.rerun["submit"] += new
     return status
+
+
+def merge_status(statuses: list[Status]) -> Status:
+    """Several output folders as one (the shards of a batch): jobs, failures, runs, requests
+    and what a rerun would do, added up; a key in two folders counts once (the later run's).
+
+    Figures of time (images per minute of "the latest run") are over the union of the
+    runs: the latest to start, counting images any folder made while it ran.
+    """
+    if len(statuses) == 1:
+        return statuses[0]
+    first = statuses[0]
+    state = LedgerState()
+    keys: set[str] | None = set()
+    warnings: list[str] = []
+    rerun: Counter[str] = Counter()
+    for status in statuses:
+        state.records.update(status.state.records)
+        state.history.extend(status.state.history)
+        state.lines += status.state.lines
+        state.requests.update(status.state.requests)
+        state.costs.update(status.state.costs)
+        rerun.update(status.rerun)
+        warnings.extend(f"{status.out_dir}: {w}" for w in status.warnings)
+        keys = None if keys is None or status.manifest.keys is None else keys | status.manifest.keys
+    state.history.sort(key=lambda run: run.started_at)
+    paths = {s.manifest.path for s in statuses}
+    sha = {s.manifest.recorded_sha256 for s in statuses}
+    if len(sha) > 1:
+        warnings.append("the folders were run from different manifests (or versions of one)")
+    manifest = Manifested(
+        first.manifest.path if len(paths) == 1 else None,
+        first.manifest.recorded_sha256 if len(sha) == 1 else None,
+        sha256=first.manifest.sha256,
+        keys=frozenset(keys) if keys is not None else None,
+        problem=next((s.manifest.problem for s in statuses if s.manifest.problem), None),
+        name=first.manifest.name,
+        report=first.manifest.report,
+    )
+    running = next((s.running_pid for s in statuses if s.running_pid is not None), None)
+    return Status(
+        Path(f"{len(statuses)} folders"),
+        max(s.now for s in statuses),
+        state,
+        manifest,
+        running_pid=running,
+        retention=first.retention,
+        margin=first.margin,
+        rerun=rerun,
+        warnings=warnings,
+        folders=[s.out_dir for s in statuses],
+    )
 
 
 def _action(decision: ResumeDecision) -> str:
@@ -438,6 +508,8 @@ def format_status(status: Status) -> str:
     s = status
     latest = s.latest
     lines: list[str] = []
+    if s.folders:
+        lines.append(f"{len(s.folders)} folders, merged: {', '.join(map(str, s.folders))}")
     if latest is None:
         lines.append(f"{s.out_dir}: no run has started yet")
     elif s.running_pid is not None:

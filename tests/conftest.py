@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -81,3 +82,11 @@ def emulator_process(tmp_path: Path) -> Iterator[Callable[..., str]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+_LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
+
+
+def unlogged(text: str) -> list[str]:
+    """The lines of ``batchgen run``'s stderr without their timestamp and level."""
+    return [_LOG_PREFIX.sub("", line) for line in text.splitlines()]

@@ -116,3 +116,58 @@ def test_a_plain_http_base_url_to_another_host_exits_2(
     assert "is plain http to api.segmind.com: the API key would travel unencrypted" in err
     assert "--insecure" in err
     assert not out.exists()
+
+
+DATED = """name: nightly-{date}
+jobs:
+  - prompt: a lighthouse at dusk
+    seed: "1-3"
+output:
+  filename: "{date}/{seed}.png"
+"""
+
+
+def test_date_fills_the_name_the_out_folder_and_filenames(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """{date} is the run's UTC date (or --date): one folder per day, and a rerun that day resumes."""
+    import datetime
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    manifest = tmp_path / "dated.yaml"
+    manifest.write_text(DATED)
+    argv = ["run", str(manifest), "--emulate", "--no-report", "--out", "out/{date}"]
+    assert run_cli([*argv, "--date", "2026-01-02"]) == 0
+    images = sorted(p.relative_to(tmp_path) for p in (tmp_path / "out").rglob("*.png"))
+    assert [str(p) for p in images] == [f"out/2026-01-02/images/2026-01-02/{n}.png" for n in (1, 2, 3)]
+    assert run_cli([*argv, "--date", "2026-01-02"]) == 0  # the same day: resumed, nothing new
+    summary = json.loads((tmp_path / "out" / "2026-01-02" / "summary.json").read_text())
+    assert summary["jobs"]["skipped"] == 3 and summary["submits"] == 0
+    assert run_cli(argv) == 0  # no --date: today, in UTC
+    today = datetime.datetime.now(datetime.UTC).date().isoformat()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted({"2026-01-02", today})
+    assert run_cli(["run", str(manifest), "--emulate", "--no-report", "--date", "2026-01-03"]) == 0
+    assert (tmp_path / "output" / "nightly-2026-01-03" / "images" / "2026-01-03" / "1.png").is_file()
+    capsys.readouterr()
+    assert run_cli(["plan", str(manifest), "--date", "2026-01-04"]) == 0
+    assert "2026-01-04/1.png" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad", ["2026-02-30", "26-01-01", "today"])
+def test_a_date_that_is_not_a_real_day_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: str
+) -> None:
+    """--date must be YYYY-MM-DD and exist: exit 2 naming it."""
+    manifest = tmp_path / "dated.yaml"
+    manifest.write_text(DATED)
+    assert run_cli(["validate", str(manifest), "--date", bad]) == 2
+    assert repr(bad) in capsys.readouterr().err
+
+
+def test_date_is_not_a_prompt_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """{date} in a prompt is an error: a job's key (what it sends) must not change with the day."""
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("jobs:\n  - prompt: a photo taken on {date}\n")
+    assert run_cli(["validate", str(manifest)]) == 2
+    assert "date" in capsys.readouterr().err

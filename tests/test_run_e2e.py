@@ -16,6 +16,8 @@ import httpx
 import pytest
 from PIL import Image
 
+from tests.conftest import unlogged
+
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parent.parent
@@ -193,6 +195,11 @@ def test_signal_finishes_in_flight_and_exits_130(
     assert keys(out, "submitted") == keys(out, "completed")
     assert len(keys(out, "completed")) < 24
     assert ledger(out)[-1]["event"] == "run_finished"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["exit_code"] == 130 and summary["exit_name"] == "interrupted"
+    assert summary["stopped"]["interrupted"] is True
+    assert summary["jobs"]["completed"] == len(keys(out, "completed"))
+    assert summary["jobs"]["not_run"] == 24 - summary["jobs"]["completed"]
     result = run_cli(run_args(manifest, out, base_url))
     assert result.returncode == 0, result.stderr
     assert_all_images_decode(out, 24)
@@ -269,6 +276,9 @@ def test_no_credits_stops_submitting_and_exits_3(
     assert result.returncode == 3, result.stderr
     assert "406" in result.stdout
     assert len(keys(out, "completed")) == 5
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["exit_code"] == 3 and summary["stopped"]["fatal"] == "406 insufficient credits"
+    assert summary["first_error"]["code"] == 406
     assert stats(base_url)["submits_accepted"] == 5
 
 
@@ -286,6 +296,12 @@ def test_blocked_prompt_fails_with_detail_and_exit_1(
     assert "forbidden" in failed[0]["error"]
     assert failed[0]["retryable"] is False
     assert len(keys(out, "completed")) == 3
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["exit_code"] == 1 and summary["exit_name"] == "jobs_failed"
+    assert summary["jobs"]["failed"] == 1 and summary["jobs"]["completed"] == 3
+    assert summary["first_error"] == summary["last_error"]
+    assert summary["first_error"]["code"] == 422 and "forbidden" in summary["first_error"]["error"]
+    assert summary["first_error"]["key"] == failed[0]["key"]
 
 
 def test_second_run_on_the_same_output_is_refused(
@@ -318,8 +334,9 @@ def status_of(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
 
 def test_status_while_a_run_is_going_and_after(tmp_path: Path, emulator_process: Callable[..., str]) -> None:
     """`batchgen status` reads a live run without disturbing it: running, counts adding up, then finished."""
-    # Two workers and 0.3 s jobs: 16 jobs take about 2.5 s, long enough to look in on.
-    base_url = emulator_process("--time-scale", "0.015", "--workers", "2", "--image-size", "64")
+    # Two workers and 0.9 s jobs: 16 jobs take about 7 s, long enough to look in on even on a
+    # loaded machine (each `status` is a Python process start).
+    base_url = emulator_process("--time-scale", "0.04", "--workers", "2", "--image-size", "64")
     manifest = write_manifest(tmp_path, seeds=16)
     out = tmp_path / "out"
     proc = subprocess.Popen(
@@ -431,9 +448,7 @@ def test_a_ledger_that_cannot_be_written_prints_the_unrecorded_request_ids(
     assert f"cannot write the ledger {out}/ledger.jsonl: File too large" in result.stderr
     assert_whole_lines(out)
     recorded = {e["request_id"] for e in ledger(out) if e["event"] == "submitted"}
-    printed = {
-        line.split()[2] for line in result.stderr.splitlines() if line.startswith("unrecorded request ")
-    }
+    printed = {line.split()[2] for line in unlogged(result.stderr) if line.startswith("unrecorded request ")}
     accepted = accepted_ids(base_url)
     assert printed, result.stderr  # the limit was hit after at least one more submit
     assert accepted == recorded | printed
@@ -456,8 +471,8 @@ def test_a_ledger_that_cannot_take_its_first_line_exits_4_before_any_submit(tmp_
     args = [sys.executable, "-m", "batchgen", "run", str(manifest), "--out", str(out), "--emulate"]
     result = run_limited(args, 64)
     assert result.returncode == 4, result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
-        f"error: cannot write the ledger {out}/ledger.jsonl: File too large; nothing was submitted"
+    assert unlogged(result.stderr.strip())[-1] == (
+        f"cannot write the ledger {out}/ledger.jsonl: File too large; nothing was submitted"
     )
     assert (out / "ledger.jsonl").read_bytes() == b""
 
@@ -494,9 +509,7 @@ def test_a_full_disk_stops_cleanly_and_the_rerun_finishes(
     assert "No space left on device" in result.stderr
     assert_whole_lines(out)
     recorded = {e["request_id"] for e in ledger(out) if e["event"] == "submitted"}
-    printed = {
-        line.split()[2] for line in result.stderr.splitlines() if line.startswith("unrecorded request ")
-    }
+    printed = {line.split()[2] for line in unlogged(result.stderr) if line.startswith("unrecorded request ")}
     assert accepted_ids(base_url) == recorded | printed
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_tmpfs)], check=True)
     rerun = run_cli(run_args(manifest, out, base_url))
