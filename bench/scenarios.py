@@ -241,7 +241,12 @@ class Run:
         return float(self.stats["status_polls"]) / max(1, self.completed)
 
     def rate(self, *, after: float = 0.0) -> float | None:
-        """Steady images per second (see :func:`steady_rate`)."""
+        """Steady images per second (see :func:`steady_rate`); with fewer than 10 images (a
+        slow sequential loop) simply images over the time after ``after``."""
+        if self.completed < 10:
+            span = self.duration - after
+            done = sum(1 for t in self.completions if t > after)
+            return done / span if span > 0 and done else None
         return steady_rate(self.completions, after=after)
 
     def mean_service(self) -> float:
@@ -855,24 +860,22 @@ def latency_shift(b: Bench) -> Outcome:
     for record, fraction in bg.detection():
         phases[sum(1 for c in bounds if record["submitted"] >= c)].append((record, fraction))
     steady = phases[0][len(phases[0]) // 3 :]  # the first phase, once batchgen has learned it
-    band = Band(
-        delay=statistics.median(f for _, f in steady),
-        polls=statistics.fmean(r["status_polls"] for r, _ in steady),
-    )
+    band = Band.of(steady)
+    estimates = replay_estimates(bg.records, bounds)
     rows, notes = [], []
     adapted_all = True
-    for items, (_, new) in zip(phases[1:], changes, strict=True):
+    for items, (_, new), estimate in zip(phases[1:], changes, estimates, strict=True):
         direction = "up 4x" if new > scale else "down 4x"
-        learned = band.learned_after(items)
-        by_index = band.settled_at(items)
-        adapted_all &= learned is not None and learned <= 10
-        rows.append(f"latency {direction}: right again after **{_num(learned, 'd')}** completions")
+        behaved = band.behaves_after(items)
+        adapted_all &= estimate is not None and estimate <= 10 and behaved is not None and behaved <= 10
+        rows.append(
+            f"latency {direction}: estimate right again after **{_num(estimate, 'd')}** completions, "
+            f"polling right again after {_num(behaved, 'd')}"
+        )
+        by_order = sorted(items, key=lambda item: item[0]["end"])
         notes.append(
-            f"latency {direction}: jobs submitted after batchgen saw the {_num(learned, 'd')}th completion "
-            f"of the new latency poll as in the steady phase. By completion index (jobs already in "
-            f"flight at the change included): completions 1-10 {band.describe(items[:10])}; 11-30 "
-            f"{band.describe(items[10:30])}; the rest {band.describe(items[30:])}; in the band from "
-            f"completion #{_num(by_index, 'd')}."
+            f"latency {direction}: jobs in order of completion: 1-10 {Band.describe(by_order[:10])}; "
+            f"11-30 {Band.describe(by_order[10:30])}; the rest {Band.describe(by_order[30:])}."
         )
     rate = bg.rate()
     ratio = None if rate is None else 60 * rate / rpm
@@ -883,7 +886,7 @@ def latency_shift(b: Bench) -> Outcome:
         title="5. Latency 4x up, then down",
         server=_flags(server) + f"; then time_scale {scale * 4:g}, then {scale:g}",
         command=_flags(flags),
-        limit=f"right again within 10 completions (steady: {band.describe(steady)})",
+        limit="estimate and polling right again within 10 completions",
         batchgen="; ".join(rows) + f"; {_num(ratio)} of rpm, {_lost(bg)}",
         peers="-",
         target="<= 10 completions",
@@ -893,14 +896,16 @@ def latency_shift(b: Bench) -> Outcome:
             f"inference time: {BASE_MEAN * scale:.1f} s, then {BASE_MEAN * scale * 4:.1f} s from the "
             f"{plan[0][0]}th submit, then {BASE_MEAN * scale:.1f} s again from the {plan[1][0]}th "
             '(`POST /_emulator/config {"time_scale": ...}`; a new time scale applies to later submits).',
-            "What each job shows (request log): its detection delay over its latency, and the status "
-            "polls it took. The steady band: a median delay of at most 2x the steady phase's (or 20 %, "
-            "whichever is more) and mean polls of at most 1.5x the steady phase's (or 1 more, whichever "
-            'is more), over every 5 consecutive jobs. "Right again after k completions": every job '
-            "submitted after batchgen was told of the k-th job of the new latency finishing (its "
-            "`first_completed_at`) stays in the band.",
-            f"steady phase (the last two thirds of the first phase): {band.describe(steady)}; the "
-            f"steady phase itself is in the band: {band.settled_at(steady) == 1}.",
+            '"Estimate right again after k completions": batchgen\'s own `batchgen.latency.LatencyModel`, '
+            "replayed on every completion in the order batchgen was told of them (`first_completed_at` "
+            "in the request log, with the server's `inference_time`), is within 25 % of the new median "
+            "latency from the k-th completion of the new latency on, until the next change.",
+            '"Polling right again after k": every 10 consecutive jobs submitted after the k-th job of '
+            "the new latency finished on the server have a median detection delay (over latency) and "
+            "mean status polls within 1.25x the worst 10 consecutive jobs of the steady phase "
+            f"({band.delay:.0%}, {band.polls:.1f} polls). Jobs submitted before the first job of the "
+            "new latency finished are left out: no client could know yet.",
+            f"steady phase (the last two thirds of the first phase): {Band.describe(steady)}.",
             *notes,
         ],
         runs=[bg],
@@ -926,46 +931,103 @@ def latency_shift(b: Bench) -> Outcome:
     )
 
 
+def replay_estimates(records: list[Json], changes: Sequence[float]) -> list[int | None]:
+    """Per change: after how many completions of the new latency batchgen's latency model,
+    fed every completion in the order batchgen was told of it, is within 25 % of the new
+    median latency and stays there until the next change (None: never)."""
+    import anyio
+
+    from batchgen.latency import LatencyModel, Observation
+
+    told = sorted(
+        (r for r in records if r["first_completed_at"] is not None), key=lambda r: r["first_completed_at"]
+    )
+
+    def phase(r: Json) -> int:
+        return sum(1 for c in changes if r["submitted"] >= c)
+
+    async def replay() -> list[tuple[int, float]]:
+        model = LatencyModel()  # its events need a running event loop
+        trace = []
+        for r in told:
+            service_class = (r["mode"], r["steps_num"])
+            model.observe(
+                Observation(
+                    service_class,
+                    sent_at=r["submitted"],
+                    accepted_at=r["submitted"],
+                    done_by=r["first_completed_at"],
+                    service=r["inference_time"],
+                )
+            )
+            trace.append((phase(r), model.service_time(service_class) or math.nan))
+        return trace
+
+    trace = anyio.run(replay)
+    found: list[int | None] = []
+    for i in range(1, len(changes) + 1):
+        new = [r["inference_time"] for r in told if phase(r) == i]
+        if not new:
+            found.append(None)
+            continue
+        target = statistics.median(new)
+        # From the first completion of the new latency to the first of the next one.
+        seen = 0
+        steps: list[tuple[int, bool]] = []
+        for p, estimate in trace:
+            if p > i:
+                break
+            seen += p == i
+            if seen:
+                steps.append((seen, abs(estimate / target - 1) <= 0.25))
+        right = None
+        for k, ok in reversed(steps):
+            if not ok:
+                break
+            right = k
+        found.append(right)
+    return found
+
+
 @dataclass(frozen=True)
 class Band:
-    """The steady phase's detection delay (median fraction of latency) and polls per job."""
+    """The worst 10 consecutive jobs of a steady phase, plus 25 %: median detection delay (a
+    fraction of latency) and mean status polls."""
 
     delay: float
     polls: float
-    window: int = 5
+    window: int = 10
 
-    def describe(self, items: Sequence[tuple[Json, float]]) -> str:
+    @staticmethod
+    def _stats(chunk: Sequence[tuple[Json, float]]) -> tuple[float, float]:
+        return statistics.median(f for _, f in chunk), statistics.fmean(r["status_polls"] for r, _ in chunk)
+
+    @classmethod
+    def of(cls, steady: Sequence[tuple[Json, float]], window: int = 10) -> Band:
+        jobs = sorted(steady, key=lambda item: item[0]["submitted"])
+        chunks = [cls._stats(jobs[i : i + window]) for i in range(len(jobs) - window + 1)]
+        return cls(
+            delay=1.25 * max(d for d, _ in chunks), polls=1.25 * max(p for _, p in chunks), window=window
+        )
+
+    @staticmethod
+    def describe(items: Sequence[tuple[Json, float]]) -> str:
         if not items:
             return "n/a"
-        delay = statistics.median(f for _, f in items)
-        polls = statistics.fmean(r["status_polls"] for r, _ in items)
+        delay, polls = Band._stats(items)
         return f"delay {delay:.0%} of latency, {polls:.1f} polls"
 
-    def _good(self, chunk: Sequence[tuple[Json, float]]) -> bool:
-        return statistics.median(f for _, f in chunk) <= max(2 * self.delay, 0.2) and statistics.fmean(
-            r["status_polls"] for r, _ in chunk
-        ) <= max(1.5 * self.polls, self.polls + 1)
-
-    def settled_at(self, items: Sequence[tuple[Json, float]]) -> int | None:
-        """The first job (1-based, in order of completion) from which every window is in the band."""
-        n = len(items)
-        if n < self.window:
-            return None
-        good = [self._good(items[i : i + self.window]) for i in range(n - self.window + 1)]
-        for first in range(len(good)):
-            if all(good[first:]):
-                return first + 1
-        return None
-
-    def learned_after(self, items: Sequence[tuple[Json, float]]) -> int | None:
-        """The fewest completions of the new latency batchgen had been told of such that every
-        job submitted from then on is in the band."""
-        told = sorted(r["first_completed_at"] for r, _ in items)
-        for k, at in enumerate(told, 1):
-            later = [(r, f) for r, f in items if r["submitted"] >= at]
-            if len(later) < 2 * self.window:
+    def behaves_after(self, items: Sequence[tuple[Json, float]]) -> int | None:
+        """The fewest jobs of the new latency finished on the server such that every
+        ``window`` consecutive jobs submitted from then on are in the band."""
+        jobs = sorted(items, key=lambda item: item[0]["submitted"])
+        finished = sorted(r["end"] for r, _ in items)
+        for k, at in enumerate(finished, 1):
+            later = [item for item in jobs if item[0]["submitted"] >= at]
+            if len(later) < self.window:
                 return None
-            if self.settled_at(later) == 1:
+            chunks = [self._stats(later[i : i + self.window]) for i in range(len(later) - self.window + 1)]
+            if all(d <= self.delay and p <= self.polls for d, p in chunks):
                 return k
         return None
 
