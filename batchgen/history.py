@@ -14,7 +14,8 @@ reads it for three things, never in the hot path of a run:
 
 The page envelope and the timestamp names are not documented, so rows are read
 defensively (:func:`parse_row`). Every call is bounded: a timeout per request, a page
-cap per listing, a few tries on 429 with a capped ``Retry-After``. When the history
+cap per listing, a few tries on a 429, a 5xx or a broken connection (``Retry-After``
+capped). When the history
 cannot be read (401/403/404, the network) :class:`HistoryUnavailable` says why and the
 caller falls back to what it would have done without it.
 """
@@ -52,7 +53,7 @@ HISTORY_PATH = "/inference-request/request-history"
 PER_PAGE = 100  # the most the API gives per page
 MAX_PAGES = 200  # 20,000 rows: the most one listing reads
 TIMEOUT = 30.0  # seconds, one history request
-TRIES_ON_429 = 3
+TRIES = 5  # a 429, a 5xx or a broken connection is tried again, this many times in all
 RETRY_AFTER_CAP = 30.0
 # Clocks differ: a row may carry a time a little before the ledger's "submitting" line.
 CLOCK_SKEW = 300.0
@@ -225,11 +226,13 @@ class History:
         return f"History(base_url={self.base_url!r})"
 
     async def _get(self, path: str, params: Mapping[str, Any] | None = None) -> httpx.Response:
+        """One GET, tried up to :data:`TRIES` times on a 429, a 5xx or a broken connection."""
         url = f"{self.base_url}{path}"
         headers = {"x-api-key": self._api_key} if self._api_key else {}
         host = urlsplit(url).netloc
-        for attempt in range(1, TRIES_ON_429 + 1):
+        for attempt in range(1, TRIES + 1):
             self.requests += 1
+            last = attempt == TRIES
             # Built and sent here, never redirected: the key goes to this origin only,
             # whatever defaults the caller's client carries.
             request = self._http.build_request("GET", url, params=params)
@@ -239,17 +242,26 @@ class History:
                 with anyio.fail_after(TIMEOUT):
                     response = await self._http.send(request, follow_redirects=False)
             except TimeoutError:
-                raise HistoryUnavailable(f"{host}: no answer within {TIMEOUT:g} s") from None
+                if last:
+                    raise HistoryUnavailable(f"{host}: no answer within {TIMEOUT:g} s") from None
+                continue
             except httpx.HTTPError as exc:
-                raise HistoryUnavailable(f"{host}: {type(exc).__name__}") from None
+                if last:
+                    raise HistoryUnavailable(f"{host}: {type(exc).__name__}") from None
+                await anyio.sleep(min(RETRY_AFTER_CAP, 0.25 * 2.0**attempt))
+                continue
             if response.is_redirect:
                 raise HistoryUnavailable(
                     f"{host} answered {response.status_code} with a redirect (not followed)"
                 )
-            if response.status_code != 429 or attempt == TRIES_ON_429:
+            if last or not (response.status_code == 429 or response.status_code >= 500):
                 return response
-            wait = parse_retry_after(response.headers.get("retry-after")) or 2.0**attempt
-            await anyio.sleep(min(wait, RETRY_AFTER_CAP))
+            wait = (
+                parse_retry_after(response.headers.get("retry-after"))
+                if response.status_code == 429
+                else None
+            )
+            await anyio.sleep(min(RETRY_AFTER_CAP, wait if wait is not None else 0.25 * 2.0**attempt))
         raise AssertionError("unreachable")
 
     @staticmethod
