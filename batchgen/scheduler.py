@@ -49,7 +49,7 @@ import anyio.to_thread
 
 from batchgen import __version__
 from batchgen.admission import Admission
-from batchgen.budget import RETRY_AFTER_CAP, Kind, RateState, RequestBudget
+from batchgen.budget import RETRY_AFTER_CAP, Kind, RateState, RequestBudget, Slot
 from batchgen.cadence import Cadence
 from batchgen.client import SegmindClient, find_image_urls
 from batchgen.embed import ImageInfo
@@ -672,22 +672,25 @@ class Scheduler:
     async def _api(self, kind: Kind, call: Callable[[], Awaitable[T]]) -> T:
         """One API request through the budget, bounded in time, its answer reported."""
         async with self.budget.slot(kind) as slot:
-            try:
-                with anyio.fail_after(self.settings.request_timeout):
-                    answer = await call()
-            except TimeoutError:
-                raise TransientError(
-                    f"{kind}: no answer within {self.settings.request_timeout:g} s"
-                ) from None
-            except RateLimited as exc:
-                slot.rate_limited(exc.retry_after)
-                raise
-            except ApiError as exc:
-                if exc.status_code is not None:
-                    slot.accepted()  # answered; only a 429 says anything about the rate
-                raise
-            slot.accepted()
-            return answer
+            return await self._answered(slot, kind, call)
+
+    async def _answered(self, slot: Slot, kind: Kind, call: Callable[[], Awaitable[T]]) -> T:
+        """Make the request ``slot`` was granted for, bounded in time; tell the budget how
+        the server answered."""
+        try:
+            with anyio.fail_after(self.settings.request_timeout):
+                answer = await call()
+        except TimeoutError:
+            raise TransientError(f"{kind}: no answer within {self.settings.request_timeout:g} s") from None
+        except RateLimited as exc:
+            slot.rate_limited(exc.retry_after)
+            raise
+        except ApiError as exc:
+            if exc.status_code is not None:
+                slot.accepted()  # answered; only a 429 says anything about the rate
+            raise
+        slot.accepted()
+        return answer
 
     async def _submit(self, flight: Flight) -> None:
         """Submit the job and record ``submitted``.
@@ -721,21 +724,7 @@ class Scheduler:
             with anyio.CancelScope(shield=True):
                 self.summary.submits += 1
                 sent = anyio.current_time()
-                try:
-                    with anyio.fail_after(self.settings.request_timeout):
-                        submitted = await self.client.submit(job.model, body)
-                except TimeoutError:
-                    raise TransientError(
-                        f"submit: no answer within {self.settings.request_timeout:g} s"
-                    ) from None
-                except RateLimited as exc:
-                    slot.rate_limited(exc.retry_after)
-                    raise
-                except ApiError as exc:
-                    if exc.status_code is not None:
-                        slot.accepted()
-                    raise
-                slot.accepted()
+                submitted = await self._answered(slot, "submit", lambda: self.client.submit(job.model, body))
                 self._accepted_once = True
                 flight.submitted(submitted.request_id, sent_at=sent, accepted_at=anyio.current_time())
                 self._accepted[submitted.request_id] = (job.key, self._wall_clock())
