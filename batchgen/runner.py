@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import httpx
 
-from batchgen import __version__
+from batchgen import __version__, wire
 from batchgen.client import DEFAULT_BASE_URL, SegmindClient, check_base_url
 from batchgen.errors import LocalWriteError, UsageError
 from batchgen.expand import DEFAULT_MAX_JOBS, check_job_cap, expand
@@ -130,7 +130,7 @@ async def _http_client(
         # Each job has at most one request open at a time, so jobs in flight bound the
         # connections; a fixed pool would let slow image downloads starve the polls.
         # (Limits go to the transport: a client given a transport ignores its own.)
-        transport = httpx.AsyncHTTPTransport(retries=0, limits=_LIMITS)
+        transport = wire.transport(limits=_LIMITS)
     timeout = httpx.Timeout(30.0, connect=10.0)
     async with httpx.AsyncClient(transport=transport, timeout=timeout) as built:
         yield built

@@ -1,5 +1,6 @@
-"""What one API request costs the client in CPU: httpx's async client (as batchgen builds
-it) against its sync client in threads (as Segmind's SDK uses it), against a served emulator.
+"""What one API request costs the client in CPU: httpx's async client on its default
+transport (httpcore's anyio backend), on batchgen's (``batchgen/wire.py``, plain asyncio),
+and its sync client in threads (as Segmind's SDK uses it), against a served emulator.
 
 A benchmark, not a test. Each mode sends the same status poll ``--requests`` times from
 ``--concurrency`` tasks (or threads) and reports CPU milliseconds of this process per
@@ -25,6 +26,8 @@ import anyio
 import httpx
 from scenarios import KEY, MODEL, served  # bench/ is on sys.path when run as a script
 
+from batchgen import wire
+
 HEADERS = {"x-api-key": KEY}
 
 
@@ -33,12 +36,14 @@ def cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def async_polls(url: str, requests: int, concurrency: int) -> tuple[float, float]:
+async def async_polls(url: str, requests: int, concurrency: int, native: bool = False) -> tuple[float, float]:
     """CPU seconds and wall seconds for ``requests`` polls through an AsyncClient."""
     # The pool batchgen's runner builds (batchgen/runner.py, _http_client).
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
-    transport = httpx.AsyncHTTPTransport(retries=0)
-    async with httpx.AsyncClient(transport=transport, limits=limits, timeout=30.0) as client:
+    transport = (
+        wire.transport(limits=limits) if native else httpx.AsyncHTTPTransport(retries=0, limits=limits)
+    )
+    async with httpx.AsyncClient(transport=transport, timeout=30.0) as client:
 
         async def worker(n: int) -> None:
             for _ in range(n):
@@ -84,7 +89,8 @@ def main() -> None:
         url = submitted.raise_for_status().json()["status_url"]
         for concurrency in args.concurrency:
             for name, (used, wall) in (
-                ("async (batchgen)", anyio.run(async_polls, url, args.requests, concurrency)),
+                ("async, anyio", anyio.run(async_polls, url, args.requests, concurrency)),
+                ("async, batchgen", anyio.run(async_polls, url, args.requests, concurrency, True)),
                 ("sync threads (SDK)", sync_polls(url, args.requests, concurrency)),
             ):
                 per_request = 1000 * used / args.requests

@@ -1,0 +1,252 @@
+"""The sockets under batchgen's own HTTP client: httpcore on plain asyncio.
+
+httpx's default transport reaches the network through httpcore's anyio backend, and
+that layer is a fifth of batchgen's CPU per image: every read and write opens a cancel
+scope, and every request asks the stream ``is_readable``, which anyio answers by
+building a dict of all the socket's attributes (peer address parsed included). At a
+few thousand requests a minute that is the difference between keeping a server's
+workers busy and not.
+
+:class:`AsyncioBackend` is an :class:`httpcore.AsyncNetworkBackend` on an
+:class:`asyncio.Protocol`: reads wait on one future, timeouts are
+:func:`asyncio.timeout`, ``is_readable`` is two attribute reads. It is asyncio-only,
+like the rest of batchgen (aiofiles). :func:`transport` builds the
+:class:`httpx.AsyncHTTPTransport` batchgen uses when the caller passes no client; a
+caller's own client keeps whatever transport it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Iterable
+from typing import Any
+
+import httpcore
+import httpx
+
+__all__ = ["AsyncioBackend", "transport"]
+
+_HIGH_WATER = 256 * 1024  # bytes buffered before the socket is no longer read
+
+
+class _Protocol(asyncio.Protocol):
+    """Bytes received but not yet read, and the state of the connection."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.eof = False
+        self.error: BaseException | None = None
+        self._reader: asyncio.Future[None] | None = None
+        self._drain: asyncio.Future[None] | None = None
+        self._paused = False
+        self._write_paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) > _HIGH_WATER and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        self.error = exc
+        self._wake()
+        self._write_paused = False
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    def _wake(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None and not reader.done():
+            reader.set_result(None)
+
+    async def wait_readable(self) -> None:
+        if self.buffer or self.eof:
+            return
+        self._reader = asyncio.get_running_loop().create_future()
+        await self._reader
+
+    def take(self, max_bytes: int) -> bytes:
+        data = bytes(self.buffer[:max_bytes])
+        del self.buffer[:max_bytes]
+        if self._paused and len(self.buffer) <= _HIGH_WATER // 4 and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        return data
+
+    async def drained(self) -> None:
+        if self._write_paused:
+            self._drain = asyncio.get_running_loop().create_future()
+            await self._drain
+
+
+class AsyncioStream(httpcore.AsyncNetworkStream):
+    """One TCP (or TLS) connection, as httpcore reads and writes it."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: _Protocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        protocol = self._protocol
+        if not protocol.buffer and not protocol.eof:
+            try:
+                async with asyncio.timeout(timeout):
+                    await protocol.wait_readable()
+            except TimeoutError:
+                raise httpcore.ReadTimeout(f"no data within {timeout} s") from None
+        if protocol.buffer:
+            return protocol.take(max_bytes)
+        if protocol.error is not None:
+            raise httpcore.ReadError(str(protocol.error) or type(protocol.error).__name__)
+        return b""  # the peer closed the connection
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if not buffer:
+            return
+        if self._transport.is_closing():
+            raise httpcore.WriteError("the connection is closed")
+        try:
+            self._transport.write(buffer)
+        except (OSError, RuntimeError) as exc:
+            raise httpcore.WriteError(str(exc)) from None
+        try:
+            async with asyncio.timeout(timeout):
+                await self._protocol.drained()
+        except TimeoutError:
+            raise httpcore.WriteTimeout(f"could not send within {timeout} s") from None
+        if self._protocol.error is not None:
+            raise httpcore.WriteError(str(self._protocol.error))
+
+    async def aclose(self) -> None:
+        self._transport.close()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                tls = await loop.start_tls(
+                    self._transport, self._protocol, ssl_context, server_hostname=server_hostname
+                )
+        except TimeoutError:
+            self._transport.abort()
+            raise httpcore.ConnectTimeout(f"TLS handshake not done within {timeout} s") from None
+        except (OSError, ssl.SSLError, ConnectionError) as exc:
+            self._transport.abort()
+            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from None
+        if tls is None:  # the peer closed during the handshake
+            raise httpcore.ConnectError("the connection closed during the TLS handshake")
+        assert isinstance(tls, asyncio.Transport)
+        self._protocol.transport = tls
+        return AsyncioStream(tls, self._protocol)
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable":
+            # Data or EOF on a connection that is idle between requests: not reusable.
+            return self._protocol.eof or bool(self._protocol.buffer)
+        if info == "ssl_object":
+            return self._transport.get_extra_info("ssl_object")
+        if info == "client_addr":
+            return self._transport.get_extra_info("sockname")
+        if info == "server_addr":
+            return self._transport.get_extra_info("peername")
+        if info == "socket":
+            return self._transport.get_extra_info("socket")
+        return None
+
+
+class AsyncioBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network on asyncio's own transports (TCP_NODELAY is asyncio's default)."""
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        loop = asyncio.get_running_loop()
+        local = (local_address, 0) if local_address else None
+        try:
+            async with asyncio.timeout(timeout):
+                transport, protocol = await loop.create_connection(_Protocol, host, port, local_addr=local)
+        except TimeoutError:
+            raise httpcore.ConnectTimeout(f"no connection to {host}:{port} within {timeout} s") from None
+        except OSError as exc:
+            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from None
+        sock = transport.get_extra_info("socket")
+        for option in socket_options or ():
+            sock.setsockopt(*option)
+        assert isinstance(transport, asyncio.Transport)
+        return AsyncioStream(transport, protocol)
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.AsyncNetworkStream:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                transport, protocol = await loop.create_unix_connection(_Protocol, path)
+        except TimeoutError:
+            raise httpcore.ConnectTimeout(f"no connection to {path} within {timeout} s") from None
+        except OSError as exc:
+            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from None
+        assert isinstance(transport, asyncio.Transport)
+        return AsyncioStream(transport, protocol)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+def transport(*, limits: httpx.Limits, verify: ssl.SSLContext | bool = True) -> httpx.AsyncHTTPTransport:
+    """httpx's transport with ``limits``, no retries, its connections on :class:`AsyncioBackend`.
+
+    ``verify``: as httpx's (True: the certifi trust store; an SSLContext: that one).
+
+    httpx has no parameter for httpcore's network backend, so the transport's connection
+    pool is rebuilt with the same settings and this backend. Should a future httpx keep
+    its pool elsewhere, the stock transport is returned unchanged (slower, not wrong).
+    """
+    built = httpx.AsyncHTTPTransport(retries=0, limits=limits, verify=verify)
+    pool = getattr(built, "_pool", None)
+    if not isinstance(pool, httpcore.AsyncConnectionPool):
+        return built
+    built._pool = httpcore.AsyncConnectionPool(
+        ssl_context=verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify=verify),
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        http1=True,
+        http2=False,
+        retries=0,
+        network_backend=AsyncioBackend(),
+    )
+    return built
