@@ -19,13 +19,17 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import errno
 import hashlib
+import io
 import logging
 import os
 import urllib.parse
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path, PurePosixPath
 from types import TracebackType
+from typing import BinaryIO
 
 import aiofiles
 import anyio
@@ -54,6 +58,7 @@ log = logging.getLogger("batchgen")
 
 IMAGES_DIR = "images"
 PART_SUFFIX = ".part"
+SPILL = 4 * 1024 * 1024  # bytes of an image kept in memory before they go to its .part file
 
 # Image MIME type -> Pillow format name (aliases servers are known to send included).
 CONTENT_TYPE_FORMATS: dict[str, str] = {
@@ -89,12 +94,16 @@ def _resolve_inside(out_dir: Path, relpath: str) -> Path:
     return out_dir / IMAGES_DIR / rel
 
 
-def _check_image(path: Path, claimed: str | None, label: str) -> tuple[str, int, int]:
-    """Decode ``path`` completely; return (format, width, height) or raise ImageInvalid."""
+def _check_image(source: Path | bytes, claimed: str | None, label: str) -> tuple[str, int, int]:
+    """Decode the image (a file, or its bytes) completely; (format, width, height) or ImageInvalid."""
+
+    def opened() -> Image.Image:
+        return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+
     try:
-        with Image.open(path) as im:
+        with opened() as im:
             im.verify()  # checksums / structure (PNG CRCs)
-        with Image.open(path) as im:
+        with opened() as im:
             im.load()  # every pixel: a truncated file fails here
             image_format = im.format or "unknown"
             width, height = im.size
@@ -108,21 +117,26 @@ def _check_image(path: Path, claimed: str | None, label: str) -> tuple[str, int,
     return image_format, width, height
 
 
-def _embed_file(
-    path: Path, image_format: str, info: ImageInfo, width: int, height: int, label: str
-) -> tuple[str, int] | None:
-    """Insert ``info`` into the file at ``path``; its new (sha256, size), or None if unchanged."""
-    data = path.read_bytes()
+def _embedded(
+    data: bytes, image_format: str, info: ImageInfo, width: int, height: int, label: str
+) -> bytes | None:
+    """``data`` with ``info`` inserted, or None if it stays as it is."""
     try:
-        new = embed(data, image_format, info, width=width, height=height)
+        return embed(data, image_format, info, width=width, height=height)
     except ValueError as exc:
         # Pillow decoded it, so the image is good; only its layout surprised us.
         log.warning("%s: parameters not embedded (%s)", label, exc)
         return None
-    if new is None:
-        return None
-    path.write_bytes(new)
-    return hashlib.sha256(new).hexdigest(), len(new)
+
+
+def _write_all(file: BinaryIO, data: bytes) -> None:
+    """Write all of ``data`` to an unbuffered file (a full disk takes only part of a write)."""
+    view = memoryview(data)
+    while view:
+        written = file.write(view)
+        if not written:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[written:]
 
 
 def _claimed_format(content_type: str | None) -> str | None:
@@ -155,7 +169,10 @@ class PartFile:
         self.relpath = relpath
         self.final_path = _resolve_inside(out_dir, relpath)
         self.part_path = self.final_path.with_name(self.final_path.name + PART_SUFFIX)
-        self._file: AsyncBufferedIOBase | None = None
+        self._open = False
+        self._file: AsyncBufferedIOBase | None = None  # once the image outgrew SPILL
+        self._pending = bytearray()  # written, not yet on disk
+        self._spilled = False  # the image outgrew SPILL: its start is in the .part file
         self._hash = hashlib.sha256()
         self._size = 0
         self._saved: SavedImage | None = None
@@ -166,14 +183,7 @@ class PartFile:
         return self._size
 
     async def __aenter__(self) -> PartFile:
-        try:
-            await anyio.to_thread.run_sync(self._make_folder)
-            # Shielded: cancelled during the threaded open, the file would still be opened
-            # but never closed, and the empty .part left behind (__aexit__ does not run).
-            with anyio.CancelScope(shield=True):
-                self._file = await aiofiles.open(self.part_path, "wb", opener=_open_no_follow)
-        except OSError as exc:
-            raise LocalWriteError.from_os_error("write", self.part_path, exc) from None
+        self._open = True
         return self
 
     def _make_folder(self) -> None:
@@ -183,25 +193,45 @@ class PartFile:
         this catches a symlink made since, before anything is written through it.
         """
         folder = self.part_path.parent
-        folder.mkdir(parents=True, exist_ok=True)
-        images = (self.out_dir / IMAGES_DIR).resolve()
-        if not folder.resolve().is_relative_to(images):
-            raise LocalWriteError(
-                f"cannot write {self.part_path}: its folder leads outside {images} through a symlink",
-                path=str(self.part_path),
-                reason="symlink out of the images folder",
-            )
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            images = (self.out_dir / IMAGES_DIR).resolve()
+            if not folder.resolve().is_relative_to(images):
+                raise LocalWriteError(
+                    f"cannot write {self.part_path}: its folder leads outside {images} through a symlink",
+                    path=str(self.part_path),
+                    reason="symlink out of the images folder",
+                )
+        except OSError as exc:
+            raise LocalWriteError.from_os_error("write", self.part_path, exc) from None
 
     async def write(self, chunk: bytes) -> None:
-        """Append ``chunk`` to the ``.part`` file and to the running sha256."""
-        if self._file is None:
+        """Append ``chunk`` to the image and to the running sha256.
+
+        An image is kept in memory up to :data:`SPILL` bytes and written at
+        :meth:`commit`, in the one worker-thread call that also verifies, embeds and
+        renames it: thread hops are most of what saving a small image costs. A larger one
+        streams to its ``.part`` file (aiofiles) from then on.
+        """
+        if not self._open:
             raise RuntimeError("PartFile used outside its `async with` block, or after commit")
-        try:
-            await self._file.write(chunk)
-        except OSError as exc:  # ENOSPC, EFBIG, EIO: the disk, not the download
-            raise LocalWriteError.from_os_error("write", self.part_path, exc) from None
+        self._pending += chunk
         self._hash.update(chunk)
         self._size += len(chunk)
+        if len(self._pending) < SPILL:
+            return
+        data, self._pending = bytes(self._pending), bytearray()
+        try:
+            if self._file is None:
+                # Shielded: cancelled during the threaded open, the file would be left open.
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self._make_folder)
+                    self._file = await aiofiles.open(self.part_path, "wb", opener=_open_no_follow)
+                    self._spilled = True
+            assert self._file is not None
+            await self._file.write(data)
+        except OSError as exc:  # ENOSPC, EFBIG, EIO: the disk, not the download
+            raise LocalWriteError.from_os_error("write", self.part_path, exc) from None
 
     async def commit(self, *, content_type: str | None = None, info: ImageInfo | None = None) -> SavedImage:
         """Verify the image and rename it into place; raises :class:`ImageInvalid` if bad.
@@ -212,31 +242,52 @@ class PartFile:
         in the file (:mod:`batchgen.embed`, pixels untouched) after it was verified;
         the sha256 and size are then those of the file as saved.
         """
-        if self._file is None:
+        if not self._open:
             raise RuntimeError("PartFile.commit() called outside its `async with` block or twice")
-        file, self._file = self._file, None
-        with anyio.CancelScope(shield=True):
-            try:
-                await file.close()  # flushes the last buffered bytes: the disk may be full now
-            except OSError as exc:
-                raise LocalWriteError.from_os_error("write", self.part_path, exc) from None
+        self._open = False
         label = f"{IMAGES_DIR}/{self.relpath}"
         if self._size == 0:
             raise ImageInvalid(f"{label}: empty download", file=label)
+        data, self._pending = bytes(self._pending), bytearray()
         claimed = _claimed_format(content_type)
-        image_format, width, height = await anyio.to_thread.run_sync(
-            _check_image, self.part_path, claimed, label
-        )
+        with anyio.CancelScope(shield=True):  # renamed and recorded as saved, or neither
+            if self._file is not None:
+                file, self._file = self._file, None
+                try:
+                    await file.write(data)
+                    await file.close()
+                except OSError as exc:
+                    raise LocalWriteError.from_os_error("write", self.part_path, exc) from None
+            saved = await anyio.to_thread.run_sync(self._finish, data, claimed, label, info)
+        self._saved = saved
+        return saved
+
+    def _finish(self, rest: bytes, claimed: str | None, label: str, info: ImageInfo | None) -> SavedImage:
+        """In a worker thread: check, embed, write (all of ``rest``, or what embedding
+        changed in a spilled file), rename."""
         digest, size = self._hash.hexdigest(), self._size
-        if info is not None:
-            embedded = await anyio.to_thread.run_sync(
-                _embed_file, self.part_path, image_format, info, width, height, label
-            )
-            if embedded is not None:
-                digest, size = embedded
+        spilled = self._spilled
+        data = self.part_path.read_bytes() if spilled else rest
+        image_format, width, height = _check_image(data, claimed, label)
+        new = _embedded(data, image_format, info, width, height, label) if info is not None else None
+        if new is not None:
+            data, digest, size = new, hashlib.sha256(new).hexdigest(), len(new)
+        if new is not None or not spilled:
+            if not spilled:
+                self._make_folder()
+            try:
+                with open(self.part_path, "wb", buffering=0, opener=_open_no_follow) as file:
+                    _write_all(file, data)
+            except OSError as exc:
+                raise LocalWriteError.from_os_error("write", self.part_path, exc) from None
         relpath = with_format_extension(self.relpath, image_format)
         final = _resolve_inside(self.out_dir, relpath)
-        saved = SavedImage(
+        try:
+            os.replace(self.part_path, final)
+        except OSError as exc:
+            raise LocalWriteError.from_os_error("rename into place", final, exc) from None
+        self.final_path = final
+        return SavedImage(
             file=f"{IMAGES_DIR}/{relpath}",
             sha256=digest,
             bytes=size,
@@ -244,14 +295,6 @@ class PartFile:
             width=width,
             height=height,
         )
-        with anyio.CancelScope(shield=True):  # renamed and recorded as saved, or neither
-            try:
-                await anyio.to_thread.run_sync(os.replace, self.part_path, final)
-            except OSError as exc:
-                raise LocalWriteError.from_os_error("rename into place", final, exc) from None
-            self.final_path = final
-            self._saved = saved
-        return saved
 
     async def __aexit__(
         self,
@@ -261,6 +304,8 @@ class PartFile:
     ) -> None:
         if self._saved is not None:
             return
+        self._open = False
+        self._pending = bytearray()
         # Cleanup must finish even when we are leaving because of a cancellation.
         with anyio.CancelScope(shield=True):
             if self._file is not None:
@@ -268,7 +313,7 @@ class PartFile:
                 with contextlib.suppress(OSError):  # the flush of a file being thrown away
                     await file.close()
             with contextlib.suppress(OSError):  # never hide the error that brought us here
-                await anyio.Path(self.part_path).unlink(missing_ok=True)
+                await anyio.to_thread.run_sync(partial(self.part_path.unlink, missing_ok=True))
 
 
 def _open_no_follow(path: str, flags: int) -> int:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 import batchgen
 from batchgen.cli import main
@@ -120,9 +122,16 @@ async def test_a_part_file_symlink_is_never_written_through(tmp_path: Path) -> N
     target = tmp_path / "target"
     (tmp_path / "images" / "a.png.part").symlink_to(target)
     with pytest.raises(LocalWriteError, match="Too many levels of symbolic links"):
-        async with open_part(tmp_path, "a.png"):
-            pass
+        async with open_part(tmp_path, "a.png") as part:
+            await part.write(png_bytes())
+            await part.commit()
     assert not target.exists()
+
+
+def png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def test_lock_output_does_not_follow_a_symlinked_lock(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import anyio.lowlevel
 import pytest
 from PIL import Image
 
+from batchgen import storage
 from batchgen.storage import (
     ImageInvalid,
     decode_data_uri,
@@ -105,8 +106,11 @@ async def test_generic_content_type_claims_nothing(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_part_file_is_removed_when_the_block_raises(tmp_path: Path) -> None:
-    """An exception while downloading removes the .part file."""
+async def test_part_file_is_removed_when_the_block_raises(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception while downloading removes the .part file (an image past SPILL is on disk)."""
+    monkeypatch.setattr(storage, "SPILL", 8)
     with pytest.raises(ConnectionError):
         async with open_part(tmp_path, "a.png") as part:
             await part.write(b"\x89PNG partial")
@@ -183,7 +187,9 @@ async def test_stale_part_files_of_a_killed_run_are_removed(tmp_path: Path) -> N
 
 
 @pytest.mark.anyio
-async def test_a_full_disk_is_a_local_write_error_and_leaves_no_part(tmp_path: Path) -> None:
+async def test_a_full_disk_is_a_local_write_error_and_leaves_no_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """ENOSPC while writing an image is LocalWriteError naming the file (the run's problem,
     not the download's), and the .part file is removed."""
     import errno
@@ -193,6 +199,7 @@ async def test_a_full_disk_is_a_local_write_error_and_leaves_no_part(tmp_path: P
     async def disk_full(chunk: bytes) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
+    monkeypatch.setattr(storage, "SPILL", 4)  # past it, the image streams to its .part
     with pytest.raises(LocalWriteError) as caught:
         async with open_part(tmp_path, "a.png") as part:
             await part.write(b"\x89PNG")
@@ -212,8 +219,9 @@ async def test_a_folder_that_cannot_be_made_is_a_local_write_error(tmp_path: Pat
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "sku").write_text("a file, not a folder")
     with pytest.raises(LocalWriteError, match=r"cannot write .*images/sku/a.png.part"):
-        async with open_part(tmp_path, "sku/a.png"):
-            pass
+        async with open_part(tmp_path, "sku/a.png") as part:
+            await part.write(make_image("PNG"))
+            await part.commit()
 
 
 @pytest.mark.anyio
@@ -227,6 +235,7 @@ async def test_a_folder_symlinked_out_of_images_mid_run_is_refused(tmp_path: Pat
     (out / "images").mkdir(parents=True)
     (out / "images" / "sku").symlink_to(elsewhere)
     with pytest.raises(LocalWriteError, match="leads outside"):
-        async with open_part(out, "sku/a.png"):
-            pass
+        async with open_part(out, "sku/a.png") as part:
+            await part.write(make_image("PNG"))
+            await part.commit()
     assert list(elsewhere.iterdir()) == []
