@@ -196,12 +196,24 @@ def _json_default(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable in a ledger event")
 
 
+@dataclass(slots=True)
+class _Entry:
+    """One line handed to :meth:`LedgerWriter.write` and what became of it."""
+
+    record: dict[str, Any]
+    data: bytes
+    done: bool = False
+    error: LocalWriteError | None = None
+
+
 class LedgerWriter:
     """The one writer of a ledger: appends an event per line and flushes it at once.
 
     Writes are serialised by a lock and shielded from cancellation, so an event that
     was started is written whole even when the caller is cancelled (a ``submitted``
-    line must not be lost: that request is paid for).
+    line must not be lost: that request is paid for). Lines handed in while others are
+    being written go out together, in order, with one write and one fsync; each
+    :meth:`write` returns once its own line is on disk.
 
     A write that fails (disk full, file size limit, I/O error) raises
     :class:`~batchgen.errors.LocalWriteError` and whatever part of its line reached the
@@ -219,6 +231,7 @@ class LedgerWriter:
         self._clock = clock
         self._fsync = fsync
         self._lock = anyio.Lock()
+        self._waiting: list[_Entry] = []  # lines handed to write(), not yet written
         self._closed = False
         self._broken: LocalWriteError | None = None  # the first failure
         self._torn = False  # a failed line could not be cut back off: write nothing more
@@ -279,20 +292,34 @@ class LedgerWriter:
         record.update(fields)
         # Serialise before taking the lock so a bad value fails the caller, not the file.
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=_json_default)
-        data = (line + "\n").encode("utf-8")
+        entry = _Entry(record, (line + "\n").encode("utf-8"))
+        self._waiting.append(entry)
         with anyio.CancelScope(shield=True):
             async with self._lock:
-                if self._torn:
-                    assert self._broken is not None
-                    self.unrecorded.append(record)
-                    raise self._broken
-                try:
-                    await anyio.to_thread.run_sync(self._append, data)
-                except OSError as exc:
-                    error = LocalWriteError.from_os_error("write the ledger", self.path, exc)
-                    self._broken = self._broken or error
-                    self.unrecorded.append(record)
-                    raise error from None
+                if not entry.done:
+                    await self._write_waiting()
+        if entry.error is not None:
+            raise entry.error
+
+    async def _write_waiting(self) -> None:
+        """Write every line waiting (group commit: one write, one fsync, one thread hop
+        for the lines that queued up while the last ones were written). Holds the lock."""
+        batch, self._waiting = self._waiting, []
+        error: LocalWriteError | None = None
+        if self._torn:
+            assert self._broken is not None
+            error = self._broken
+        else:
+            try:
+                await anyio.to_thread.run_sync(self._append, b"".join(entry.data for entry in batch))
+            except OSError as exc:
+                error = LocalWriteError.from_os_error("write the ledger", self.path, exc)
+                self._broken = self._broken or error
+        for entry in batch:
+            entry.done = True
+            if error is not None:
+                entry.error = error
+                self.unrecorded.append(entry.record)
 
     def _append(self, line: bytes) -> None:
         # Whole lines on an unbuffered O_APPEND file: a kill can tear at most this last

@@ -207,6 +207,73 @@ async def test_concurrent_writes_never_interleave(tmp_path: Path) -> None:
     assert {r.request_id for r in state.records.values()} == {f"r-{i}" for i in range(50)}
 
 
+class CountingFile:
+    """The real ledger file, counting the writes that reach it."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.writes = 0
+
+    def fileno(self) -> int:
+        return int(self.real.fileno())
+
+    def write(self, data: memoryview) -> int:
+        self.writes += 1
+        return int(self.real.write(data))
+
+    def close(self) -> None:
+        self.real.close()
+
+
+@pytest.mark.anyio
+async def test_lines_that_queue_up_share_one_write_and_each_caller_waits_for_its_own(tmp_path: Path) -> None:
+    """Group commit: 50 events handed in at once reach the file in fewer writes than lines,
+    in the order they were handed in, and each write() returns with its line on disk."""
+    path = tmp_path / "ledger.jsonl"
+    writer = await LedgerWriter.open(path, clock=FakeClock())
+    counting = CountingFile(writer._file)
+    writer._file = counting  # type: ignore[assignment]
+    on_disk_when_returned: list[bool] = []
+
+    async def write_one(i: int) -> None:
+        await write_job(writer, f"k{i}", f"r-{i}", i)
+        on_disk_when_returned.append(f'"r-{i}"' in path.read_text())
+
+    async with anyio.create_task_group() as tg:
+        for i in range(50):
+            tg.start_soon(write_one, i)
+    await writer.aclose()
+    assert [line["request_id"] for line in read_lines(path)] == [f"r-{i}" for i in range(50)]
+    assert on_disk_when_returned == [True] * 50
+    assert 1 <= counting.writes < 50
+
+
+@pytest.mark.anyio
+async def test_a_shared_write_that_fails_fails_every_line_in_it(tmp_path: Path) -> None:
+    """When the disk fills during a write shared by several lines, every one of them is
+    refused and kept as unrecorded, and the file is cut back to whole lines."""
+    path = tmp_path / "ledger.jsonl"
+    writer = await LedgerWriter.open(path, clock=FakeClock(), fsync=False)
+    await write_job(writer, "k0", "r-0")
+    writer._file = FullDisk(writer._file, path.stat().st_size + 300)  # type: ignore[assignment]
+    refused: list[str] = []
+
+    async def write_one(i: int) -> None:
+        try:
+            await write_job(writer, f"k{i}", f"r-{i}", i)
+        except LocalWriteError:
+            refused.append(f"r-{i}")
+
+    async with anyio.create_task_group() as tg:
+        for i in range(1, 21):
+            tg.start_soon(write_one, i)
+    await writer.aclose()
+    written = [line["request_id"] for line in read_lines(path)]
+    assert path.read_bytes().endswith(b"\n")
+    assert sorted(written + refused) == sorted(f"r-{i}" for i in range(21))
+    assert refused and sorted(rid for rid, _ in writer.unrecorded_requests()) == sorted(refused)
+
+
 @pytest.mark.anyio
 async def test_the_api_key_never_reaches_the_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Writing every kind of event with the key in the environment leaves no trace of it."""
