@@ -3,14 +3,19 @@
 A request's time from submit to done is its wait in the server's queue plus its
 service time. The server reports the service time exactly (``metrics.inference_time``)
 whenever a request completes, however late the client noticed, so that is learned per
-*service class* ``(mode, steps_num)`` from uncensored data: the median of the class's
-last :data:`WINDOW` completions, in the order the requests were *submitted* (the
-latency a new submit will meet is that of the latest submits, and after a change the
-new requests finish interleaved with older ones). When the :data:`SHIFT_RUN` latest
-submitted all land more than :data:`SHIFT_FACTOR` times above (or below) the median of
-the rest, the latency has moved: the window restarts from them, and requests submitted
-before them no longer count, so a 4x change mid-run is right again after about five
-completions, while ordinary spread (about +-25 %) almost never trips it.
+*service class* ``(mode, steps_num)``: the median of the class's last :data:`WINDOW`
+completions, in the order they finished (a window kept in submit order would be biased
+short: of the latest submits, the short ones finish first, and the long ones would
+arrive to find the window already full of later submits).
+
+A shift is read in submit order, because after a change the new requests finish
+interleaved with older ones: when the :data:`SHIFT_RUN` latest submitted in the window
+all took more than :data:`SHIFT_UP` times the median of the rest (or less than
+1/:data:`SHIFT_DOWN` of it), the latency has moved: the window restarts from them, and
+requests submitted before them no longer count, so a 4x change mid-run is right again
+after about five completions. Down needs the larger factor: the latest submits to
+have finished are the short ones of their time, so ordinary spread (about +-25 %)
+would often look like a drop by 1.3x; it almost never looks like one by 2x.
 
 The queue wait is bracketed from what the polls of a job saw: a poll that found it
 ``QUEUED`` means it had not started when the poll was sent; one that found it
@@ -38,8 +43,9 @@ import anyio
 
 __all__ = [
     "RELATIVE_COST",
-    "SHIFT_FACTOR",
+    "SHIFT_DOWN",
     "SHIFT_RUN",
+    "SHIFT_UP",
     "WINDOW",
     "LatencyModel",
     "Observation",
@@ -50,8 +56,9 @@ __all__ = [
 ServiceClass = tuple[str, int]  # (mode, steps_num)
 
 WINDOW = 15
-SHIFT_RUN = 5  # this many completions in a row ...
-SHIFT_FACTOR = 1.3  # ... all this far above (or below) the class median restart its window
+SHIFT_RUN = 5  # when the latest this many submits of a window ...
+SHIFT_UP = 1.3  # ... all took this much longer than the median of the rest,
+SHIFT_DOWN = 2.0  # ... or all this much less, the class's window restarts from them
 # How much slower each mode is than another at equal steps: only to guess a class not
 # seen yet from one that was (base is Bria 3.2's ~22 s; fast is distilled; hd renders
 # larger). Replaced by the class's own first observation.
@@ -136,23 +143,18 @@ class LatencyModel:
         window = self._service.get(service_class)
         if window is None:
             window = self._service[service_class] = deque(maxlen=self._window)
-        # Keep the window in submit order (ties in the order they finished); a full
-        # window drops the earliest submit.
         self._seq += 1
-        entries = sorted([*window, (submitted, self._seq, seconds)])[-self._window :]
-        window.clear()
-        window.extend(entries)
+        window.append((submitted, self._seq, seconds))  # completion order: a full window drops the oldest
         if len(window) > SHIFT_RUN:
             # The latest submits all far off the median of the ones before: the latency moved.
-            values = [v for _, _, v in window]
+            by_submit = sorted(window)
+            values = [v for _, _, v in by_submit]
             recent = values[-SHIFT_RUN:]
             before = statistics.median(values[:-SHIFT_RUN])
-            if all(v > SHIFT_FACTOR * before for v in recent) or all(
-                v * SHIFT_FACTOR < before for v in recent
-            ):
-                kept = list(window)[-SHIFT_RUN:]
+            if all(v > SHIFT_UP * before for v in recent) or all(v * SHIFT_DOWN < before for v in recent):
+                kept = by_submit[-SHIFT_RUN:]
                 window.clear()
-                window.extend(kept)
+                window.extend(sorted(kept, key=lambda entry: entry[1]))
                 self._since[service_class] = kept[0][0]
                 # Jobs asleep on the old estimate must look again now.
                 self._moved.set()
