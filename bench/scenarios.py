@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
@@ -548,6 +549,63 @@ class Bench:
         _save(workdir, run)
         return run
 
+    def floor(self, label: str, server: Sequence[str], *, jobs: int, tasks: int, wait: float) -> Run:
+        """The HTTP floor of one image: ``tasks`` asyncio tasks, each job a submit, one status
+        poll ``wait`` s later (told the latency: no extra polls), the result, the download and
+        a file write, through the transport batchgen builds (``batchgen/wire.py``). No ledger,
+        no checks, no retries: what batchgen's four requests cost before anything else."""
+        from batchgen import wire
+
+        print(f"  HTTP floor: {jobs} jobs, {tasks} tasks", flush=True)
+        with self._observed(label, server, sample=None, on_sample=None) as (workdir, emulator, t0, clock0, _):
+            completions: list[float] = []
+            errors: dict[str, int] = {}
+            seeds = iter(range(1, jobs + 1))
+
+            async def main() -> None:
+                limits = httpx.Limits(max_connections=None, max_keepalive_connections=32)
+                transport = wire.transport(limits=limits)
+                headers = {"x-api-key": KEY}
+                async with httpx.AsyncClient(transport=transport, headers=headers, timeout=30) as http:
+
+                    async def worker() -> None:
+                        for seed in seeds:
+                            body = {"prompt": PROMPT, "mode": "base", "seed": seed}
+                            submitted = (await http.post(f"{emulator.url}/v2/{MODEL}", json=body)).json()
+                            for _ in range(1000):
+                                await anyio.sleep(wait)
+                                if (await http.get(submitted["status_url"])).json()["status"] == "COMPLETED":
+                                    break
+                            result = (await http.get(submitted["response_url"])).json()
+                            data = (await http.get(result["output"])).content
+                            await anyio.Path(workdir / f"{seed:05d}.png").write_bytes(data)
+                            completions.append(time.monotonic() - t0)
+
+                    async with anyio.create_task_group() as tg:
+                        for _ in range(tasks):
+                            tg.start_soon(worker)
+
+            cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+            try:
+                anyio.run(main)
+            except Exception as exc:  # a peer's failure is a figure, not a crash
+                errors[type(exc).__name__] = 1
+            cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+            run = Run(
+                label=label,
+                completions=completions,
+                duration=time.monotonic() - t0,
+                stats=emulator.stats(),
+                records=emulator.requests(),
+                samples=[],
+                clock0=clock0,
+                attempted=jobs,
+                errors=errors,
+                cpu=(cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime),
+            )
+        _save(workdir, run)
+        return run
+
 
 # --- scenarios -------------------------------------------------------------------------
 
@@ -1034,6 +1092,7 @@ def client_cost(b: Bench) -> Outcome:
     bg = b.batchgen("batchgen", server, jobs, sample=None, timeout=1800.0)
     size, why = _pool_size(bg)
     pool = b.sdk(f"SDK pool ({size})", server, jobs=jobs, threads=size, time_box=b.size(30, 10), sample=None)
+    floor = b.floor("HTTP floor", server, jobs=b.size(5_000, 2_000), tasks=size, wait=0.03)
     cpu_ms = bg.cpu_ms or 0.0
     return Outcome(
         name="client-cost",
@@ -1044,7 +1103,8 @@ def client_cost(b: Bench) -> Outcome:
         batchgen=f"**{cpu_ms:.1f} ms CPU/image**, peak RSS {bg.rss_mib or 0:.0f} MiB, "
         f"{_num(bg.rate(), '.0f')} img/s, {_lost(bg)}",
         peers=f"pool ({size}): {_num(pool.cpu_ms, '.1f')} ms CPU/image, {_num(pool.rate(), '.0f')} img/s, "
-        f"{_lost(pool)}",
+        f"{_lost(pool)}; HTTP floor: {_num(floor.cpu_ms, '.1f')} ms CPU/image "
+        f"(batchgen {_num(cpu_ms / floor.cpu_ms if floor.cpu_ms else None, '.2f')}x)",
         target="<= 3 ms CPU/image, 0 lost",
         met=cpu_ms <= 3.0 and bg.lost == 0 and bg.completed == jobs,
         details=[
@@ -1057,8 +1117,13 @@ def client_cost(b: Bench) -> Outcome:
             f"SDK pool: {size} threads ({why}), {pool.completed} images in {pool.duration:.1f} s, "
             f"{_lost(pool)}; {_peer_errors(pool)}; its CPU is the bench process's during the run (GIL "
             "contention of its threads included).",
+            f"HTTP floor: {floor.completed:,} images in {floor.duration:.1f} s by {size} asyncio tasks, each "
+            "image a submit, one status poll (told the latency), the result, the download and a file "
+            "write through batchgen's own transport; nothing else (no ledger, checks or retries). "
+            f"{_num(floor.cpu_ms, '.1f')} ms CPU/image: what the four HTTP requests alone cost here. "
+            f"{_peer_errors(floor)}.",
         ],
-        runs=[bg, pool],
+        runs=[bg, pool, floor],
     )
 
 
