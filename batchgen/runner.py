@@ -109,11 +109,6 @@ def _resolve_jobs(
     return None, jobs
 
 
-# Idle connections kept for reuse: enough for the requests that overlap at any instant;
-# httpcore checks every idle connection on each request, so more costs CPU per request.
-_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=32)
-
-
 @asynccontextmanager
 async def _http_client(
     client: httpx.AsyncClient | None, *, emulate: EmulatorConfig | None
@@ -127,10 +122,8 @@ async def _http_client(
 
         transport: httpx.AsyncBaseTransport = httpx.ASGITransport(app=create_app(emulate))
     else:
-        # Each job has at most one request open at a time, so jobs in flight bound the
-        # connections; a fixed pool would let slow image downloads starve the polls.
-        # (Limits go to the transport: a client given a transport ignores its own.)
-        transport = wire.transport(limits=_LIMITS)
+        # Limits go to the transport: a client given a transport ignores its own.
+        transport = wire.transport(limits=wire.LIMITS)
     timeout = httpx.Timeout(30.0, connect=10.0)
     async with httpx.AsyncClient(transport=transport, timeout=timeout) as built:
         yield built

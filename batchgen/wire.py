@@ -25,7 +25,15 @@ from typing import Any
 import httpcore
 import httpx
 
-__all__ = ["AsyncioBackend", "transport"]
+__all__ = ["LIMITS", "AsyncioBackend", "transport"]
+
+# Each job has at most one request open at a time, so jobs in flight bound the open
+# connections: no cap (a fixed pool would let slow image downloads starve the polls).
+# Kept alive for reuse: enough for the requests that overlap at any instant. httpcore
+# walks its connections (twice over, for idle ones) on every request, so a pool larger
+# than needed costs CPU on each: 16 instead of 32 took a status poll from 1.4 to
+# 1.1 ms of CPU with 60 jobs polling.
+LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=16)
 
 _HIGH_WATER = 256 * 1024  # bytes buffered before the socket is no longer read
 

@@ -563,8 +563,7 @@ class Bench:
             seeds = iter(range(1, jobs + 1))
 
             async def main() -> None:
-                limits = httpx.Limits(max_connections=None, max_keepalive_connections=32)
-                transport = wire.transport(limits=limits)
+                transport = wire.transport(limits=wire.LIMITS)
                 headers = {"x-api-key": KEY}
                 async with httpx.AsyncClient(transport=transport, headers=headers, timeout=30) as http:
 
