@@ -8,8 +8,10 @@ starts from what it is told (``rpm``, ``polls_count``) and learns the rest:
   told so (``polls_count``) or once one of them is answered 429; from then on every
   request takes a slot from the same pace, results before polls before submits, and
   submits are spaced so they leave room for the polls and the result fetch each of
-  them will cause (``followups``): a submit takes a slot only when no poll or result
-  waits for it, and never more than twice its share.
+  them will cause (``followups``): a submit is owed one slot in ``1 + followups`` (on
+  a schedule) and takes it even while polls and results wait, so a burst of polls
+  does not stop submits and drain the jobs in flight; beyond that share it takes a
+  slot only when no poll or result waits for it, never more than twice its share.
 - **Pace.** Slots of the counted kinds are spaced ``60 / rate`` seconds apart, from the
   first one; an idle spell saves up at most half the gap between the pace and the limit
   (two slots at most), so no minute holds more than the limit. Told an ``rpm``, the pace starts
@@ -138,6 +140,7 @@ class RateState:
         self._accepted: deque[tuple[float, bool]] = deque()  # (time, was a submit) in the last WINDOW
         self._next = -math.inf  # earliest time of the next counted slot
         self._next_submit = -math.inf  # earliest time of the next submit slot
+        self._submit_owed_at = -math.inf  # from then on submits are owed their share
         self._cooldown_until = -math.inf
         self._last_cut = -math.inf
         self._probing = False  # after a cool-down: one request first
@@ -160,6 +163,12 @@ class RateState:
             return None
         share = 1.0 + self.followups if self.polls_count else 1.0
         return self.rate / share / 60.0
+
+    def submit_owed(self, now: float) -> bool:
+        """Whether submits are owed their share of the slots when polls count (one in
+        ``1 + followups``, on a schedule). A submit then goes before waiting polls and
+        results, so a burst of them does not stop submits (and the jobs in flight drain)."""
+        return self.polls_count and self.rate is not None and now >= self._submit_owed_at
 
     def stalled(self, now: float) -> bool:
         """Whether counted requests have been refused for longer than the patience allows."""
@@ -202,6 +211,13 @@ class RateState:
                     spacing = interval * (1.0 + self.followups) / _SUBMIT_SHARE_SLACK
                     on_time = self._next_submit > now - 2.0 * spacing
                     self._next_submit = (self._next_submit if on_time else now) + spacing
+            if kind == "submit" and self.rate is not None:
+                # On a schedule of one per share: a submit that was owed and waited for
+                # a slot does not push the next one back; one that went early (nothing
+                # else waited) or after an idle spell starts the schedule afresh.
+                share = 60.0 / self.rate * (1.0 + self.followups)
+                on_time = self._submit_owed_at <= now <= self._submit_owed_at + share
+                self._submit_owed_at = (self._submit_owed_at if on_time else now) + share
         return Grant(kind=kind, at=now, counted=counted, probe=probe, pressed=pressed)
 
     def accepted(self, grant: Grant, now: float) -> None:
@@ -329,7 +345,8 @@ class RequestBudget:
     """The one door of every API request: ``async with budget.slot("status") as slot:``.
 
     Waiting requests of the counted kinds are served in priority order (results, then
-    polls, then submits), each when :meth:`RateState.ready_at` allows. Inside the block
+    polls, then submits; a submit first when submits are owed their share), each when
+    :meth:`RateState.ready_at` allows. Inside the block
     the caller sends its request and reports the answer on the slot; leaving the block
     without a verdict (an exception, a cancellation) tells the budget nothing but frees
     a probe.
@@ -367,9 +384,13 @@ class RequestBudget:
                         f"rate limited: no request accepted for {state._stall_limit:.0f} s; giving up",
                         retry_after=None,
                     )
-                start = state.ready_at(kind, now) if self._queue[0] is me else None
+                chosen = self._chosen(now)
+                if chosen is not me:
+                    chosen.wake.set()
+                start = state.ready_at(kind, now) if chosen is me else None
                 if start is not None and start <= now:
-                    heapq.heappop(self._queue)
+                    self._queue.remove(me)
+                    heapq.heapify(self._queue)
                     return state.grant(kind, now, pressed=waited)
                 waited = True
                 # The head sleeps until its time (or until woken by a change); the others
@@ -386,6 +407,16 @@ class RequestBudget:
         finally:
             self._wake_head()
 
+    def _chosen(self, now: float) -> _Waiter:
+        """The waiter the next slot is for: the first by priority (results, polls, submits),
+        unless submits are owed their share (:meth:`RateState.submit_owed`)."""
+        head = self._queue[0]
+        if head.kind != "submit" and self.state.submit_owed(now):
+            submits = [waiter for waiter in self._queue if waiter.kind == "submit"]
+            if submits:
+                return min(submits)
+        return head
+
     def _settle(self, slot: Slot, retry_after: float | None) -> float:
         now = self._clock()
         wait = 0.0
@@ -399,6 +430,7 @@ class RequestBudget:
     def _wake_head(self) -> None:
         if self._queue:
             self._queue[0].wake.set()
+            self._chosen(self._clock()).wake.set()
 
     def waiting(self) -> int:
         """Requests waiting for a slot right now."""

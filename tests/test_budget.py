@@ -233,6 +233,29 @@ async def test_results_go_before_polls_before_submits() -> None:
 
 
 @pytest.mark.anyio
+async def test_submits_keep_their_share_while_polls_always_wait() -> None:
+    """Polls count and a crowd of polls always waits: submits still get about one slot in
+    (1 + followups), not none until the polls run out (which let the jobs in flight drain
+    and cost the benchmark a tenth of the limit)."""
+    budget = RequestBudget(RateState(rpm=600 / 0.99, polls_count=True))  # 10 slots a second
+    granted: list[str] = []
+
+    async def keep_taking(kind: Kind) -> None:
+        while len(granted) < 200:
+            async with budget.slot(kind) as slot:
+                granted.append(kind)
+                slot.accepted()
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(20):
+            tg.start_soon(keep_taking, "status")
+        tg.start_soon(keep_taking, "submit")
+    share = granted.count("submit") / len(granted)
+    expected = 1 / (1 + budget.state.followups)
+    assert 0.8 * expected <= share <= 1.2 * expected
+
+
+@pytest.mark.anyio
 async def test_a_stalled_budget_raises_instead_of_waiting_forever() -> None:
     """When every request has been refused past the patience, a waiting slot raises RateLimitStalled."""
     clock = [0.0]
