@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 import httpcore
@@ -71,10 +71,7 @@ class _Protocol(asyncio.Protocol):
         self.eof = True
         self.error = exc
         self._wake()
-        self._write_paused = False
-        drain, self._drain = self._drain, None
-        if drain is not None and not drain.done():
-            drain.set_result(None)
+        self.resume_writing()
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -201,37 +198,40 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        loop = asyncio.get_running_loop()
         local = (local_address, 0) if local_address else None
-        try:
-            async with asyncio.timeout(timeout):
-                transport, protocol = await loop.create_connection(_Protocol, host, port, local_addr=local)
-        except TimeoutError:
-            raise httpcore.ConnectTimeout(f"no connection to {host}:{port} within {timeout} s") from None
-        except OSError as exc:
-            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from None
-        sock = transport.get_extra_info("socket")
+        loop = asyncio.get_running_loop()
+        stream = await _connected(
+            loop.create_connection(_Protocol, host, port, local_addr=local), f"{host}:{port}", timeout
+        )
         for option in socket_options or ():
-            sock.setsockopt(*option)
-        assert isinstance(transport, asyncio.Transport)
-        return AsyncioStream(transport, protocol)
+            stream.get_extra_info("socket").setsockopt(*option)
+        return stream
 
     async def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
     ) -> httpcore.AsyncNetworkStream:
         loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(timeout):
-                transport, protocol = await loop.create_unix_connection(_Protocol, path)
-        except TimeoutError:
-            raise httpcore.ConnectTimeout(f"no connection to {path} within {timeout} s") from None
-        except OSError as exc:
-            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from None
-        assert isinstance(transport, asyncio.Transport)
-        return AsyncioStream(transport, protocol)
+        return await _connected(loop.create_unix_connection(_Protocol, path), path, timeout)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+async def _connected(
+    connecting: Coroutine[Any, Any, tuple[asyncio.BaseTransport, _Protocol]],
+    where: str,
+    timeout: float | None,
+) -> AsyncioStream:
+    """The stream of a connection being made, its failures as httpcore's exceptions."""
+    try:
+        async with asyncio.timeout(timeout):
+            transport, protocol = await connecting
+    except TimeoutError:
+        raise httpcore.ConnectTimeout(f"no connection to {where} within {timeout} s") from None
+    except OSError as exc:
+        raise httpcore.ConnectError(str(exc) or type(exc).__name__) from None
+    assert isinstance(transport, asyncio.Transport)
+    return AsyncioStream(transport, protocol)
 
 
 def transport(*, limits: httpx.Limits, verify: ssl.SSLContext | bool = True) -> httpx.AsyncHTTPTransport:
@@ -240,15 +240,16 @@ def transport(*, limits: httpx.Limits, verify: ssl.SSLContext | bool = True) -> 
     ``verify``: as httpx's (True: the certifi trust store; an SSLContext: that one).
 
     httpx has no parameter for httpcore's network backend, so the transport's connection
-    pool is rebuilt with the same settings and this backend. Should a future httpx keep
-    its pool elsewhere, the stock transport is returned unchanged (slower, not wrong).
+    pool is rebuilt with the same settings (its SSL context included) and this backend.
+    Should a future httpx keep its pool elsewhere, the stock transport is returned
+    unchanged (slower, not wrong).
     """
     built = httpx.AsyncHTTPTransport(retries=0, limits=limits, verify=verify)
     pool = getattr(built, "_pool", None)
     if not isinstance(pool, httpcore.AsyncConnectionPool):
         return built
     built._pool = httpcore.AsyncConnectionPool(
-        ssl_context=verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify=verify),
+        ssl_context=pool._ssl_context,
         max_connections=limits.max_connections,
         max_keepalive_connections=limits.max_keepalive_connections,
         keepalive_expiry=limits.keepalive_expiry,
