@@ -26,7 +26,6 @@ import logging
 import os
 import urllib.parse
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import BinaryIO
@@ -313,7 +312,7 @@ class PartFile:
                 with contextlib.suppress(OSError):  # the flush of a file being thrown away
                     await file.close()
             with contextlib.suppress(OSError):  # never hide the error that brought us here
-                await anyio.to_thread.run_sync(partial(self.part_path.unlink, missing_ok=True))
+                await anyio.Path(self.part_path).unlink(missing_ok=True)
 
 
 def _open_no_follow(path: str, flags: int) -> int:
