@@ -208,16 +208,16 @@ class RateState:
                     # delayed does not push every later submit back (two spacings of credit).
                     # Polls and results go first whenever they wait; submits may use
                     # idle slots up to twice their share, never more.
-                    spacing = interval * (1.0 + self.followups) / _SUBMIT_SHARE_SLACK
+                    share = interval * (1.0 + self.followups)
+                    spacing = share / _SUBMIT_SHARE_SLACK
                     on_time = self._next_submit > now - 2.0 * spacing
                     self._next_submit = (self._next_submit if on_time else now) + spacing
-            if kind == "submit" and self.rate is not None:
-                # On a schedule of one per share: a submit that was owed and waited for
-                # a slot does not push the next one back; one that went early (nothing
-                # else waited) or after an idle spell starts the schedule afresh.
-                share = 60.0 / self.rate * (1.0 + self.followups)
-                on_time = self._submit_owed_at <= now <= self._submit_owed_at + share
-                self._submit_owed_at = (self._submit_owed_at if on_time else now) + share
+                    # The share submits are owed, on a schedule of one per share: a submit
+                    # that was owed and waited for a slot does not push the next one back;
+                    # one that went early (nothing else waited) or after an idle spell
+                    # starts the schedule afresh.
+                    owed = self._submit_owed_at <= now <= self._submit_owed_at + share
+                    self._submit_owed_at = (self._submit_owed_at if owed else now) + share
         return Grant(kind=kind, at=now, counted=counted, probe=probe, pressed=pressed)
 
     def accepted(self, grant: Grant, now: float) -> None:
@@ -389,8 +389,11 @@ class RequestBudget:
                     chosen.wake.set()
                 start = state.ready_at(kind, now) if chosen is me else None
                 if start is not None and start <= now:
-                    self._queue.remove(me)
-                    heapq.heapify(self._queue)
+                    if self._queue[0] is me:
+                        heapq.heappop(self._queue)
+                    else:  # a submit owed its share, ahead of the head
+                        self._queue.remove(me)
+                        heapq.heapify(self._queue)
                     return state.grant(kind, now, pressed=waited)
                 waited = True
                 # The head sleeps until its time (or until woken by a change); the others
