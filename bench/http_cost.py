@@ -38,8 +38,7 @@ def cpu() -> float:
 
 async def async_polls(url: str, requests: int, concurrency: int, native: bool = False) -> tuple[float, float]:
     """CPU seconds and wall seconds for ``requests`` polls through an AsyncClient."""
-    # The pool batchgen's runner builds (batchgen/runner.py, _http_client).
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+    limits = wire.LIMITS  # the limits of the client batchgen builds (batchgen/runner.py, _http_client)
     transport = (
         wire.transport(limits=limits) if native else httpx.AsyncHTTPTransport(retries=0, limits=limits)
     )

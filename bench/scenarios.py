@@ -544,7 +544,7 @@ class Bench:
                 refused=refused,
                 errors=errors,
                 # This process's CPU: the SDK's threads (the sampler's is negligible).
-                cpu=(cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime),
+                cpu=_cpu_between(cpu0, cpu1),
             )
         _save(workdir, run)
         return run
@@ -600,10 +600,15 @@ class Bench:
                 clock0=clock0,
                 attempted=jobs,
                 errors=errors,
-                cpu=(cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime),
+                cpu=_cpu_between(cpu0, cpu1),
             )
         _save(workdir, run)
         return run
+
+
+def _cpu_between(before: resource.struct_rusage, after: resource.struct_rusage) -> float:
+    """CPU seconds (user + system) between two ``getrusage`` readings."""
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 # --- scenarios -------------------------------------------------------------------------
