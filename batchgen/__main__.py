@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from batchgen.cli import main
+from batchgen.cli.main import main
 
 raise SystemExit(main())

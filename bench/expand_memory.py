@@ -16,8 +16,8 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from batchgen.expand import count_jobs, expand
-from batchgen.manifest import load_manifest
+from batchgen.manifest.expand import count_jobs, expand
+from batchgen.manifest.load import load_manifest
 
 MANIFEST = """\
 name: bench

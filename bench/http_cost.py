@@ -26,7 +26,7 @@ import anyio
 import httpx
 from scenarios import KEY, MODEL, served  # bench/ is on sys.path when run as a script
 
-from batchgen import wire
+from batchgen.api import wire
 
 HEADERS = {"x-api-key": KEY}
 

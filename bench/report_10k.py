@@ -25,10 +25,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from batchgen.expand import expand
-from batchgen.htmlreport import write_report
-from batchgen.ledger import format_ts
-from batchgen.manifest import load_manifest
+from batchgen.manifest.expand import expand
+from batchgen.manifest.load import load_manifest
+from batchgen.output.ledger import format_ts
+from batchgen.report.page import write_report
 
 MANIFEST = """\
 name: bench-report

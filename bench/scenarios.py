@@ -44,7 +44,7 @@ from typing import Any
 import anyio
 import httpx
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MODEL = "bria-text-to-image"
 PROMPT = "A lighthouse on a cliff at dawn"
 KEY = "bench-dummy-key"  # the emulator takes any non-empty key
@@ -554,7 +554,7 @@ class Bench:
         poll ``wait`` s later (told the latency: no extra polls), the result, the download and
         a file write, through the transport batchgen builds (``batchgen/wire.py``). No ledger,
         no checks, no retries: what batchgen's four requests cost before anything else."""
-        from batchgen import wire
+        from batchgen.api import wire
 
         print(f"  HTTP floor: {jobs} jobs, {tasks} tasks", flush=True)
         with self._observed(label, server, sample=None, on_sample=None) as (workdir, emulator, t0, clock0, _):
@@ -976,7 +976,8 @@ def latency_shift(b: Bench) -> Outcome:
             f"inference time: {BASE_MEAN * scale:.1f} s, then {BASE_MEAN * scale * 4:.1f} s from the "
             f"{plan[0][0]}th submit, then {BASE_MEAN * scale:.1f} s again from the {plan[1][0]}th "
             '(`POST /_emulator/config {"time_scale": ...}`; a new time scale applies to later submits).',
-            '"Estimate right again after k completions": batchgen\'s own `batchgen.latency.LatencyModel`, '
+            '"Estimate right again after k completions": batchgen\'s own '
+            "`batchgen.control.latency.LatencyModel`, "
             "replayed on every completion in the order batchgen was told of them (`first_completed_at` "
             "in the request log, with the server's `inference_time`), is within 25 % of the new median "
             "latency from the k-th completion of the new latency on, until the next change.",
@@ -1018,7 +1019,7 @@ def replay_estimates(records: list[Json], changes: Sequence[float]) -> list[int 
     median latency and stays there until the next change (None: never)."""
     import anyio
 
-    from batchgen.latency import LatencyModel, Observation
+    from batchgen.control.latency import LatencyModel, Observation
 
     told = sorted(
         (r for r in records if r["first_completed_at"] is not None), key=lambda r: r["first_completed_at"]

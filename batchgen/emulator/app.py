@@ -26,8 +26,8 @@ from batchgen.emulator.image_faults import (
 )
 from batchgen.emulator.jobs import EmulatedJob
 from batchgen.emulator.state import EmulatorState
-from batchgen.job import DEFAULT_MODEL
-from batchgen.params import BriaParams, ParamsInvalid, validate_params
+from batchgen.manifest.job import DEFAULT_MODEL
+from batchgen.manifest.params import BriaParams, ParamsInvalid, validate_params
 
 __all__ = ["HISTORY_PATH", "MODEL", "create_app"]
 

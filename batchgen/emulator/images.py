@@ -15,7 +15,7 @@ from collections import OrderedDict
 from PIL import Image, ImageDraw, ImageFont
 
 from batchgen.emulator.config import ImageFormat
-from batchgen.params import BriaParams, aspect_ratio_size
+from batchgen.manifest.params import BriaParams, aspect_ratio_size
 
 __all__ = ["CONTENT_TYPES", "ImageCache", "render_image"]
 

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from batchgen.params import BriaParams
+from batchgen.manifest.params import BriaParams
 
 __all__ = [
     "INFERENCE_SECONDS",

@@ -1,0 +1,540 @@
+"""Segmind's v2 async API over an injected ``httpx.AsyncClient``: HTTP -> typed results.
+
+Every HTTP outcome becomes either a small result object or one of the errors in
+:mod:`batchgen.errors`; deciding what to do about an error (retry, wait, give up)
+belongs to :mod:`batchgen.limits`. The client never sleeps and never retries.
+
+The API key goes to the API origin only (scheme, host and port of the base URL) and is
+never logged or put in an error message. Whatever ``httpx.AsyncClient`` the caller
+passes, even one carrying its own ``x-api-key`` header or set to follow redirects:
+
+- every request, and every hop of a redirect, is checked: ``x-api-key`` is removed from
+  any request to another origin (an image CDN, a redirect target);
+- redirects are followed here, one hop at a time (never by httpx): an API request
+  redirected to another origin stops the run (:class:`FatalApiError`) rather than
+  follow it without the key or with it; an image download may be redirected anywhere,
+  without the key;
+- the base URL must be ``https://``; plain ``http://`` only to a loopback host
+  (``localhost``, ``127.0.0.0/8``, ``::1``), unless ``insecure`` (:func:`check_base_url`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import ipaddress
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import httpx
+
+from batchgen.errors import (
+    BadRequest,
+    FatalApiError,
+    ImageInvalid,
+    ImageUnavailable,
+    InsufficientCredits,
+    RateLimited,
+    RequestFailed,
+    RequestNotFound,
+    TransientError,
+    UsageError,
+)
+from batchgen.output.images import decode_data_uri
+
+__all__ = [
+    "API_KEY_HEADER",
+    "DEFAULT_BASE_URL",
+    "MAX_REDIRECTS",
+    "Download",
+    "RequestResult",
+    "SegmindClient",
+    "ServerState",
+    "State",
+    "StatusResult",
+    "Submitted",
+    "check_base_url",
+    "find_image_urls",
+    "parse_retry_after",
+]
+
+log = logging.getLogger("batchgen")
+
+DEFAULT_BASE_URL = "https://api.segmind.com"
+API_KEY_HEADER = "x-api-key"
+MAX_REDIRECTS = 5
+
+Origin = tuple[str, str, int | None]
+
+
+def _origin(url: httpx.URL | str) -> Origin:
+    """Scheme, host and port (the default one written out) of ``url``."""
+    url = httpx.URL(url)
+    port = url.port if url.port is not None else {"http": 80, "https": 443}.get(url.scheme)
+    return url.scheme, url.host.lower(), port
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 is 127.0.0.1
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def check_base_url(base_url: str, *, insecure: bool = False, warn: bool = False) -> str:
+    """``base_url`` without a trailing slash, or UsageError: https only, http only to loopback.
+
+    The key travels in a header: over plain http anyone on the path reads it. ``insecure``
+    allows plain http to any host, with a logged warning if ``warn``.
+    """
+    try:
+        url = httpx.URL(base_url.strip())
+    except httpx.InvalidURL as exc:
+        raise UsageError(f"base URL {base_url!r} is not a URL: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise UsageError(f"base URL {base_url!r} must start with https:// and name a host")
+    if url.scheme == "http" and not _is_loopback(url.host):
+        if not insecure:
+            raise UsageError(
+                f"base URL {base_url!r} is plain http to {url.host}: the API key would travel"
+                " unencrypted; use https://, or --insecure (insecure=True) if you really mean it"
+            )
+        if warn:
+            log.warning("warning: --insecure: the API key goes to %s over plain http, unencrypted", url.host)
+    return str(url).rstrip("/")
+
+
+State = Literal["QUEUED", "PROCESSING", "COMPLETED", "FAILED"]
+ServerState = Literal["QUEUED", "PROCESSING", "COMPLETED"]  # what a status answer can say (FAILED raises)
+_STATES: tuple[ServerState, ...] = ("QUEUED", "PROCESSING", "COMPLETED")
+_TERMINAL = ("COMPLETED", "FAILED")
+
+# Codes that mean "the network or a gateway let us down", worth another try.
+_TRANSIENT_CODES = frozenset({408, 425, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """The answer to a submit: the request id and where to poll and fetch it."""
+
+    request_id: str
+    status_url: str
+    response_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class StatusResult:
+    """The state of a request; ``inference_time`` (server seconds) once it is known."""
+
+    request_id: str
+    state: ServerState
+    inference_time: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestResult:
+    """The full body of a COMPLETED request: the model ``output`` and its metrics."""
+
+    request_id: str
+    output: Any
+    inference_time: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    """An image being downloaded: its claimed content type and a stream of its bytes."""
+
+    content_type: str | None
+    chunks: AsyncIterator[bytes]
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), or None."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # an HTTP date is GMT even when it forgets to say so
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+_BASE64_TEXT = re.compile(r"[A-Za-z0-9+/=\s_-]+")
+# Magic numbers of the formats an image model can plausibly return.
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"RIFF", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def _bare_base64_image(text: str) -> str | None:
+    """A data URI for a bare base64 image, or None if ``text`` is not one."""
+    if len(text) < 32 or not _BASE64_TEXT.fullmatch(text):
+        return None
+    compact = "".join(text.split())
+    try:
+        raw = base64.b64decode(compact + "=" * (-len(compact) % 4), altchars=b"-_", validate=False)
+    except (binascii.Error, ValueError):
+        return None
+    if not raw.startswith(_IMAGE_MAGIC):
+        return None
+    return "data:application/octet-stream;base64," + base64.b64encode(raw).decode("ascii")
+
+
+def _candidates(output: Any, depth: int = 0) -> list[str]:
+    """Every URL, data URI or base64 image found anywhere in ``output``, in document order."""
+    if depth > 8:  # a provider body is shallow; deeper nesting is not worth following
+        return []
+    if isinstance(output, str):
+        text = output.strip()
+        lowered = text.lower()
+        if lowered.startswith(("http://", "https://")):
+            return [text]
+        if lowered.startswith("data:"):
+            return [text]
+        if text[:1] in ("{", "[", '"'):
+            try:
+                decoded = json.loads(text)
+            except ValueError:
+                return []
+            return _candidates(decoded, depth + 1)
+        uri = _bare_base64_image(text)
+        return [uri] if uri else []
+    if isinstance(output, Mapping):
+        found: list[str] = []
+        for value in output.values():
+            found.extend(_candidates(value, depth + 1))
+        return found
+    if isinstance(output, list | tuple):
+        found = []
+        for item in output:
+            found.extend(_candidates(item, depth + 1))
+        return found
+    return []
+
+
+def _looks_like_image(candidate: str) -> bool:
+    lowered = candidate.lower()
+    if lowered.startswith("data:"):
+        return lowered.startswith(("data:image/", "data:application/octet-stream"))
+    return urlsplit(lowered).path.endswith(_IMAGE_SUFFIXES)
+
+
+def find_image_urls(output: Any) -> list[str]:
+    """The image URL(s) in a model ``output``, whatever its shape, best first.
+
+    Shapes handled (protocol.md): a URL string, a list of URLs, a JSON object, a
+    stringified JSON copy of the provider's body, a data URI, bare base64 image bytes
+    (returned as a data URI). When some candidates look like images (an image file
+    suffix or an image data URI) only those are returned, so that a provider body's
+    other links (a status URL, a webhook) are not mistaken for the picture.
+    """
+    seen: dict[str, None] = {}
+    for candidate in _candidates(output):
+        seen.setdefault(candidate, None)
+    candidates = list(seen)
+    images = [c for c in candidates if _looks_like_image(c)]
+    return images or candidates
+
+
+def _body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _error_text(body: Any, response: httpx.Response) -> str:
+    """The server's own explanation: ``error`` (what the SDK reads), else ``detail``/``message``."""
+    if isinstance(body, Mapping):
+        for name in ("error", "detail", "message"):
+            value = body.get(name)
+            if value:
+                return value if isinstance(value, str) else json.dumps(value)
+    text = response.text.strip() if response.content else ""
+    return text[:200] or (response.reason_phrase or f"HTTP {response.status_code}")
+
+
+def _inference_time(body: Mapping[str, Any]) -> float | None:
+    metrics = body.get("metrics")
+    if isinstance(metrics, Mapping):
+        value = metrics.get("inference_time")
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    return None
+
+
+class SegmindClient:
+    """The v2 protocol (submit, status, result, download) over an injected HTTP client.
+
+    ``http`` is owned by the caller, who also decides its transport (the real network,
+    an ``httpx.ASGITransport`` on the emulator, or an ``httpx.MockTransport``) and its
+    timeouts. ``api_key`` goes in ``x-api-key`` on requests to ``base_url``'s host.
+    ``wall_clock`` turns an HTTP-date ``Retry-After`` into seconds (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        api_key: str | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        insecure: bool = False,
+    ) -> None:
+        self._http = http
+        self.base_url = check_base_url(base_url, insecure=insecure)
+        self._origin = _origin(self.base_url)
+        self._api_key = api_key
+        self._wall_clock = wall_clock
+        # Counters for the summary: API requests (submits, polls, result fetches, 429s and
+        # retries included), status polls among them, and image downloads (not API requests).
+        self.requests = 0
+        self.polls = 0
+        self.downloads = 0
+
+    def __repr__(self) -> str:  # never show the key
+        return f"SegmindClient(base_url={self.base_url!r})"
+
+    def _guard(self, request: httpx.Request) -> None:
+        """The key on a request to the API origin, and on no other (the caller's client
+        may carry it as a default header: it is taken off here)."""
+        if _origin(request.url) == self._origin:
+            if self._api_key:
+                request.headers[API_KEY_HEADER] = self._api_key
+        else:
+            request.headers.pop(API_KEY_HEADER, None)
+
+    async def _exchange(
+        self, method: str, url: str, *, api: bool, stream: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        """Send one request, following redirects here, hop by hop, each hop guarded.
+
+        ``api``: a request to the API, which may not be redirected to another origin
+        (:class:`FatalApiError`). ``stream``: the body is not read (close the response).
+        """
+        request = self._http.build_request(method, url, **kwargs)
+        for _ in range(MAX_REDIRECTS + 1):
+            self._guard(request)
+            response = await self._http.send(request, stream=stream, follow_redirects=False)
+            following = response.next_request
+            if following is None:
+                return response
+            await response.aclose()
+            if api and _origin(following.url) != self._origin:
+                target = f"{following.url.scheme}://{following.url.netloc.decode('ascii', 'replace')}"
+                raise FatalApiError(
+                    f"the API answered {response.status_code} with a redirect to {target}, another host;"
+                    " the key is not sent there (if that is the API's new address, use it as the base URL)",
+                    status_code=response.status_code,
+                )
+            request = following
+        raise TransientError(f"more than {MAX_REDIRECTS} redirects from {url.split('?', 1)[0]}")
+
+    async def _send(self, method: str, url: str, *, request_id: str | None, **kwargs: Any) -> httpx.Response:
+        self.requests += 1
+        try:
+            return await self._exchange(method, url, api=True, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise TransientError(f"timed out: {type(exc).__name__}", request_id=request_id) from None
+        except httpx.TransportError as exc:
+            raise TransientError(
+                f"connection failed: {type(exc).__name__}: {exc}", request_id=request_id
+            ) from None
+
+    def _raise_for(
+        self, response: httpx.Response, body: Any, *, on_submit: bool, request_id: str | None
+    ) -> None:
+        """Turn a non-2xx answer into the matching :mod:`batchgen.errors` exception."""
+        code = response.status_code
+        detail = _error_text(body, response)
+        kw: dict[str, Any] = {"status_code": code, "request_id": request_id, "detail": detail}
+
+        def said(what: str) -> str:
+            # "406 insufficient credits", not "406 insufficient credits: insufficient credits".
+            return what if detail.strip().lower() in what.lower() else f"{what}: {detail}"
+
+        if code == 400:
+            raise BadRequest(said("400 bad request"), **kw)
+        if code == 401:
+            raise FatalApiError(said("401 unauthorized") + " (check SEGMIND_API_KEY)", **kw)
+        if code == 403:
+            raise FatalApiError(said("403 forbidden") + " (the key lacks a permission)", **kw)
+        if code == 404:
+            if on_submit:
+                raise FatalApiError(said("404 on submit") + " (unknown model slug?)", **kw)
+            raise RequestNotFound(f"404 request {request_id} unknown or expired", **kw)
+        if code == 406:
+            raise InsufficientCredits(said("406 insufficient credits"), **kw)
+        if code == 422:
+            raise RequestFailed(f"request failed: {detail}", **kw)
+        if code == 429:
+            wait = parse_retry_after(response.headers.get("retry-after"), now=self._wall_clock())
+            raise RateLimited(said("429 rate limited"), retry_after=wait, **kw)
+        if code in _TRANSIENT_CODES or code >= 500:
+            raise TransientError(f"{code} server error: {detail}", **kw)
+        if 400 <= code < 500:
+            raise BadRequest(f"{code} rejected: {detail}", **kw)
+        raise TransientError(f"unexpected HTTP {code}: {detail}", **kw)
+
+    async def submit(self, model: str, params: Mapping[str, Any]) -> Submitted:
+        """``POST /v2/<model>``: queue one request and return its id and URLs."""
+        url = f"{self.base_url}/v2/{model.strip('/')}"
+        response = await self._send("POST", url, request_id=None, json=dict(params))
+        body = _body(response)
+        if not response.is_success:
+            self._raise_for(response, body, on_submit=True, request_id=None)
+        if not isinstance(body, Mapping):
+            raise TransientError("submit answered without a JSON object", status_code=response.status_code)
+        request_id = body.get("request_id")
+        if not isinstance(request_id, str) or not request_id:
+            # Without an id the request cannot be polled; like the SDK, fail loudly.
+            keys = sorted(str(k) for k in body)
+            raise TransientError(
+                f"submit answer has no request_id (keys: {keys})", status_code=response.status_code
+            )
+        return Submitted(
+            request_id=request_id,
+            status_url=str(body.get("status_url") or self.status_url(request_id)),
+            response_url=str(body.get("response_url") or self.response_url(request_id)),
+        )
+
+    def status_url(self, request_id: str) -> str:
+        """Where the state of ``request_id`` is polled (built from the base URL, so a resumed
+        run needs nothing but the id from the ledger)."""
+        return f"{self.base_url}/v2/requests/{request_id}/status"
+
+    def response_url(self, request_id: str) -> str:
+        """Where the full body of ``request_id`` is fetched."""
+        return f"{self.base_url}/v2/requests/{request_id}"
+
+    async def _get_terminal_tolerant(self, url: str, request_id: str) -> Mapping[str, Any]:
+        response = await self._send("GET", url, request_id=request_id)
+        body = _body(response)
+        # A body announcing COMPLETED or FAILED is authoritative whatever the HTTP code
+        # (the API serves FAILED under 422), exactly as the segmind SDK reads it.
+        if isinstance(body, Mapping) and body.get("status") in _TERMINAL:
+            if body["status"] == "FAILED":
+                detail = _error_text(body, response)
+                raise RequestFailed(
+                    f"request failed: {detail}",
+                    status_code=response.status_code,
+                    request_id=request_id,
+                    detail=detail,
+                )
+            return body
+        if not response.is_success:
+            self._raise_for(response, body, on_submit=False, request_id=request_id)
+        if not isinstance(body, Mapping):
+            raise TransientError(
+                "answer is not a JSON object", status_code=response.status_code, request_id=request_id
+            )
+        return body
+
+    async def status(self, request_id: str) -> StatusResult:
+        """``GET /v2/requests/<id>/status``; raises :class:`RequestFailed` for FAILED."""
+        self.polls += 1
+        body = await self._get_terminal_tolerant(self.status_url(request_id), request_id)
+        state = body.get("status")
+        if state not in _STATES:
+            raise TransientError(f"unknown status {state!r}", request_id=request_id)
+        return StatusResult(request_id=request_id, state=state, inference_time=_inference_time(body))
+
+    async def result(self, request_id: str) -> RequestResult:
+        """``GET /v2/requests/<id>``: the output of a COMPLETED request.
+
+        Raises :class:`RequestFailed` for FAILED and :class:`TransientError` if the request
+        is not finished after all (the caller polls again).
+        """
+        body = await self._get_terminal_tolerant(self.response_url(request_id), request_id)
+        if body.get("status") != "COMPLETED":
+            raise TransientError(f"result asked while {body.get('status')!r}", request_id=request_id)
+        return RequestResult(
+            request_id=request_id, output=body.get("output"), inference_time=_inference_time(body)
+        )
+
+    @asynccontextmanager
+    async def download(self, url: str, *, max_bytes: int | None = None) -> AsyncIterator[Download]:
+        """Stream the bytes of an image URL (or the inline bytes of a data URI).
+
+        Use as ``async with client.download(url) as d: async for chunk in d.chunks``.
+        The image host's refusals are the job's, never the run's: 403/404/410 (and any
+        other 4xx) are :class:`ImageUnavailable` (fetch the result again for a fresh
+        URL), 5xx and network faults :class:`TransientError`. More than ``max_bytes``
+        (announced or streamed) is :class:`ImageInvalid`: no image is that large, and an
+        endless body must not fill the disk.
+        """
+        if url.lower().startswith("data:"):
+            # A malformed data URI raises ImageInvalid, which is retried like a bad download.
+            data, media_type = decode_data_uri(url)
+            if max_bytes is not None and len(data) > max_bytes:
+                raise ImageInvalid(f"inline image of {len(data):,} bytes is over the {max_bytes:,}-byte cap")
+
+            async def inline() -> AsyncIterator[bytes]:
+                yield data
+
+            yield Download(content_type=media_type, chunks=inline())
+            return
+        self.downloads += 1
+        try:
+            response = await self._exchange("GET", url, api=False, stream=True)
+            try:
+                # After redirects: the host that actually answered.
+                host = response.url.netloc.decode("ascii", "replace") or "the image host"
+                if not response.is_success:
+                    code = response.status_code
+                    detail = f"{host} answered {code} {response.reason_phrase or ''}".strip()
+                    if code in _TRANSIENT_CODES or code >= 500 or code == 429:
+                        raise TransientError(f"image download: {detail}", status_code=code)
+                    raise ImageUnavailable(f"image download: {detail}", status_code=code, detail=detail)
+                announced = response.headers.get("content-length", "")
+                if max_bytes is not None and announced.isdigit() and int(announced) > max_bytes:
+                    raise ImageInvalid(
+                        f"{host} announced {int(announced):,} bytes, over the {max_bytes:,}-byte cap"
+                    )
+                content_type = response.headers.get("content-type")
+                yield Download(
+                    content_type=content_type, chunks=_guarded(response.aiter_bytes(), max_bytes, host)
+                )
+            finally:
+                await response.aclose()
+        except httpx.TimeoutException as exc:
+            raise TransientError(f"download timed out: {type(exc).__name__}") from None
+        except httpx.TransportError as exc:
+            raise TransientError(f"download failed: {type(exc).__name__}: {exc}") from None
+
+
+async def _guarded(chunks: AsyncIterator[bytes], max_bytes: int | None, host: str) -> AsyncIterator[bytes]:
+    """Stop a body at ``max_bytes``; re-raise network faults met while streaming it as
+    :class:`TransientError`."""
+    seen = 0
+    try:
+        async for chunk in chunks:
+            seen += len(chunk)
+            if max_bytes is not None and seen > max_bytes:
+                raise ImageInvalid(f"{host} sent more than {max_bytes:,} bytes; not an image")
+            yield chunk
+    except httpx.TimeoutException as exc:
+        raise TransientError(f"download timed out: {type(exc).__name__}") from None
+    except httpx.TransportError as exc:
+        raise TransientError(f"download broke off: {type(exc).__name__}: {exc}") from None

@@ -1,0 +1,330 @@
+"""The account's request history: find a request again, and learn what each one cost.
+
+Segmind lists every request of a key, in flight ones included, at
+``GET {history_url}/inference-request/request-history`` (paged, filtered by date and
+model) and one at ``.../request-history/{request_id}``; see ``protocol.md``. batchgen
+reads it for three things, never in the hot path of a run:
+
+- a submit whose answer never came back (the run was killed between the POST and the
+  answer) is found by its body (:func:`match`), so the rerun adopts it instead of paying
+  again;
+- a request whose result is gone from the API (past retention) may still have its image
+  at the row's ``generation_url``;
+- ``credits_deduction``, the cost of each request, read in pages at the end of a run.
+
+The page envelope and the timestamp names are not documented, so rows are read
+defensively (:func:`parse_row`). Every call is bounded: a timeout per request, a page
+cap per listing, a few tries on a 429, a 5xx or a broken connection (``Retry-After``
+capped). When the history
+cannot be read (401/403/404, the network) :class:`HistoryUnavailable` says why and the
+caller falls back to what it would have done without it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import anyio
+import httpx
+
+from batchgen.api.client import DEFAULT_BASE_URL, check_base_url, parse_retry_after
+
+__all__ = [
+    "DEFAULT_HISTORY_URL",
+    "History",
+    "HistoryRow",
+    "HistoryUnavailable",
+    "Intent",
+    "body_matches",
+    "history_url_for",
+    "match",
+    "parse_row",
+]
+
+DEFAULT_HISTORY_URL = "https://api.spotprod.segmind.com"
+HISTORY_PATH = "/inference-request/request-history"
+PER_PAGE = 100  # the most the API gives per page
+MAX_PAGES = 200  # 20,000 rows: the most one listing reads
+TIMEOUT = 30.0  # seconds, one history request
+TRIES = 5  # a 429, a 5xx or a broken connection is tried again, this many times in all
+RETRY_AFTER_CAP = 30.0
+# Clocks differ: a row may carry a time a little before the ledger's "submitting" line.
+CLOCK_SKEW = 300.0
+
+_CREATED_FIELDS = ("created_at", "model_created", "createdAt", "created", "timestamp", "requested_at")
+_LIST_FIELDS = ("data", "rows", "results", "items", "requests", "history")
+
+
+class HistoryUnavailable(Exception):
+    """The request history could not be read (the reason is the message)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    """One request as the history shows it (fields the API did not give are None)."""
+
+    request_id: str
+    status: str | None = None  # COMPLETED, FAILED or PENDING
+    cost: float | None = None  # USD
+    body: Mapping[str, Any] | None = None
+    generation_url: str | None = None
+    created: float | None = None  # epoch seconds
+    model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """A submit that may have reached the server: the job, the body sent, when."""
+
+    key: str
+    body: Mapping[str, Any]
+    at: float  # epoch seconds of the ``submitting`` line
+
+
+def history_url_for(base_url: str) -> str:
+    """The history's base URL for an API base URL: Segmind's own host for Segmind's API,
+    the same host for anything else (an emulator serves both)."""
+    if base_url.rstrip("/") == DEFAULT_BASE_URL:
+        return DEFAULT_HISTORY_URL
+    return base_url.rstrip("/")
+
+
+def _epoch(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float) and math.isfinite(value):
+        return float(value / 1000 if value > 1e11 else value)  # milliseconds or seconds
+    if isinstance(value, str) and value:
+        try:
+            stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=UTC)
+        return stamp.timestamp()
+    return None
+
+
+def parse_row(obj: Any) -> HistoryRow | None:
+    """A history row from whatever the API sent; None when it has no request id."""
+    if not isinstance(obj, Mapping):
+        return None
+    request_id = obj.get("request_id") or obj.get("requestId") or obj.get("id")
+    if not isinstance(request_id, str) or not request_id:
+        return None
+    body = obj.get("request_body")
+    if isinstance(body, str):  # some APIs send the body as a JSON string
+        try:
+            body = json.loads(body)
+        except ValueError:
+            body = None
+    cost = obj.get("credits_deduction")
+    if isinstance(cost, str):
+        try:
+            cost = float(cost)
+        except ValueError:
+            cost = None
+    status = obj.get("model_status") or obj.get("status")
+    url = obj.get("generation_url")
+    created = next((c for c in map(_epoch, (obj.get(f) for f in _CREATED_FIELDS)) if c is not None), None)
+    return HistoryRow(
+        request_id=request_id,
+        status=status.upper() if isinstance(status, str) else None,
+        cost=float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None,
+        body=body if isinstance(body, Mapping) else None,
+        generation_url=url if isinstance(url, str) and url else None,
+        created=created,
+        model=obj.get("model_name") if isinstance(obj.get("model_name"), str) else None,
+    )
+
+
+def _rows_of(page: Any) -> list[Any]:
+    """The list of rows in a page, wherever the envelope keeps it."""
+    if isinstance(page, list):
+        return page
+    if isinstance(page, Mapping):
+        for name in _LIST_FIELDS:
+            value = page.get(name)
+            if isinstance(value, list):
+                return value
+            if isinstance(value, Mapping):  # {"data": {"rows": [...]}}
+                inner = _rows_of(value)
+                if inner:
+                    return inner
+    return []
+
+
+def _same(sent: Any, recorded: Any) -> bool:
+    if isinstance(sent, bool) or isinstance(recorded, bool):
+        return sent is recorded
+    if isinstance(sent, int | float) and isinstance(recorded, int | float):
+        return float(sent) == float(recorded)
+    return bool(sent == recorded)
+
+
+def body_matches(sent: Mapping[str, Any], recorded: Mapping[str, Any]) -> bool:
+    """Whether a history row's body is the body batchgen sent: every field sent is there
+    with the same value (the server may add its defaults; 7 and 7.0 are the same)."""
+    return all(name in recorded and _same(value, recorded[name]) for name, value in sent.items())
+
+
+def _canonical(body: Mapping[str, Any]) -> str:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def match(intents: Sequence[Intent], rows: Iterable[HistoryRow], *, known: set[str]) -> dict[str, HistoryRow]:
+    """Which request each intent became: job key -> row, for the intents found.
+
+    Rows whose id the ledger already knows (``known``) belong to other submits. Several
+    intents with the same body are matched to as many rows, in time order: the earliest
+    intent takes the earliest row not before it (less :data:`CLOCK_SKEW`). An intent
+    with no row is not there: its submit never reached the server.
+    """
+    free = sorted(
+        (r for r in rows if r.request_id not in known and r.body is not None),
+        key=lambda r: (r.created is None, r.created or 0.0),
+    )
+    by_body: dict[str, list[Intent]] = defaultdict(list)
+    for intent in sorted(intents, key=lambda i: i.at):
+        by_body[_canonical(intent.body)].append(intent)
+    found: dict[str, HistoryRow] = {}
+    taken: set[str] = set()
+    for group in by_body.values():
+        sent = group[0].body
+        candidates = [r for r in free if r.body is not None and body_matches(sent, r.body)]
+        for intent in group:
+            for row in candidates:
+                if row.request_id in taken:
+                    continue
+                if row.created is not None and row.created < intent.at - CLOCK_SKEW:
+                    continue
+                found[intent.key] = row
+                taken.add(row.request_id)
+                break
+    return found
+
+
+class History:
+    """Read the request history of one key at ``base_url`` over the caller's HTTP client."""
+
+    def __init__(
+        self, http: httpx.AsyncClient, base_url: str, *, api_key: str | None, insecure: bool = False
+    ) -> None:
+        self._http = http
+        self.base_url = check_base_url(base_url, insecure=insecure)
+        self._api_key = api_key
+        self.requests = 0
+
+    def __repr__(self) -> str:  # never show the key
+        return f"History(base_url={self.base_url!r})"
+
+    async def _get(self, path: str, params: Mapping[str, Any] | None = None) -> httpx.Response:
+        """One GET, tried up to :data:`TRIES` times on a 429, a 5xx or a broken connection."""
+        url = f"{self.base_url}{path}"
+        headers = {"x-api-key": self._api_key} if self._api_key else {}
+        host = urlsplit(url).netloc
+        for attempt in range(1, TRIES + 1):
+            self.requests += 1
+            last = attempt == TRIES
+            # Built and sent here, never redirected: the key goes to this origin only,
+            # whatever defaults the caller's client carries.
+            request = self._http.build_request("GET", url, params=params)
+            request.headers.pop("x-api-key", None)
+            request.headers.update(headers)
+            try:
+                with anyio.fail_after(TIMEOUT):
+                    response = await self._http.send(request, follow_redirects=False)
+            except TimeoutError:
+                if last:
+                    raise HistoryUnavailable(f"{host}: no answer within {TIMEOUT:g} s") from None
+                continue
+            except httpx.HTTPError as exc:
+                if last:
+                    raise HistoryUnavailable(f"{host}: {type(exc).__name__}") from None
+                await anyio.sleep(min(RETRY_AFTER_CAP, 0.25 * 2.0**attempt))
+                continue
+            if response.is_redirect:
+                raise HistoryUnavailable(
+                    f"{host} answered {response.status_code} with a redirect (not followed)"
+                )
+            if last or not (response.status_code == 429 or response.status_code >= 500):
+                return response
+            wait = (
+                parse_retry_after(response.headers.get("retry-after"))
+                if response.status_code == 429
+                else None
+            )
+            await anyio.sleep(min(RETRY_AFTER_CAP, wait if wait is not None else 0.25 * 2.0**attempt))
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _refused(response: httpx.Response) -> HistoryUnavailable:
+        return HistoryUnavailable(f"the request history answered {response.status_code}")
+
+    async def get(self, request_id: str) -> HistoryRow | None:
+        """The row of ``request_id``; None when the history does not know it (404)."""
+        response = await self._get(f"{HISTORY_PATH}/{quote(request_id, safe='')}")
+        if response.status_code == 404:
+            # Unknown request, or no history at this host at all: tell them apart by a listing.
+            probe = await self._get(HISTORY_PATH, {"page": 1, "per_page": 1})
+            if not probe.is_success:
+                raise self._refused(probe)
+            return None
+        if not response.is_success:
+            raise self._refused(response)
+        try:
+            return parse_row(response.json())
+        except ValueError:
+            raise HistoryUnavailable("the request history answered something that is not JSON") from None
+
+    async def rows(self, *, since: float, until: float, model: str) -> list[HistoryRow]:
+        """Every row of ``model`` created from ``since`` to ``until`` (epoch seconds), oldest first.
+
+        Dates are whole UTC days, so the listing reads from the day of ``since`` less the
+        clock skew to the day of ``until``, in windows of at most 31 days.
+        """
+        start = datetime.fromtimestamp(since - CLOCK_SKEW, tz=UTC).date()
+        end = datetime.fromtimestamp(until + CLOCK_SKEW, tz=UTC).date()
+        found: dict[str, HistoryRow] = {}
+        pages = 0
+        while start <= end:
+            stop = min(end, start + timedelta(days=30))
+            page = 1
+            while True:
+                if pages >= MAX_PAGES:
+                    raise HistoryUnavailable(f"more than {MAX_PAGES * PER_PAGE} requests in the window")
+                pages += 1
+                response = await self._get(
+                    HISTORY_PATH,
+                    {
+                        "page": page,
+                        "per_page": PER_PAGE,
+                        "from_date": start.isoformat(),
+                        "to_date": stop.isoformat(),
+                        "model_name": model,
+                        "sort_by": "model_created",
+                        "sort_order": "asc",
+                    },
+                )
+                if not response.is_success:
+                    raise self._refused(response)
+                try:
+                    raw = _rows_of(response.json())
+                except ValueError:
+                    raise HistoryUnavailable(
+                        "the request history answered something that is not JSON"
+                    ) from None
+                for row in filter(None, map(parse_row, raw)):
+                    found.setdefault(row.request_id, row)
+                if len(raw) < PER_PAGE:
+                    break
+                page += 1
+            start = stop + timedelta(days=1)
+        return sorted(found.values(), key=lambda r: (r.created is None, r.created or 0.0))

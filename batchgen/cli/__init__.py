@@ -1,0 +1,1 @@
+"""The command line: argv -> settings -> one ``anyio.run`` -> exit code; one module per command."""

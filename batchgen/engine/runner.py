@@ -1,0 +1,490 @@
+"""The Python entry point: run a manifest (or jobs) to completion and return the summary.
+
+:func:`run` is what ``batchgen run`` calls inside its one ``anyio.run``, and what code
+that embeds batchgen (an Airflow task, a notebook) awaits directly. It loads and
+expands the manifest, takes the output lock, replays the ledger, builds the HTTP client
+unless one is given, drives the :class:`~batchgen.engine.scheduler.Scheduler`, shows progress,
+and returns a :class:`~batchgen.outcome.summary.Summary`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import posixpath
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import httpx
+
+from batchgen import __version__
+from batchgen.api import wire
+from batchgen.api.client import DEFAULT_BASE_URL, SegmindClient, check_base_url
+from batchgen.api.history import History, history_url_for
+from batchgen.engine.scheduler import Counts, RunSettings, Scheduler
+from batchgen.errors import LocalWriteError, UsageError
+from batchgen.manifest.expand import DEFAULT_MAX_JOBS, check_job_cap, expand
+from batchgen.manifest.job import Job
+from batchgen.manifest.load import Manifest, load_manifest, run_date
+from batchgen.manifest.shard import Shard
+from batchgen.outcome.summary import SUMMARY_JSON, Summary, format_duration, summary_json
+from batchgen.output.images import IMAGES_DIR, remove_stale_parts
+from batchgen.output.ledger import LEDGER_NAME, LedgerWriter, check_output, lock_output, replay
+
+if TYPE_CHECKING:  # the emulator (Starlette) is imported only when a run uses it
+    from batchgen.emulator import EmulatorConfig
+
+__all__ = [
+    "API_KEY_ENV",
+    "BASE_URL_ENV",
+    "EMULATE_TIME_SCALE",
+    "default_out_dir",
+    "emulator_config",
+    "run",
+]
+
+log = logging.getLogger("batchgen")
+
+API_KEY_ENV = "SEGMIND_API_KEY"
+BASE_URL_ENV = "BATCHGEN_BASE_URL"
+# ``--emulate`` runs the in-process emulator this much faster than the real API, so the
+# demo manifest finishes in about a second yet still shows queueing and polling. The run
+# itself is not told: it measures the emulator as it would measure Segmind.
+EMULATE_TIME_SCALE = 0.02
+_EMULATOR_URL = "http://emulator.local"
+
+
+def emulator_config(time_scale: float = EMULATE_TIME_SCALE) -> EmulatorConfig:
+    """The in-process emulator ``--emulate`` runs against, its clock ``time_scale`` x real time."""
+    from batchgen.emulator import EmulatorConfig
+
+    return EmulatorConfig(time_scale=time_scale, workers=8)
+
+
+def default_out_dir(manifest: Manifest, shard: Shard | None = None) -> Path:
+    """``output/<manifest name>/`` under the current directory (``output/<name>-shard-K-of-N/``
+    for a shard); never ``output/..`` or above."""
+    name = manifest.name
+    if not name or name.startswith(".") or "/" in name or "\\" in name:
+        # load_manifest never gives such a name; a Manifest built in code might.
+        raise UsageError(f"the run name {name!r} is not a folder name; pass an output directory")
+    return Path("output") / (name + (shard.suffix if shard else ""))
+
+
+def _resolve_jobs(
+    source: str | os.PathLike[str] | Manifest | Iterable[Job],
+    *,
+    max_jobs: int,
+    date: str,
+    shard: Shard | None,
+) -> tuple[Manifest | None, list[Job]]:
+    """The manifest (if any) and every job, fully expanded before anything is submitted."""
+    if isinstance(source, str | os.PathLike):
+        source = load_manifest(source, date=date)
+    if isinstance(source, Manifest):
+        check_job_cap(source, max_jobs)
+        # Expanding fully first finds duplicate keys and filename clashes (exit 2)
+        # before a single request is paid for.
+        expansion = expand(source)
+        jobs = list(expansion)
+        if shard is not None:  # after the whole expansion: clashes are checked across shards
+            every = len(jobs)
+            jobs = list(shard.select(jobs))
+            log.info("shard %s: %d of the manifest's %d jobs", shard, len(jobs), every)
+        if expansion.duplicates:
+            log.info("%d duplicate jobs in the manifest are run once", expansion.duplicates)
+        for problem in source.warnings:
+            log.warning("%s", problem)
+        return source, jobs
+    jobs = list(source if shard is None else shard.select(source))
+    if len(jobs) > max_jobs:
+        raise UsageError(f"{len(jobs):,} jobs is more than the limit of {max_jobs:,}; raise max_jobs")
+    return None, jobs
+
+
+@asynccontextmanager
+async def _http_client(
+    client: httpx.AsyncClient | None, *, emulate: EmulatorConfig | None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The caller's client as is, or one this run builds (and closes)."""
+    if client is not None:
+        yield client
+        return
+    if emulate is not None:
+        from batchgen.emulator import create_app
+
+        transport: httpx.AsyncBaseTransport = httpx.ASGITransport(app=create_app(emulate))
+    else:
+        # Limits go to the transport: a client given a transport ignores its own.
+        transport = wire.transport(limits=wire.LIMITS)
+    timeout = httpx.Timeout(30.0, connect=10.0)
+    async with httpx.AsyncClient(transport=transport, timeout=timeout) as built:
+        yield built
+
+
+class _Progress:
+    """A tqdm bar on a terminal; otherwise a plain log line every ``interval`` seconds."""
+
+    def __init__(self, counts: Counts, rate_limited: Callable[[], int], *, tty: bool, interval: float):
+        self.counts = counts
+        self._rate_limited = rate_limited
+        self.tty = tty
+        self.interval = interval
+        self._bar: Any = None
+        self._shown = 0
+        self._started = time.monotonic()
+        self._initial = 0
+        self._begun = False
+
+    def _begin(self) -> None:
+        # The first update comes once the scheduler has sorted the jobs (skipped ones are
+        # already done), so the bar and the ETA start from there.
+        self._started = time.monotonic()
+        self._initial = self.counts.done + self.counts.failed
+        self._shown = self._initial
+        if self.tty:
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=self.counts.total,
+                initial=self._initial,
+                unit="img",
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
+
+    def update(self) -> None:
+        """Refresh the bar (cheap; tqdm throttles redraws)."""
+        if not self._begun:
+            self._begun = True
+            self._begin()
+        if self._bar is None:
+            return
+        finished = self.counts.done + self.counts.failed
+        self._bar.set_postfix_str(
+            f"in flight {self.counts.in_flight}, failed {self.counts.failed}, 429s {self._rate_limited()}",
+            refresh=False,
+        )
+        if finished != self._shown:
+            self._bar.update(finished - self._shown)
+            self._shown = finished
+
+    def line(self) -> str:
+        """One progress line: done/total, in flight, failed, 429s, ETA."""
+        c = self.counts
+        finished = c.done + c.failed
+        elapsed = time.monotonic() - self._started
+        rate = (finished - self._initial) / elapsed if elapsed > 0 else 0.0
+        remaining = c.total - finished
+        eta = format_duration(remaining / rate) if rate > 0 else "?"
+        return (
+            f"progress: {c.done}/{c.total} done, {c.in_flight} in flight, {c.failed} failed, "
+            f"{self._rate_limited()} 429s, ETA {eta}"
+        )
+
+    def fields(self) -> dict[str, int]:
+        """The progress line's figures, for a JSON log line."""
+        c = self.counts
+        return {
+            "done": c.done,
+            "total": c.total,
+            "in_flight": c.in_flight,
+            "failed": c.failed,
+            "rate_limited": self._rate_limited(),
+        }
+
+    async def tick(self) -> None:
+        """Log a line every ``interval`` seconds when there is no bar (cron, CI, pipes)."""
+        if self.tty:
+            return
+        while True:
+            await anyio.sleep(self.interval)
+            log.info("%s", self.line(), extra={"fields": {"progress": self.fields()}})
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self.update()
+            self._bar.close()
+            self._bar = None
+
+
+async def _watch_signals(scheduler: Scheduler, summary: Summary, *, grace: float) -> None:
+    """First Ctrl-C / SIGTERM: stop submitting, give jobs in flight ``grace`` seconds.
+    Second, or the grace over: stop now (the ledger says what was in flight)."""
+
+    async def grace_over() -> None:
+        await anyio.sleep(grace)
+        log.warning(
+            "%s of grace over with %d jobs in flight: stopping now; rerun the same command to finish",
+            format_duration(grace),
+            scheduler.counts.in_flight,
+        )
+        scheduler.cancel()
+
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with anyio.create_task_group() as tg:
+            async for signum in signals:
+                summary.interrupted = True
+                if scheduler.submitting:
+                    log.warning(
+                        "%s: submitting nothing more; waiting up to %s for %d jobs in flight "
+                        "(Ctrl-C again to quit now)",
+                        signal.Signals(signum).name,
+                        format_duration(grace),
+                        scheduler.counts.in_flight,
+                    )
+                    scheduler.stop_submitting()
+                    tg.start_soon(grace_over)
+                else:
+                    log.warning("stopping now; rerun the same command to finish the batch")
+                    scheduler.cancel()
+                    tg.cancel_scope.cancel()
+
+
+async def run(
+    source: str | os.PathLike[str] | Manifest | Iterable[Job],
+    *,
+    out_dir: str | os.PathLike[str] | None = None,
+    client: httpx.AsyncClient | None = None,
+    base_url: str | None = None,
+    emulate: bool | EmulatorConfig = False,
+    settings: RunSettings | None = None,
+    max_jobs: int = DEFAULT_MAX_JOBS,
+    progress: bool | None = None,
+    progress_interval: float = 10.0,
+    handle_signals: bool = False,
+    insecure: bool = False,
+    wall_clock: Callable[[], float] = time.time,
+    history_url: str | None = None,
+    date: str | None = None,
+    shard: Shard | str | None = None,
+) -> Summary:
+    """Run every job of ``source`` not already done in ``out_dir``; return the summary.
+
+    ``source`` is a manifest path, a loaded :class:`~batchgen.manifest.load.Manifest`, or an
+    iterable of :class:`~batchgen.manifest.job.Job` (then ``out_dir`` is required). ``out_dir``
+    defaults to ``output/<manifest name>/``; images go to ``OUT/images/`` and the ledger
+    to ``OUT/ledger.jsonl``. Running it again resumes (see :mod:`batchgen.output.ledger`).
+
+    The API key is read from ``SEGMIND_API_KEY`` (required unless ``emulate`` or a
+    ``client`` is given: a caller's client may carry its own ``x-api-key`` header).
+    ``base_url`` defaults to ``BATCHGEN_BASE_URL`` or https://api.segmind.com; it must be
+    https (plain http only to a loopback host, unless ``insecure``). ``history_url``,
+    where the account's request history is read (to find lost submits again, fetch
+    images past retention, and price the run), defaults to Segmind's history host for
+    Segmind's API and to ``base_url`` for anything else; the same rule applies to it.
+    ``client`` is used as is and not closed; without one, a client is built for this
+    run. Either way the key is sent to the API and history origins only (see
+    :mod:`batchgen.api.client`).
+    ``emulate`` (True or an :class:`~batchgen.emulator.EmulatorConfig`) runs against an
+    in-process emulator instead: no key, no network.
+
+    ``date`` (``YYYY-MM-DD``, default the UTC date at the start) fills ``{date}`` in the
+    manifest's name, its ``output.filename`` and ``out_dir``. ``shard`` (a
+    :class:`~batchgen.manifest.shard.Shard` or ``"K/N"``) runs only the jobs of that shard; the
+    default ``out_dir`` is then ``output/<name>-shard-K-of-N/``.
+
+    ``progress``: a tqdm bar (True), log lines every ``progress_interval`` s (False), or
+    a bar only when stderr is a terminal (None). ``handle_signals`` installs the Ctrl-C /
+    SIGTERM handling of the command line (only from the main thread).
+
+    Raises :class:`~batchgen.errors.ManifestError`, :class:`~batchgen.errors.UsageError`
+    or :class:`~batchgen.errors.LockedError` before anything is submitted, and
+    :class:`~batchgen.errors.LocalWriteError` if the ledger cannot be written before the
+    first submit; API conditions, and a write that fails later (``write_error``, the
+    ``unrecorded`` request ids), are reported in the summary, not raised. The process
+    exit code for the outcome is ``summary.exit_code``.
+    """
+    started = anyio.current_time()
+    started_wall = wall_clock()
+    try:
+        day = run_date(date, now=started_wall)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if isinstance(shard, str):
+        try:
+            shard = Shard.parse(shard)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    manifest, jobs = _resolve_jobs(source, max_jobs=max_jobs, date=day, shard=shard)
+    if out_dir is None:
+        if manifest is None:
+            raise UsageError("out_dir is required when running jobs without a manifest")
+        out_dir = default_out_dir(manifest, shard)
+    # {date} in the folder: each day its own output, a rerun the same day resumes it.
+    out = Path(os.fspath(out_dir).replace("{date}", day))
+
+    emulation: EmulatorConfig | None = None
+    if emulate is not False and client is not None:
+        raise UsageError("pass either a client or emulate, not both")
+    if emulate is not False:
+        emulation = emulator_config() if emulate is True else emulate
+        base_url = _EMULATOR_URL
+        api_key: str | None = "emulated"
+    else:
+        api_key = os.environ.get(API_KEY_ENV) or None
+        if api_key is None and client is None:
+            raise UsageError(f"set {API_KEY_ENV} to your Segmind API key (or use --emulate to run offline)")
+        # Checked before anything is written: plain http to another host is refused here.
+        base_url = check_base_url(
+            base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL, insecure=insecure, warn=True
+        )
+    settings = settings or RunSettings()
+    problems = settings.problems()
+    if problems:
+        raise UsageError("; ".join(problems))
+
+    ledger_path = out / LEDGER_NAME
+    summary = Summary(total=len(jobs), out_dir=out, images_dir=out / IMAGES_DIR, ledger_path=ledger_path)
+    with lock_output(out):
+        # From here on every file goes under the resolved, checked folder.
+        root = check_output(out, {posixpath.dirname(job.filename) for job in jobs})
+        # A summary.json is always this run's: none while it runs (or if it is refused).
+        try:
+            (root / SUMMARY_JSON).unlink(missing_ok=True)
+        except OSError as exc:
+            raise LocalWriteError.from_os_error("remove the old", root / SUMMARY_JSON, exc) from None
+        try:
+            stale = await anyio.to_thread.run_sync(remove_stale_parts, root)
+        except OSError as exc:
+            raise LocalWriteError.from_os_error("remove old .part files under", root, exc) from None
+        if stale:
+            log.info("removed %d unfinished .part files left by an earlier run", len(stale))
+        state = replay(root / LEDGER_NAME)
+        summary.warnings.extend(state.warnings)
+        removed = state.removed(job.key for job in jobs)
+        summary.removed = len(removed)
+        if removed:
+            log.info("%d jobs in the ledger are no longer in the manifest; left alone", len(removed))
+        writer = await LedgerWriter.open(root / LEDGER_NAME, clock=wall_clock)
+        async with (
+            writer,
+            _http_client(client, emulate=emulation) as http,
+        ):
+            await writer.write(
+                "run_started",
+                "",
+                # Absolute, so `batchgen status` finds it from any working directory.
+                manifest=str(manifest.path.resolve()) if manifest else None,
+                manifest_sha256=manifest.sha256 if manifest else None,
+                settings={
+                    **settings.to_json(),
+                    "base_url": base_url,
+                    "jobs": len(jobs),
+                    "shard": str(shard) if shard else None,
+                },
+                version=__version__,
+            )
+            # The in-process emulator's made-up http host never reaches a network.
+            plain_ok = insecure or emulation is not None
+            api = SegmindClient(http, base_url=base_url, api_key=api_key, insecure=plain_ok)
+            history = History(
+                http, history_url or history_url_for(base_url), api_key=api_key, insecure=plain_ok
+            )
+            bar: _Progress | None = None
+
+            def on_change() -> None:
+                if bar is not None:
+                    bar.update()
+
+            scheduler = Scheduler(
+                api,
+                writer,
+                out_dir=root,
+                settings=settings,
+                summary=summary,
+                wall_clock=wall_clock,
+                on_change=on_change,
+                history=history,
+                manifest_sha256=manifest.sha256 if manifest else None,
+            )
+            tty = sys.stderr.isatty() if progress is None else progress
+            bar = _Progress(
+                scheduler.counts, lambda: scheduler.rate.refused, tty=tty, interval=progress_interval
+            )
+            try:
+                await scheduler.prepare(jobs, state)  # a budget the estimate passes stops here
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(bar.tick)
+                    if handle_signals:
+                        tg.start_soon(partial(_watch_signals, grace=settings.grace), scheduler, summary)
+                    try:
+                        await scheduler.run(jobs, state)
+                    finally:
+                        tg.cancel_scope.cancel()
+            finally:
+                bar.close()
+                summary.wall_time = anyio.current_time() - started
+                try:
+                    await writer.write("run_finished", "", **summary.counts())
+                except LocalWriteError as exc:
+                    summary.write_error = summary.write_error or str(exc)
+                _report_unrecorded(writer, summary)
+        if settings.report and not summary.interrupted and not summary.write_error:
+            await _write_report(out, summary, wall_clock)
+        facts = {
+            "batchgen": __version__,
+            "manifest": str(manifest.path.resolve()) if manifest else None,
+            "manifest_sha256": manifest.sha256 if manifest else None,
+            "out": root,
+            "shard": str(shard) if shard else None,
+        }
+        await anyio.to_thread.run_sync(
+            partial(_write_summary, root, summary, started_at=started_wall, finished_at=wall_clock(), **facts)
+        )
+    return summary
+
+
+def _write_summary(root: Path, summary: Summary, **fields: Any) -> None:
+    """OUT/summary.json, atomically (a temporary file, fsync'ed, renamed over): a reader
+    sees the previous whole file or the new one, never half of one."""
+    path = root / SUMMARY_JSON
+    temporary = root / f".{SUMMARY_JSON}.{os.getpid()}.tmp"
+    text = json.dumps(summary_json(summary, **fields), indent=2, ensure_ascii=False) + "\n"
+    try:
+        with open(temporary, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except OSError as exc:  # the ledger holds the truth; say why the file is missing
+        temporary.unlink(missing_ok=True)
+        log.warning("%s not written: %s", path, exc)
+        summary.warnings.append(f"{path} not written ({exc.strerror or exc})")
+
+
+def _report_unrecorded(writer: LedgerWriter, summary: Summary) -> None:
+    """Put the accepted requests the ledger could not record on stderr: they are paid for,
+    and a rerun can only find them in the request history."""
+    lost = writer.unrecorded_requests()
+    summary.unrecorded = [request_id for request_id, _ in lost]
+    if not lost:
+        return
+    log.error(
+        "the ledger %s could not record %d accepted requests; they are paid for, keep their ids:",
+        writer.path,
+        len(lost),
+    )
+    for request_id, key in lost:
+        log.error("unrecorded request %s (job %s)", request_id, key[:12])
+
+
+async def _write_report(out: Path, summary: Summary, wall_clock: Callable[[], float]) -> None:
+    """OUT/report.html at the end of a run; a failure to write it is a warning, not the run's."""
+    from batchgen.report.page import write_report
+
+    try:
+        summary.report_path = await anyio.to_thread.run_sync(
+            partial(write_report, out, now=wall_clock()), abandon_on_cancel=True
+        )
+    except Exception as exc:  # the images and the ledger are what matter; say why, go on
+        log.warning("report not written: %s: %s", type(exc).__name__, exc)
+        summary.warnings.append(f"report not written ({exc}); run `batchgen report {out}`")

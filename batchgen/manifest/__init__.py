@@ -1,0 +1,1 @@
+"""File -> Manifest -> jobs: pure and sync, every problem located as FILE:LINE."""

@@ -1,0 +1,311 @@
+"""Expand a validated :class:`~batchgen.manifest.load.Manifest` into jobs, lazily.
+
+Order, for each entry of ``jobs`` in turn: CSV rows (outermost), then the zipped
+tuples, then the grid axes in written order (the last one varies fastest) followed by
+list-valued fields, then seeds. Jobs with the same key are one job: later copies are
+dropped and counted in :attr:`Expansion.duplicates`. Indexes count the jobs kept, from 0.
+
+Counting is arithmetic (:func:`count_jobs`), so a 10**12-job grid is refused by
+:func:`check_job_cap` without a single job being built. Filenames follow the one
+output-path rule of :mod:`batchgen.manifest.paths`; two jobs that would write one file (equal
+ignoring case and the image extension) make the manifest invalid, every such pair
+reported with both jobs once the expansion is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from batchgen.errors import ManifestError, Problem, UsageError
+from batchgen.manifest.job import Job, LabelValue, canonical_json, job_key
+from batchgen.manifest.load import Axis, JobSpec, Manifest, Row, Scalar
+from batchgen.manifest.params import (
+    PARAMETER_NAMES,
+    SEED_MAX,
+    SEED_MIN,
+    BriaParams,
+    ParamsInvalid,
+    prompt_problems,
+    validate_params,
+)
+from batchgen.manifest.paths import clash_key, clean_value, image_extension, output_path
+from batchgen.manifest.shard import Shard
+from batchgen.manifest.template import Template, parse_template
+
+__all__ = [
+    "DEFAULT_MAX_JOBS",
+    "Expansion",
+    "Summary",
+    "check_job_cap",
+    "count_jobs",
+    "derive_seeds",
+    "expand",
+    "summarize",
+]
+
+DEFAULT_MAX_JOBS = 100_000
+
+
+def derive_seeds(content: str, count: int) -> list[int]:
+    """``count`` distinct seeds in SEED_MIN..SEED_MAX, a pure function of ``content``."""
+    seeds: list[int] = []
+    seen: set[int] = set()
+    counter = 0
+    span = SEED_MAX - SEED_MIN + 1
+    while len(seeds) < count:
+        digest = hashlib.sha256(f"{content}\x00{counter}".encode()).digest()
+        counter += 1
+        seed = int.from_bytes(digest[:8], "big") % span + SEED_MIN
+        if seed not in seen:
+            seen.add(seed)
+            seeds.append(seed)
+    return seeds
+
+
+def _row_axes(spec: JobSpec, row: Row | None) -> list[Axis]:
+    """The axes that apply to a row: a set cell overrides the axis of the same name."""
+    if row is None:
+        return list(spec.axes)
+    return [a for a in spec.axes if a.name not in row.cells]
+
+
+def _seeded(spec: JobSpec, row: Row | None, axes: Sequence[Axis]) -> bool:
+    """Whether a seed is given for this row (so ``seeds: N`` does not apply)."""
+    return (
+        "seed" in spec.fields
+        or (row is not None and "seed" in row.cells)
+        or any(a.name == "seed" for a in (*axes, *spec.zip))
+    )
+
+
+def _spec_count(spec: JobSpec) -> int:
+    zip_len = len(spec.zip[0].values) if spec.zip else 1
+    total = 0
+    for row in spec.rows.rows if spec.rows is not None else (None,):
+        axes = _row_axes(spec, row)
+        n = zip_len * math.prod(len(a.values) for a in axes)
+        if spec.seeds is not None and not _seeded(spec, row, axes):
+            n *= spec.seeds
+        total += n
+    return total
+
+
+def count_jobs(manifest: Manifest) -> int:
+    """How many jobs the manifest expands to before duplicates are dropped; arithmetic only."""
+    return sum(_spec_count(spec) for spec in manifest.jobs)
+
+
+def check_job_cap(manifest: Manifest, max_jobs: int = DEFAULT_MAX_JOBS) -> int:
+    """The job count, or UsageError if it is above ``max_jobs`` (``--max-jobs`` raises the cap)."""
+    count = count_jobs(manifest)
+    if count > max_jobs:
+        raise UsageError(
+            f"{manifest.display} expands to {count:,} jobs, more than the limit of {max_jobs:,};"
+            " pass --max-jobs to raise it"
+        )
+    return count
+
+
+def _product(axes: Sequence[Axis]) -> Iterator[tuple[Scalar, ...]]:
+    """Cartesian product by index (an odometer): ranges stay ranges, nothing is materialised."""
+    if any(len(a.values) == 0 for a in axes):
+        return
+    index = [0] * len(axes)
+    while True:
+        yield tuple(a.values[i] for a, i in zip(axes, index, strict=True))
+        pos = len(axes) - 1
+        while pos >= 0:
+            index[pos] += 1
+            if index[pos] < len(axes[pos].values):
+                break
+            index[pos] = 0
+            pos -= 1
+        if pos < 0:
+            return
+
+
+class Expansion:
+    """The jobs of a manifest, in index order, deduplicated; iterate as often as needed.
+
+    ``duplicates`` is the number of jobs dropped because an earlier job had the same
+    key; it is final once an iteration has finished.
+    """
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+        self.duplicates = 0
+        self._templates: dict[str, Template] = {}
+
+    def __iter__(self) -> Iterator[Job]:
+        """Every job in index order; ManifestError after the last one if any two clash."""
+        self.duplicates = 0
+        # 128 bits of a clash key's hash tell names apart and keep memory small; the
+        # names and origins of clashing jobs are found again, by a second pass, only
+        # when there are clashes to report.
+        files: dict[int, int] = {}
+        clashes: list[tuple[int, int]] = []
+        for job, _, _ in self._kept():
+            digest = hashlib.blake2b(clash_key(job.filename).encode("utf-8"), digest_size=16).digest()
+            first = files.setdefault(int.from_bytes(digest), job.index)
+            if first != job.index:
+                clashes.append((first, job.index))
+            yield job
+        if clashes:
+            involved = {i for pair in clashes for i in pair}
+            found = {
+                job.index: (job.index, job.filename, position, line)
+                for job, position, line in self._kept(count=False)
+                if job.index in involved
+            }
+            raise ManifestError([self._clash(found[a], found[b]) for a, b in clashes])
+
+    def _kept(self, *, count: bool = True) -> Iterator[tuple[Job, int, int | None]]:
+        """Jobs without duplicates, each with its entry's position and its CSV line (if any)."""
+        seen: set[int] = set()
+        index = 0
+        for position, spec in enumerate(self.manifest.jobs):
+            for params, labels, row in self._resolved(spec):
+                job = self._job(spec, row, index, params, labels)
+                # 128 bits of the key are plenty to tell jobs apart and keep memory small.
+                short = int(job.key[:32], 16)
+                if short in seen:
+                    if count:
+                        self.duplicates += 1
+                    continue
+                seen.add(short)
+                index += 1
+                yield job, position, row.line if row is not None else None
+
+    def _origin(self, position: int, line: int | None) -> str:
+        """Where a job comes from, for a manifest with more than one source of jobs."""
+        spec = self.manifest.jobs[position]
+        parts = []
+        if len(self.manifest.jobs) > 1 and spec.where:
+            parts.append(spec.where)
+        if line is not None and spec.rows is not None:
+            parts.append(f"{spec.rows.display}:{line}")
+        return f" ({', '.join(parts)})" if parts else ""
+
+    def _clash(
+        self, first: tuple[int, str, int, int | None], second: tuple[int, str, int, int | None]
+    ) -> Problem:
+        """The problem of two jobs writing one file, naming both."""
+        (i, a, pos_a, line_a), (j, b, pos_b, line_b) = first, second
+        jobs = f"jobs {i}{self._origin(pos_a, line_a)} and {j}{self._origin(pos_b, line_b)}"
+        if a == b:
+            what = f"{jobs} would both write {a}"
+        elif a.casefold() == b.casefold():
+            what = f"{jobs} would write {a} and {b}: one file where names ignore case (macOS, Windows)"
+        else:
+            ext_a, ext_b = image_extension(a), image_extension(b)
+            what = (
+                f"{jobs} would write {a} and {b}: one file once the extension follows the image"
+                f" format the server sends ({ext_a} or {ext_b})"
+            )
+        return Problem(
+            self.manifest.display,
+            self.manifest.filename_line,
+            "output.filename",
+            what + "; add {key} or {index} to the template",
+        )
+
+    def _resolved(self, spec: JobSpec) -> Iterator[tuple[BriaParams, dict[str, LabelValue], Row | None]]:
+        """Parameters (prompt still a template), labels and CSV row of every job of one entry."""
+        model = self.manifest.model
+        for row in spec.rows.rows if spec.rows is not None else (None,):
+            params: dict[str, Scalar] = {k: v.value for k, v in spec.fields.items()}
+            labels: dict[str, LabelValue] = {k: v.value for k, v in spec.labels.items()}
+            if row is not None:
+                for name, cell in row.cells.items():
+                    if name in PARAMETER_NAMES:
+                        params[name] = cell
+                    else:
+                        labels[name] = cell
+            axes = _row_axes(spec, row)
+            seeded = _seeded(spec, row, axes)
+            zip_len = len(spec.zip[0].values) if spec.zip else 1
+            for z in range(zip_len):
+                for axis in spec.zip:
+                    (params if axis.name in PARAMETER_NAMES else labels)[axis.name] = axis.values[z]
+                for combo in _product(axes):
+                    for axis, value in zip(axes, combo, strict=True):
+                        (params if axis.name in PARAMETER_NAMES else labels)[axis.name] = value
+                    base = self._validate(spec, row, params)
+                    if seeded or spec.seeds is None:
+                        yield base, dict(labels), row
+                        continue
+                    content = base.to_api()
+                    del content["seed"]
+                    for seed in derive_seeds(canonical_json(model, content, labels), spec.seeds):
+                        yield base.model_copy(update={"seed": seed}), dict(labels), row
+
+    def _validate(self, spec: JobSpec, row: Row | None, params: dict[str, Scalar]) -> BriaParams:
+        try:
+            return validate_params(params)
+        except ParamsInvalid as exc:  # every value was checked at load; this is a safety net
+            raise ManifestError(
+                [self._problem(spec, row, spec.where or p.field, p.message) for p in exc.problems]
+            ) from None
+
+    def _problem(self, spec: JobSpec, row: Row | None, where: str, what: str) -> Problem:
+        """A problem located at the CSV row a job comes from, else at its entry in the manifest."""
+        if row is not None and spec.rows is not None:
+            return Problem(spec.rows.display, row.line, where, what)
+        return Problem(self.manifest.display, spec.line, where, what)
+
+    def _template(self, text: str) -> Template:
+        template = self._templates.get(text)
+        if template is None:
+            template = self._templates[text] = parse_template(text)
+        return template
+
+    def _job(
+        self, spec: JobSpec, row: Row | None, index: int, params: BriaParams, labels: dict[str, LabelValue]
+    ) -> Job:
+        values: dict[str, object] = {k: v for k, v in params.to_api().items() if k != "prompt"}
+        values.update(labels)
+        prompt = self._template(params.prompt).render(values, missing="")
+        if not prompt.strip():
+            raise ManifestError([self._problem(spec, row, spec.where, "a prompt renders empty")])
+        # Each piece was checked at load; filled in, the whole may still be too long.
+        problems = prompt_problems(prompt)
+        if problems:
+            where = f"{spec.where}.prompt" if spec.where else "prompt"
+            raise ManifestError(
+                [self._problem(spec, row, where, f"filled in, it {what}") for what in problems]
+            )
+        final = params.model_copy(update={"prompt": prompt})
+        key = job_key(self.manifest.model, final, labels)
+        names: dict[str, object] = {"name": self.manifest.name, "date": self.manifest.date, "prompt": prompt}
+        names.update(values)
+        names.update(index=index, key=key[:12])
+        filename = output_path(self.manifest.filename.render(names, missing="", convert=clean_value))
+        return Job(
+            index=index, key=key, model=self.manifest.model, params=final, labels=labels, filename=filename
+        )
+
+
+def expand(manifest: Manifest) -> Expansion:
+    """The jobs of ``manifest``, lazily; nothing is built until it is iterated."""
+    return Expansion(manifest)
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What ``batchgen validate`` reports: jobs kept, duplicates dropped, warnings."""
+
+    jobs: int
+    duplicates: int
+    warnings: int
+
+
+def summarize(manifest: Manifest, *, max_jobs: int = DEFAULT_MAX_JOBS, shard: Shard | None = None) -> Summary:
+    """Refuse a manifest above the cap, then expand it fully (finds duplicates and clashes);
+    ``jobs`` counts those of ``shard`` when one is given."""
+    check_job_cap(manifest, max_jobs)
+    expansion = expand(manifest)
+    jobs = sum(1 for job in expansion if shard is None or shard.holds(job.key))
+    return Summary(jobs=jobs, duplicates=expansion.duplicates, warnings=len(manifest.warnings))

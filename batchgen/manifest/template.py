@@ -1,0 +1,134 @@
+"""Templates of prompts and filenames: plain ``{name}`` substitution, nothing more.
+
+A template is literal text with fields ``{name}`` or ``{name:05d}`` (zero padding to a
+width; ``{name:5d}`` pads with spaces). ``{{`` and ``}}`` are literal braces. There is
+no attribute or index access and no other format spec: a template can only look names
+up in a mapping of plain values, never reach a Python object. That is why this is a
+tiny parser of its own and not ``str.format``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+__all__ = ["Template", "TemplateError", "parse_template", "render_value"]
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_SPEC = re.compile(r"(0?)([1-9][0-9]?)d")
+
+
+class TemplateError(ValueError):
+    """A template that cannot be parsed; the message says what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    name: str
+    width: int
+    fill: str
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A parsed template: literal strings and fields, in order."""
+
+    text: str
+    parts: tuple[str | _Field, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The field names used, in order of first use."""
+        seen: dict[str, None] = {}
+        for part in self.parts:
+            if isinstance(part, _Field):
+                seen.setdefault(part.name, None)
+        return tuple(seen)
+
+    def render(
+        self,
+        values: Mapping[str, object],
+        *,
+        missing: str | None = None,
+        convert: Callable[[object], str] | None = None,
+    ) -> str:
+        """Fill the fields from ``values``; an absent name is ``missing``, or a KeyError if None.
+
+        ``convert`` turns a value into its text (default :func:`render_value`); filenames
+        pass :func:`batchgen.manifest.paths.clean_value`, so only the template's own text is
+        left as written.
+        """
+        to_text = convert or render_value
+        out: list[str] = []
+        for part in self.parts:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            if part.name in values:
+                text = to_text(values[part.name])
+            elif missing is not None:
+                text = missing
+            else:
+                raise KeyError(part.name)
+            out.append(text.rjust(part.width, part.fill) if part.width else text)
+        return "".join(out)
+
+
+def render_value(value: object) -> str:
+    """How one value reads inside a template: booleans as true/false, numbers as written."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def parse_template(text: str) -> Template:
+    """Parse ``text``, raising :class:`TemplateError` on anything but ``{name}`` fields."""
+    parts: list[str | _Field] = []
+    literal: list[str] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "}":
+            if text.startswith("}}", i):
+                literal.append("}")
+                i += 2
+                continue
+            raise TemplateError(f"unmatched '}}' at character {i + 1} (write '}}}}' for a literal brace)")
+        if ch != "{":
+            literal.append(ch)
+            i += 1
+            continue
+        if text.startswith("{{", i):
+            literal.append("{")
+            i += 2
+            continue
+        end = text.find("}", i + 1)
+        if end < 0:
+            raise TemplateError(f"unmatched '{{' at character {i + 1} (write '{{{{' for a literal brace)")
+        body = text[i + 1 : end]
+        name, _, spec = body.partition(":")
+        if not _NAME.fullmatch(name):
+            raise TemplateError(
+                f"{{{body}}} is not a field: use {{name}} with letters, digits, _ or -"
+                " (no attribute or index access)"
+            )
+        width, fill = 0, " "
+        if spec:
+            match = _SPEC.fullmatch(spec)
+            if match is None:
+                raise TemplateError(
+                    f"{{{body}}}: the only format allowed is zero padding like {{{name}:05d}}"
+                )
+            fill = "0" if match.group(1) else " "
+            width = int(match.group(2))
+        if literal:
+            parts.append("".join(literal))
+            literal = []
+        parts.append(_Field(name, width, fill))
+        i = end + 1
+    if literal:
+        parts.append("".join(literal))
+    return Template(text, tuple(parts))

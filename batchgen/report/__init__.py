@@ -1,0 +1,1 @@
+"""``OUT/report.html``: the page, contact sheets, thumbnails and their assets."""

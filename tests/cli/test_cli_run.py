@@ -1,0 +1,173 @@
+"""`batchgen run` argument handling, in process: usage errors exit 2 before anything is sent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from batchgen.cli.main import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--rpm", "0"], "rpm 0.0 must be a number above 0"),
+        (["--concurrency", "many"], "'many' is not a whole number or 'auto'"),
+        (["--concurrency", "0"], "0 must be at least 1 (or auto)"),
+        (["--time-scale", "-1"], "time scale -1.0 must be above 0"),
+        (["--max-jobs", "0"], "max jobs 0 must be at least 1"),
+        (["--max-jobs", "5"], "more than the limit of 5"),
+    ],
+)
+def test_bad_options_exit_2_and_write_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: list[str], message: str
+) -> None:
+    """Out-of-range options are a usage error (exit 2) naming the option; no output directory appears."""
+    out = tmp_path / "out"
+    assert (
+        run_cli(["run", str(REPO / "manifests" / "demo.yaml"), "--emulate", "--out", str(out), *option]) == 2
+    )
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def run_cli(argv: list[str]) -> int:
+    """``main(argv)``, with argparse's own exit (a malformed option) as its exit code."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
+def test_time_scale_is_only_for_the_built_in_emulator(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--time-scale without --emulate is refused: a real server's speed is measured, never told."""
+    out = tmp_path / "out"
+    argv = [
+        "run",
+        str(REPO / "manifests" / "demo.yaml"),
+        "--base-url",
+        "http://127.0.0.1:9",
+        "--out",
+        str(out),
+    ]
+    assert run_cli([*argv, "--time-scale", "0.5"]) == 2
+    assert "--time-scale applies only with --emulate" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_bad_manifest_exits_2_with_located_problems(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A manifest with an error exits 2, naming file, line and field; nothing is submitted or written."""
+    manifest = tmp_path / "bad.yaml"
+    manifest.write_text('jobs:\n  - prompt: "a fox"\n    steps_num: 60\n')
+    out = tmp_path / "out"
+    code = main(["run", str(manifest), "--emulate", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "bad.yaml:3" in err and "steps_num" in err and "nothing was submitted" in err
+    assert not out.exists()
+
+
+def test_emulate_runs_the_demo_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`batchgen run manifests/demo.yaml --emulate` exits 0 and prints the summary with the paths."""
+    out = tmp_path / "demo"
+    code = main(
+        ["run", str(REPO / "manifests" / "demo.yaml"), "--emulate", "--out", str(out), "--no-progress"]
+    )
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "12/12 jobs done" in printed
+    assert f"ledger: {out / 'ledger.jsonl'}" in printed
+
+
+def test_no_embed_saves_images_as_downloaded(tmp_path: Path) -> None:
+    """--no-embed leaves the parameters out of the images; the default writes them in."""
+    from PIL import Image
+
+    for flag, expected in (([], True), (["--no-embed"], False)):
+        out = tmp_path / f"demo{len(flag)}"
+        argv = ["run", str(REPO / "manifests" / "demo.yaml"), "--emulate", "--out", str(out), "--no-progress"]
+        assert main([*argv, *flag]) == 0
+        for path in (out / "images").rglob("*.png"):
+            with Image.open(path) as im:
+                assert ("parameters" in im.info) is expected
+
+
+@pytest.mark.parametrize("how", ["flag", "environment"])
+def test_a_plain_http_base_url_to_another_host_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """--base-url (or BATCHGEN_BASE_URL) http://api.segmind.com: exit 2, the key is not sent in clear."""
+    monkeypatch.setenv("SEGMIND_API_KEY", "k")
+    out = tmp_path / "out"
+    argv = ["run", str(REPO / "manifests" / "demo.yaml"), "--out", str(out)]
+    if how == "flag":
+        argv += ["--base-url", "http://api.segmind.com"]
+    else:
+        monkeypatch.setenv("BATCHGEN_BASE_URL", "http://api.segmind.com")
+    assert run_cli(argv) == 2
+    err = capsys.readouterr().err
+    assert "is plain http to api.segmind.com: the API key would travel unencrypted" in err
+    assert "--insecure" in err
+    assert not out.exists()
+
+
+DATED = """name: nightly-{date}
+jobs:
+  - prompt: a lighthouse at dusk
+    seed: "1-3"
+output:
+  filename: "{date}/{seed}.png"
+"""
+
+
+def test_date_fills_the_name_the_out_folder_and_filenames(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """{date} is the run's UTC date (or --date): one folder per day, and a rerun that day resumes."""
+    import datetime
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    manifest = tmp_path / "dated.yaml"
+    manifest.write_text(DATED)
+    argv = ["run", str(manifest), "--emulate", "--no-report", "--out", "out/{date}"]
+    assert run_cli([*argv, "--date", "2026-01-02"]) == 0
+    images = sorted(p.relative_to(tmp_path) for p in (tmp_path / "out").rglob("*.png"))
+    assert [str(p) for p in images] == [f"out/2026-01-02/images/2026-01-02/{n}.png" for n in (1, 2, 3)]
+    assert run_cli([*argv, "--date", "2026-01-02"]) == 0  # the same day: resumed, nothing new
+    summary = json.loads((tmp_path / "out" / "2026-01-02" / "summary.json").read_text())
+    assert summary["jobs"]["skipped"] == 3 and summary["submits"] == 0
+    assert run_cli(argv) == 0  # no --date: today, in UTC
+    today = datetime.datetime.now(datetime.UTC).date().isoformat()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted({"2026-01-02", today})
+    assert run_cli(["run", str(manifest), "--emulate", "--no-report", "--date", "2026-01-03"]) == 0
+    assert (tmp_path / "output" / "nightly-2026-01-03" / "images" / "2026-01-03" / "1.png").is_file()
+    capsys.readouterr()
+    assert run_cli(["plan", str(manifest), "--date", "2026-01-04"]) == 0
+    assert "2026-01-04/1.png" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad", ["2026-02-30", "26-01-01", "today"])
+def test_a_date_that_is_not_a_real_day_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: str
+) -> None:
+    """--date must be YYYY-MM-DD and exist: exit 2 naming it."""
+    manifest = tmp_path / "dated.yaml"
+    manifest.write_text(DATED)
+    assert run_cli(["validate", str(manifest), "--date", bad]) == 2
+    assert repr(bad) in capsys.readouterr().err
+
+
+def test_date_is_not_a_prompt_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """{date} in a prompt is an error: a job's key (what it sends) must not change with the day."""
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("jobs:\n  - prompt: a photo taken on {date}\n")
+    assert run_cli(["validate", str(manifest)]) == 2
+    assert "date" in capsys.readouterr().err

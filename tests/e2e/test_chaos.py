@@ -1,0 +1,109 @@
+"""The chaos suite: a real `batchgen run` process against a misbehaving emulator process.
+
+Seeded and bounded: faults, dropped connections and slow answers on every request,
+`kill -9` at random (seeded) moments of one 1,000-job run with a rerun after each,
+credits running out and coming back. What must hold: every job has one valid image and
+one `completed` line, nothing accepted is paid twice, nothing paid is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+from collections import Counter
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.test_run_e2e import (
+    REPO,
+    accepted_ids,
+    assert_all_images_decode,
+    env,
+    keys,
+    ledger,
+    run_args,
+    run_cli,
+    stats,
+    wait_for,
+    write_manifest,
+)
+
+pytestmark = pytest.mark.e2e
+
+JOBS = 1000
+KILLS = 4
+
+
+def reached(out: Path, completed: int, proc: subprocess.Popen[bytes]) -> bool:
+    return len(keys(out, "completed")) >= completed or proc.poll() is not None
+
+
+def completed_lines(out: Path) -> Counter[str]:
+    return Counter(e["key"] for e in ledger(out) if e["event"] == "completed")
+
+
+def test_a_thousand_jobs_through_faults_and_four_kills(
+    tmp_path: Path, emulator_process: Callable[..., str]
+) -> None:
+    """10 % 5xx, 2 % drops, 5 ms added to every answer, 0.1 s held submit answers; killed
+    four times at seeded moments and rerun: every job one valid image and one completed
+    line, no duplicate submit, every accepted request in the ledger."""
+    base_url = emulator_process(
+        "--time-scale", "0.002", "--workers", "32", "--image-size", "16",
+        "--fault-rate", "0.1", "--drop-rate", "0.02", "--fault-seed", "11",
+        "--latency", "5", "--answer-delay", "0.1",
+    )  # fmt: skip
+    manifest = write_manifest(tmp_path, seeds=JOBS)
+    out = tmp_path / "out"
+    moments = sorted(random.Random(2026).sample(range(100, JOBS - 100), KILLS))
+    for moment in moments:
+        proc = subprocess.Popen(
+            run_args(manifest, out, base_url), env=env(), cwd=REPO,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            wait_for(partial(reached, out, moment, proc), timeout=120)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    result = run_cli(run_args(manifest, out, base_url))
+    assert result.returncode == 0, result.stderr
+    assert_all_images_decode(out, JOBS)
+    lines = completed_lines(out)
+    assert len(lines) == JOBS and set(lines.values()) == {1}, "a job completed twice"
+    figures = stats(base_url)
+    recorded = {e["request_id"] for e in ledger(out) if e["event"] == "submitted"}
+    lost = accepted_ids(base_url) - recorded
+    print(f"chaos: {JOBS} jobs, {KILLS} kills at {moments}, duplicates {figures['duplicate_submits']}, "
+          f"lost {len(lost)}, rejected {figures['rejected']}")  # fmt: skip
+    assert figures["duplicate_submits"] == 0
+    assert not lost
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["exit_code"] == 0
+
+
+def test_credits_running_out_and_coming_back(tmp_path: Path, emulator_process: Callable[..., str]) -> None:
+    """30 credits for 60 jobs: exit 3 with the accepted jobs finished; credits restored, the
+    rerun finishes the rest and pays for nothing twice."""
+    base_url = emulator_process("--credits", "30", "--time-scale", "0.002", "--image-size", "16")
+    manifest = write_manifest(tmp_path, seeds=60)
+    out = tmp_path / "out"
+    first = run_cli(run_args(manifest, out, base_url))
+    assert first.returncode == 3, first.stderr
+    assert len(keys(out, "completed")) == 30
+    r = httpx.post(f"{base_url}/_emulator/config", json={"credits": 100}, timeout=5)
+    assert r.status_code == 200, r.text
+    again = run_cli(run_args(manifest, out, base_url))
+    assert again.returncode == 0, again.stderr
+    assert_all_images_decode(out, 60)
+    assert stats(base_url)["submits_accepted"] == 60
+    assert stats(base_url)["duplicate_submits"] == 0

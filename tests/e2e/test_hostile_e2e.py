@@ -1,0 +1,129 @@
+"""The control loop's bounds over a real socket: an emulator process, `batchgen run` as a user runs it."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from batchgen.engine.runner import run
+from batchgen.engine.scheduler import RunSettings
+from batchgen.manifest.job import DEFAULT_MODEL, Job, job_key
+from batchgen.manifest.params import validate_params
+from tests.e2e.test_run_e2e import REPO, env, keys, ledger, run_args, stats, wait_for, write_manifest
+
+pytestmark = pytest.mark.e2e
+
+
+def request_log(base_url: str) -> list[dict[str, Any]]:
+    return httpx.get(f"{base_url}/_emulator/requests", timeout=10).json()  # type: ignore[no-any-return]
+
+
+def test_untold_run_keeps_the_servers_workers_busy(
+    tmp_path: Path, emulator_process: Callable[..., str]
+) -> None:
+    """The documented command, told nothing, against 8 workers of ~0.44 s jobs: workers >= 85 % busy.
+
+    Utilisation is measured on the server (its request log) from the first submit to
+    the last completion, so it includes the runner's start: learning the latency and
+    growing the number of jobs in flight.
+    """
+    base_url = emulator_process("--time-scale", "0.02", "--workers", "8", "--image-size", "16")
+    manifest = write_manifest(tmp_path, seeds=200)
+    result = subprocess.run(
+        run_args(manifest, tmp_path / "out", base_url),
+        env=env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    records = request_log(base_url)
+    assert len(records) == 200
+    span = max(r["end"] for r in records) - min(r["submitted"] for r in records)
+    busy = sum(r["inference_time"] for r in records) / (8 * span)
+    assert busy >= 0.85, f"workers busy {busy:.2f} of the run"
+
+
+def test_an_endless_image_body_is_a_bounded_job_failure(
+    tmp_path: Path, emulator_process: Callable[..., str]
+) -> None:
+    """An image that never ends is cut at the size cap, retried a bounded number of times, and fails."""
+    base_url = emulator_process("--time-scale", "0.001", "--image-fault", "endless", "--image-size", "16")
+    manifest = write_manifest(tmp_path, seeds=2)
+    out = tmp_path / "out"
+    result = subprocess.run(
+        run_args(manifest, out, base_url), env=env(), cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    failed = [e for e in ledger(out) if e["event"] == "failed"]
+    assert len(failed) == 2 and all(e["retryable"] for e in failed)
+    assert all(r["downloads"] <= 6 for r in request_log(base_url))
+    assert not list((out / "images").glob("*"))
+
+
+@pytest.mark.anyio
+async def test_a_slow_image_body_hits_the_download_deadline(
+    tmp_path: Path, emulator_process: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body that trickles one byte every 2 s fails its download at the deadline, not hours later."""
+    base_url = emulator_process("--time-scale", "0.001", "--image-fault", "slow", "--image-size", "16")
+    monkeypatch.setenv("SEGMIND_API_KEY", "e2e-key")
+    p = validate_params({"prompt": "a slow boat", "seed": 1, "mode": "fast"})
+    job = Job(index=0, key=job_key(DEFAULT_MODEL, p, {}), model=DEFAULT_MODEL, params=p, filename="0.png")
+    started = time.monotonic()
+    summary = await run(
+        [job],
+        out_dir=tmp_path,
+        base_url=base_url,
+        settings=RunSettings(download_timeout=0.5, max_attempts=2, seed=1),
+        progress=False,
+    )
+    elapsed = time.monotonic() - started
+    assert (summary.failed, summary.exit_code) == (1, 1)
+    assert elapsed < 30, f"two 0.5 s download deadlines took {elapsed:.0f} s"
+    (failed,) = [e for e in ledger(tmp_path) if e["event"] == "failed"]
+    assert failed["retryable"] and "0.5 s" in failed["error"]
+
+
+def test_sigterm_abandons_stuck_jobs_after_the_grace(
+    tmp_path: Path, emulator_process: Callable[..., str]
+) -> None:
+    """Jobs that never finish: SIGTERM, then `--grace 1` later the run stops, exit 130, ledger whole."""
+    base_url = emulator_process("--time-scale", "0.001", "--stall-rate", "1", "--image-size", "16")
+    manifest = write_manifest(tmp_path, seeds=4)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        run_args(manifest, out, base_url, "--grace", "1"),
+        env=env(),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: len(keys(out, "submitted")) == 4)
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+        took = time.monotonic() - signalled
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    assert "grace over with 4 jobs in flight" in stderr, stderr
+    assert "Traceback" not in stderr
+    assert took < 15, f"stopped {took:.1f} s after SIGTERM with a 1 s grace"
+    assert ledger(out)[-1]["event"] == "run_finished"
+    # The stuck jobs stay in the ledger as in flight: a rerun polls them, it does not pay again.
+    assert not keys(out, "completed") and not keys(out, "failed")
+    assert stats(base_url)["submits_accepted"] == 4

@@ -1,0 +1,91 @@
+"""Never paying twice through real kills: a `batchgen run` process SIGKILLed and rerun, over a socket."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_run_e2e import (
+    REPO,
+    assert_all_images_decode,
+    env,
+    keys,
+    ledger,
+    run_args,
+    run_cli,
+    stats,
+    wait_for,
+    write_manifest,
+)
+
+pytestmark = pytest.mark.e2e
+
+JOBS = 200
+
+
+def in_transit(out: Path) -> int:
+    """Submits whose POST went out and whose answer is not in the ledger yet."""
+    return len(keys(out, "submitting") - keys(out, "submitted"))
+
+
+def deep_enough(out: Path, completed: int) -> bool:
+    return len(keys(out, "completed")) >= completed and in_transit(out) >= 1
+
+
+def kill_when(manifest: Path, out: Path, base_url: str, ready: Callable[[], bool], *extra: str) -> None:
+    """Start `batchgen run`, SIGKILL it once ``ready()``."""
+    proc = subprocess.Popen(
+        run_args(manifest, out, base_url, "--concurrency", "16", *extra),
+        env=env(),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: ready() or proc.poll() is not None, timeout=60)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("history", [True, False], ids=["history", "no-history"])
+def test_five_kills_mid_submit_then_a_rerun_pay_for_nothing_twice(
+    tmp_path: Path, emulator_process: Callable[..., str], history: bool
+) -> None:
+    """Killed five times with submits in transit (the emulator holds each answer 0.3 s), rerun each
+    time: every image is made; with the request history nothing is paid twice, without it the
+    submits that were in transit are paid again, and the rerun says how many."""
+    base_url = emulator_process(
+        "--time-scale", "0.002", "--workers", "16", "--image-size", "16", "--answer-delay", "0.3",
+        *(() if history else ("--no-history",)),
+    )  # fmt: skip
+    manifest = write_manifest(tmp_path, seeds=JOBS)
+    out = tmp_path / "out"
+    lost = 0
+    for kill in range(5):
+        # Kill at a different depth each time, always with answers on their way.
+        target = len(keys(out, "completed")) + 10 + 5 * kill
+        kill_when(manifest, out, base_url, partial(deep_enough, out, target))
+        lost += in_transit(out)
+    assert lost >= 5
+    result = run_cli(run_args(manifest, out, base_url, "--concurrency", "16"))
+    assert result.returncode == 0, result.stderr
+    assert_all_images_decode(out, JOBS)
+    duplicates = stats(base_url)["duplicate_submits"]
+    recovered = [e for e in ledger(out) if e["event"] == "submitted" and e.get("recovered")]
+    if history:
+        assert duplicates == 0
+        assert recovered
+    else:
+        assert duplicates >= 1 and not recovered
+        assert "request history unavailable" in result.stderr
+        # The last rerun reports the submits it had to send again unchecked.
+        assert "submits sent again unchecked" in result.stdout

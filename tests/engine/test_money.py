@@ -1,0 +1,131 @@
+"""Never paying twice, and knowing the cost: in process, against the emulator's request history."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchgen.errors import UsageError
+from batchgen.manifest.job import DEFAULT_MODEL, Job, job_key
+from batchgen.manifest.params import validate_params
+from batchgen.output.ledger import LedgerWriter
+from tests.engine.test_scheduler import BASE, Emu, emulator, events, make_jobs, run_jobs
+
+
+@pytest.fixture(autouse=True)
+def _key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEGMIND_API_KEY", "test-key")
+
+
+async def history(emu: Emu) -> list[dict[str, Any]]:
+    r = await emu.http.get(
+        f"{BASE}/inference-request/request-history",
+        params={"per_page": 100},
+        headers={"x-api-key": "test-key"},
+    )
+    return r.json()["data"]  # type: ignore[no-any-return]
+
+
+async def lost_answers(emu: Emu, jobs: list[Job], out: Path) -> list[str]:
+    """What a run killed between its POSTs and their answers leaves: ``submitting`` lines,
+    and requests the server accepted (and charged) whose ids nobody recorded."""
+    ids = []
+    async with await LedgerWriter.open(out / "ledger.jsonl") as ledger:
+        for job in jobs:
+            body = job.params.to_api()
+            await ledger.write("submitting", job.key, index=job.index, body=body)
+            r = await emu.http.post(
+                f"{BASE}/v2/{DEFAULT_MODEL}", json=body, headers={"x-api-key": "test-key"}
+            )
+            ids.append(r.json()["request_id"])
+    return ids
+
+
+@pytest.mark.anyio
+async def test_submits_whose_answer_was_lost_are_found_in_the_history(tmp_path: Path) -> None:
+    """The rerun adopts the requests the server accepted; it pays only for what never arrived."""
+    jobs = make_jobs(8)
+    async with emulator() as emu:
+        sent = await lost_answers(emu, jobs[:5], tmp_path)
+        async with await LedgerWriter.open(tmp_path / "ledger.jsonl") as ledger:
+            # A sixth POST that never left the machine: its intent is all there is.
+            await ledger.write("submitting", jobs[5].key, index=5, body=jobs[5].params.to_api())
+        summary = await run_jobs(emu, jobs, tmp_path)
+        stats = await emu.stats()
+    assert (summary.completed, summary.recovered, summary.unreconciled) == (8, 5, 0)
+    assert stats["duplicate_submits"] == 0 and stats["submits_accepted"] == 8
+    recovered = {e["key"]: e["request_id"] for e in events(tmp_path, "submitted") if e.get("recovered")}
+    assert recovered == {job.key: rid for job, rid in zip(jobs[:5], sent, strict=True)}
+
+
+@pytest.mark.anyio
+async def test_identical_bodies_are_matched_by_count_and_time(tmp_path: Path) -> None:
+    """Two jobs with the same body (different labels) and one lost answer: one adopted, one sent."""
+    params = validate_params({"prompt": "a twin", "seed": 5, "mode": "fast"})
+    twins = [
+        Job(index=i, key=job_key(DEFAULT_MODEL, params, {"n": i}), model=DEFAULT_MODEL, params=params,
+            labels={"n": i}, filename=f"twin-{i}.png")
+        for i in range(2)
+    ]  # fmt: skip
+    async with emulator() as emu:
+        (sent,) = await lost_answers(emu, twins[:1], tmp_path)
+        async with await LedgerWriter.open(tmp_path / "ledger.jsonl") as ledger:
+            await ledger.write("submitting", twins[1].key, index=1, body=params.to_api())
+        summary = await run_jobs(emu, twins, tmp_path)
+        stats = await emu.stats()
+    assert (summary.completed, summary.recovered) == (2, 1)
+    assert stats["submits_accepted"] == 2
+    adopted = [e for e in events(tmp_path, "submitted") if e.get("recovered")]
+    assert [e["request_id"] for e in adopted] == [sent]
+
+
+@pytest.mark.anyio
+async def test_without_a_history_lost_answers_are_resubmitted_and_counted(tmp_path: Path) -> None:
+    jobs = make_jobs(4)
+    async with emulator(history=False) as emu:
+        await lost_answers(emu, jobs[:3], tmp_path)
+        summary = await run_jobs(emu, jobs, tmp_path)
+        stats = await emu.stats()
+    assert (summary.completed, summary.recovered, summary.unreconciled) == (4, 0, 3)
+    assert stats["duplicate_submits"] == 3
+    assert sum("request history unavailable" in w for w in summary.warnings) == 1
+    assert summary.cost_usd is None and summary.cost_unknown == 4
+
+
+@pytest.mark.anyio
+async def test_the_cost_is_what_the_history_charged(tmp_path: Path) -> None:
+    """cost lines per request; the summary's cost is the sum of the emulator's credits_deduction."""
+    jobs = make_jobs(5, prompt="a {i} castle")
+    jobs[3] = make_jobs(1, prompt="a forbidden castle")[0]  # moderation: FAILED, still charged
+    async with emulator(price=0.05, blocked_terms=("forbidden",)) as emu:
+        summary = await run_jobs(emu, jobs, tmp_path)
+        rows = await history(emu)
+    charged = sum(r["credits_deduction"] for r in rows)
+    assert summary.cost_usd == pytest.approx(charged) == pytest.approx(0.25)
+    assert summary.cost_failed_usd == pytest.approx(0.05)
+    costs = events(tmp_path, "cost")
+    assert {e["request_id"] for e in costs} == {r["request_id"] for r in rows}
+    assert summary.estimated_cost == pytest.approx(0.20)  # the price table: 0.04 per image
+
+
+@pytest.mark.anyio
+async def test_a_budget_below_the_estimate_refuses_the_run(tmp_path: Path) -> None:
+    async with emulator() as emu:
+        with pytest.raises(UsageError, match="over --budget 0.10 USD: nothing was submitted"):
+            await run_jobs(emu, make_jobs(5), tmp_path, budget=0.10)
+        assert (await emu.stats())["submits_accepted"] == 0
+
+
+@pytest.mark.anyio
+async def test_a_budget_stops_submitting_before_it_is_passed(tmp_path: Path) -> None:
+    """Jobs resubmitted after expiry cost more than estimated: submits stop at the budget, exit 5."""
+    jobs = make_jobs(5)
+    async with emulator(ttl=0.001, history=False) as emu:  # every first poll finds its request gone
+        summary = await run_jobs(emu, jobs, tmp_path, budget=0.30, price_per_image=0.05, max_attempts=2)
+        stats = await emu.stats()
+    assert stats["submits_accepted"] == 6  # 6 x 0.05 = 0.30: a seventh would pass the budget
+    assert summary.budget_reached and summary.exit_code == 5
+    assert json.loads((tmp_path / "ledger.jsonl").read_text().splitlines()[-1])["budget_reached"] is True

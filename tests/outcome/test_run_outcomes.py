@@ -1,0 +1,122 @@
+"""How a run ends, for schedulers: OUT/summary.json and --halt-on-failure-rate (exit 6)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from batchgen.cli.main import main
+from batchgen.emulator import EmulatorConfig
+from batchgen.engine.runner import run
+from batchgen.engine.scheduler import RunSettings
+from batchgen.outcome.summary import EXIT_MEANINGS, ExitCode
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _summary(out: Path) -> dict[str, Any]:
+    return json.loads((out / "summary.json").read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+
+
+def test_summary_json_of_a_clean_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Exit 0 and its meaning, counts, rates and cost; no temporary file is left beside it."""
+    out = tmp_path / "out"
+    assert main(["run", str(REPO / "manifests" / "demo.yaml"), "--emulate", "--out", str(out)]) == 0
+    summary = _summary(out)
+    assert summary["exit_code"] == 0 and summary["exit_name"] == "ok"
+    assert summary["exit_meaning"] == EXIT_MEANINGS[0]
+    assert summary["jobs"]["completed"] == summary["jobs"]["total"] == 12
+    assert summary["images_per_minute"] > 0 and summary["requests_per_image"] >= 3
+    assert summary["rate_limited"] == 0
+    assert summary["cost"]["usd"] == pytest.approx(0.48) and summary["cost"]["estimated_usd"] == 0.48
+    assert summary["first_error"] is None and summary["last_error"] is None
+    assert summary["out"] == str(out.resolve())
+    assert summary["started_at"] <= summary["finished_at"]
+    assert sorted(p.name for p in out.iterdir() if "summary" in p.name) == ["summary.json"]
+    # A rerun (nothing to do) writes its own: a skip, not a completion.
+    assert main(["run", str(REPO / "manifests" / "demo.yaml"), "--emulate", "--out", str(out)]) == 0
+    assert _summary(out)["jobs"]["skipped"] == 12
+
+
+def test_a_refused_run_leaves_no_summary_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run refused before it starts (over --budget: exit 2) removes the last run's summary.json."""
+    out = tmp_path / "out"
+    demo = str(REPO / "manifests" / "demo.yaml")
+    assert main(["run", demo, "--emulate", "--out", str(out), "--max-jobs", "6"]) == 2
+    assert not (out / "summary.json").exists()
+    assert main(["run", demo, "--emulate", "--out", str(out), "--no-report"]) == 0
+    assert (out / "summary.json").exists()
+    (out / "ledger.jsonl").unlink()  # every job to make again: over the budget
+    assert main(["run", demo, "--emulate", "--out", str(out), "--budget", "0.01"]) == 2
+    assert not (out / "summary.json").exists()
+
+
+def _half_blocked(tmp_path: Path, seeds: int) -> Path:
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "jobs:\n  - prompt: 'a {word} cat'\n"
+        f"    grid:\n      seed: '1-{seeds}'\n      word: [forbidden, nice]\n"
+    )
+    return manifest
+
+
+def _run_half_blocked(tmp_path: Path, concurrency: int = 4, **settings: Any) -> dict[str, Any]:
+    out = tmp_path / "out"
+    config = EmulatorConfig(blocked_terms=("forbidden",), time_scale=0.002, workers=4)
+
+    async def go() -> int:
+        summary = await run(
+            _half_blocked(tmp_path, 40),
+            out_dir=out,
+            emulate=config,
+            settings=RunSettings(concurrency=concurrency, report=False, **settings),
+            progress=False,
+        )
+        return summary.exit_code
+
+    code = anyio.run(go)
+    summary = _summary(out)
+    assert summary["exit_code"] == code
+    return summary
+
+
+def test_halt_on_failure_rate_stops_submitting_and_exits_6(tmp_path: Path) -> None:
+    """Half the jobs fail: past 20 finished, over 10% failed, nothing more is submitted; exit 6."""
+    summary = _run_half_blocked(tmp_path, halt_failure_rate=10.0)
+    assert summary["exit_code"] == ExitCode.FAILURE_RATE == 6
+    assert summary["stopped"]["failure_rate_halted"] is True
+    jobs = summary["jobs"]
+    finished = jobs["completed"] + jobs["failed"]
+    assert 20 <= finished <= 20 + 4  # the jobs in flight when it halted still finished
+    assert jobs["not_run"] == 80 - finished
+    assert summary["submits"] == finished
+    assert "forbidden" in summary["first_error"]["error"]
+
+
+def test_halt_waits_for_the_minimum_of_finished_jobs(tmp_path: Path) -> None:
+    """With --halt-min-jobs above the batch, the rate never halts it: every job runs, exit 1."""
+    summary = _run_half_blocked(tmp_path, halt_failure_rate=10.0, halt_min_jobs=1000)
+    assert summary["exit_code"] == 1 and summary["jobs"]["not_run"] == 0
+    assert summary["jobs"]["failed"] == 40 and summary["stopped"]["failure_rate_halted"] is False
+
+
+def test_halt_rate_below_the_failures_does_not_halt(tmp_path: Path) -> None:
+    """50% failing (one job at a time, every other one blocked) is not over 60%: all run, exit 1."""
+    summary = _run_half_blocked(tmp_path, concurrency=1, halt_failure_rate=60.0)
+    assert summary["exit_code"] == 1 and summary["jobs"]["not_run"] == 0
+
+
+@pytest.mark.parametrize("value", ["-1", "100", "abc"])
+def test_bad_halt_rates_are_usage_errors(tmp_path: Path, value: str) -> None:
+    """A rate outside 0 <= P < 100 exits 2 before anything is written."""
+    out = tmp_path / "out"
+    argv = ["run", str(REPO / "manifests" / "demo.yaml"), "--emulate", "--out", str(out)]
+    try:
+        code = main([*argv, "--halt-on-failure-rate", value])
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    assert code == 2 and not out.exists()

@@ -1,0 +1,187 @@
+"""OUT/report.html: written at the end of a run, self-contained, and working in a real browser."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from batchgen.cli.main import main
+from batchgen.emulator import EmulatorConfig
+from batchgen.engine.runner import run
+from batchgen.engine.scheduler import RunSettings
+
+MANIFEST = """\
+name: report-test
+defaults:
+  mode: fast
+  seed: 7
+jobs:
+  - prompt: "A {subject} in {style}"
+    grid:
+      subject: [fox, castle, owl]
+      style: [ink, oil, clay]
+report:
+  rows: subject
+  columns: style
+output:
+  filename: "{style}/{subject}"
+"""
+
+
+def run_manifest(tmp_path: Path, *, report: bool = True) -> Path:
+    """9 jobs against the in-process emulator; 'castle in ink' is blocked by moderation."""
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(MANIFEST)
+    out = tmp_path / "out"
+    config = EmulatorConfig(time_scale=0.001, workers=8, image_size=48, blocked_terms=("castle in ink",))
+
+    async def go() -> None:
+        summary = await run(
+            manifest, out_dir=out, emulate=config, settings=RunSettings(seed=1, report=report), progress=False
+        )
+        assert summary.exit_code == 1  # the blocked job
+        assert (summary.report_path is not None) is report
+
+    anyio.run(go)
+    return out
+
+
+class Links(HTMLParser):
+    """Every src and href of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.links.extend(v for k, v in attrs if k in ("src", "href") and v)
+
+
+def test_the_run_writes_a_self_contained_report(tmp_path: Path) -> None:
+    """report.html at the end of the run: relative links only, each to a file that exists."""
+    out = run_manifest(tmp_path)
+    page = (out / "report.html").read_text()
+    parser = Links()
+    parser.feed(page)
+    files = [link for link in parser.links if not link.startswith("#")]
+    assert files, "the page links its images"
+    for link in files:
+        assert not re.match(r"^[a-z]+:|^//", link), f"{link}: not a relative link"
+        assert (out / link.replace("%20", " ")).is_file(), link
+    assert "<link" not in page and "@import" not in page  # no stylesheet fetched from anywhere
+    assert len(list((out / "thumbs").glob("*.jpg"))) == 8
+    assert [p.name for p in (out / "grids").glob("*.png")] == ["01-subject-style.png"]
+    # The failures table names the blocked job with the server's detail.
+    assert "castle in ink" in page and "<td>422</td>" in page
+    data = json.loads(re.search(r'<script type="application/json" id="data">(.*?)</script>', page, re.S)[1])
+    assert len(data["items"]) == 8 and data["common"]["seed"] == 7
+
+
+def test_no_report_skips_it(tmp_path: Path) -> None:
+    """--no-report (RunSettings(report=False)): no report.html, no thumbnails."""
+    out = run_manifest(tmp_path, report=False)
+    assert not (out / "report.html").exists() and not (out / "thumbs").exists()
+
+
+def test_report_command_rewrites_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`batchgen report OUT` writes the page again (thumbnails already made are kept) and prints its path."""
+    out = run_manifest(tmp_path)
+    (out / "report.html").unlink()
+    thumbs = {p: p.stat().st_mtime_ns for p in (out / "thumbs").iterdir()}
+    assert main(["report", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out / "report.html")
+    assert (out / "report.html").is_file()
+    assert {p: p.stat().st_mtime_ns for p in (out / "thumbs").iterdir()} == thumbs
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def dump_dom(page: Path, fragment: str = "") -> str:
+    """The DOM after the page's scripts ran, from a real headless Chromium."""
+    assert CHROMIUM is not None
+    result = subprocess.run(
+        [
+            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,4000",
+            "--virtual-time-budget=5000", "--dump-dom", page.as_uri() + fragment,
+        ],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+class Dom(HTMLParser):
+    """What the browser test looks at: gallery figures and images, the sheet's table."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gallery_imgs: list[dict[str, Any]] = []
+        self.figures = 0
+        self.sheet: dict[str, Any] | None = None
+        self.rows: list[list[str]] = []
+        self.count = ""
+        self._in = {"thumbs": False, "count": False}
+        self._depth = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if a.get("id") == "thumbs":
+            self._in["thumbs"] = True
+        if a.get("id") == "count":
+            self._in["count"] = True
+        if self._in["thumbs"] and tag == "figure":
+            self.figures += 1
+        if self._in["thumbs"] and tag == "img":
+            self.gallery_imgs.append(a)
+        if tag == "table" and "grid" in (a.get("class") or ""):
+            self.sheet = a
+        if self.sheet is not None and tag == "tr":
+            self.rows.append([])
+        if self.sheet is not None and tag == "td" and self.rows:
+            self.rows[-1].append(a.get("class") or "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "section":
+            self._in["thumbs"] = False
+        if tag == "span":
+            self._in["count"] = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in["count"]:
+            self.count += data
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="needs Debian's chromium for a real browser (apt-get install chromium; .ci/run installs it)",
+)
+def test_report_in_a_real_browser(tmp_path: Path) -> None:
+    """Headless Chromium: thumbnails load, a 3 x 3 sheet with the failed cell marked, the filter narrows."""
+    out = run_manifest(tmp_path)
+    dom = Dom()
+    dom.feed(dump_dom(out / "report.html"))
+    assert dom.figures == 8 and dom.count.strip() == "8 of 8 images"
+    assert [img.get("data-state") for img in dom.gallery_imgs] == ["loaded"] * 8, "a thumbnail did not load"
+    assert dom.sheet is not None and (dom.sheet["data-rows"], dom.sheet["data-columns"]) == ("3", "3")
+    cells = [row for row in dom.rows if row]
+    assert len(cells) == 3 and all(len(row) == 3 for row in cells)
+    # Rows: subject sorted as written (castle, fox, owl by text); columns clay, ink, oil.
+    assert cells[0] == ["done", "failed", "done"]  # castle in ink
+    assert [c for row in cells for c in row].count("failed") == 1
+    narrowed = Dom()
+    narrowed.feed(dump_dom(out / "report.html", "#q=style%3Doil"))
+    assert narrowed.figures == 3 and narrowed.count.strip() == "3 of 8 images"
+    words = Dom()
+    words.feed(dump_dom(out / "report.html", "#q=owl"))
+    assert words.figures == 3
