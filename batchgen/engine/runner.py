@@ -35,9 +35,13 @@ from batchgen.manifest.expand import DEFAULT_MAX_JOBS, check_job_cap, expand
 from batchgen.manifest.job import Job
 from batchgen.manifest.load import Manifest, load_manifest, run_date
 from batchgen.manifest.shard import Shard
-from batchgen.outcome.summary import SUMMARY_JSON, Summary, format_duration, summary_json
-from batchgen.output.images import IMAGES_DIR, remove_stale_parts
-from batchgen.output.ledger import LEDGER_NAME, LedgerWriter, check_output, lock_output, replay
+from batchgen.outcome.summary import Summary, format_duration, summary_json
+from batchgen.output.folder import check_output
+from batchgen.output.images import remove_stale_parts
+from batchgen.output.layout import IMAGES_DIR, LEDGER_NAME, SUMMARY_JSON
+from batchgen.output.ledger import LedgerWriter
+from batchgen.output.lock import lock_output
+from batchgen.output.replay import replay
 
 if TYPE_CHECKING:  # the emulator (Starlette) is imported only when a run uses it
     from batchgen.emulator import EmulatorConfig

@@ -9,7 +9,7 @@ the request budget (:mod:`batchgen.control.gate`); every error through the one r
 (:mod:`batchgen.control.retry`); every completion teaches the latency model
 (:mod:`batchgen.control.latency`), which in turn sizes the cadence and the in-flight target.
 
-Resuming is :func:`batchgen.output.ledger.decide` per job: skip, poll the recorded request id,
+Resuming is :func:`batchgen.output.resume.decide` per job: skip, poll the recorded request id,
 or submit. A submit and its ``submitted`` ledger line are shielded from cancellation
 together, so any request the API accepted is in the ledger unless the process is killed
 outright.
@@ -62,16 +62,9 @@ from batchgen.manifest.job import Job
 from batchgen.outcome.summary import Summary
 from batchgen.output.embed import ImageInfo
 from batchgen.output.images import open_part
-from batchgen.output.ledger import (
-    DEFAULT_MARGIN,
-    DEFAULT_RETENTION,
-    LedgerState,
-    LedgerWriter,
-    Poll,
-    Reconcile,
-    Skip,
-    decide,
-)
+from batchgen.output.ledger import LedgerWriter
+from batchgen.output.replay import LedgerState
+from batchgen.output.resume import DEFAULT_MARGIN, DEFAULT_RETENTION, Poll, Reconcile, Skip, decide
 
 __all__ = ["Counts", "RunSettings", "Scheduler"]
 

@@ -9,7 +9,7 @@ not counted yet. Every figure is derived here from the ledger, never stored:
   and the server's detail, permanent or retryable), in flight (submitted, not finished;
   with their age against the API's 1-hour retention), expired (about to be resubmitted),
   not started (in the manifest, never submitted; known only when the manifest is);
-- what a rerun would do with each job, by :func:`batchgen.output.ledger.decide` (the one
+- what a rerun would do with each job, by :func:`batchgen.output.resume.decide` (the one
   resume rule): skip, repoll, resubmit, retry, submit;
 - the runs, whether one is going now (the pid in ``OUT/.lock`` is alive and its run has
   no ``run_finished``), images per minute of the latest run, the last error;
@@ -31,21 +31,17 @@ from typing import Any
 from batchgen.errors import BatchgenError
 from batchgen.manifest.job import Job
 from batchgen.outcome.summary import format_duration, percentile
-from batchgen.output.ledger import (
+from batchgen.output.layout import LEDGER_NAME, LOCK_NAME
+from batchgen.output.ledger import format_ts
+from batchgen.output.replay import JobRecord, LedgerState, RunRecord, replay
+from batchgen.output.resume import (
     DEFAULT_MARGIN,
     DEFAULT_RETENTION,
-    LEDGER_NAME,
-    LOCK_NAME,
-    JobRecord,
-    LedgerState,
     Poll,
     Reconcile,
     ResumeDecision,
-    RunRecord,
     Skip,
     decide,
-    format_ts,
-    replay,
 )
 
 __all__ = ["FailureReason", "Manifested", "Status", "format_status", "merge_status", "read_status"]

@@ -16,7 +16,6 @@ from typing import Any
 
 __all__ = [
     "EXIT_MEANINGS",
-    "SUMMARY_JSON",
     "ExitCode",
     "Summary",
     "format_duration",
@@ -235,9 +234,6 @@ class Summary:
             "fatal": self.fatal,
             "write_error": self.write_error,
         }
-
-
-SUMMARY_JSON = "summary.json"
 
 
 def summary_json(

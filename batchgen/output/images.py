@@ -38,11 +38,10 @@ from PIL import Image
 from batchgen.output.embed import ImageInfo, embed
 from batchgen.errors import ImageInvalid, LocalWriteError
 from batchgen.manifest.paths import with_format_extension
+from batchgen.output.layout import IMAGES_DIR, PART_SUFFIX
 
 __all__ = [
     "CONTENT_TYPE_FORMATS",
-    "IMAGES_DIR",
-    "PART_SUFFIX",
     "ImageInvalid",
     "PartFile",
     "SavedImage",
@@ -55,8 +54,6 @@ __all__ = [
 
 log = logging.getLogger("batchgen")
 
-IMAGES_DIR = "images"
-PART_SUFFIX = ".part"
 SPILL = 4 * 1024 * 1024  # bytes of an image kept in memory before they go to its .part file
 
 # Image MIME type -> Pillow format name (aliases servers are known to send included).

@@ -37,13 +37,12 @@ from batchgen import __version__
 from batchgen.manifest.template import render_value
 from batchgen.outcome.status import Status, read_status
 from batchgen.outcome.summary import format_duration
+from batchgen.output.layout import GRIDS_DIR, REPORT_HTML
 from batchgen.output.ledger import format_ts
-from batchgen.report.sheets import GRIDS_DIR, ReportJob, Sheet, contact_sheets, save_grid
+from batchgen.report.sheets import ReportJob, Sheet, contact_sheets, save_grid
 from batchgen.report.thumbs import make_thumbnails, thumb_relpath
 
-__all__ = ["REPORT_NAME", "report_jobs", "write_report"]
-
-REPORT_NAME = "report.html"
+__all__ = ["report_jobs", "write_report"]
 
 
 def report_jobs(status: Status) -> list[ReportJob]:
@@ -111,7 +110,7 @@ def write_report(
     for stale in set((out_dir / GRIDS_DIR).glob("*.png")) - {out_dir / g for g in grids}:
         stale.unlink(missing_ok=True)  # a sheet of an earlier report that is no longer drawn
     page = render_page(status, jobs, sheets, grids)
-    target = out_dir / REPORT_NAME
+    target = out_dir / REPORT_HTML
     part = target.with_name(target.name + ".part")
     part.write_text(page, encoding="utf-8")
     os.replace(part, target)

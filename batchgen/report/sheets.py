@@ -30,9 +30,9 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
 from batchgen.manifest.template import render_value
+from batchgen.output.layout import GRIDS_DIR
 
 __all__ = [
-    "GRIDS_DIR",
     "MAX_COLUMNS",
     "MAX_ROWS",
     "ReportJob",
@@ -42,7 +42,6 @@ __all__ = [
     "save_grid",
 ]
 
-GRIDS_DIR = "grids"
 MAX_ROWS = 60  # per sheet; beyond, the sheet says how many it leaves out
 MAX_COLUMNS = 30
 MAX_SHEETS = 40

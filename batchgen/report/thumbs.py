@@ -16,9 +16,10 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-__all__ = ["THUMBS_DIR", "THUMB_SIZE", "make_thumbnails", "thumb_relpath"]
+from batchgen.output.layout import THUMBS_DIR
 
-THUMBS_DIR = "thumbs"
+__all__ = ["THUMB_SIZE", "make_thumbnails", "thumb_relpath"]
+
 THUMB_SIZE = 256
 
 

@@ -16,7 +16,7 @@ from batchgen.engine.scheduler import RunSettings
 from batchgen.errors import LockedError, UsageError
 from batchgen.manifest.job import DEFAULT_MODEL, Job, job_key
 from batchgen.manifest.params import validate_params
-from batchgen.output.ledger import lock_output
+from batchgen.output.lock import lock_output
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "manifests" / "demo.yaml"

@@ -13,14 +13,7 @@ import pytest
 from PIL import Image
 
 from batchgen.output import images as storage
-from batchgen.output.images import (
-    ImageInvalid,
-    decode_data_uri,
-    file_matches,
-    open_part,
-    remove_stale_parts,
-    sha256_file,
-)
+from batchgen.output.images import ImageInvalid, decode_data_uri, file_matches, open_part, remove_stale_parts, sha256_file
 
 
 def make_image(fmt: str, size: tuple[int, int] = (24, 16)) -> bytes:

@@ -16,18 +16,10 @@ import anyio
 import pytest
 
 from batchgen.errors import LocalWriteError, LockedError, UsageError
-from batchgen.output.ledger import (
-    LedgerWriter,
-    Poll,
-    Reconcile,
-    Skip,
-    Submit,
-    decide,
-    format_ts,
-    lock_output,
-    parse_ts,
-    replay,
-)
+from batchgen.output.ledger import LedgerWriter, format_ts, parse_ts
+from batchgen.output.lock import lock_output
+from batchgen.output.replay import replay
+from batchgen.output.resume import Poll, Reconcile, Skip, Submit, decide
 
 T0 = 1_800_000_000.0  # a fixed wall clock for every ledger in these tests
 
@@ -693,7 +685,7 @@ HOLDER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from batchgen.output.ledger import lock_output
+    from batchgen.output.lock import lock_output
     with lock_output(Path(sys.argv[1])):
         print("locked", flush=True)
         sys.stdin.readline()

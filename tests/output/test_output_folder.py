@@ -13,7 +13,8 @@ import batchgen
 from batchgen.cli.main import main
 from batchgen.emulator import EmulatorConfig
 from batchgen.errors import UsageError
-from batchgen.output.ledger import check_output, lock_output
+from batchgen.output.folder import check_output
+from batchgen.output.lock import lock_output
 
 SMALL = EmulatorConfig(time_scale=0.001, image_size=32)
 

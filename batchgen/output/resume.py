@@ -1,0 +1,145 @@
+"""The resume rule: what a rerun does with one job, given what the ledger says (:func:`decide`).
+
+For each job of the manifest, by its key:
+
+- not in the ledger: submit (``new``);
+- ``submitting`` (killed between the POST and its answer): look for the request in the
+  account's request history before anything is submitted (``Reconcile``);
+- ``completed`` and ``OUT/<file>`` exists with the recorded sha256: skip; a ``file``
+  that resolves outside ``OUT/images`` (through a symlink) never counts as done and is
+  submitted again (``file-outside``), and replay skips a ``completed`` line whose
+  ``file`` is not a plain path under ``images/`` at all;
+- ``submitted`` less than ``retention - margin`` seconds ago (1 h - 5 min by default)
+  and not finished: poll the same ``request_id`` again, do not resubmit;
+- a request that may have made an image that is not saved (``submitted`` longer ago,
+  ``expired``, ``completed`` with its file missing or changed, ``failed`` retryably at
+  the result or download step): poll its ``request_id`` again (``recover``): the result
+  if the server still has it, else the history's ``generation_url``, and only when
+  neither gives an image is the job submitted again;
+- ``failed`` with ``retryable: false``: skip, unless ``--retry-failed``
+  (``retry-failed``); ``failed`` with ``retryable: true`` otherwise: submit again
+  (``retry``).
+
+Jobs in the ledger that are no longer in the manifest are left alone and reported
+(:meth:`~batchgen.output.replay.LedgerState.removed`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from batchgen.output.images import file_matches
+from batchgen.output.layout import IMAGES_DIR
+from batchgen.output.replay import JobRecord
+
+__all__ = [
+    "DEFAULT_MARGIN",
+    "DEFAULT_RETENTION",
+    "Poll",
+    "Reconcile",
+    "ResumeDecision",
+    "Skip",
+    "Submit",
+    "decide",
+]
+
+DEFAULT_RETENTION = 3600.0
+DEFAULT_MARGIN = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """Nothing to do: the job is done (``completed``) or failed for good (``failed``)."""
+
+    reason: Literal["completed", "failed"] = "completed"
+
+
+@dataclass(frozen=True, slots=True)
+class Poll:
+    """Poll ``request_id`` again, do not resubmit: the job is in flight within retention,
+    or (``recover``) its request may have made an image that was never saved."""
+
+    request_id: str
+    submitted_at: float
+    recover: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Reconcile:
+    """The run was killed between a submit's POST and its answer: find it in the history."""
+
+    body: dict[str, Any]
+    intent_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Submit:
+    """Submit the job; ``previous_request_id`` is the request it replaces, if any."""
+
+    reason: Literal["new", "expired", "retry", "retry-failed", "file-missing", "file-changed", "file-outside"]
+    previous_request_id: str | None = None
+
+
+ResumeDecision = Skip | Poll | Reconcile | Submit
+
+# Steps after which the server may hold a finished image that was never saved.
+_IMAGE_STEPS = frozenset({"result", "download"})
+
+
+def decide(
+    record: JobRecord | None,
+    *,
+    out_dir: Path,
+    now: float,
+    retention: float = DEFAULT_RETENTION,
+    margin: float = DEFAULT_MARGIN,
+    retry_failed: bool = False,
+) -> ResumeDecision:
+    """What a rerun does with one job, given its ledger record (see the module docstring).
+
+    ``now`` is the wall clock in epoch seconds (the same clock the ledger stamps with).
+    A ``completed`` record is checked against the file on disk (this hashes it).
+    """
+    if record is None:
+        return Submit("new")
+
+    def recover(reason: Literal["expired", "retry", "file-missing", "file-changed"]) -> Poll | Submit:
+        if record.request_id and record.submitted_at is not None:
+            return Poll(record.request_id, record.submitted_at, recover=True)
+        return Submit(reason, record.request_id)
+
+    if record.state == "submitting":
+        if record.body is not None and record.intent_at is not None:
+            return Reconcile(record.body, record.intent_at)
+        return Submit("retry")
+    if record.state == "completed":
+        if not record.file or not (out_dir / record.file).is_file():
+            return recover("file-missing")
+        images = (out_dir / IMAGES_DIR).resolve()
+        if not (out_dir / record.file).resolve().is_relative_to(images):
+            # images/x is a symlink that leads out of the output folder: not our image.
+            return Submit("file-outside", record.request_id)
+        if record.sha256 is None or not file_matches(out_dir, record.file, record.sha256):
+            return recover("file-changed")
+        return Skip("completed")
+    if record.state == "submitted":
+        if (
+            record.request_id
+            and record.submitted_at is not None
+            and now - record.submitted_at < retention - margin
+        ):
+            return Poll(record.request_id, record.submitted_at)
+        return recover("expired")
+    if record.state == "expired":
+        return recover("expired")
+    # failed
+    if record.retryable:
+        if record.step in _IMAGE_STEPS:
+            return recover("retry")
+        return Submit("retry", record.request_id)
+    if retry_failed:
+        return Submit("retry-failed", record.request_id)
+    return Skip("failed")
+
