@@ -151,12 +151,12 @@ class Status:
     @property
     def runs(self) -> list[RunRecord]:
         """Every run that wrote the ledger, oldest first."""
-        return self.state.history
+        return self.state.runs
 
     @property
     def latest(self) -> RunRecord | None:
         """The latest run (the one going, if any)."""
-        return self.state.history[-1] if self.state.history else None
+        return self.state.runs[-1] if self.state.runs else None
 
     def run_seconds(self, run: RunRecord) -> float:
         """A run's wall time so far (until now if it has not finished)."""
@@ -388,7 +388,7 @@ def read_status(
         raise FileNotFoundError(f"{ledger}: no ledger (is {out_dir} the output folder of a run?)")
     now = time.time() if now is None else now
     state = replay(ledger)
-    latest = state.history[-1] if state.history else None
+    latest = state.runs[-1] if state.runs else None
     pid = _running_pid(out_dir, latest)
     recorded = latest.manifest if latest else None
     found = _manifest(
@@ -431,14 +431,14 @@ def merge_status(statuses: list[Status]) -> Status:
     rerun: Counter[str] = Counter()
     for status in statuses:
         state.records.update(status.state.records)
-        state.history.extend(status.state.history)
+        state.runs.extend(status.state.runs)
         state.lines += status.state.lines
         state.requests.update(status.state.requests)
         state.costs.update(status.state.costs)
         rerun.update(status.rerun)
         warnings.extend(f"{status.out_dir}: {w}" for w in status.warnings)
         keys = None if keys is None or status.manifest.keys is None else keys | status.manifest.keys
-    state.history.sort(key=lambda run: run.started_at)
+    state.runs.sort(key=lambda run: run.started_at)
     paths = {s.manifest.path for s in statuses}
     sha = {s.manifest.recorded_sha256 for s in statuses}
     if len(sha) > 1:

@@ -2,7 +2,7 @@
 
 A job's state is the last of its ``submitting`` / ``submitted`` / ``completed`` /
 ``failed`` / ``expired`` events (``cost`` lines only add a price to a request id); the
-run events make :attr:`LedgerState.history`, one :class:`RunRecord` per run. Replay
+run events make :attr:`LedgerState.runs`, one :class:`RunRecord` per run. Replay
 (:func:`replay`) is tolerant: a half-written last line (the process was killed
 mid-write) is ignored, and the next writer truncates it away before appending
 (:meth:`~batchgen.output.ledger.LedgerWriter.open`); a corrupt line elsewhere is skipped
@@ -73,7 +73,7 @@ class LedgerState:
 
     records: dict[str, JobRecord] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-    history: list[RunRecord] = field(default_factory=list)  # one per ``run_started``, oldest first
+    runs: list[RunRecord] = field(default_factory=list)  # one per ``run_started``, oldest first
     lines: int = 0  # complete lines read
     requests: dict[str, tuple[str, float]] = field(default_factory=dict)  # id -> (job key, submitted ts)
     costs: dict[str, tuple[float, str | None]] = field(default_factory=dict)  # id -> (USD, status)
@@ -82,11 +82,6 @@ class LedgerState:
     def request_ids(self) -> set[str]:
         """Every request id the ledger records as accepted."""
         return set(self.requests)
-
-    @property
-    def runs(self) -> int:
-        """How many runs wrote this ledger."""
-        return len(self.history)
 
     def keys(self) -> set[str]:
         """The keys of every job the ledger knows."""
@@ -243,7 +238,7 @@ def _apply_run(state: LedgerState, where: str, event: str, obj: dict[str, Any]) 
             k: v if isinstance(v := obj.get(k), str) else None
             for k in ("manifest", "manifest_sha256", "version")
         }
-        state.history.append(
+        state.runs.append(
             RunRecord(
                 started_at=ts,
                 manifest=text["manifest"],
@@ -252,8 +247,8 @@ def _apply_run(state: LedgerState, where: str, event: str, obj: dict[str, Any]) 
                 version=text["version"],
             )
         )
-    elif state.history and state.history[-1].finished_at is None:
-        run = state.history[-1]
+    elif state.runs and state.runs[-1].finished_at is None:
+        run = state.runs[-1]
         run.finished_at = ts
         run.counts = {k: v for k, v in obj.items() if k not in ("event", "key", "ts")}
 

@@ -302,7 +302,7 @@ async def test_replay_folds_events_into_job_records(tmp_path: Path) -> None:
         await writer.write("failed", "bad", request_id=None, seed=3, code=400, error="no", retryable=False)
     state = replay(path)
     assert state.warnings == []
-    assert state.runs == 1
+    assert len(state.runs) == 1
     assert state.keys() == {"done", "again", "bad"}
     done = state.records["done"]
     assert (done.state, done.file, done.bytes, done.inference_time) == (
@@ -446,7 +446,7 @@ def test_ledger_of_a_process_killed_while_writing_replays_and_reopens(tmp_path: 
 def test_replay_of_a_missing_ledger_is_empty(tmp_path: Path) -> None:
     """A first run has no ledger: replay gives an empty state, no error."""
     state = replay(tmp_path / "nope.jsonl")
-    assert (state.records, state.warnings, state.runs) == ({}, [], 0)
+    assert (state.records, state.warnings, state.runs) == ({}, [], [])
 
 
 def test_unreadable_ledger_is_a_usage_error_not_an_empty_one(tmp_path: Path) -> None:
@@ -759,7 +759,7 @@ async def test_replay_keeps_the_runs(tmp_path: Path) -> None:
         await writer.write(
             "run_started", "", manifest="/m.yaml", manifest_sha256="bb", settings={}, version="1"
         )
-    history = replay(path).history
+    history = replay(path).runs
     assert [(r.manifest_sha256, r.started_at, r.finished_at) for r in history] == [
         ("aa", T0, T0 + 60),
         ("bb", T0 + 160, None),
