@@ -158,7 +158,7 @@ class RateLimited(ApiError):
 
 
 class RateLimitStalled(RateLimited):
-    """Every request was refused (429) for longer than the budget's patience: the job gives up."""
+    """Every request was refused (429) for longer than the rate gate's patience: the job gives up."""
 
 
 class ImageUnavailable(ApiError):

@@ -2,7 +2,7 @@
 
 Every HTTP outcome becomes either a small result object or one of the errors in
 :mod:`batchgen.errors`; deciding what to do about an error (retry, wait, give up)
-belongs to :mod:`batchgen.limits`. The client never sleeps and never retries.
+belongs to :mod:`batchgen.control.retry`. The client never sleeps and never retries.
 
 The API key goes to the API origin only (scheme, host and port of the base URL) and is
 never logged or put in an error message. Whatever ``httpx.AsyncClient`` the caller
@@ -59,7 +59,6 @@ __all__ = [
     "RequestResult",
     "SegmindClient",
     "ServerState",
-    "State",
     "StatusResult",
     "Submitted",
     "check_base_url",
@@ -117,7 +116,6 @@ def check_base_url(base_url: str, *, insecure: bool = False, warn: bool = False)
     return str(url).rstrip("/")
 
 
-State = Literal["QUEUED", "PROCESSING", "COMPLETED", "FAILED"]
 ServerState = Literal["QUEUED", "PROCESSING", "COMPLETED"]  # what a status answer can say (FAILED raises)
 _STATES: tuple[ServerState, ...] = ("QUEUED", "PROCESSING", "COMPLETED")
 _TERMINAL = ("COMPLETED", "FAILED")

@@ -7,7 +7,7 @@ jobs must be in flight. The target is
 
 where
 
-- ``rate`` is the lower of the submit rate the request budget allows (the plan's limit,
+- ``rate`` is the lower of the submit rate the rate gate allows (the plan's limit,
   told or learned) and ``GROWTH`` x the completion rate measured over the last couple
   of job lifetimes. When no limit is known the second term alone lets in-flight grow
   (by HEADROOM x GROWTH, about 1.9x, each round) while throughput keeps up, and stop
@@ -16,7 +16,7 @@ where
   wait in the server's queue counted only up to one service time: a queue that we
   made ourselves by submitting too much must not justify submitting more.
 
-Before any job has finished, ``T`` is unknown: with a known rate the budget's pacing
+Before any job has finished, ``T`` is unknown: with a known rate the gate's pacing
 bounds what goes out (``rate x t`` after ``t`` seconds) and two minutes of it are
 admitted; with none, :data:`INITIAL` jobs go, and until throughput can be measured each
 job that finishes lets one more in (slow start: the target doubles each round) unless
@@ -106,7 +106,7 @@ class Admission:
         self.limiter.total_tokens = max(self.target, jobs, 1)
 
     def update(self, now: float, *, submit_rate: float | None) -> int:
-        """Recompute the target from the budget's submit rate (per second, None if unknown)."""
+        """Recompute the target from the gate's submit rate (per second, None if unknown)."""
         target = self._compute(now, submit_rate)
         if self.throughput(now) is None:
             target = max(target, self.target)  # not enough seen yet to shrink on

@@ -43,7 +43,7 @@ COUNTED_QUANTILES = (0.85, 0.97, 0.995)
 
 
 class Cadence:
-    """Poll times for flights, from the latency model and the request budget's state."""
+    """Poll times for flights, from the latency model and the rate gate's state."""
 
     def __init__(self, model: LatencyModel, rate: RateState) -> None:
         self.model = model

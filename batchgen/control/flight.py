@@ -43,11 +43,6 @@ class Phase(enum.Enum):
     ABANDONED = "abandoned"  # the run stopped before the job finished
 
     @property
-    def on_server(self) -> bool:
-        """Whether the job holds a request the server accepted and we have not finished."""
-        return self in (Phase.SUBMITTED, Phase.READY, Phase.FETCHED)
-
-    @property
     def final(self) -> bool:
         """Whether the job is done with for this run."""
         return self in (Phase.SAVED, Phase.FAILED, Phase.ABANDONED)

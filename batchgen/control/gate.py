@@ -1,7 +1,7 @@
-"""The request budget: every API request goes through one door, one account-wide rate.
+"""The rate gate: every API request goes through one door, one account-wide rate.
 
 Segmind limits each account to so many requests per minute (5 on the free plan, 50 on
-Pro). Whether status polls and result fetches count is not documented, so the budget
+Pro). Whether status polls and result fetches count is not documented, so the gate
 starts from what it is told (``rpm``, ``polls_count``) and learns the rest:
 
 - **Counted kinds.** Submits always count. Status polls and result fetches count once
@@ -37,7 +37,7 @@ starts from what it is told (``rpm``, ``polls_count``) and learns the rest:
   waiting forever on a server that refuses everything.
 
 :class:`RateState` holds all of this as plain data driven by explicit times (tests use a
-fake clock); :class:`RequestBudget` is the async door around it.
+fake clock); :class:`RateGate` is the async door around it.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ __all__ = [
     "Grant",
     "Kind",
     "RateState",
-    "RequestBudget",
+    "RateGate",
     "Slot",
 ]
 
@@ -101,7 +101,7 @@ class Grant:
 
 
 class RateState:
-    """The budget's arithmetic: pace, congestion events, the limit estimate, the cool-down.
+    """The gate's arithmetic: pace, congestion events, the limit estimate, the cool-down.
 
     Every method takes the time explicitly, so the same object drives a live run
     (anyio's clock) and a test (a fake clock).
@@ -151,14 +151,14 @@ class RateState:
         self._cruise_rate = 0.0
         self._refused_since: float | None = None  # first 429 since the last accepted counted request
 
-    # --- what the budget knows ---------------------------------------------------------
+    # --- what the gate knows ---------------------------------------------------------
 
     def counts(self, kind: Kind) -> bool:
         """Whether requests of ``kind`` count against the account's rate (so are paced)."""
         return kind == "submit" or self.polls_count
 
     def submit_rate(self) -> float | None:
-        """Submits per second the budget lets through at its current pace; None if unpaced."""
+        """Submits per second the gate lets through at its current pace; None if unpaced."""
         if self.rate is None:
             return None
         share = 1.0 + self.followups if self.polls_count else 1.0
@@ -317,9 +317,9 @@ class _Waiter:
 class Slot:
     """One granted request; report its outcome with :meth:`accepted` or :meth:`rate_limited`."""
 
-    def __init__(self, budget: RequestBudget, grant: Grant) -> None:
+    def __init__(self, gate: RateGate, grant: Grant) -> None:
         self.grant = grant
-        self._budget = budget
+        self._gate = gate
         self.verdict: Literal["accepted", "rate_limited"] | None = None
 
     @property
@@ -331,24 +331,24 @@ class Slot:
         """The server answered (anything but a 429)."""
         if self.verdict is None:
             self.verdict = "accepted"
-            self._budget._settle(self, None)
+            self._gate._settle(self, None)
 
     def rate_limited(self, retry_after: float | None) -> float:
         """The server answered 429; returns the shared cool-down it started, in seconds."""
         if self.verdict is not None:
             return 0.0
         self.verdict = "rate_limited"
-        return self._budget._settle(self, retry_after)
+        return self._gate._settle(self, retry_after)
 
 
-class RequestBudget:
-    """The one door of every API request: ``async with budget.slot("status") as slot:``.
+class RateGate:
+    """The one door of every API request: ``async with gate.slot("status") as slot:``.
 
     Waiting requests of the counted kinds are served in priority order (results, then
     polls, then submits; a submit first when submits are owed their share), each when
     :meth:`RateState.ready_at` allows. Inside the block
     the caller sends its request and reports the answer on the slot; leaving the block
-    without a verdict (an exception, a cancellation) tells the budget nothing but frees
+    without a verdict (an exception, a cancellation) tells the gate nothing but frees
     a probe.
     """
 
@@ -434,7 +434,3 @@ class RequestBudget:
         if self._queue:
             self._queue[0].wake.set()
             self._chosen(self._clock()).wake.set()
-
-    def waiting(self) -> int:
-        """Requests waiting for a slot right now."""
-        return len(self._queue)

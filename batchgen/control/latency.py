@@ -227,13 +227,6 @@ class LatencyModel:
         """
         return math.exp(_NORMAL.inv_cdf(q) * self.spread())
 
-    def done_after(self, service_class: ServiceClass, q: float) -> float | None:
-        """Seconds after the submit by which a request of the class is done with probability ~q."""
-        service = self.service_time(service_class)
-        if service is None:
-            return None
-        return self.queue_wait() + service * self.ratio(q)
-
 
 def relative_cost(mode: str, steps: int) -> float:
     """How long a (mode, steps) job takes relative to base mode at 40 steps (a prior)."""

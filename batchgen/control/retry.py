@@ -14,7 +14,7 @@ never reset behind the policy's back, so every loop ends:
   ``max_resubmits`` times;
 - the image host refusing the URL (403/404/410, an expired signed URL): the result is
   fetched again for a fresh URL, counted as a download attempt, never resubmitted;
-- 429s: the request budget imposes the wait; a job refused ``max_rate_limited`` times
+- 429s: the rate gate imposes the wait; a job refused ``max_rate_limited`` times
   gives up (retryably);
 - a local write error (disk full, file size limit): the whole run halts; no job fails.
 
@@ -55,7 +55,7 @@ class Action(enum.Enum):
     """What to do about an error."""
 
     RETRY = "retry"  # the same step again after ``delay``
-    WAIT = "wait"  # rate limited: go through the request budget again (it holds the wait)
+    WAIT = "wait"  # rate limited: go through the rate gate again (it holds the wait)
     REFETCH = "refetch"  # fetch the result again (fresh image URL) after ``delay``
     RESUBMIT = "resubmit"  # the request is gone (404): submit the job again
     FAIL = "fail"  # give up on this job; ``retryable`` says whether a rerun should retry it

@@ -5,7 +5,7 @@ One feeder admits jobs in manifest order, one token of the admission limiter eac
 a task that performs the request its phase asks for (:mod:`batchgen.control.flight`): submit,
 status polls at the times the cadence picks (:mod:`batchgen.control.cadence`), the result
 fetch, the download through :mod:`batchgen.output.images`. Every API request goes through
-the request budget (:mod:`batchgen.control.gate`); every error through the one retry policy
+the rate gate (:mod:`batchgen.control.gate`); every error through the one retry policy
 (:mod:`batchgen.control.retry`); every completion teaches the latency model
 (:mod:`batchgen.control.latency`), which in turn sizes the cadence and the in-flight target.
 
@@ -53,7 +53,7 @@ from batchgen.api.history import History, HistoryUnavailable, Intent, match
 from batchgen.control.admission import Admission
 from batchgen.control.cadence import Cadence
 from batchgen.control.flight import Flight, Phase, Step
-from batchgen.control.gate import RETRY_AFTER_CAP, Kind, RateState, RequestBudget, Slot
+from batchgen.control.gate import RETRY_AFTER_CAP, Kind, RateGate, RateState, Slot
 from batchgen.control.latency import LatencyModel
 from batchgen.control.retry import Action, Decision, RetryPolicy
 from batchgen.engine.estimate import estimate, price_of
@@ -217,7 +217,7 @@ class Scheduler:
         self.rate = RateState(
             rpm=settings.rpm, polls_count=settings.rpm_counts_polls, retry_after_cap=settings.retry_after_cap
         )
-        self.budget = RequestBudget(self.rate)
+        self.gate = RateGate(self.rate)
         self.model = LatencyModel()
         self.cadence = Cadence(self.model, self.rate)
         self.admission = Admission(cap=settings.concurrency, retention=settings.retention)
@@ -580,7 +580,7 @@ class Scheduler:
             await anyio.sleep(decision.delay)
             return True
         if action is Action.WAIT:
-            self._retarget()  # a 429 may have taught the budget a rate
+            self._retarget()  # a 429 may have taught the gate a rate
             return True
         if action is Action.REFETCH:
             log.debug("job %s: image not saved (%s); fetching the result again", flight.job.short_key, exc)
@@ -663,12 +663,12 @@ class Scheduler:
     # --- the requests ------------------------------------------------------------------
 
     async def _api(self, kind: Kind, call: Callable[[], Awaitable[T]]) -> T:
-        """One API request through the budget, bounded in time, its answer reported."""
-        async with self.budget.slot(kind) as slot:
+        """One API request through the rate gate, bounded in time, its answer reported."""
+        async with self.gate.slot(kind) as slot:
             return await self._answered(slot, kind, call)
 
     async def _answered(self, slot: Slot, kind: Kind, call: Callable[[], Awaitable[T]]) -> T:
-        """Make the request ``slot`` was granted for, bounded in time; tell the budget how
+        """Make the request ``slot`` was granted for, bounded in time; tell the gate how
         the server answered."""
         try:
             with anyio.fail_after(self.settings.request_timeout):
@@ -708,7 +708,7 @@ class Scheduler:
             # rerun looks for this body in the request history instead of paying again.
             await self.ledger.write("submitting", job.key, index=job.index, body=body)
             flight.intent_written = True
-        async with self.budget.slot("submit") as slot:
+        async with self.gate.slot("submit") as slot:
             if not self._submitting:
                 raise _Stopped
             self._check_budget(job)

@@ -1,4 +1,4 @@
-"""The request budget: pacing, 429 events, the limit estimate, polls learned to count, bounds."""
+"""The rate gate: pacing, 429 events, the limit estimate, polls learned to count, bounds."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from batchgen.control.gate import Grant, Kind, RateState, RequestBudget
+from batchgen.control.gate import Grant, Kind, RateGate, RateState
 from batchgen.emulator.ratelimit import SlidingWindow
 from batchgen.errors import RateLimitStalled
 from tests.warp import warp_backend
@@ -74,7 +74,7 @@ def simulate(
             turn += 1
             continue
         if not answers:
-            raise AssertionError("the budget blocked with nothing in flight")
+            raise AssertionError("the gate blocked with nothing in flight")
         now, _, grant, ok, wait = heapq.heappop(answers)
         if ok:
             state.accepted(grant, now)
@@ -85,7 +85,7 @@ def simulate(
     return SimResult(accepted, refused, state)
 
 
-def test_untold_budget_finds_a_sliding_window_limit_and_keeps_429s_rare() -> None:
+def test_untold_gate_finds_a_sliding_window_limit_and_keeps_429s_rare() -> None:
     """Told nothing, against 50 rpm: ~0.9 of the limit after the first minute, under 3 % 429s."""
     result = simulate(RateState(), limit=50, seconds=600)
     accepted = result.accepted_between(60, 600)
@@ -95,7 +95,7 @@ def test_untold_budget_finds_a_sliding_window_limit_and_keeps_429s_rare() -> Non
     assert result.state.limit is not None and 45 <= result.state.limit <= 50
 
 
-def test_untold_budget_without_retry_after_still_finds_the_limit() -> None:
+def test_untold_gate_without_retry_after_still_finds_the_limit() -> None:
     """A server that sends no Retry-After: backoff and one probe at a time, then the same pace."""
     result = simulate(RateState(), limit=50, seconds=600, retry_after=False)
     accepted = result.accepted_between(60, 600)
@@ -121,7 +121,7 @@ def test_free_plan_five_rpm() -> None:
 
 
 def test_polls_that_count_are_learned_from_a_poll_429() -> None:
-    """Polls refused 429 teach the budget they count; then everything is paced under the limit."""
+    """Polls refused 429 teach the gate they count; then everything is paced under the limit."""
     state = RateState()
     result = simulate(
         state, limit=60, seconds=600, kinds=("submit", "status", "status", "result"), counts_all=True
@@ -205,7 +205,7 @@ def test_a_submit_delayed_by_polls_does_not_push_the_next_ones_back() -> None:
 
 
 def test_stall_is_reported_after_the_patience() -> None:
-    """Nothing but 429s for longer than the stall limit: the budget says so."""
+    """Nothing but 429s for longer than the stall limit: the gate says so."""
     state = RateState(stall_limit=600)
     state.rate_limited(state.grant("submit", 0.0), 0.0, 1.0)
     assert not state.stalled(599.0)
@@ -215,13 +215,13 @@ def test_stall_is_reported_after_the_patience() -> None:
 @pytest.mark.anyio
 async def test_results_go_before_polls_before_submits() -> None:
     """Waiting requests are served by priority: the result fetch first, then the poll, then the submit."""
-    budget = RequestBudget(RateState(rpm=60, polls_count=True))
-    async with budget.slot("submit") as first:
+    gate = RateGate(RateState(rpm=60, polls_count=True))
+    async with gate.slot("submit") as first:
         first.accepted()
     order: list[str] = []
 
     async def take(kind: Kind) -> None:
-        async with budget.slot(kind) as slot:
+        async with gate.slot(kind) as slot:
             order.append(kind)
             slot.accepted()
 
@@ -237,12 +237,12 @@ async def test_submits_keep_their_share_while_polls_always_wait() -> None:
     """Polls count and a crowd of polls always waits: submits still get about one slot in
     (1 + followups), not none until the polls run out (which let the jobs in flight drain
     and cost the benchmark a tenth of the limit)."""
-    budget = RequestBudget(RateState(rpm=600 / 0.99, polls_count=True))  # 10 slots a second
+    gate = RateGate(RateState(rpm=600 / 0.99, polls_count=True))  # 10 slots a second
     granted: list[str] = []
 
     async def keep_taking(kind: Kind) -> None:
         while len(granted) < 200:
-            async with budget.slot(kind) as slot:
+            async with gate.slot(kind) as slot:
                 granted.append(kind)
                 slot.accepted()
 
@@ -251,18 +251,18 @@ async def test_submits_keep_their_share_while_polls_always_wait() -> None:
             tg.start_soon(keep_taking, "status")
         tg.start_soon(keep_taking, "submit")
     share = granted.count("submit") / len(granted)
-    expected = 1 / (1 + budget.state.followups)
+    expected = 1 / (1 + gate.state.followups)
     assert 0.8 * expected <= share <= 1.2 * expected
 
 
 @pytest.mark.anyio
-async def test_a_stalled_budget_raises_instead_of_waiting_forever() -> None:
+async def test_a_stalled_gate_raises_instead_of_waiting_forever() -> None:
     """When every request has been refused past the patience, a waiting slot raises RateLimitStalled."""
     clock = [0.0]
     state = RateState(stall_limit=10.0)
-    budget = RequestBudget(state, clock=lambda: clock[0])
+    gate = RateGate(state, clock=lambda: clock[0])
     state.rate_limited(state.grant("submit", 0.0), 0.0, 5.0)
     clock[0] = 11.0
     with pytest.raises(RateLimitStalled):
-        async with budget.slot("submit"):
+        async with gate.slot("submit"):
             pass
