@@ -12,6 +12,6 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 # The embedding entry point (Airflow, notebooks): ``await batchgen.run("batch.yaml")``.
 # Imported after __version__, which the runner records in the ledger.
 from batchgen.engine.runner import run
-from batchgen.engine.scheduler import RunSettings
+from batchgen.engine.settings import RunSettings
 
 __all__ = ["RunSettings", "__version__", "run"]

@@ -411,7 +411,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from batchgen.emulator import EmulatorConfig
     from batchgen.engine.runner import EMULATE_TIME_SCALE, emulator_config, run
-    from batchgen.engine.scheduler import RunSettings
+    from batchgen.engine.settings import RunSettings
     from batchgen.manifest.expand import DEFAULT_MAX_JOBS
     from batchgen.outcome.summary import format_summary
 

@@ -29,7 +29,9 @@ from batchgen import __version__
 from batchgen.api import wire
 from batchgen.api.client import DEFAULT_BASE_URL, SegmindClient, check_base_url
 from batchgen.api.history import History, history_url_for
-from batchgen.engine.scheduler import Counts, RunSettings, Scheduler
+from batchgen.engine.progress import Progress
+from batchgen.engine.scheduler import Scheduler
+from batchgen.engine.settings import RunSettings
 from batchgen.errors import LocalWriteError, UsageError
 from batchgen.manifest.expand import DEFAULT_MAX_JOBS, check_job_cap, expand
 from batchgen.manifest.job import Job
@@ -132,92 +134,6 @@ async def _http_client(
     timeout = httpx.Timeout(30.0, connect=10.0)
     async with httpx.AsyncClient(transport=transport, timeout=timeout) as built:
         yield built
-
-
-class _Progress:
-    """A tqdm bar on a terminal; otherwise a plain log line every ``interval`` seconds."""
-
-    def __init__(self, counts: Counts, rate_limited: Callable[[], int], *, tty: bool, interval: float):
-        self.counts = counts
-        self._rate_limited = rate_limited
-        self.tty = tty
-        self.interval = interval
-        self._bar: Any = None
-        self._shown = 0
-        self._started = time.monotonic()
-        self._initial = 0
-        self._begun = False
-
-    def _begin(self) -> None:
-        # The first update comes once the scheduler has sorted the jobs (skipped ones are
-        # already done), so the bar and the ETA start from there.
-        self._started = time.monotonic()
-        self._initial = self.counts.done + self.counts.failed
-        self._shown = self._initial
-        if self.tty:
-            from tqdm import tqdm
-
-            self._bar = tqdm(
-                total=self.counts.total,
-                initial=self._initial,
-                unit="img",
-                file=sys.stderr,
-                dynamic_ncols=True,
-            )
-
-    def update(self) -> None:
-        """Refresh the bar (cheap; tqdm throttles redraws)."""
-        if not self._begun:
-            self._begun = True
-            self._begin()
-        if self._bar is None:
-            return
-        finished = self.counts.done + self.counts.failed
-        self._bar.set_postfix_str(
-            f"in flight {self.counts.in_flight}, failed {self.counts.failed}, 429s {self._rate_limited()}",
-            refresh=False,
-        )
-        if finished != self._shown:
-            self._bar.update(finished - self._shown)
-            self._shown = finished
-
-    def line(self) -> str:
-        """One progress line: done/total, in flight, failed, 429s, ETA."""
-        c = self.counts
-        finished = c.done + c.failed
-        elapsed = time.monotonic() - self._started
-        rate = (finished - self._initial) / elapsed if elapsed > 0 else 0.0
-        remaining = c.total - finished
-        eta = format_duration(remaining / rate) if rate > 0 else "?"
-        return (
-            f"progress: {c.done}/{c.total} done, {c.in_flight} in flight, {c.failed} failed, "
-            f"{self._rate_limited()} 429s, ETA {eta}"
-        )
-
-    def fields(self) -> dict[str, int]:
-        """The progress line's figures, for a JSON log line."""
-        c = self.counts
-        return {
-            "done": c.done,
-            "total": c.total,
-            "in_flight": c.in_flight,
-            "failed": c.failed,
-            "rate_limited": self._rate_limited(),
-        }
-
-    async def tick(self) -> None:
-        """Log a line every ``interval`` seconds when there is no bar (cron, CI, pipes)."""
-        if self.tty:
-            return
-        while True:
-            await anyio.sleep(self.interval)
-            log.info("%s", self.line(), extra={"fields": {"progress": self.fields()}})
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self.update()
-            self._bar.close()
-            self._bar = None
 
 
 async def _watch_signals(scheduler: Scheduler, summary: Summary, *, grace: float) -> None:
@@ -393,7 +309,7 @@ async def run(
             history = History(
                 http, history_url or history_url_for(base_url), api_key=api_key, insecure=plain_ok
             )
-            bar: _Progress | None = None
+            bar: Progress | None = None
 
             def on_change() -> None:
                 if bar is not None:
@@ -411,7 +327,7 @@ async def run(
                 manifest_sha256=manifest.sha256 if manifest else None,
             )
             tty = sys.stderr.isatty() if progress is None else progress
-            bar = _Progress(
+            bar = Progress(
                 scheduler.counts, lambda: scheduler.rate.refused, tty=tty, interval=progress_interval
             )
             try:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from batchgen.engine.runner import run
-from batchgen.engine.scheduler import RunSettings
+from batchgen.engine.settings import RunSettings
 from batchgen.manifest.job import DEFAULT_MODEL, Job, job_key
 from batchgen.manifest.params import validate_params
 from tests.e2e.test_run_e2e import REPO, env, keys, ledger, run_args, stats, wait_for, write_manifest

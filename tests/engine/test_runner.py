@@ -12,7 +12,7 @@ from PIL import Image
 
 import batchgen
 from batchgen.emulator import EmulatorConfig, create_app
-from batchgen.engine.scheduler import RunSettings
+from batchgen.engine.settings import RunSettings
 from batchgen.errors import LockedError, UsageError
 from batchgen.manifest.job import DEFAULT_MODEL, Job, job_key
 from batchgen.manifest.params import validate_params

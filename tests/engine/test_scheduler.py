@@ -18,7 +18,7 @@ from PIL import Image
 
 from batchgen.emulator import EmulatorConfig, create_app
 from batchgen.engine.runner import run
-from batchgen.engine.scheduler import RunSettings
+from batchgen.engine.settings import RunSettings
 from batchgen.manifest.job import DEFAULT_MODEL, Job, job_key
 from batchgen.manifest.params import validate_params
 from batchgen.outcome.summary import Summary

@@ -95,7 +95,7 @@ def test_merged_status_of_the_shards_equals_the_status_of_one_unsharded_run(
 
     from batchgen.emulator import EmulatorConfig
     from batchgen.engine.runner import run
-    from batchgen.engine.scheduler import RunSettings
+    from batchgen.engine.settings import RunSettings
     from batchgen.outcome.status import merge_status
 
     manifest = tmp_path / "m.yaml"

@@ -12,7 +12,7 @@ import pytest
 from batchgen.cli.main import main
 from batchgen.emulator import EmulatorConfig
 from batchgen.engine.runner import run
-from batchgen.engine.scheduler import RunSettings
+from batchgen.engine.settings import RunSettings
 from batchgen.outcome.summary import EXIT_MEANINGS, ExitCode
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ import pytest
 from batchgen.cli.main import main
 from batchgen.emulator import EmulatorConfig
 from batchgen.engine.runner import run
-from batchgen.engine.scheduler import RunSettings
+from batchgen.engine.settings import RunSettings
 from batchgen.manifest.expand import expand
 from batchgen.manifest.job import Job
 from batchgen.manifest.load import load_manifest

@@ -216,7 +216,7 @@ def run_manifest(tmp_path: Path, image_format: str, *, embed: bool) -> tuple[Pat
 
     from batchgen.emulator import EmulatorConfig
     from batchgen.engine.runner import run
-    from batchgen.engine.scheduler import RunSettings
+    from batchgen.engine.settings import RunSettings
 
     manifest = tmp_path / "m.yaml"
     manifest.write_text(

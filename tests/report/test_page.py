@@ -16,7 +16,7 @@ import pytest
 from batchgen.cli.main import main
 from batchgen.emulator import EmulatorConfig
 from batchgen.engine.runner import run
-from batchgen.engine.scheduler import RunSettings
+from batchgen.engine.settings import RunSettings
 
 MANIFEST = """\
 name: report-test

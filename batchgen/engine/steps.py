@@ -1,0 +1,289 @@
+"""The requests of one job: submit, poll, fetch the result, download the image.
+
+Each is one API request through the rate gate (:mod:`batchgen.control.gate`), bounded in
+time by :attr:`~batchgen.engine.settings.RunSettings.request_timeout` (a download by
+``download_timeout`` and ``max_image_bytes``), its outcome reported to the job's
+:class:`~batchgen.control.flight.Flight` and, where it is a fact worth keeping, to the
+ledger. A step raises what went wrong; what happens next is the retry policy's, applied
+by the scheduler.
+
+A submit and its ``submitted`` ledger line are shielded from cancellation together, so
+any request the API accepted is in the ledger unless the process is killed outright.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+
+from batchgen import __version__
+from batchgen.api.client import SegmindClient, find_image_urls
+from batchgen.control.cadence import Cadence
+from batchgen.control.flight import Flight, Phase
+from batchgen.control.gate import Kind, RateGate, RateState, Slot
+from batchgen.control.latency import LatencyModel
+from batchgen.engine.recovery import Accepted
+from batchgen.engine.settings import RunSettings
+from batchgen.engine.stops import Stopped, StopRules
+from batchgen.errors import ApiError, JobTimedOut, RateLimited, TransientError
+from batchgen.manifest.job import Job
+from batchgen.outcome.summary import Summary
+from batchgen.output.embed import ImageInfo
+from batchgen.output.images import open_part
+from batchgen.output.ledger import LedgerWriter
+
+__all__ = ["Steps"]
+
+log = logging.getLogger("batchgen")
+
+T = TypeVar("T")
+
+
+class Steps:
+    """The request steps of every job of one run, sharing its client, gate and ledger.
+
+    ``submitting`` says whether new submits are still allowed; ``on_accepted`` is called
+    once a submit was accepted (the job is now in flight); ``retarget`` after anything
+    that may change the in-flight target.
+    """
+
+    def __init__(
+        self,
+        client: SegmindClient,
+        ledger: LedgerWriter,
+        *,
+        out_dir: Path,
+        settings: RunSettings,
+        summary: Summary,
+        rate: RateState,
+        gate: RateGate,
+        latency: LatencyModel,
+        cadence: Cadence,
+        stops: StopRules,
+        accepted: Accepted,
+        submitting: Callable[[], bool],
+        on_accepted: Callable[[], None],
+        retarget: Callable[[], None],
+        wall_clock: Callable[[], float] = time.time,
+        manifest_sha256: str | None = None,
+    ) -> None:
+        self.client = client
+        self.ledger = ledger
+        self.out_dir = out_dir
+        self.settings = settings
+        self.summary = summary
+        self.rate = rate
+        self.gate = gate
+        self.latency = latency
+        self.cadence = cadence
+        self.stops = stops
+        self.accepted = accepted
+        self._submitting = submitting
+        self._on_accepted = on_accepted
+        self._retarget = retarget
+        self._wall_clock = wall_clock
+        self.manifest_sha256 = manifest_sha256  # embedded in every image
+        self._first_submit = anyio.Lock()
+        self._accepted_once = False
+        self._queue_waits: dict[Flight, float] = {}  # a finished request's estimated queue wait
+        self._polls_per_image: deque[int] = deque(maxlen=15)
+
+    def queue_wait(self, flight: Flight) -> float | None:
+        """The estimated queue wait of a finished request (once: it is forgotten)."""
+        return self._queue_waits.pop(flight, None)
+
+    # --- through the gate ------------------------------------------------------------
+
+    async def api(self, kind: Kind, call: Callable[[], Awaitable[T]]) -> T:
+        """One API request through the rate gate, bounded in time, its answer reported."""
+        async with self.gate.slot(kind) as slot:
+            return await self._answered(slot, kind, call)
+
+    async def _answered(self, slot: Slot, kind: Kind, call: Callable[[], Awaitable[T]]) -> T:
+        """Make the request ``slot`` was granted for, bounded in time; tell the gate how
+        the server answered."""
+        try:
+            with anyio.fail_after(self.settings.request_timeout):
+                answer = await call()
+        except TimeoutError:
+            raise TransientError(f"{kind}: no answer within {self.settings.request_timeout:g} s") from None
+        except RateLimited as exc:
+            slot.rate_limited(exc.retry_after)
+            raise
+        except ApiError as exc:
+            if exc.status_code is not None:
+                slot.accepted()  # answered; only a 429 says anything about the rate
+            raise
+        slot.accepted()
+        return answer
+
+    # --- submit ----------------------------------------------------------------------
+
+    async def submit(self, flight: Flight) -> None:
+        """Submit the job and record ``submitted``.
+
+        Until one submit has been accepted, submits go one at a time, so a wrong key, a
+        missing permission or an unknown model (401/403/404) stops the run after a
+        single request instead of one per job in flight.
+        """
+        if not self._accepted_once:
+            async with self._first_submit:
+                if not self._accepted_once:
+                    await self._post(flight)
+                    return
+        await self._post(flight)
+
+    async def _post(self, flight: Flight) -> None:
+        job = flight.job
+        body = job.params.to_api()
+        if not flight.intent_written:
+            # The intent first, before waiting for a slot (so its disk write does not
+            # delay the paced request): if the process dies before the answer, the
+            # rerun looks for this body in the request history instead of paying again.
+            await self.ledger.write("submitting", job.key, index=job.index, body=body)
+            flight.intent_written = True
+        async with self.gate.slot("submit") as slot:
+            if not self._submitting():
+                raise Stopped
+            self.stops.check_budget(job, len(self.accepted))
+            # From here the request may be accepted (and paid for): finish it and write
+            # its ledger line even if the run is being cancelled, or a rerun pays twice.
+            with anyio.CancelScope(shield=True):
+                self.summary.submits += 1
+                sent = anyio.current_time()
+                submitted = await self._answered(slot, "submit", lambda: self.client.submit(job.model, body))
+                self._accepted_once = True
+                flight.submitted(submitted.request_id, sent_at=sent, accepted_at=anyio.current_time())
+                self.accepted[submitted.request_id] = (job.key, self._wall_clock())
+                self._on_accepted()
+                await self._record_submitted(job, submitted.request_id, body)
+        self._retarget()
+
+    async def adopt(self, flight: Flight, request_id: str, created: float) -> None:
+        """Take over a request found again in the history (accepted at wall time
+        ``created``): record it ``submitted`` with ``recovered`` and poll it from here."""
+        job = flight.job
+        await self._record_submitted(job, request_id, job.params.to_api(), recovered=True)
+        now, wall = anyio.current_time(), self._wall_clock()
+        flight.resume(request_id, accepted_at=now - max(0.0, wall - created))
+        self.accepted[request_id] = (job.key, created)
+
+    async def _record_submitted(self, job: Job, request_id: str, body: dict[str, Any], **extra: Any) -> None:
+        """The ``submitted`` line: the request the API accepted for ``job``."""
+        await self.ledger.write(
+            "submitted",
+            job.key,
+            request_id=request_id,
+            index=job.index,
+            seed=job.seed,
+            params=body,
+            labels=dict(job.labels),
+            **extra,
+        )
+
+    # --- poll ------------------------------------------------------------------------
+
+    async def poll(self, flight: Flight) -> None:
+        """Wait until the cadence says, then ask the status once."""
+        assert flight.request_id is not None and flight.accepted_at is not None
+        now = anyio.current_time()
+        deadline = flight.accepted_at + self.settings.retention
+        # A request resumed past the window is still asked once: its result (or a 404,
+        # then the history) may yet give the image without paying again.
+        if now >= deadline and flight.polls > 0:
+            raise JobTimedOut(
+                f"request {flight.request_id} did not finish within the "
+                f"{self.settings.retention / 60:g}-minute retention window"
+            )
+        when = min(self.cadence.next_poll(flight, now), max(deadline, now))
+        waiting_for_probe = not self.latency.known and not self.cadence.is_probe(flight)
+        with anyio.move_on_after(when - now) as sleep:
+            # Waiting for the probe to teach the model, or on an estimate that may move:
+            # either news ends the sleep, and the next look is planned again.
+            await (self.latency.learned.wait() if waiting_for_probe else self.latency.moved())
+        if not sleep.cancelled_caught:
+            return
+        request_id = flight.request_id
+        sent = anyio.current_time()
+        status = await self.api("status", lambda: self.client.status(request_id))
+        received = anyio.current_time()
+        flight.polled(status.state, sent_at=sent, received_at=received, inference_time=status.inference_time)
+        if flight.phase is Phase.READY:
+            self._learn(flight)
+
+    def _learn(self, flight: Flight) -> None:
+        observation = flight.observation()
+        if observation is not None:  # None for a resumed job: its submit time is only the ledger's
+            queue = self.latency.observe(observation)
+            if queue is not None:
+                self._queue_waits[flight] = queue
+        if flight.accepted_at is not None and flight.accepted_at >= self.rate.polls_count_since:
+            # Polled entirely at the counted cadence: what each submit costs in polls now.
+            self._polls_per_image.append(flight.polls)
+            self.rate.followups = 1.0 + statistics.fmean(self._polls_per_image)
+
+    # --- fetch and download ----------------------------------------------------------
+
+    async def fetch(self, flight: Flight) -> None:
+        """Fetch the result of a COMPLETED request; note its image URL."""
+        request_id = flight.request_id
+        assert request_id is not None
+        result = await self.api("result", lambda: self.client.result(request_id))
+        urls = find_image_urls(result.output)
+        if not urls:
+            raise TransientError("no image URL in the result's output", request_id=request_id)
+        if len(urls) > 1:
+            log.debug("job %s: %d images in the output; keeping the first", flight.job.short_key, len(urls))
+        flight.fetched(urls[0], inference_time=result.inference_time)
+
+    async def download(self, flight: Flight) -> None:
+        """Download the image (.part, verify, rename), record ``completed``."""
+        job = flight.job
+        url = flight.image_url
+        assert url is not None and flight.request_id is not None
+        limit = self.settings.download_timeout
+        info = None
+        if self.settings.embed:
+            info = ImageInfo(
+                key=job.key,
+                request_id=flight.request_id,
+                index=job.index,
+                model=job.model,
+                params=job.params.to_api(),
+                labels=dict(job.labels),
+                manifest_sha256=self.manifest_sha256,
+                version=__version__,
+            )
+        try:
+            with anyio.fail_after(limit):
+                async with (
+                    self.client.download(url, max_bytes=self.settings.max_image_bytes) as download,
+                    open_part(self.out_dir, job.filename) as part,
+                ):
+                    async for chunk in download.chunks:
+                        await part.write(chunk)
+                    saved = await part.commit(content_type=download.content_type, info=info)
+        except TimeoutError:
+            raise TransientError(f"download took longer than {limit:g} s") from None
+        await self.ledger.write(
+            "completed",
+            job.key,
+            request_id=flight.request_id,
+            seed=job.seed,
+            inference_time=flight.inference_time,
+            file=saved.file,
+            sha256=saved.sha256,
+            bytes=saved.bytes,
+        )
+        flight.saved()
+        self.summary.completed += 1
+        self.stops.check_failure_rate()
+        if flight.inference_time is not None:
+            self.summary.inference_times.append(flight.inference_time)
