@@ -176,7 +176,7 @@ def _shard(text: str) -> Shard:
 
 
 def _date(text: str) -> str:
-    from batchgen.manifest.load import run_date
+    from batchgen.manifest.dates import run_date
 
     try:
         return run_date(text)

@@ -33,9 +33,11 @@ from batchgen.engine.progress import Progress
 from batchgen.engine.scheduler import Scheduler
 from batchgen.engine.settings import RunSettings
 from batchgen.errors import LocalWriteError, UsageError
+from batchgen.manifest.dates import run_date
 from batchgen.manifest.expand import DEFAULT_MAX_JOBS, check_job_cap, expand
 from batchgen.manifest.job import Job
-from batchgen.manifest.load import Manifest, load_manifest, run_date
+from batchgen.manifest.load import load_manifest
+from batchgen.manifest.model import Manifest
 from batchgen.manifest.shard import Shard
 from batchgen.outcome.summary import Summary, format_duration, summary_json
 from batchgen.output.folder import check_output
@@ -189,7 +191,7 @@ async def run(
 ) -> Summary:
     """Run every job of ``source`` not already done in ``out_dir``; return the summary.
 
-    ``source`` is a manifest path, a loaded :class:`~batchgen.manifest.load.Manifest`, or an
+    ``source`` is a manifest path, a loaded :class:`~batchgen.manifest.model.Manifest`, or an
     iterable of :class:`~batchgen.manifest.job.Job` (then ``out_dir`` is required). ``out_dir``
     defaults to ``output/<manifest name>/``; images go to ``OUT/images/`` and the ledger
     to ``OUT/ledger.jsonl``. Running it again resumes (see :mod:`batchgen.output.ledger`).

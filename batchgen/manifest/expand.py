@@ -1,4 +1,4 @@
-"""Expand a validated :class:`~batchgen.manifest.load.Manifest` into jobs, lazily.
+"""Expand a validated :class:`~batchgen.manifest.model.Manifest` into jobs, lazily.
 
 Order, for each entry of ``jobs`` in turn: CSV rows (outermost), then the zipped
 tuples, then the grid axes in written order (the last one varies fastest) followed by
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from batchgen.errors import ManifestError, Problem, UsageError
 from batchgen.manifest.job import Job, LabelValue, canonical_json, job_key
-from batchgen.manifest.load import Axis, JobSpec, Manifest, Row, Scalar
+from batchgen.manifest.model import Axis, JobSpec, Manifest, Row, Scalar
 from batchgen.manifest.params import (
     PARAMETER_NAMES,
     SEED_MAX,

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchgen.manifest.load import MAX_SEEDS, REPORT_KEYS
+from batchgen.manifest.load import REPORT_KEYS
 from batchgen.manifest.params import BriaParams
+from batchgen.manifest.values import MAX_SEEDS
 
 __all__ = ["SCHEMA_ID", "manifest_schema"]
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from batchgen.cli.main import main
-from batchgen.manifest.load import JOB_KEYS, TOP_KEYS
+from batchgen.manifest.entry import JOB_KEYS
+from batchgen.manifest.load import TOP_KEYS
 from batchgen.manifest.params import PARAMETER_NAMES
 from batchgen.manifest.schema import manifest_schema
 

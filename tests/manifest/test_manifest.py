@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from batchgen.errors import ManifestError
-from batchgen.manifest.load import Manifest, load_manifest, parse_range
+from batchgen.manifest.load import load_manifest
+from batchgen.manifest.model import Manifest
+from batchgen.manifest.values import parse_range
 
 
 def write(directory: Path, name: str, text: str) -> Path:

@@ -23,8 +23,10 @@ import batchgen.emulator
 import batchgen.engine.runner  # noqa: F401
 from batchgen.cli.main import main
 from batchgen.errors import ManifestError
-from batchgen.manifest.load import MAX_CSV_BYTES, MAX_DEPTH, MAX_YAML_BYTES, load_manifest
+from batchgen.manifest.load import load_manifest
 from batchgen.manifest.params import MAX_PROMPT_CHARS
+from batchgen.manifest.reads import MAX_CSV_BYTES, MAX_YAML_BYTES
+from batchgen.manifest.yamlnodes import MAX_DEPTH
 from tests.conftest import unlogged
 
 

@@ -1,0 +1,267 @@
+"""What a manifest's values must be: parameters, labels, prompts, and axes a template uses.
+
+A :class:`Checker` collects every problem (an error: the manifest is refused) and every
+warning (it runs, but likely not as meant) of one load, each located as
+``FILE:LINE: where: what``, so that all of them are reported at once. Prompts the API may
+reject (non-English, special characters) are warnings; prompts batchgen will not send
+(over :data:`~batchgen.manifest.params.MAX_PROMPT_CHARS`, control characters) are errors.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+
+from batchgen.errors import Problem
+from batchgen.manifest.model import JobSpec, Scalar
+from batchgen.manifest.params import (
+    PARAMETER_NAMES,
+    TEXT_PARAMS,
+    ParamsInvalid,
+    control_characters,
+    prompt_problems,
+    prompt_warnings,
+    suggest_name,
+    validate_params,
+)
+from batchgen.manifest.template import Template, TemplateError, parse_template
+
+__all__ = ["Checker", "in_file_order", "undefined"]
+
+_RESERVED_LABELS = ("index", "key")
+# Parameters an unused label may be a typo of; a misspelt prompt column is caught anyway
+# (no prompt at all), while columns like prompt_id are common and deliberate.
+_SUGGESTED = tuple(name for name in PARAMETER_NAMES if name != "prompt")
+
+
+def undefined(name: str, known: Iterable[str]) -> str:
+    """The problem of a template naming ``{name}``, which nothing defines (with a "did you mean")."""
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    hint = f" (did you mean {{{close[0]}}}?)" if close else ""
+    return f"{{{name}}} is not defined{hint}"
+
+
+def in_file_order(problems: list[Problem]) -> list[Problem]:
+    """Problems sorted by file (in order of first mention) then line; stable for one line."""
+    files: dict[str, int] = {}
+    for problem in problems:
+        files.setdefault(problem.file, len(files))
+    return sorted(problems, key=lambda p: (files[p.file], p.line or 0))
+
+
+class Checker:
+    """Collects the problems and warnings of one manifest; ``display`` is the file they name
+    unless a check says otherwise (a ``rows:`` CSV file)."""
+
+    def __init__(self, display: str) -> None:
+        self.display = display
+        self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
+        self._axis_labels: list[tuple[JobSpec, set[str]]] = []  # for unused_axes
+
+    # --- reporting ---------------------------------------------------------------
+
+    def error(self, line: int | None, where: str, what: str, *, file: str | None = None) -> None:
+        """Note a problem: the manifest is refused."""
+        self.problems.append(Problem(file or self.display, line, where, what))
+
+    def warn(self, line: int | None, where: str, what: str, *, file: str | None = None) -> None:
+        """Note a warning: the manifest runs, but likely not as meant."""
+        self.warnings.append(Problem(file or self.display, line, where, what))
+
+    def unknown_key(self, line: int, where: str, key: str, allowed: Sequence[str]) -> None:
+        """Note a key the format does not have, with the closest allowed one."""
+        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        self.error(line, where, f"unknown key {key!r}{hint}; allowed: {', '.join(allowed)}")
+
+    # --- values ------------------------------------------------------------------
+
+    def check_param(
+        self, name: str, value: Scalar, line: int | None, where: str, *, file: str | None = None
+    ) -> bool:
+        """Validate one parameter value on its own; report with this location."""
+        try:
+            validate_params({"prompt": value} if name == "prompt" else {"prompt": "x", name: value})
+        except ParamsInvalid as exc:
+            for problem in exc.problems:
+                self.error(line, where, problem.message, file=file)
+            return False
+        if name in TEXT_PARAMS and isinstance(value, str):
+            problems = prompt_problems(value)
+            for message in problems:
+                self.error(line, where, message, file=file)
+            return not problems
+        return True
+
+    def check_label(self, value: Scalar, line: int | None, where: str, *, file: str | None = None) -> bool:
+        """A label value fills prompts and filenames: no control characters."""
+        problem = control_characters(value) if isinstance(value, str) else None
+        if problem is not None:
+            self.error(line, where, problem, file=file)
+        return problem is None
+
+    def label_name(
+        self, name: str, line: int, where: str, *, file: str | None = None, axis: bool = False
+    ) -> bool:
+        """Whether ``name`` may be a label; a constant label close to a parameter name warns.
+
+        For an ``axis`` (grid, zip, CSV column) that warning waits for :meth:`unused_axes`,
+        which knows whether any template uses the name.
+        """
+        if name in _RESERVED_LABELS:
+            self.error(
+                line, where, f"{name!r} is reserved for the filename template; choose another name", file=file
+            )
+            return False
+        hint = suggest_name(name)
+        if hint and name not in PARAMETER_NAMES and not axis:
+            self.warn(
+                line,
+                where,
+                f"{name!r} is not a parameter, so it is a label (did you mean {hint}?)",
+                file=file,
+            )
+        return True
+
+    # --- prompts -----------------------------------------------------------------
+
+    def _template(self, text: str, line: int | None, where: str, file: str | None) -> Template | None:
+        try:
+            template = parse_template(text)
+        except TemplateError as exc:
+            self.error(line, where, f"invalid template: {exc}", file=file)
+            return None
+        for message in prompt_warnings(template.render({}, missing="")):
+            self.warn(line, where, message, file=file)
+        return template
+
+    def check_prompts(self, spec: JobSpec, where: str, *, declared: Iterable[str] = ()) -> set[str]:
+        """Every prompt the job can use parses, and names only what that job (or row) defines.
+
+        Returns every name the job's prompts use.
+        """
+        static = set(PARAMETER_NAMES) - {"prompt"}
+        static.update(declared)
+        static.update(spec.labels)
+        static.update(a.name for a in (*spec.axes, *spec.zip) if a.name not in PARAMETER_NAMES)
+        rows = spec.rows
+        columns = {c for c in rows.columns if c not in PARAMETER_NAMES} if rows is not None else set()
+        known = static | columns
+        prompt_axes = [a for a in (*spec.axes, *spec.zip) if a.name == "prompt"]
+        fallback = spec.fields.get("prompt")
+        sources: list[tuple[str, int | None, str]] = []
+        for axis in prompt_axes:
+            sources.extend((str(v), axis.line, f"{axis.where}[{i}]") for i, v in enumerate(axis.values))
+        if not prompt_axes and fallback is not None:
+            sources.append((str(fallback.value), fallback.line, fallback.where))
+        templates: list[Template] = []
+        used_anywhere: set[str] = set()
+        for text, line, src_where in sources:
+            template = self._template(text, line, src_where, None)
+            if template is None:
+                continue
+            used_anywhere.update(template.names)
+            missing = [n for n in template.names if n not in known]
+            for name in missing:
+                self.error(line, src_where, undefined(name, known))
+            if not missing:
+                templates.append(template)
+        cell_prompts = rows is not None and "prompt" in rows.columns and not prompt_axes
+        if not sources and not cell_prompts:
+            if rows is not None and not where:
+                self.error(1, "", "there is no prompt column; it is required", file=rows.display)
+            else:
+                self.error(
+                    spec.line, where, "has no prompt: set prompt on the job, in defaults, or in a grid/zip"
+                )
+            return used_anywhere
+        if rows is None:
+            return used_anywhere
+        # Rows: an empty cell is "not set", so each row is checked against its own cells.
+        for row in rows.rows:
+            row_templates = templates
+            if cell_prompts and "prompt" in row.cells:
+                template = self._template(row.cells["prompt"], row.line, "column prompt", rows.display)
+                if template is None:
+                    continue
+                used_anywhere.update(template.names)
+                missing = [n for n in template.names if n not in known]
+                for name in missing:
+                    self.error(row.line, "column prompt", undefined(name, known), file=rows.display)
+                row_templates = [] if missing else [template]
+            elif not sources:
+                self.error(row.line, "column prompt", "is empty and the job has no prompt", file=rows.display)
+                continue
+            used = {n for t in row_templates for n in t.names}
+            for name in sorted(used & columns):
+                if name not in row.cells:
+                    self.error(
+                        row.line,
+                        f"column {name}",
+                        f"is empty but the prompt uses {{{name}}}",
+                        file=rows.display,
+                    )
+                else:
+                    for message in prompt_warnings(row.cells[name]):
+                        self.warn(row.line, f"column {name}", message, file=rows.display)
+        return used_anywhere
+
+    # --- unused axes -------------------------------------------------------------
+
+    def axis_labels(self, spec: JobSpec, used: set[str]) -> None:
+        """Note a job's label axes and CSV columns, and the names its prompts use."""
+        self._axis_labels.append((spec, used))
+
+    def unused_axes(self, elsewhere: Iterable[str]) -> None:
+        """Report label axes and CSV columns no template uses (``elsewhere``: the filename's
+        and the report's names, which every job shares).
+
+        Such a name sets no parameter and fills nothing, so its values only multiply jobs
+        that send identical requests, each one paid for. Close to a parameter name it is
+        surely a typo (``step_num``): an error. Otherwise a warning: a CSV column may well
+        be kept on purpose, as a label for the ledger and the report.
+        """
+        shared = set(elsewhere)
+        # A CSV file may feed several jobs: a column is used if any of them uses it.
+        by_file: dict[str, set[str]] = {}
+        for spec, used in self._axis_labels:
+            if spec.rows is not None:
+                by_file.setdefault(spec.rows.display, set()).update(used)
+        named: list[tuple[str, int | None, str, str | None, int | None, set[str]]] = []
+        for spec, used in self._axis_labels:
+            named.extend(
+                (a.name, a.line, a.where, None, len(a.values), used)
+                for a in (*spec.axes, *spec.zip)
+                if a.name not in PARAMETER_NAMES
+            )
+        for display, used in by_file.items():
+            columns = next(
+                s.rows.columns for s, _ in self._axis_labels if s.rows and s.rows.display == display
+            )
+            named.extend(
+                (c, 1, f"column {c}", display, None, used) for c in columns if c not in PARAMETER_NAMES
+            )
+        for name, line, where, file, count, used in named:
+            if name in used or name in shared:
+                hint = suggest_name(name)
+                if hint:
+                    self.warn(
+                        line,
+                        where,
+                        f"{name!r} is not a parameter, so it is a label (did you mean {hint}?)",
+                        file=file,
+                    )
+                continue
+            hint = suggest_name(name, _SUGGESTED)
+            if hint:
+                what = f"{name!r} is not a parameter (did you mean {hint}?) and no template uses {{{name}}}"
+            else:
+                what = f"{name!r} sets no parameter and no template uses {{{name}}}"
+            if count is None:
+                what += ": the column is unused, kept only as a label"
+            elif count > 1:
+                what += f": its {count:,} values make jobs that send identical requests"
+            else:
+                what += ": the axis is unused"
+            (self.error if hint else self.warn)(line, where, what, file=file)
