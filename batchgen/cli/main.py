@@ -121,7 +121,7 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
 
 
 def _add_manifest_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from batchgen.manifest.expand import DEFAULT_MAX_JOBS
+    from batchgen.manifest.pipeline import DEFAULT_MAX_JOBS
 
     cap = f"refuse more jobs than this (default {DEFAULT_MAX_JOBS})"
     p = sub.add_parser("validate", help="check a manifest; print a one-line summary")
@@ -194,44 +194,40 @@ def _print_warnings(warnings: Sequence[object]) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from batchgen.manifest.expand import summarize
-    from batchgen.manifest.load import load_manifest
+    from batchgen.manifest.pipeline import manifest_jobs
 
-    manifest = load_manifest(args.manifest, date=args.date)
-    summary = summarize(manifest, max_jobs=args.max_jobs, shard=args.shard)
-    _print_warnings(manifest.warnings)
+    found = manifest_jobs(args.manifest, max_jobs=args.max_jobs, shard=args.shard, date=args.date)
+    counts = found.count()
+    _print_warnings(found.warnings)
     in_shard = f" in shard {args.shard}" if args.shard else ""
     print(
-        f"{args.manifest}: ok, {_plural(summary.jobs, 'job')}{in_shard}, "
-        f"{_plural(summary.duplicates, 'duplicate')} dropped, {_plural(summary.warnings, 'warning')}"
+        f"{args.manifest}: ok, {_plural(counts.jobs, 'job')}{in_shard}, "
+        f"{_plural(counts.duplicates, 'duplicate')} dropped, {_plural(counts.warnings, 'warning')}"
     )
     return ExitCode.OK
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     import json
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterator
 
     from batchgen.engine.estimate import estimate
-    from batchgen.manifest.expand import check_job_cap, expand
     from batchgen.manifest.job import Job
-    from batchgen.manifest.load import load_manifest
+    from batchgen.manifest.pipeline import manifest_jobs
     from batchgen.manifest.template import render_value
 
-    manifest = load_manifest(args.manifest, date=args.date)
-    check_job_cap(manifest, args.max_jobs)
-    _print_warnings(manifest.warnings)
-    expansion = expand(manifest)
-    selected: Iterable[Job] = expansion if args.shard is None else args.shard.select(expansion)
+    found = manifest_jobs(args.manifest, max_jobs=args.max_jobs, shard=args.shard, date=args.date)
+    manifest = found.manifest
+    _print_warnings(found.warnings)
     if args.jsonl:
-        for job in selected:
+        for job in found:
             print(json.dumps(job.to_json(), ensure_ascii=False))
         return ExitCode.OK
     header = ("#", "key", "seed", "ratio", "mode", "labels", "filename", "prompt")
     rows: list[tuple[str, ...]] = []
 
     def tabulated() -> Iterator[Job]:
-        for job in selected:
+        for job in found:
             if len(rows) < args.limit:
                 labels = " ".join(" ".join(f"{k}={render_value(v)}" for k, v in job.labels.items()).split())
                 labels = labels if len(labels) <= 40 else labels[:39] + "…"
@@ -258,7 +254,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
     shown = f"showing {len(rows):,} of " if len(rows) < total else ""
     print(
-        f"{shown}{_plural(total, 'job')} ({_plural(expansion.duplicates, 'duplicate')} dropped)"
+        f"{shown}{_plural(total, 'job')} ({_plural(found.duplicates, 'duplicate')} dropped)"
         f"{f' in shard {args.shard}' if args.shard else ''}"
         f" from {args.manifest}, model {manifest.model}, run name {manifest.name}"
     )
@@ -412,7 +408,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from batchgen.emulator import EmulatorConfig
     from batchgen.engine.runner import EMULATE_TIME_SCALE, emulator_config, run
     from batchgen.engine.settings import RunSettings
-    from batchgen.manifest.expand import DEFAULT_MAX_JOBS
+    from batchgen.manifest.pipeline import DEFAULT_MAX_JOBS
     from batchgen.outcome.summary import format_summary
 
     settings = RunSettings(

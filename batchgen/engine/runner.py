@@ -34,10 +34,9 @@ from batchgen.engine.scheduler import Scheduler
 from batchgen.engine.settings import RunSettings
 from batchgen.errors import LocalWriteError, UsageError
 from batchgen.manifest.dates import run_date
-from batchgen.manifest.expand import DEFAULT_MAX_JOBS, check_job_cap, expand
 from batchgen.manifest.job import Job
-from batchgen.manifest.load import load_manifest
 from batchgen.manifest.model import Manifest
+from batchgen.manifest.pipeline import DEFAULT_MAX_JOBS, manifest_jobs
 from batchgen.manifest.shard import Shard
 from batchgen.outcome.summary import Summary, format_duration, summary_json
 from batchgen.output.folder import check_output
@@ -95,23 +94,18 @@ def _resolve_jobs(
     shard: Shard | None,
 ) -> tuple[Manifest | None, list[Job]]:
     """The manifest (if any) and every job, fully expanded before anything is submitted."""
-    if isinstance(source, str | os.PathLike):
-        source = load_manifest(source, date=date)
-    if isinstance(source, Manifest):
-        check_job_cap(source, max_jobs)
+    if isinstance(source, str | os.PathLike | Manifest):
+        found = manifest_jobs(source, max_jobs=max_jobs, shard=shard, date=date)
         # Expanding fully first finds duplicate keys and filename clashes (exit 2)
         # before a single request is paid for.
-        expansion = expand(source)
-        jobs = list(expansion)
-        if shard is not None:  # after the whole expansion: clashes are checked across shards
-            every = len(jobs)
-            jobs = list(shard.select(jobs))
-            log.info("shard %s: %d of the manifest's %d jobs", shard, len(jobs), every)
-        if expansion.duplicates:
-            log.info("%d duplicate jobs in the manifest are run once", expansion.duplicates)
-        for problem in source.warnings:
+        jobs = list(found)
+        if shard is not None:
+            log.info("shard %s: %d of the manifest's %d jobs", shard, len(jobs), found.total)
+        if found.duplicates:
+            log.info("%d duplicate jobs in the manifest are run once", found.duplicates)
+        for problem in found.warnings:
             log.warning("%s", problem)
-        return source, jobs
+        return found.manifest, jobs
     jobs = list(source if shard is None else shard.select(source))
     if len(jobs) > max_jobs:
         raise UsageError(f"{len(jobs):,} jobs is more than the limit of {max_jobs:,}; raise max_jobs")
@@ -301,6 +295,7 @@ async def run(
                     **settings.to_json(),
                     "base_url": base_url,
                     "jobs": len(jobs),
+                    "max_jobs": max_jobs,  # the cap `batchgen status` applies to this run's manifest
                     "shard": str(shard) if shard else None,
                 },
                 version=__version__,

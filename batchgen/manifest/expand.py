@@ -6,10 +6,10 @@ list-valued fields, then seeds. Jobs with the same key are one job: later copies
 dropped and counted in :attr:`Expansion.duplicates`. Indexes count the jobs kept, from 0.
 
 Counting is arithmetic (:func:`count_jobs`), so a 10**12-job grid is refused by
-:func:`check_job_cap` without a single job being built. Filenames follow the one
-output-path rule of :mod:`batchgen.manifest.paths`; two jobs that would write one file (equal
-ignoring case and the image extension) make the manifest invalid, every such pair
-reported with both jobs once the expansion is complete.
+:func:`~batchgen.manifest.pipeline.check_job_cap` without a single job being built.
+Filenames follow the one output-path rule of :mod:`batchgen.manifest.paths`; two jobs
+that would write one file (equal ignoring case and the image extension) make the
+manifest invalid, every such pair reported with both jobs once the expansion is complete.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
-from batchgen.errors import ManifestError, Problem, UsageError
+from batchgen.errors import ManifestError, Problem
 from batchgen.manifest.job import Job, LabelValue, canonical_json, job_key
 from batchgen.manifest.model import Axis, JobSpec, Manifest, Row, Scalar
 from batchgen.manifest.params import (
@@ -32,21 +31,9 @@ from batchgen.manifest.params import (
     validate_params,
 )
 from batchgen.manifest.paths import clash_key, clean_value, image_extension, output_path
-from batchgen.manifest.shard import Shard
 from batchgen.manifest.template import Template, parse_template
 
-__all__ = [
-    "DEFAULT_MAX_JOBS",
-    "Expansion",
-    "Summary",
-    "check_job_cap",
-    "count_jobs",
-    "derive_seeds",
-    "expand",
-    "summarize",
-]
-
-DEFAULT_MAX_JOBS = 100_000
+__all__ = ["Expansion", "count_jobs", "derive_seeds", "expand"]
 
 
 def derive_seeds(content: str, count: int) -> list[int]:
@@ -96,17 +83,6 @@ def _spec_count(spec: JobSpec) -> int:
 def count_jobs(manifest: Manifest) -> int:
     """How many jobs the manifest expands to before duplicates are dropped; arithmetic only."""
     return sum(_spec_count(spec) for spec in manifest.jobs)
-
-
-def check_job_cap(manifest: Manifest, max_jobs: int = DEFAULT_MAX_JOBS) -> int:
-    """The job count, or UsageError if it is above ``max_jobs`` (``--max-jobs`` raises the cap)."""
-    count = count_jobs(manifest)
-    if count > max_jobs:
-        raise UsageError(
-            f"{manifest.display} expands to {count:,} jobs, more than the limit of {max_jobs:,};"
-            " pass --max-jobs to raise it"
-        )
-    return count
 
 
 def _product(axes: Sequence[Axis]) -> Iterator[tuple[Scalar, ...]]:
@@ -291,21 +267,3 @@ class Expansion:
 def expand(manifest: Manifest) -> Expansion:
     """The jobs of ``manifest``, lazily; nothing is built until it is iterated."""
     return Expansion(manifest)
-
-
-@dataclass(frozen=True, slots=True)
-class Summary:
-    """What ``batchgen validate`` reports: jobs kept, duplicates dropped, warnings."""
-
-    jobs: int
-    duplicates: int
-    warnings: int
-
-
-def summarize(manifest: Manifest, *, max_jobs: int = DEFAULT_MAX_JOBS, shard: Shard | None = None) -> Summary:
-    """Refuse a manifest above the cap, then expand it fully (finds duplicates and clashes);
-    ``jobs`` counts those of ``shard`` when one is given."""
-    check_job_cap(manifest, max_jobs)
-    expansion = expand(manifest)
-    jobs = sum(1 for job in expansion if shard is None or shard.holds(job.key))
-    return Summary(jobs=jobs, duplicates=expansion.duplicates, warnings=len(manifest.warnings))

@@ -332,26 +332,31 @@ def _running_pid(out_dir: Path, latest: RunRecord | None) -> int | None:
 
 
 def _manifest(
-    path: str | None, recorded_sha256: str | None, *, keep_jobs: bool = False, shard: object = None
+    path: str | None,
+    recorded_sha256: str | None,
+    *,
+    keep_jobs: bool = False,
+    shard: object = None,
+    max_jobs: object = None,
 ) -> Manifested:
     """Load the manifest to learn its jobs' keys (and the jobs); say why not when it cannot be.
 
-    ``shard`` is what the run recorded (``"K/N"``): only that shard's jobs are the run's.
+    ``shard`` is what the run recorded (``"K/N"``): only that shard's jobs are the run's;
+    ``max_jobs`` is the job cap the run recorded (the default cap if none).
     """
     if path is None:
         return Manifested(None, recorded_sha256, problem="no manifest recorded (jobs given from Python)")
-    from batchgen.manifest.expand import expand
-    from batchgen.manifest.load import load_manifest
+    from batchgen.manifest.pipeline import DEFAULT_MAX_JOBS, manifest_jobs
+    from batchgen.manifest.shard import Shard
 
     if not Path(path).is_file():
         return Manifested(path, recorded_sha256, problem=f"{path} not found (pass --manifest)")
+    cap = max_jobs if isinstance(max_jobs, int) and not isinstance(max_jobs, bool) else DEFAULT_MAX_JOBS
     try:
-        manifest = load_manifest(path)
-        jobs = tuple(expand(manifest))
-        if isinstance(shard, str):
-            from batchgen.manifest.shard import Shard
-
-            jobs = tuple(Shard.parse(shard).select(jobs))
+        selected = Shard.parse(shard) if isinstance(shard, str) else None
+        found = manifest_jobs(path, max_jobs=cap, shard=selected)
+        jobs = tuple(found)
+        manifest = found.manifest
     except ValueError as exc:
         return Manifested(path, recorded_sha256, problem=f"the recorded shard: {exc}")
     except BatchgenError as exc:
@@ -396,6 +401,7 @@ def read_status(
         latest.manifest_sha256 if latest else None,
         keep_jobs=keep_jobs,
         shard=latest.settings.get("shard") if latest else None,
+        max_jobs=latest.settings.get("max_jobs") if latest else None,
     )
     status = Status(out_dir, now, state, found, running_pid=pid, retention=retention, margin=margin)
     # A run appending right now may have half a line out: that is not damage.

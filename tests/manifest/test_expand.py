@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from batchgen.errors import ManifestError, UsageError
-from batchgen.manifest.expand import check_job_cap, count_jobs, derive_seeds, expand, summarize
+from batchgen.manifest.expand import count_jobs, derive_seeds, expand
 from batchgen.manifest.job import Job
 from batchgen.manifest.load import load_manifest
 from batchgen.manifest.params import DEFAULT_SEED, SEED_MAX, SEED_MIN
+from batchgen.manifest.pipeline import check_job_cap, manifest_jobs
 from batchgen.manifest.template import TemplateError, parse_template
 
 ISSUE_EXAMPLE = """\
@@ -180,7 +181,7 @@ def test_duplicates_are_dropped_and_counted(tmp_path: Path) -> None:
     assert count_jobs(manifest) == 4
     assert [j.index for j in jobs] == [0, 1]
     assert expansion.duplicates == 2
-    assert summarize(manifest).duplicates == 2
+    assert manifest_jobs(manifest).count().duplicates == 2
 
 
 def test_huge_grid_is_counted_and_refused_without_expansion(tmp_path: Path) -> None:
@@ -193,7 +194,7 @@ def test_huge_grid_is_counted_and_refused_without_expansion(tmp_path: Path) -> N
     with pytest.raises(UsageError, match="1,000,000,000,000 jobs, more than the limit of 100,000"):
         check_job_cap(manifest)
     with pytest.raises(UsageError):
-        summarize(manifest)
+        manifest_jobs(manifest)
     assert check_job_cap(manifest, 10**12) == 10**12
     first = next(iter(expand(manifest)))
     assert (first.params.prompt, first.seed) == ("1 1 1", 1)
@@ -226,7 +227,7 @@ def test_filename_collision_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "m.yaml"
     path.write_text("jobs:\n  - prompt: a\n    seed: [1, 2]\noutput:\n  filename: same.png\n")
     with pytest.raises(ManifestError) as info:
-        summarize(load_manifest(path))
+        manifest_jobs(load_manifest(path)).count()
     assert str(info.value) == (
         f"{path}:5: output.filename: jobs 0 and 1 would both write same.png;"
         " add {key} or {index} to the template"

@@ -8,7 +8,7 @@ import pytest
 
 from batchgen.cli.main import main
 from batchgen.errors import ManifestError
-from batchgen.manifest.expand import expand, summarize
+from batchgen.manifest.expand import expand
 from batchgen.manifest.job import Job
 from batchgen.manifest.load import load_manifest
 from batchgen.manifest.paths import (
@@ -18,6 +18,7 @@ from batchgen.manifest.paths import (
     output_path,
     with_format_extension,
 )
+from batchgen.manifest.pipeline import manifest_jobs
 
 
 def jobs_of(tmp_path: Path, text: str, csv: str | None = None) -> list[Job]:
@@ -183,7 +184,7 @@ def test_long_names_differing_at_the_end_do_not_clash(tmp_path: Path) -> None:
         f"jobs:\n  - prompt: x\n    grid:\n      v: [{long}-1, {long}-2]\noutput:\n  filename: '{{v}}'\n",
     )
     assert len({j.filename for j in jobs}) == 2
-    assert summarize(load_manifest(tmp_path / "m.yaml")).jobs == 2
+    assert manifest_jobs(load_manifest(tmp_path / "m.yaml")).count().jobs == 2
 
 
 def test_validate_reports_clashes_and_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
