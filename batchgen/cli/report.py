@@ -1,0 +1,36 @@
+"""``batchgen report OUT``: write OUT/report.html, the self-contained page about a run."""
+
+from __future__ import annotations
+
+import argparse
+
+from batchgen.errors import UsageError
+from batchgen.outcome.summary import ExitCode
+
+__all__ = ["configure", "handle"]
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    """The command's arguments."""
+    p.description = (
+        "Write OUT/report.html, a self-contained page about the run (it opens from disk, "
+        "offline), with thumbnails in OUT/thumbs/ and each contact sheet as a PNG in OUT/grids/. "
+        "batchgen run writes it at the end of every run unless --no-report."
+    )
+    p.add_argument("out", metavar="OUT", help="the output folder of a run (holds ledger.jsonl)")
+    p.add_argument("--manifest", metavar="PATH", help="the manifest, if not where the last run recorded it")
+    p.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Write the page and print its path."""
+    from pathlib import Path
+
+    from batchgen.report.page import write_report
+
+    try:
+        path = write_report(Path(args.out), manifest=args.manifest)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    print(path)
+    return ExitCode.OK

@@ -1,0 +1,206 @@
+"""``batchgen run MANIFEST``: generate every image of a manifest (resumable), in one ``anyio.run``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from batchgen.cli.logs import LOG_FORMATS
+from batchgen.cli.options import add_date, add_shard
+from batchgen.errors import UsageError
+
+if TYPE_CHECKING:  # the emulator (Starlette) is imported only when the run uses it
+    from batchgen.emulator import EmulatorConfig
+
+__all__ = ["configure", "handle"]
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    """The command's arguments."""
+    from batchgen.manifest.pipeline import DEFAULT_MAX_JOBS
+
+    p.description = (
+        "Generate every image of a manifest. Running the same command again resumes: "
+        "finished jobs are skipped, jobs in flight are polled, not paid for twice. "
+        "The API key is read from SEGMIND_API_KEY."
+    )
+    p.add_argument("manifest", help="YAML or CSV manifest")
+    p.add_argument(
+        "--out", metavar="DIR", help="output directory, {date} filled in (default: output/<manifest name>/)"
+    )
+    add_shard(p)
+    add_date(p)
+    p.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="API base URL (default: $BATCHGEN_BASE_URL or https://api.segmind.com)",
+    )
+    p.add_argument("--emulate", action="store_true", help="use a built-in emulator: no key, no network")
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a plain http:// --base-url to another machine (the key travels unencrypted)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=_concurrency,
+        default=None,
+        metavar="N|auto",
+        help="most jobs in flight at once (default auto: as many as the measured rate and latency need)",
+    )
+    p.add_argument(
+        "--rpm",
+        type=float,
+        metavar="N",
+        help="the plan's rate limit in requests per minute (5 free, 50 Pro); default: found from 429s",
+    )
+    p.add_argument(
+        "--rpm-counts-polls",
+        action="store_true",
+        help="status polls and result fetches count against --rpm too (default: learned from a 429 on one)",
+    )
+    p.add_argument(
+        "--history-url",
+        metavar="URL",
+        help="where the request history is read (default: Segmind's for Segmind's API, else --base-url)",
+    )
+    p.add_argument(
+        "--price-per-image",
+        type=float,
+        metavar="USD",
+        help="price per image for the estimate and --budget (default: bria-text-to-image 0.04)",
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        metavar="USD",
+        help="refuse a run estimated above this; stop submitting before spending more (exit 5)",
+    )
+    p.add_argument("--retry-failed", action="store_true", help="also retry jobs that failed permanently")
+    p.add_argument(
+        "--halt-on-failure-rate",
+        type=float,
+        metavar="P",
+        help="stop submitting when more than P%% of the jobs this run finished failed (exit 6)",
+    )
+    p.add_argument(
+        "--halt-min-jobs",
+        type=int,
+        default=20,
+        metavar="N",
+        help="--halt-on-failure-rate waits until N jobs finished (default 20)",
+    )
+    p.add_argument(
+        "--max-jobs",
+        type=int,
+        metavar="N",
+        help=f"refuse manifests expanding to more jobs (default {DEFAULT_MAX_JOBS})",
+    )
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="after the first Ctrl-C / SIGTERM, how long jobs in flight may take to finish (default 60)",
+    )
+    p.add_argument(
+        "--time-scale",
+        type=float,
+        metavar="F",
+        help="with --emulate: the built-in emulator's speed (default 0.02, 50x faster than Segmind)",
+    )
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, help="progress bar (default: on a terminal)"
+    )
+    p.add_argument("-v", "--verbose", action="count", default=0, help="also log each retry and refetch")
+    p.add_argument("-q", "--quiet", action="count", default=0, help="log only warnings and errors")
+    p.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="log lines on stderr: text (ISO time, level, message) or json (one object per line)",
+    )
+    p.add_argument(
+        "--no-embed",
+        dest="embed",
+        action="store_false",
+        help="save images byte for byte as downloaded (default: write the parameters into each image)",
+    )
+    p.add_argument(
+        "--no-report",
+        dest="report",
+        action="store_false",
+        help="do not write OUT/report.html at the end (default: write it; see batchgen report)",
+    )
+    p.set_defaults(handler=handle)
+
+
+def _concurrency(text: str) -> int | None:
+    """``--concurrency``: a positive integer, or ``auto`` (None)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number or 'auto'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1 (or auto)")
+    return value
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Check the settings, then run the manifest and print the summary; the summary's exit code."""
+    import anyio
+
+    from batchgen.engine.runner import EMULATE_TIME_SCALE, emulator_config, run
+    from batchgen.engine.settings import RunSettings
+    from batchgen.manifest.pipeline import DEFAULT_MAX_JOBS
+    from batchgen.outcome.summary import format_summary
+
+    settings = RunSettings(
+        concurrency=args.concurrency,
+        rpm=args.rpm,
+        retry_failed=args.retry_failed,
+        rpm_counts_polls=args.rpm_counts_polls,
+        grace=args.grace,
+        price_per_image=args.price_per_image,
+        budget=args.budget,
+        halt_failure_rate=args.halt_on_failure_rate,
+        halt_min_jobs=args.halt_min_jobs,
+        embed=args.embed,
+        report=args.report,
+    )
+    problems = settings.problems()
+    if args.max_jobs is not None and args.max_jobs < 1:
+        problems.append(f"max jobs {args.max_jobs} must be at least 1")
+    if args.time_scale is not None and not args.emulate:
+        problems.append(
+            "--time-scale applies only with --emulate (batchgen measures a real server's speed itself)"
+        )
+    if args.time_scale is not None and not args.time_scale > 0:
+        problems.append(f"time scale {args.time_scale} must be above 0")
+    if problems:
+        raise UsageError("; ".join(problems))
+    emulate: bool | EmulatorConfig = False
+    if args.emulate:
+        emulate = emulator_config(args.time_scale or EMULATE_TIME_SCALE)
+
+    async def main() -> int:
+        summary = await run(
+            args.manifest,
+            out_dir=args.out,
+            base_url=args.base_url,
+            history_url=args.history_url,
+            emulate=emulate,
+            settings=settings,
+            max_jobs=args.max_jobs or DEFAULT_MAX_JOBS,
+            progress=args.progress,
+            handle_signals=True,
+            insecure=args.insecure,
+            date=args.date,
+            shard=args.shard,
+        )
+        print(format_summary(summary))
+        return summary.exit_code
+
+    return anyio.run(main)
