@@ -1,13 +1,20 @@
-"""Every error batchgen raises on purpose.
+"""Every error batchgen raises on purpose, drawn by what happens when it is raised.
 
     BatchgenError
     ├── UsageError               bad command line or settings           (exit 2)
     ├── ManifestError            bad manifest; carries every Problem    (exit 2)
+    ├── TemplateError            a {name} template that does not parse (also a ValueError):
+    │                            the loader makes it a Problem of the ManifestError
+    ├── ParamsInvalid            parameters the API would refuse; carries every ParamProblem (also a
+    │                            ValueError): Problems of the ManifestError; the emulator answers 400
     ├── LockedError              another run holds the output directory (exit 2)
     ├── LocalWriteError          a file under the output directory cannot be written
     │                            (disk full, file too large, permissions): stop the run  (exit 4)
     ├── ImageInvalid             a downloaded image is corrupt, truncated, too large or not the claimed type
     ├── JobTimedOut              a request not finished within the retention window (fails the job, retryably)
+    ├── HistoryUnavailable       the account's request history cannot be read: the run goes on without
+    │                            it, with a warning (lost submits are sent again, images past retention
+    │                            are paid for again, the run's cost is not known)
     └── ApiError                 an HTTP answer the client could not turn into a result
         ├── TransientError       500/502/504, dropped connection, timeout: retry with backoff
         ├── ImageUnavailable     403/404/410 from the image host (expired signed URL): fetch the result again
@@ -33,6 +40,7 @@ __all__ = [
     "BadRequest",
     "BatchgenError",
     "FatalApiError",
+    "HistoryUnavailable",
     "ImageInvalid",
     "ImageUnavailable",
     "InsufficientCredits",
@@ -40,11 +48,14 @@ __all__ = [
     "LocalWriteError",
     "LockedError",
     "ManifestError",
+    "ParamProblem",
+    "ParamsInvalid",
     "Problem",
     "RateLimitStalled",
     "RateLimited",
     "RequestFailed",
     "RequestNotFound",
+    "TemplateError",
     "TransientError",
     "UsageError",
 ]
@@ -118,6 +129,30 @@ class ManifestError(BatchgenError):
     def __init__(self, problems: list[Problem]) -> None:
         super().__init__("\n".join(str(p) for p in problems))
         self.problems = problems
+
+
+class TemplateError(BatchgenError, ValueError):
+    """A template that cannot be parsed; the message says what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class ParamProblem:
+    """One invalid parameter: which one (``field``) and what is wrong (``message``)."""
+
+    field: str
+    message: str
+
+
+class ParamsInvalid(BatchgenError, ValueError):
+    """Parameters failed validation; ``problems`` lists every one of them."""
+
+    def __init__(self, problems: list[ParamProblem]) -> None:
+        super().__init__("; ".join(f"{p.field}: {p.message}" for p in problems))
+        self.problems = problems
+
+
+class HistoryUnavailable(BatchgenError):
+    """The request history could not be read (the reason is the message)."""
 
 
 class ApiError(BatchgenError):

@@ -35,6 +35,7 @@ import anyio
 import httpx
 
 from batchgen.api.client import DEFAULT_BASE_URL, check_base_url, parse_retry_after
+from batchgen.errors import HistoryUnavailable  # this module's error, drawn in errors.py's tree
 
 __all__ = [
     "DEFAULT_HISTORY_URL",
@@ -60,10 +61,6 @@ CLOCK_SKEW = 300.0
 
 _CREATED_FIELDS = ("created_at", "model_created", "createdAt", "created", "timestamp", "requested_at")
 _LIST_FIELDS = ("data", "rows", "results", "items", "requests", "history")
-
-
-class HistoryUnavailable(Exception):
-    """The request history could not be read (the reason is the message)."""
 
 
 @dataclass(frozen=True, slots=True)

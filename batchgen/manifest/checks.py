@@ -12,19 +12,18 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 
-from batchgen.errors import Problem
+from batchgen.errors import ParamsInvalid, Problem, TemplateError
 from batchgen.manifest.model import JobSpec, Scalar
 from batchgen.manifest.params import (
     PARAMETER_NAMES,
     TEXT_PARAMS,
-    ParamsInvalid,
     control_characters,
     prompt_problems,
     prompt_warnings,
     suggest_name,
     validate_params,
 )
-from batchgen.manifest.template import Template, TemplateError, parse_template
+from batchgen.manifest.template import Template, parse_template
 
 __all__ = ["Checker", "in_file_order", "undefined"]
 

@@ -18,7 +18,7 @@ import hashlib
 import math
 from collections.abc import Iterator, Sequence
 
-from batchgen.errors import ManifestError, Problem
+from batchgen.errors import ManifestError, ParamsInvalid, Problem
 from batchgen.manifest.job import Job, LabelValue, canonical_json, job_key
 from batchgen.manifest.model import Axis, JobSpec, Manifest, Row, Scalar
 from batchgen.manifest.params import (
@@ -26,7 +26,6 @@ from batchgen.manifest.params import (
     SEED_MAX,
     SEED_MIN,
     BriaParams,
-    ParamsInvalid,
     prompt_problems,
     validate_params,
 )

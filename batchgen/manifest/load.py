@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from batchgen.errors import ManifestError, Problem
+from batchgen.errors import ManifestError, Problem, TemplateError
 from batchgen.manifest.checks import Checker, in_file_order, undefined
 from batchgen.manifest.csvrows import read_rows
 from batchgen.manifest.dates import run_date
@@ -33,7 +33,7 @@ from batchgen.manifest.job import DEFAULT_MODEL
 from batchgen.manifest.model import Axis, JobSpec, Manifest, Value
 from batchgen.manifest.params import PARAMETER_NAMES
 from batchgen.manifest.reads import MAX_CSV_BYTES, MAX_YAML_BYTES, Unreadable, read_bounded
-from batchgen.manifest.template import TemplateError, parse_template
+from batchgen.manifest.template import parse_template
 from batchgen.manifest.values import param_value, seed_count
 from batchgen.manifest.yamlnodes import MAX_DEPTH, Nodes, TooDeep, bad_tags, compose, describe_node
 

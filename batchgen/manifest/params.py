@@ -14,10 +14,11 @@ import difflib
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from batchgen.errors import ParamProblem, ParamsInvalid  # this module's error, drawn in errors.py's tree
 
 __all__ = [
     "ASPECT_RATIOS",
@@ -146,22 +147,6 @@ STRING_PARAMS: tuple[str, ...] = _names_of_type(str)
 TEXT_PARAMS: tuple[str, ...] = tuple(
     name for name in STRING_PARAMS if get_origin(BriaParams.model_fields[name].annotation) is not Literal
 )
-
-
-@dataclass(frozen=True, slots=True)
-class ParamProblem:
-    """One invalid parameter: which one (``field``) and what is wrong (``message``)."""
-
-    field: str
-    message: str
-
-
-class ParamsInvalid(ValueError):
-    """Parameters failed validation; ``problems`` lists every one of them."""
-
-    def __init__(self, problems: list[ParamProblem]) -> None:
-        super().__init__("; ".join(f"{p.field}: {p.message}" for p in problems))
-        self.problems = problems
 
 
 def suggest_name(name: str, choices: tuple[str, ...] = PARAMETER_NAMES) -> str | None:

@@ -13,14 +13,12 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["Template", "TemplateError", "parse_template", "render_value"]
+from batchgen.errors import TemplateError
+
+__all__ = ["Template", "parse_template", "render_value"]
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _SPEC = re.compile(r"(0?)([1-9][0-9]?)d")
-
-
-class TemplateError(ValueError):
-    """A template that cannot be parsed; the message says what is wrong."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -354,11 +354,12 @@ def _manifest(
     cap = max_jobs if isinstance(max_jobs, int) and not isinstance(max_jobs, bool) else DEFAULT_MAX_JOBS
     try:
         selected = Shard.parse(shard) if isinstance(shard, str) else None
+    except ValueError as exc:
+        return Manifested(path, recorded_sha256, problem=f"the recorded shard: {exc}")
+    try:
         found = manifest_jobs(path, max_jobs=cap, shard=selected)
         jobs = tuple(found)
         manifest = found.manifest
-    except ValueError as exc:
-        return Manifested(path, recorded_sha256, problem=f"the recorded shard: {exc}")
     except BatchgenError as exc:
         return Manifested(path, recorded_sha256, problem=f"{path} does not load: {str(exc).splitlines()[0]}")
     return Manifested(

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from batchgen.errors import ManifestError, UsageError
+from batchgen.errors import ManifestError, TemplateError, UsageError
 from batchgen.manifest.expand import count_jobs, derive_seeds, expand
 from batchgen.manifest.job import Job
 from batchgen.manifest.load import load_manifest
 from batchgen.manifest.params import DEFAULT_SEED, SEED_MAX, SEED_MIN
 from batchgen.manifest.pipeline import check_job_cap, manifest_jobs
-from batchgen.manifest.template import TemplateError, parse_template
+from batchgen.manifest.template import parse_template
 
 ISSUE_EXAMPLE = """\
 name: spring-catalog

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from batchgen.errors import ParamsInvalid
 from batchgen.manifest.params import (
     ASPECT_RATIOS,
     DEFAULT_SEED,
@@ -11,7 +12,6 @@ from batchgen.manifest.params import (
     PARAMETER_NAMES,
     TEXT_PARAMS,
     BriaParams,
-    ParamsInvalid,
     aspect_ratio_size,
     control_characters,
     prompt_problems,
@@ -29,7 +29,7 @@ def problems(values: dict[str, object]) -> dict[str, str]:
 
 
 def test_thirteen_parameters_with_protocol_defaults() -> None:
-    """All 13 parameters exist and only the prompt is required; defaults match protocol.md."""
+    """All 13 parameters exist and only the prompt is required; defaults match Segmind's documentation."""
     assert len(PARAMETER_NAMES) == 13
     body = validate_params({"prompt": "a mug"}).to_api()
     assert body == {
