@@ -21,7 +21,7 @@ from batchgen import __version__
 from batchgen.errors import BatchgenError, LocalWriteError, LockedError, ManifestError, UsageError
 from batchgen.outcome.summary import ExitCode
 
-__all__ = ["ExitCode", "main"]
+__all__ = ["COMMANDS", "ExitCode", "main"]
 
 # Each command's one-line help (what `batchgen --help` lists), in the order listed; its
 # module is batchgen.cli.<name>.
@@ -47,8 +47,8 @@ def _parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     # The top level has no option that takes a value, so the first word that is not an
     # option is the command.
     chosen = next((arg for arg in argv if not arg.startswith("-")), None)
-    for name, summary in COMMANDS.items():
-        p = sub.add_parser(name, help=summary)
+    for name, help_text in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
         if name == chosen:
             importlib.import_module(f"batchgen.cli.{name}").configure(p)
     return parser
