@@ -55,12 +55,12 @@ def _cron_entry() -> tuple[str, str]:
     return " ".join(fields[:5]), fields[5]
 
 
-def test_the_readme_shows_the_crontab_line_of_docs_deploy() -> None:
-    """The README's nightly cron line is the one in docs/deploy/crontab, and it has no bare %."""
+def test_the_nightly_docs_show_the_crontab_line_of_docs_deploy() -> None:
+    """The cron line docs/nightly.md shows is the one in docs/deploy/crontab, and it has no bare %."""
     schedule, command = _cron_entry()
     assert "%" not in command  # crontab turns an unescaped % into a newline
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert any(line.startswith(schedule) and line.endswith(command) for line in readme.splitlines())
+    nightly = (ROOT / "docs" / "nightly.md").read_text(encoding="utf-8")
+    assert any(line.startswith(schedule) and line.endswith(command) for line in nightly.splitlines())
 
 
 @pytest.mark.e2e

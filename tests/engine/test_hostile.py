@@ -27,7 +27,7 @@ from tests.warp import current_loop, warp_backend
 
 BASE = "http://localhost"
 SPEED = 40.0
-RETRY_AFTER_CAP = 120.0  # documented in the README: "Every wait has a bound"
+RETRY_AFTER_CAP = 120.0  # documented in docs/running.md: "Every wait has a bound"
 
 
 @pytest.fixture
