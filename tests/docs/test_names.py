@@ -26,11 +26,14 @@ def _shown(page: Path) -> str:
 
 
 def _defines(module: Path, name: str) -> bool:
-    """``module`` defines or imports ``name`` at its top level."""
+    """``module`` defines or imports ``name`` at its top level, or exports it in ``__all__``
+    (a name a package imports on first use, PEP 562)."""
     text = module.read_text(encoding="utf-8")
+    exported = re.search(r"^__all__ = \[([^\]]*)\]", text, re.M | re.S)
     return bool(
         re.search(rf"^(?:async def|def|class) {name}\b|^{name}\s*[:=]", text, re.M)
         or re.search(rf"^from \S+ import (?:\(\s*)?(?:[\w ,\n]*\b)?{name}\b", text, re.M)
+        or (exported and re.search(rf"[\"']{name}[\"']", exported.group(1)))
     )
 
 
