@@ -26,11 +26,14 @@ def handle(args: argparse.Namespace) -> int:
     """Write the page and print its path."""
     from pathlib import Path
 
+    from batchgen.cli.printing import print_warnings
+    from batchgen.outcome.status import read_status
     from batchgen.report.page import write_report
 
     try:
-        path = write_report(Path(args.out), manifest=args.manifest)
+        status = read_status(Path(args.out), manifest=args.manifest, keep_jobs=True)
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from None
-    print(path)
+    print_warnings(status.warnings)  # the page shows them too
+    print(write_report(status.out_dir, status=status))
     return ExitCode.OK

@@ -31,18 +31,10 @@ from typing import Any
 from batchgen.errors import BatchgenError
 from batchgen.manifest.job import Job
 from batchgen.outcome.summary import format_duration, percentile
-from batchgen.output.layout import LEDGER_NAME, LOCK_NAME
+from batchgen.output.layout import IMAGES_DIR, LEDGER_NAME, LOCK_NAME
 from batchgen.output.ledger import format_ts
 from batchgen.output.replay import JobRecord, LedgerState, RunRecord, replay
-from batchgen.output.resume import (
-    DEFAULT_MARGIN,
-    DEFAULT_RETENTION,
-    Poll,
-    Reconcile,
-    ResumeDecision,
-    Skip,
-    decide,
-)
+from batchgen.output.resume import DEFAULT_MARGIN, DEFAULT_RETENTION, RerunVerb, Submit, decide, rerun_verb
 
 __all__ = ["FailureReason", "Manifested", "Status", "format_status", "merge_status", "read_status"]
 
@@ -413,9 +405,15 @@ def read_status(
         status.warnings.append(
             "the manifest changed since the last run started: counts are for it as it is now"
         )
+    outside: list[str] = []
     for record in status._in_manifest():
-        status.rerun[_action(decide(record, out_dir=out_dir, now=now, retention=retention, margin=margin,
-                                    retry_failed=retry_failed))] += 1  # fmt: skip
+        decision = decide(
+            record, out_dir=out_dir, now=now, retention=retention, margin=margin, retry_failed=retry_failed
+        )
+        status.rerun[rerun_verb(decision)] += 1
+        if isinstance(decision, Submit) and decision.reason == "file-outside":
+            outside.append(record.file or "")
+    status.warnings.extend(_outside_warnings(out_dir, outside))
     new = len(found.keys - state.keys()) if found.keys is not None else 0
     if new:
         status.rerun["submit"] += new
@@ -474,32 +472,29 @@ def merge_status(statuses: list[Status]) -> Status:
     )
 
 
-def _action(decision: ResumeDecision) -> str:
-    """A resume decision as a rerun would report it."""
-    if isinstance(decision, Skip):
-        return "skip" if decision.reason == "completed" else "skip failed"
-    if isinstance(decision, Reconcile):
-        return "reconcile"
-    if isinstance(decision, Poll):
-        return "recover" if decision.recover else "repoll"
-    return {
-        "new": "submit",
-        "expired": "resubmit",
-        "retry": "retry",
-        "retry-failed": "retry",
-        "file-missing": "resubmit",
-        "file-changed": "resubmit",
-    }[decision.reason]
+_NAMED = 10  # files named one by one in a warning; the rest are counted
+
+
+def _outside_warnings(out_dir: Path, files: list[str]) -> list[str]:
+    """Say which recorded images lead outside ``OUT/images`` (a symlink): not counted as done."""
+    warnings = [
+        f"{file}: leads outside {out_dir / IMAGES_DIR} (a symlink?): not this run's image;"
+        " a rerun makes it again"
+        for file in sorted(files)[:_NAMED]
+    ]
+    if len(files) > _NAMED:
+        warnings.append(f"... and {len(files) - _NAMED} more images that lead outside {out_dir / IMAGES_DIR}")
+    return warnings
 
 
 # --- printing -----------------------------------------------------------------------------
 
-_RERUN_WORDS = (
+_RERUN_WORDS: tuple[tuple[RerunVerb, str], ...] = (
     ("skip", "skip {} done"),
     ("repoll", "repoll {} in flight"),
     ("reconcile", "look up {} whose submit answer was lost in the request history"),
     ("recover", "fetch {} images not saved from their requests (result or history) before paying again"),
-    ("resubmit", "resubmit {} (expired, or image missing)"),
+    ("resubmit", "resubmit {} (expired, or image missing or not in the folder)"),
     ("retry", "retry {} failed"),
     ("skip failed", "skip {} failed permanently (--retry-failed retries them)"),
     ("submit", "submit {} not started"),

@@ -20,15 +20,19 @@ For each job of the manifest, by its key:
   (``retry-failed``); ``failed`` with ``retryable: true`` otherwise: submit again
   (``retry``).
 
+Every decision has a ``reason``, and :data:`RERUN_VERBS` says, for every reason, the
+verb a rerun is reported under (``batchgen status``: "a rerun would: skip 3 done, ...").
+
 Jobs in the ledger that are no longer in the manifest are left alone and reported
 (:meth:`~batchgen.output.replay.LedgerState.removed`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 from batchgen.output.images import file_matches
 from batchgen.output.layout import IMAGES_DIR
@@ -37,23 +41,61 @@ from batchgen.output.replay import JobRecord
 __all__ = [
     "DEFAULT_MARGIN",
     "DEFAULT_RETENTION",
+    "RERUN_VERBS",
     "Poll",
+    "PollReason",
     "Reconcile",
+    "ReconcileReason",
+    "RerunVerb",
     "ResumeDecision",
+    "ResumeReason",
     "Skip",
+    "SkipReason",
     "Submit",
+    "SubmitReason",
     "decide",
+    "leads_outside",
+    "rerun_verb",
 ]
 
 DEFAULT_RETENTION = 3600.0
 DEFAULT_MARGIN = 300.0
+
+SkipReason: TypeAlias = Literal["completed", "failed"]
+PollReason: TypeAlias = Literal["in-flight", "recover"]
+ReconcileReason: TypeAlias = Literal["unanswered"]
+SubmitReason: TypeAlias = Literal[
+    "new", "expired", "retry", "retry-failed", "file-missing", "file-changed", "file-outside"
+]
+ResumeReason: TypeAlias = SkipReason | PollReason | ReconcileReason | SubmitReason
+
+RerunVerb: TypeAlias = Literal[
+    "skip", "skip failed", "repoll", "reconcile", "recover", "resubmit", "retry", "submit"
+]
+
+# Every reason a decision can give, and the verb a rerun is counted under. Exhaustive:
+# tests/output/test_resume.py derives the reasons from the Literal types above.
+RERUN_VERBS: Mapping[ResumeReason, RerunVerb] = {
+    "completed": "skip",
+    "failed": "skip failed",
+    "in-flight": "repoll",
+    "recover": "recover",
+    "unanswered": "reconcile",
+    "new": "submit",
+    "expired": "resubmit",
+    "retry": "retry",
+    "retry-failed": "retry",
+    "file-missing": "resubmit",
+    "file-changed": "resubmit",
+    "file-outside": "resubmit",
+}
 
 
 @dataclass(frozen=True, slots=True)
 class Skip:
     """Nothing to do: the job is done (``completed``) or failed for good (``failed``)."""
 
-    reason: Literal["completed", "failed"] = "completed"
+    reason: SkipReason = "completed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +107,11 @@ class Poll:
     submitted_at: float
     recover: bool = False
 
+    @property
+    def reason(self) -> PollReason:
+        """``recover`` (an image may be waiting on the server) or ``in-flight``."""
+        return "recover" if self.recover else "in-flight"
+
 
 @dataclass(frozen=True, slots=True)
 class Reconcile:
@@ -73,16 +120,34 @@ class Reconcile:
     body: dict[str, Any]
     intent_at: float
 
+    @property
+    def reason(self) -> ReconcileReason:
+        """Always ``unanswered``: the submit's answer never reached the ledger."""
+        return "unanswered"
+
 
 @dataclass(frozen=True, slots=True)
 class Submit:
     """Submit the job; ``previous_request_id`` is the request it replaces, if any."""
 
-    reason: Literal["new", "expired", "retry", "retry-failed", "file-missing", "file-changed", "file-outside"]
+    reason: SubmitReason
     previous_request_id: str | None = None
 
 
 ResumeDecision = Skip | Poll | Reconcile | Submit
+
+
+def rerun_verb(decision: ResumeDecision) -> RerunVerb:
+    """The verb a rerun reports ``decision`` under (:data:`RERUN_VERBS`)."""
+    return RERUN_VERBS[decision.reason]
+
+
+def leads_outside(out_dir: Path, file: str) -> bool:
+    """Whether ``OUT/<file>`` resolves outside ``OUT/images`` (a symlink that leads out of
+    the output folder): such a file is not our image, whatever its bytes."""
+    images = (out_dir / IMAGES_DIR).resolve()
+    return not (out_dir / file).resolve().is_relative_to(images)
+
 
 # Steps after which the server may hold a finished image that was never saved.
 _IMAGE_STEPS = frozenset({"result", "download"})
@@ -117,9 +182,7 @@ def decide(
     if record.state == "completed":
         if not record.file or not (out_dir / record.file).is_file():
             return recover("file-missing")
-        images = (out_dir / IMAGES_DIR).resolve()
-        if not (out_dir / record.file).resolve().is_relative_to(images):
-            # images/x is a symlink that leads out of the output folder: not our image.
+        if leads_outside(out_dir, record.file):
             return Submit("file-outside", record.request_id)
         if record.sha256 is None or not file_matches(out_dir, record.file, record.sha256):
             return recover("file-changed")
@@ -142,4 +205,3 @@ def decide(
     if retry_failed:
         return Submit("retry-failed", record.request_id)
     return Skip("failed")
-

@@ -39,6 +39,7 @@ from batchgen.outcome.status import Status, read_status
 from batchgen.outcome.summary import format_duration
 from batchgen.output.layout import GRIDS_DIR, REPORT_HTML
 from batchgen.output.ledger import format_ts
+from batchgen.output.resume import leads_outside
 from batchgen.report.sheets import ReportJob, Sheet, contact_sheets, save_grid
 from batchgen.report.thumbs import make_thumbnails, thumb_relpath
 
@@ -87,9 +88,19 @@ def _report_job(
 def _with_thumbs(out_dir: Path, jobs: list[ReportJob]) -> list[ReportJob]:
     from dataclasses import replace
 
-    wanted = [(j.file, j.sha256) for j in jobs if j.file and j.sha256 and (out_dir / j.file).is_file()]
+    # An image that leads outside OUT/images (a symlink) is not the run's: it is neither
+    # read nor shown (`batchgen status` and the page's warnings name it).
+    wanted = [
+        (j.file, j.sha256)
+        for j in jobs
+        if j.file and j.sha256 and (out_dir / j.file).is_file() and not leads_outside(out_dir, j.file)
+    ]
     made = make_thumbnails(out_dir, wanted)
-    return [replace(j, thumb=thumb_relpath(j.sha256)) if j.sha256 in made and j.file else j for j in jobs]
+    shown = {pair for pair in wanted if pair[1] in made}
+    return [
+        replace(j, thumb=thumb_relpath(j.sha256)) if (j.file, j.sha256) in shown and j.sha256 else j
+        for j in jobs
+    ]
 
 
 def write_report(
@@ -163,10 +174,13 @@ def _header(status: Status, jobs: Sequence[ReportJob]) -> str:
         ("429s", str(s.rate_limited)),
     ]  # fmt: skip
     items = "".join(f"<div><dt>{_e(k)}</dt><dd>{v}</dd></div>" for k, v in facts)
+    warnings = "".join(f"<li>{_e(w)}</li>" for w in s.warnings)
     return (
         f"<header><h1>{_e(name)}</h1>"
         f'<p class="sub">{_e(s.out_dir)} · written {_e(format_ts(s.now))} · batchgen {_e(__version__)}</p>'
-        f'{running}<dl class="facts">{items}</dl></header>'
+        f'{running}<dl class="facts">{items}</dl>'
+        + (f'<ul class="warn">{warnings}</ul>' if warnings else "")
+        + "</header>"
     )
 
 

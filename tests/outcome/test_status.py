@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -181,3 +183,48 @@ def test_a_live_lock_with_an_unfinished_run_is_running(tmp_path: Path) -> None:
     assert status.warnings == []  # the half-written line of a live run is not damage
     assert "run in progress (pid" in format_status(status)
     assert "if this run stopped now, a rerun would: submit 2 not started" in format_status(status)
+
+
+def test_every_rerun_verb_has_words() -> None:
+    """`batchgen status` can say every verb of the resume rule's table (none dropped from its plan)."""
+    from batchgen.outcome.status import _RERUN_WORDS
+    from batchgen.output.resume import RERUN_VERBS
+
+    assert set(RERUN_VERBS.values()) == {verb for verb, _ in _RERUN_WORDS}
+
+
+@pytest.mark.e2e
+def test_an_image_that_leads_outside_the_folder_is_named(tmp_path: Path) -> None:
+    """images/x as a symlink out of OUT: `batchgen status` and `batchgen report` exit 0 and name it."""
+    manifest = write_manifest(tmp_path, seeds=3)
+    out = tmp_path / "out"
+    config = EmulatorConfig(time_scale=0.001, workers=8, image_size=32)
+
+    async def go() -> None:
+        summary = await run(
+            manifest, out_dir=out, emulate=config, settings=RunSettings(seed=1, report=False), progress=False
+        )
+        assert summary.exit_code == 0
+
+    anyio.run(go)
+    image = out / "images" / "img-2.png"
+    elsewhere = tmp_path / "elsewhere.png"
+    elsewhere.write_bytes(image.read_bytes())  # the very bytes the ledger recorded
+    image.unlink()
+    image.symlink_to(elsewhere)
+
+    def batchgen(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "batchgen", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+    status = batchgen("status", str(out))
+    assert status.returncode == 0, status.stderr
+    assert "images/img-2.png: leads outside" in status.stdout
+    assert "a rerun would: skip 2 done, resubmit 1" in status.stdout
+    report = batchgen("report", str(out))
+    assert report.returncode == 0, report.stderr
+    assert "images/img-2.png: leads outside" in report.stderr
+    assert report.stdout.strip() == str(out / "report.html")
+    page = (out / "report.html").read_text()
+    assert "images/img-2.png: leads outside" in page
+    assert '"f":"images/img-2.png"' not in page  # not in the gallery: not the run's image
