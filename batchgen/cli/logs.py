@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import UTC, datetime
 from typing import Literal
+
+# The ledger's own timestamp format, so a log line and the ledger line it explains match.
+from batchgen.output.ledger import format_ts
 
 __all__ = ["LOG_FORMATS", "JsonFormatter", "TextFormatter", "configure", "configured"]
 
@@ -23,17 +25,12 @@ LogFormat = Literal["text", "json"]
 _LOGGER = "batchgen"
 
 
-def _timestamp(record: logging.LogRecord) -> str:
-    moment = datetime.fromtimestamp(record.created, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
 class TextFormatter(logging.Formatter):
     """``<ISO time> <LEVEL> <message>``, one line per record."""
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as one text line (a multi-line message keeps its first line's prefix)."""
-        return f"{_timestamp(record)} {record.levelname} {record.getMessage()}"
+        return f"{format_ts(record.created)} {record.levelname} {record.getMessage()}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -42,7 +39,7 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         """The record as one line of JSON (newlines inside the message are escaped)."""
         line: dict[str, object] = {
-            "ts": _timestamp(record),
+            "ts": format_ts(record.created),
             "level": record.levelname.lower(),
             "message": record.getMessage(),
         }

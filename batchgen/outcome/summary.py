@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
 from typing import Any
+
+from batchgen.output.ledger import format_ts
 
 __all__ = [
     "EXIT_MEANINGS",
@@ -20,7 +21,6 @@ __all__ = [
     "Summary",
     "format_duration",
     "format_summary",
-    "iso",
     "percentile",
     "summary_json",
 ]
@@ -50,12 +50,6 @@ EXIT_MEANINGS: dict[int, str] = {
     ExitCode.FAILURE_RATE: "--halt-on-failure-rate: too many jobs failed; nothing more submitted",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C / SIGTERM): rerun the same command to finish",
 }
-
-
-def iso(wall: float) -> str:
-    """A wall-clock time as ISO-8601 UTC with milliseconds (as in the ledger)."""
-    moment = datetime.fromtimestamp(wall, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -138,7 +132,7 @@ class Summary:
 
     def error(self, message: str, *, at: float, key: str | None = None, code: int | None = None) -> None:
         """Note an error of this run (a failed job, a fatal condition, a failed write)."""
-        seen = {"at": iso(at), "key": key, "code": code, "error": message}
+        seen = {"at": format_ts(at), "key": key, "code": code, "error": message}
         if self.first_error is None:
             self.first_error = seen
         self.last_error = seen
@@ -253,8 +247,8 @@ def summary_json(
         "format": 1,
         **run,
         "out": str(out or s.out_dir),
-        "started_at": iso(started_at),
-        "finished_at": iso(finished_at),
+        "started_at": format_ts(started_at),
+        "finished_at": format_ts(finished_at),
         "exit_code": code,
         "exit_name": ExitCode(code).name.lower(),
         "exit_meaning": EXIT_MEANINGS[code],
