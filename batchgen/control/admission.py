@@ -38,6 +38,8 @@ from collections import deque
 
 import anyio
 
+from batchgen.output.resume import DEFAULT_RETENTION
+
 __all__ = ["AUTO_CAP", "GROWTH", "HEADROOM", "INITIAL", "Admission"]
 
 AUTO_CAP = 1000  # ``--concurrency auto``: the most jobs ever in flight
@@ -53,7 +55,7 @@ _MAX_SPAN = 600.0
 class Admission:
     """The in-flight target and the limiter it sizes."""
 
-    def __init__(self, *, cap: int | None = None, retention: float = 3600.0) -> None:
+    def __init__(self, *, cap: int | None = None, retention: float = DEFAULT_RETENTION) -> None:
         self.cap = cap if cap is not None else AUTO_CAP
         self.fixed = cap is not None
         self.retention = retention

@@ -58,6 +58,8 @@ __all__ = [
     "rerun_verb",
 ]
 
+# Segmind keeps a request's status and result 1 hour after submission (then 404). The one
+# definition: the resume rule, the scheduler's settings, status and admission read it here.
 DEFAULT_RETENTION = 3600.0
 DEFAULT_MARGIN = 300.0
 
