@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from batchgen.errors import UsageError
-from batchgen.outcome.summary import ExitCode
+from batchgen.outcome.exits import ExitCode
 
 __all__ = ["configure", "handle"]
 

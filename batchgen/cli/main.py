@@ -18,8 +18,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from batchgen import __version__
-from batchgen.errors import BatchgenError, LocalWriteError, LockedError, ManifestError, UsageError
-from batchgen.outcome.summary import ExitCode
+from batchgen.errors import BatchgenError, LocalWriteError, ManifestError
+from batchgen.outcome.exits import ExitCode, exit_code_for
 
 __all__ = ["COMMANDS", "ExitCode", "main"]
 
@@ -62,29 +62,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     say = _errors_to(args)
     try:
         return int(handler(args))
-    except ManifestError as exc:
-        for problem in exc.problems:
-            say(str(problem))
-        noun = "problem" if len(exc.problems) == 1 else "problems"
-        say(f"error: {len(exc.problems)} {noun}; nothing was submitted")
-        return ExitCode.USAGE
-    except (UsageError, LockedError) as exc:
-        say(f"error: {exc}")
-        return ExitCode.USAGE
-    except LocalWriteError as exc:
-        say(f"error: {exc}; nothing was submitted")
-        return ExitCode.WRITE_FAILED
     except BatchgenError as exc:
-        say(f"error: {exc}")
-        return ExitCode.FATAL_API
-    except KeyboardInterrupt:
+        if isinstance(exc, ManifestError):
+            for problem in exc.problems:
+                say(str(problem))
+            noun = "problem" if len(exc.problems) == 1 else "problems"
+            say(f"error: {len(exc.problems)} {noun}; nothing was submitted")
+        elif isinstance(exc, LocalWriteError):
+            say(f"error: {exc}; nothing was submitted")
+        else:
+            say(f"error: {exc}")
+        return exit_code_for(exc)
+    except KeyboardInterrupt as exc:
         say("interrupted")
-        return ExitCode.INTERRUPTED
-    except BrokenPipeError:
+        return exit_code_for(exc)
+    except BrokenPipeError as exc:
         # The reader went away (`batchgen plan --jsonl | head`): not an error. Point
         # stdout at devnull so the interpreter's final flush does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return ExitCode.OK
+        return exit_code_for(exc)
 
 
 def _errors_to(args: argparse.Namespace) -> Callable[[str], None]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from batchgen.outcome.summary import ExitCode
+from batchgen.outcome.exits import ExitCode
 
 __all__ = ["configure", "handle"]
 

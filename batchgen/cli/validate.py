@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from batchgen.cli.options import add_date, add_max_jobs, add_shard
-from batchgen.outcome.summary import ExitCode
+from batchgen.outcome.exits import ExitCode
 
 __all__ = ["configure", "handle"]
 

@@ -9,47 +9,19 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
+from batchgen.outcome.exits import EXIT_MEANINGS, ExitCode, outcome_exit_code
 from batchgen.output.ledger import format_ts
 
 __all__ = [
-    "EXIT_MEANINGS",
-    "ExitCode",
     "Summary",
     "format_duration",
     "format_summary",
     "percentile",
     "summary_json",
 ]
-
-
-class ExitCode(IntEnum):
-    """Exit codes of every batchgen command: with ``OUT/summary.json``, the contract with
-    schedulers (cron, systemd, Kubernetes). The README's table says the same."""
-
-    OK = 0
-    JOBS_FAILED = 1
-    USAGE = 2
-    FATAL_API = 3
-    WRITE_FAILED = 4
-    BUDGET = 5
-    FAILURE_RATE = 6
-    INTERRUPTED = 130
-
-
-EXIT_MEANINGS: dict[int, str] = {
-    ExitCode.OK: "every job of the manifest has its image",
-    ExitCode.JOBS_FAILED: "the run finished, but some jobs failed (now, or permanently in an earlier run)",
-    ExitCode.USAGE: "usage or manifest error, no key, or the output folder is locked: nothing was submitted",
-    ExitCode.FATAL_API: "fatal API condition (key, permissions, unknown model, no credits, a redirect)",
-    ExitCode.WRITE_FAILED: "a file under the output folder could not be written (disk full?); rerun then",
-    ExitCode.BUDGET: "--budget reached: nothing more submitted, jobs in flight finished",
-    ExitCode.FAILURE_RATE: "--halt-on-failure-rate: too many jobs failed; nothing more submitted",
-    ExitCode.INTERRUPTED: "interrupted (Ctrl-C / SIGTERM): rerun the same command to finish",
-}
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -176,26 +148,8 @@ class Summary:
 
     @property
     def exit_code(self) -> int:
-        """The process exit code this outcome calls for (an :class:`ExitCode`).
-
-        4 a file under OUT could not be written (disk full; it may also have been
-        interrupted), 130 interrupted, 3 stopped by a fatal API condition, 6 stopped by
-        ``--halt-on-failure-rate`` with jobs left, 5 stopped at ``--budget``, 1 some job
-        failed (now or, not retried, earlier), else 0.
-        """
-        if self.write_error:
-            return ExitCode.WRITE_FAILED
-        if self.interrupted:
-            return ExitCode.INTERRUPTED
-        if self.fatal:
-            return ExitCode.FATAL_API
-        if self.failure_rate_halted and self.not_run:
-            return ExitCode.FAILURE_RATE
-        if self.budget_reached and not self.all_done:
-            return ExitCode.BUDGET
-        if self.failed or self.skipped_failed:
-            return ExitCode.JOBS_FAILED
-        return ExitCode.OK
+        """The process exit code this outcome calls for (:func:`.exits.outcome_exit_code`)."""
+        return outcome_exit_code(self)
 
     def counts(self) -> dict[str, Any]:
         """The figures for the ledger's ``run_finished`` event (JSON-ready)."""

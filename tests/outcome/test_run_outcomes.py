@@ -13,7 +13,7 @@ from batchgen.cli.main import main
 from batchgen.emulator import EmulatorConfig
 from batchgen.engine.runner import run
 from batchgen.engine.settings import RunSettings
-from batchgen.outcome.summary import EXIT_MEANINGS, ExitCode
+from batchgen.outcome.exits import EXIT_MEANINGS, ExitCode
 
 REPO = Path(__file__).resolve().parents[2]
 
