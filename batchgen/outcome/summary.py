@@ -16,6 +16,8 @@ from batchgen.outcome.exits import EXIT_MEANINGS, ExitCode, outcome_exit_code
 from batchgen.output.ledger import format_ts
 
 __all__ = [
+    "FIGURES",
+    "Figure",
     "Summary",
     "format_duration",
     "format_summary",
@@ -153,35 +155,67 @@ class Summary:
 
     def counts(self) -> dict[str, Any]:
         """The figures for the ledger's ``run_finished`` event (JSON-ready)."""
-        return {
-            "total": self.total,
-            "completed": self.completed,
-            "failed": self.failed,
-            "skipped": self.skipped,
-            "skipped_failed": self.skipped_failed,
-            "not_run": self.not_run,
-            "resubmitted": self.resubmitted,
-            "removed": self.removed,
-            "submits": self.submits,
-            "requests": self.requests,
-            "polls": self.polls,
-            "rate_limited": self.rate_limited,
-            "peak_in_flight": self.peak_in_flight,
-            "learned_rpm": None if self.learned_rpm is None else round(self.learned_rpm, 2),
-            "polls_counted": self.polls_counted,
-            "wall_time": round(self.wall_time, 3),
-            "recovered": self.recovered,
-            "unreconciled": self.unreconciled,
-            "from_history": self.from_history,
-            "cost_usd": self.cost_usd,
-            "cost_failed_usd": self.cost_failed_usd,
-            "cost_unknown": self.cost_unknown,
-            "budget_reached": self.budget_reached,
-            "failure_rate_halted": self.failure_rate_halted,
-            "interrupted": self.interrupted,
-            "fatal": self.fatal,
-            "write_error": self.write_error,
-        }
+        return {figure.name: figure.value(self) for figure in FIGURES if figure.ledger}
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    """One figure of a run's outcome, and where it is written.
+
+    ``name`` is the :class:`Summary` attribute (or property) and its key in the ledger's
+    ``run_finished`` when ``ledger``; ``json`` its place in ``summary.json`` (a dotted
+    path for a nested object), None when it is not there; ``digits`` rounds it wherever
+    it is written.
+    """
+
+    name: str
+    json: str | None
+    ledger: bool = True
+    digits: int | None = None
+
+    def value(self, summary: Summary) -> Any:
+        """The figure of ``summary``, rounded as written."""
+        value = getattr(summary, self.name)
+        return value if self.digits is None or value is None else round(value, self.digits)
+
+
+# The one list of a run's figures: run_finished records them in this order, summary.json
+# places them in this order. Derived figures (ledger=False) are computed from the rest.
+FIGURES: tuple[Figure, ...] = (
+    Figure("total", "jobs.total"),
+    Figure("done", "jobs.done", ledger=False),
+    Figure("completed", "jobs.completed"),
+    Figure("skipped", "jobs.skipped"),
+    Figure("failed", "jobs.failed"),
+    Figure("skipped_failed", "jobs.skipped_failed"),
+    Figure("not_run", "jobs.not_run"),
+    Figure("resubmitted", "jobs.resubmitted"),
+    Figure("removed", "jobs.removed"),
+    Figure("wall_time", "wall_time_s", digits=3),
+    Figure("images_per_minute", "images_per_minute", ledger=False, digits=2),
+    Figure("requests", "requests"),
+    Figure("submits", "submits"),
+    Figure("polls", "polls"),
+    Figure("requests_per_image", "requests_per_image", ledger=False, digits=2),
+    Figure("rate_limited", "rate_limited"),
+    Figure("learned_rpm", "learned_rpm", digits=2),
+    Figure("inference_p50", "inference_p50_s", ledger=False, digits=3),
+    Figure("inference_p95", "inference_p95_s", ledger=False, digits=3),
+    Figure("cost_usd", "cost.usd"),
+    Figure("cost_failed_usd", "cost.failed_usd"),
+    Figure("cost_unknown", "cost.unpriced_requests"),
+    Figure("estimated_cost", "cost.estimated_usd", ledger=False, digits=4),
+    Figure("interrupted", "stopped.interrupted"),
+    Figure("fatal", "stopped.fatal"),
+    Figure("write_error", "stopped.write_error"),
+    Figure("budget_reached", "stopped.budget_reached"),
+    Figure("failure_rate_halted", "stopped.failure_rate_halted"),
+    Figure("peak_in_flight", None),
+    Figure("polls_counted", None),
+    Figure("recovered", None),
+    Figure("unreconciled", None),
+    Figure("from_history", None),
+)
 
 
 def summary_json(
@@ -192,12 +226,8 @@ def summary_json(
     ``run`` adds fields that describe the run rather than its outcome (manifest, shard).
     """
     s = summary
-
-    def rounded(value: float | None, digits: int = 2) -> float | None:
-        return None if value is None else round(value, digits)
-
     code = s.exit_code
-    return {
+    data: dict[str, Any] = {
         "format": 1,
         **run,
         "out": str(out or s.out_dir),
@@ -206,48 +236,26 @@ def summary_json(
         "exit_code": code,
         "exit_name": ExitCode(code).name.lower(),
         "exit_meaning": EXIT_MEANINGS[code],
-        "jobs": {
-            "total": s.total,
-            "done": s.done,
-            "completed": s.completed,
-            "skipped": s.skipped,
-            "failed": s.failed,
-            "skipped_failed": s.skipped_failed,
-            "not_run": s.not_run,
-            "resubmitted": s.resubmitted,
-            "removed": s.removed,
-        },
-        "wall_time_s": round(s.wall_time, 3),
-        "images_per_minute": rounded(s.images_per_minute),
-        "requests": s.requests,
-        "submits": s.submits,
-        "polls": s.polls,
-        "requests_per_image": rounded(s.requests_per_image),
-        "rate_limited": s.rate_limited,
-        "learned_rpm": rounded(s.learned_rpm),
-        "inference_p50_s": rounded(s.inference_p50, 3),
-        "inference_p95_s": rounded(s.inference_p95, 3),
-        "cost": {
-            "usd": s.cost_usd,
-            "failed_usd": s.cost_failed_usd,
-            "unpriced_requests": s.cost_unknown,
-            "estimated_usd": rounded(s.estimated_cost, 4),
-        },
-        "stopped": {
-            "interrupted": s.interrupted,
-            "fatal": s.fatal,
-            "write_error": s.write_error,
-            "budget_reached": s.budget_reached,
-            "failure_rate_halted": s.failure_rate_halted,
-        },
-        "first_error": s.first_error,
-        "last_error": s.last_error,
-        "unrecorded_requests": list(s.unrecorded),
-        "warnings": list(s.warnings),
-        "images": str(s.images_dir),
-        "ledger": str(s.ledger_path),
-        "report": None if s.report_path is None else str(s.report_path),
     }
+    for figure in FIGURES:
+        if figure.json is not None:
+            *groups, name = figure.json.split(".")
+            place = data
+            for group in groups:
+                place = place.setdefault(group, {})
+            place[name] = figure.value(s)
+    data.update(
+        {
+            "first_error": s.first_error,
+            "last_error": s.last_error,
+            "unrecorded_requests": list(s.unrecorded),
+            "warnings": list(s.warnings),
+            "images": str(s.images_dir),
+            "ledger": str(s.ledger_path),
+            "report": None if s.report_path is None else str(s.report_path),
+        }
+    )
+    return data
 
 
 def _num(value: float | None, fmt: str, unit: str = "") -> str:
