@@ -27,7 +27,7 @@ def handle(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from batchgen.cli.printing import print_warnings
-    from batchgen.outcome.status import read_status
+    from batchgen.outcome.read import read_status
     from batchgen.report.page import write_report
 
     try:

@@ -32,7 +32,9 @@ def handle(args: argparse.Namespace) -> int:
     """Print the status of every folder, merged, as text or JSON."""
     from pathlib import Path
 
-    from batchgen.outcome.status import format_status, merge_status, read_status, status_json
+    from batchgen.outcome.read import merge_status, read_status
+    from batchgen.outcome.status import status_json
+    from batchgen.outcome.status_text import format_status
 
     try:
         status = merge_status([read_status(Path(out), manifest=args.manifest) for out in args.out])

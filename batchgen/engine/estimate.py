@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from batchgen.control.latency import relative_cost
 from batchgen.manifest.job import Job
-from batchgen.outcome.summary import format_duration
+from batchgen.outcome.figures import format_duration
 
 __all__ = ["ASSUMED_RPM", "BASE_SECONDS", "PRICES", "Estimate", "estimate", "price_of"]
 

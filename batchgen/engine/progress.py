@@ -11,7 +11,8 @@ from typing import Any
 
 import anyio
 
-from batchgen.outcome.summary import Summary, format_duration
+from batchgen.outcome.figures import format_duration
+from batchgen.outcome.summary import Summary
 
 __all__ = ["Counts", "Progress"]
 

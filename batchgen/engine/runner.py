@@ -38,7 +38,8 @@ from batchgen.manifest.job import Job
 from batchgen.manifest.model import Manifest
 from batchgen.manifest.pipeline import DEFAULT_MAX_JOBS, manifest_jobs
 from batchgen.manifest.shard import Shard
-from batchgen.outcome.summary import Summary, format_duration, summary_json
+from batchgen.outcome.figures import format_duration
+from batchgen.outcome.summary import Summary, summary_json
 from batchgen.output.folder import check_output
 from batchgen.output.images import remove_stale_parts
 from batchgen.output.layout import IMAGES_DIR, LEDGER_NAME, SUMMARY_JSON

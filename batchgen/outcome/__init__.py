@@ -1,1 +1,1 @@
-"""What a run did: the summary and summary.json, exit codes, ``batchgen status``."""
+"""What a run did: the summary and summary.json, exit codes, the shared figures, ``batchgen status``."""

@@ -6,47 +6,28 @@ minute, percentiles, requests and polls per image) is derived here, never stored
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from batchgen.outcome.exits import EXIT_MEANINGS, ExitCode, outcome_exit_code
+from batchgen.outcome.figures import (
+    format_duration,
+    format_number,
+    per_image,
+    per_minute,
+    percentile,
+    rounded,
+)
 from batchgen.output.ledger import format_ts
 
 __all__ = [
     "FIGURES",
     "Figure",
     "Summary",
-    "format_duration",
     "format_summary",
-    "percentile",
     "summary_json",
 ]
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The ``q``-th percentile (0-100) of ``values`` with linear interpolation; None if empty."""
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile {q} is outside 0-100")
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low = math.floor(rank)
-    high = math.ceil(rank)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def format_duration(seconds: float) -> str:
-    """``83.4`` -> ``"1m 23s"``; under a minute with one decimal (``"4.2s"``)."""
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    whole = round(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
 
 
 @dataclass(slots=True)
@@ -124,9 +105,7 @@ class Summary:
     @property
     def images_per_minute(self) -> float | None:
         """Images produced by this run per minute of wall time."""
-        if self.wall_time <= 0:
-            return None
-        return self.completed * 60 / self.wall_time
+        return per_minute(self.completed, self.wall_time)
 
     @property
     def inference_p50(self) -> float | None:
@@ -141,12 +120,12 @@ class Summary:
     @property
     def requests_per_image(self) -> float | None:
         """API requests per image produced by this run."""
-        return self.requests / self.completed if self.completed else None
+        return per_image(self.requests, self.completed)
 
     @property
     def polls_per_image(self) -> float | None:
         """Status polls per image produced by this run."""
-        return self.polls / self.completed if self.completed else None
+        return per_image(self.polls, self.completed)
 
     @property
     def exit_code(self) -> int:
@@ -176,7 +155,7 @@ class Figure:
     def value(self, summary: Summary) -> Any:
         """The figure of ``summary``, rounded as written."""
         value = getattr(summary, self.name)
-        return value if self.digits is None or value is None else round(value, self.digits)
+        return value if self.digits is None else rounded(value, self.digits)
 
 
 # The one list of a run's figures: run_finished records them in this order, summary.json
@@ -258,10 +237,6 @@ def summary_json(
     return data
 
 
-def _num(value: float | None, fmt: str, unit: str = "") -> str:
-    return "n/a" if value is None else f"{value:{fmt}}{unit}"
-
-
 def format_summary(summary: Summary) -> str:
     """The multi-line summary printed at the end of a run."""
     s = summary
@@ -275,12 +250,13 @@ def format_summary(summary: Summary) -> str:
         )
     if s.not_run:
         lines.append(f"  {s.not_run} not finished (the run stopped early)")
-    lines.append(f"wall time {format_duration(s.wall_time)}, {_num(s.images_per_minute, '.1f')} images/min")
+    num = format_number
+    lines.append(f"wall time {format_duration(s.wall_time)}, {num(s.images_per_minute, '.1f')} images/min")
     lines.append(
-        f"inference time p50 {_num(s.inference_p50, '.1f', 's')}, p95 {_num(s.inference_p95, '.1f', 's')}"
+        f"inference time p50 {num(s.inference_p50, '.1f', 's')}, p95 {num(s.inference_p95, '.1f', 's')}"
     )
     lines.append(
-        f"requests/image {_num(s.requests_per_image, '.2f')}, polls/image {_num(s.polls_per_image, '.2f')}, "
+        f"requests/image {num(s.requests_per_image, '.2f')}, polls/image {num(s.polls_per_image, '.2f')}, "
         f"429s {s.rate_limited} ({s.submits} submits, {s.requests} requests), "
         f"peak in flight {s.peak_in_flight}"
     )

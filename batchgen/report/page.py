@@ -35,8 +35,9 @@ from typing import Any
 
 from batchgen import __version__
 from batchgen.manifest.template import render_value
-from batchgen.outcome.status import Status, read_status
-from batchgen.outcome.summary import format_duration
+from batchgen.outcome.figures import format_duration, format_number
+from batchgen.outcome.read import read_status
+from batchgen.outcome.status import Status
 from batchgen.output.layout import GRIDS_DIR, REPORT_HTML
 from batchgen.output.ledger import format_ts
 from batchgen.output.resume import leads_outside
@@ -139,12 +140,9 @@ def _url(path: str) -> str:
     return urllib.parse.quote(path, safe="/")
 
 
-def _num(value: float | None, fmt: str, unit: str = "") -> str:
-    return "n/a" if value is None else f"{value:{fmt}}{unit}"
-
-
 def _header(status: Status, jobs: Sequence[ReportJob]) -> str:
     s = status
+    num = format_number
     name = s.manifest.name or s.out_dir.name
     counts: dict[str, int] = {}
     for job in jobs:
@@ -168,9 +166,9 @@ def _header(status: Status, jobs: Sequence[ReportJob]) -> str:
         ("not started", str(counts.get("not started", 0)) if s.manifest.jobs is not None else "?"),
         ("runs", str(len(s.runs))),
         ("wall time", format_duration(s.wall_time)),
-        ("images/min", _num(s.overall_images_per_minute, ".1f")),
-        ("inference p50 / p95", f"{_num(s.inference_p50, '.1f', ' s')} / {_num(s.inference_p95, '.1f', ' s')}"),  # noqa: E501
-        ("requests/image", _num(s.requests_per_image, ".2f")),
+        ("images/min", num(s.overall_images_per_minute, ".1f")),
+        ("inference p50 / p95", f"{num(s.inference_p50, '.1f', ' s')} / {num(s.inference_p95, '.1f', ' s')}"),
+        ("requests/image", num(s.requests_per_image, ".2f")),
         ("429s", str(s.rate_limited)),
     ]  # fmt: skip
     items = "".join(f"<div><dt>{_e(k)}</dt><dd>{v}</dd></div>" for k, v in facts)

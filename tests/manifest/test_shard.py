@@ -9,7 +9,7 @@ import pytest
 
 from batchgen.cli.main import main
 from batchgen.manifest.shard import Shard
-from batchgen.outcome.status import read_status
+from batchgen.outcome.read import read_status
 
 REPO = Path(__file__).resolve().parents[2]
 CATALOG = str(REPO / "manifests" / "catalog.yaml")
@@ -96,7 +96,7 @@ def test_merged_status_of_the_shards_equals_the_status_of_one_unsharded_run(
     from batchgen.emulator import EmulatorConfig
     from batchgen.engine.runner import run
     from batchgen.engine.settings import RunSettings
-    from batchgen.outcome.status import merge_status
+    from batchgen.outcome.read import merge_status
 
     manifest = tmp_path / "m.yaml"
     manifest.write_text("jobs:\n  - prompt: 'a {word} owl'\n    grid:\n      word: [forbidden, snowy, barn]\n"

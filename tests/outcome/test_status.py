@@ -20,7 +20,8 @@ from batchgen.engine.settings import RunSettings
 from batchgen.manifest.expand import expand
 from batchgen.manifest.job import Job
 from batchgen.manifest.load import load_manifest
-from batchgen.outcome.status import format_status, read_status
+from batchgen.outcome.read import read_status
+from batchgen.outcome.status_text import format_status
 from batchgen.output.ledger import format_ts
 
 NOW = 1_800_000_000.0  # the wall clock the hand-written ledgers are read at
@@ -187,7 +188,7 @@ def test_a_live_lock_with_an_unfinished_run_is_running(tmp_path: Path) -> None:
 
 def test_every_rerun_verb_has_words() -> None:
     """`batchgen status` can say every verb of the resume rule's table (none dropped from its plan)."""
-    from batchgen.outcome.status import _RERUN_WORDS
+    from batchgen.outcome.status_text import _RERUN_WORDS
     from batchgen.output.resume import RERUN_VERBS
 
     assert set(RERUN_VERBS.values()) == {verb for verb, _ in _RERUN_WORDS}

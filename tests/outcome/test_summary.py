@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from batchgen.outcome.summary import Summary, format_duration, format_summary, percentile
+from batchgen.outcome.summary import Summary, format_summary
 
 
 def summary(**fields: object) -> Summary:
@@ -20,17 +20,6 @@ def summary(**fields: object) -> Summary:
     }
     base.update(fields)
     return Summary(**base)  # type: ignore[arg-type]
-
-
-def test_percentile_interpolates_linearly() -> None:
-    """p50/p95 use linear interpolation between ranks; empty input has no percentile."""
-    assert percentile([4.0, 1.0, 3.0, 2.0], 50) == pytest.approx(2.5)
-    assert percentile([1.0, 2.0, 3.0, 4.0], 95) == pytest.approx(3.85)
-    assert percentile([7.0], 95) == 7.0
-    assert percentile([1.0, 2.0], 0) == 1.0 and percentile([1.0, 2.0], 100) == 2.0
-    assert percentile([], 50) is None
-    with pytest.raises(ValueError, match="outside 0-100"):
-        percentile([1.0], 150)
 
 
 def test_derived_figures() -> None:
@@ -110,13 +99,6 @@ def test_counts_are_json_ready() -> None:
     counts = summary(completed=3, wall_time=1.23456).counts()
     assert json.loads(json.dumps(counts))["wall_time"] == 1.235
     assert counts["completed"] == 3 and counts["fatal"] is None
-
-
-def test_format_duration() -> None:
-    """Durations read as seconds, minutes or hours."""
-    assert format_duration(4.24) == "4.2s"
-    assert format_duration(83.4) == "1m 23s"
-    assert format_duration(3725) == "1h 02m 05s"
 
 
 def test_summary_json_and_run_finished_keep_their_shapes() -> None:
