@@ -27,6 +27,7 @@ from PIL import Image
 
 from batchgen.manifest.expand import expand
 from batchgen.manifest.load import load_manifest
+from batchgen.outcome.read import read_status
 from batchgen.output.ledger import format_ts
 from batchgen.report.page import write_report
 
@@ -109,7 +110,7 @@ def main() -> None:
         print(f"built {args.jobs:,} jobs in {time.perf_counter() - start:.1f}s")
         for label in ("first report (every thumbnail and grid made)", "second report (nothing changed)"):
             start = time.perf_counter()
-            page = write_report(out)
+            page = write_report(read_status(out, keep_jobs=True))
             print(f"{label}: {time.perf_counter() - start:.1f}s")
         grids = list((out / "grids").glob("*.png"))
         print(f"report.html: {page.stat().st_size / 2**20:.1f} MiB; {len(grids)} grid PNGs")

@@ -35,5 +35,5 @@ def handle(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from None
     print_warnings(status.warnings)  # the page shows them too
-    print(write_report(status.out_dir, status=status))
+    print(write_report(status))
     return ExitCode.OK

@@ -39,13 +39,14 @@ from batchgen.manifest.model import Manifest
 from batchgen.manifest.pipeline import DEFAULT_MAX_JOBS, manifest_jobs
 from batchgen.manifest.shard import Shard
 from batchgen.outcome.figures import format_duration
+from batchgen.outcome.status import run_status
 from batchgen.outcome.summary import Summary, summary_json
 from batchgen.output.folder import check_output
 from batchgen.output.images import remove_stale_parts
 from batchgen.output.layout import IMAGES_DIR, LEDGER_NAME, SUMMARY_JSON
 from batchgen.output.ledger import LedgerWriter
 from batchgen.output.lock import lock_output
-from batchgen.output.replay import replay
+from batchgen.output.replay import LedgerState, replay
 
 if TYPE_CHECKING:  # the emulator (Starlette) is imported only when a run uses it
     from batchgen.emulator import EmulatorConfig
@@ -281,7 +282,10 @@ async def run(
         summary.removed = len(removed)
         if removed:
             log.info("%d jobs in the ledger are no longer in the manifest; left alone", len(removed))
-        writer = await LedgerWriter.open(root / LEDGER_NAME, clock=wall_clock)
+        # The writer folds each line it writes into `state`: the end-of-run report takes
+        # the state from memory instead of reading the ledger back.
+        fold = state.apply if settings.report else None
+        writer = await LedgerWriter.open(root / LEDGER_NAME, clock=wall_clock, on_write=fold)
         async with (
             writer,
             _http_client(client, emulate=emulation) as http,
@@ -347,7 +351,9 @@ async def run(
                     summary.write_error = summary.write_error or str(exc)
                 _report_unrecorded(writer, summary)
         if settings.report and not summary.interrupted and not summary.write_error:
-            await _write_report(out, summary, wall_clock)
+            await _write_report(
+                out, summary, state=state, jobs=jobs, manifest=manifest, now=wall_clock(), settings=settings
+            )
         facts = {
             "batchgen": __version__,
             "manifest": str(manifest.path.resolve()) if manifest else None,
@@ -395,13 +401,33 @@ def _report_unrecorded(writer: LedgerWriter, summary: Summary) -> None:
         log.error("unrecorded request %s (job %s)", request_id, key[:12])
 
 
-async def _write_report(out: Path, summary: Summary, wall_clock: Callable[[], float]) -> None:
-    """OUT/report.html at the end of a run; a failure to write it is a warning, not the run's."""
+async def _write_report(
+    out: Path,
+    summary: Summary,
+    *,
+    state: LedgerState,
+    jobs: list[Job],
+    manifest: Manifest | None,
+    now: float,
+    settings: RunSettings,
+) -> None:
+    """OUT/report.html at the end of a run, from what the run holds (``state`` kept current
+    by the ledger writer, the jobs): nothing is read back. A failure to write it is a
+    warning, not the run's."""
     from batchgen.report.page import write_report
 
     try:
+        status = run_status(
+            out,
+            state=state,
+            jobs=jobs,
+            manifest=manifest,
+            now=now,
+            retention=settings.retention,
+            margin=settings.margin,
+        )
         summary.report_path = await anyio.to_thread.run_sync(
-            partial(write_report, out, now=wall_clock()), abandon_on_cancel=True
+            partial(write_report, status), abandon_on_cancel=True
         )
     except Exception as exc:  # the images and the ledger are what matter; say why, go on
         log.warning("report not written: %s: %s", type(exc).__name__, exc)

@@ -12,7 +12,8 @@ rerun would do with each job; every figure is derived from those, never stored:
 - for the report: wall time, images per minute, inference p50 / p95, requests per image
   and 429s over every run.
 
-Reading a folder into one is :mod:`batchgen.outcome.read`; the text ``batchgen status``
+Reading a folder into one is :mod:`batchgen.outcome.read`; a run at its end makes its own
+from what it holds (:func:`run_status`); the text ``batchgen status``
 prints is :mod:`batchgen.outcome.status_text`; :meth:`Status.to_json` is its JSON form.
 """
 
@@ -20,10 +21,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchgen.manifest.job import Job
 from batchgen.outcome.figures import per_image, per_minute, percentile, rounded
@@ -31,7 +32,10 @@ from batchgen.output.ledger import format_ts
 from batchgen.output.replay import JobRecord, LedgerState, RunRecord
 from batchgen.output.resume import DEFAULT_MARGIN, DEFAULT_RETENTION
 
-__all__ = ["FailureReason", "Manifested", "Status", "status_json"]
+if TYPE_CHECKING:
+    from batchgen.manifest.model import Manifest
+
+__all__ = ["FailureReason", "Manifested", "Status", "run_status", "status_json"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +292,38 @@ class Status:
         """Whether a job in flight is past ``retention - margin``: a rerun recovers it, not repolls."""
         age = self.now - (record.submitted_at or self.now)
         return age >= self.retention - self.margin
+
+
+def run_status(
+    out_dir: Path,
+    *,
+    state: LedgerState,
+    jobs: Sequence[Job],
+    manifest: Manifest | None,
+    now: float,
+    retention: float = DEFAULT_RETENTION,
+    margin: float = DEFAULT_MARGIN,
+) -> Status:
+    """A run's :class:`Status` at its end, from what it holds: nothing is read from disk.
+
+    ``state`` is the ledger the run replayed, kept current by its writer (its own
+    ``run_started`` and every line since folded in), so it says what
+    :func:`~batchgen.outcome.read.read_status` would read back; ``jobs`` are the run's
+    jobs (its shard's, for a shard), ``manifest`` the one they came from, if any.
+    """
+    latest = state.runs[-1] if state.runs else None
+    found = Manifested(
+        latest.manifest if latest else None,
+        latest.manifest_sha256 if latest else None,
+        sha256=manifest.sha256 if manifest else None,
+        keys=frozenset(job.key for job in jobs),
+        name=manifest.name if manifest else None,
+        report=dict(manifest.report) if manifest else {},
+        jobs=tuple(jobs),
+    )
+    status = Status(out_dir, now, state, found, retention=retention, margin=margin)
+    status.warnings = list(state.warnings)
+    return status
 
 
 def status_json(status: Status) -> str:

@@ -164,9 +164,18 @@ class LedgerWriter:
     ``submitted`` ones (:meth:`unrecorded_requests`) are paid for and known nowhere else.
     """
 
-    def __init__(self, path: Path, file: IO[bytes], *, clock: Callable[[], float], fsync: bool) -> None:
+    def __init__(
+        self,
+        path: Path,
+        file: IO[bytes],
+        *,
+        clock: Callable[[], float],
+        fsync: bool,
+        on_write: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         """Use :meth:`open`; this wraps an already opened append-mode file."""
         self.path = path
+        self._on_write = on_write
         self._file = file
         self._clock = clock
         self._fsync = fsync
@@ -179,7 +188,12 @@ class LedgerWriter:
 
     @classmethod
     async def open(
-        cls, path: Path, *, clock: Callable[[], float] = time.time, fsync: bool = True
+        cls,
+        path: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        fsync: bool = True,
+        on_write: Callable[[dict[str, Any]], None] | None = None,
     ) -> LedgerWriter:
         """Open ``path`` for appending: create its directory, repair a torn last line first.
 
@@ -187,7 +201,8 @@ class LedgerWriter:
         other writer.
 
         ``clock`` gives the wall time (epoch seconds) stamped on each event; ``fsync``
-        also forces every line to disk (survives a reboot, not just a kill).
+        also forces every line to disk (survives a reboot, not just a kill). ``on_write``
+        is called with each event once its line is on disk, in file order.
         Raises :class:`~batchgen.errors.LocalWriteError` if the file cannot be prepared.
         """
 
@@ -203,7 +218,7 @@ class LedgerWriter:
             file = await anyio.to_thread.run_sync(_open)
         except OSError as exc:
             raise LocalWriteError.from_os_error("open the ledger", path, exc) from None
-        return cls(path, file, clock=clock, fsync=fsync)
+        return cls(path, file, clock=clock, fsync=fsync, on_write=on_write)
 
     @property
     def broken(self) -> LocalWriteError | None:
@@ -260,6 +275,8 @@ class LedgerWriter:
             if error is not None:
                 entry.error = error
                 self.unrecorded.append(entry.record)
+            elif self._on_write is not None:
+                self._on_write(entry.record)
 
     def _append(self, line: bytes) -> None:
         # Whole lines on an unbuffered O_APPEND file: a kill can tear at most this last

@@ -91,6 +91,12 @@ class LedgerState:
         """The record of ``key``, or None for a job the ledger has never seen."""
         return self.records.get(key)
 
+    def apply(self, event: dict[str, Any], *, where: str = "this run") -> None:
+        """Fold one more line's event into the state, as replay does (the writer's
+        ``on_write`` keeps a run's state current without reading the file back)."""
+        self.lines += 1
+        _apply(self, where, event)
+
     def removed(self, manifest_keys: Iterable[str]) -> list[JobRecord]:
         """Records of jobs no longer in the manifest (left alone, only reported), by index."""
         keep = set(manifest_keys)

@@ -36,7 +36,6 @@ from typing import Any
 from batchgen import __version__
 from batchgen.manifest.template import render_value
 from batchgen.outcome.figures import format_duration, format_number
-from batchgen.outcome.read import read_status
 from batchgen.outcome.status import Status
 from batchgen.output.layout import GRIDS_DIR, REPORT_HTML
 from batchgen.output.ledger import format_ts
@@ -104,17 +103,15 @@ def _with_thumbs(out_dir: Path, jobs: list[ReportJob]) -> list[ReportJob]:
     ]
 
 
-def write_report(
-    out_dir: Path, *, manifest: str | None = None, status: Status | None = None, now: float | None = None
-) -> Path:
+def write_report(status: Status) -> Path:
     """Write ``OUT/report.html`` (and the thumbnails and grid PNGs it needs); its path.
 
-    ``manifest`` overrides the path the last run recorded; ``status`` is reused if the
-    caller already read one (with ``keep_jobs=True``). Raises FileNotFoundError when
-    ``out_dir`` has no ledger.
+    ``status`` is what a run holds at its end (:func:`batchgen.outcome.status.run_status`)
+    or what ``batchgen report OUT`` read from the folder
+    (:func:`batchgen.outcome.read.read_status` with ``keep_jobs=True``): the page is
+    written from it and the images, and reads nothing else.
     """
-    if status is None:
-        status = read_status(out_dir, manifest=manifest, keep_jobs=True, now=now)
+    out_dir = status.out_dir
     jobs = _with_thumbs(out_dir, report_jobs(status))
     report = status.manifest.report
     sheets = contact_sheets(jobs, rows=report.get("rows"), columns=report.get("columns"))

@@ -770,3 +770,30 @@ async def test_replay_keeps_the_runs(tmp_path: Path) -> None:
         "wall_time": 60.0,
     }
     assert history[1].counts is None
+
+
+@pytest.mark.anyio
+async def test_the_writer_folds_what_it_wrote_into_a_state_as_replay_would(tmp_path: Path) -> None:
+    """on_write=state.apply keeps a replayed state current: it ends equal to replaying the file,
+    and a line the disk refused is not folded in."""
+    path = tmp_path / "ledger.jsonl"
+    clock = FakeClock()
+    async with await LedgerWriter.open(path, clock=clock) as writer:
+        await writer.write("run_started", "", manifest="m.yaml", manifest_sha256="00", settings={}, version="0")
+        await write_job(writer, "done", request_id="r-1", index=0)
+        await writer.write("run_finished", "", completed=0)
+    state = replay(path)
+    async with await LedgerWriter.open(path, clock=clock, fsync=False, on_write=state.apply) as writer:
+        clock.now += 5
+        await writer.write("run_started", "", manifest="m.yaml", manifest_sha256="00", settings={}, version="0")
+        await writer.write(
+            "completed", "done", request_id="r-1", seed=7, inference_time=1.5,
+            file="images/a.png", sha256="ab" * 32, bytes=3,
+        )  # fmt: skip
+        await write_job(writer, "late", request_id="r-2", index=1)
+        writer._file = FullDisk(writer._file, path.stat().st_size)  # type: ignore[assignment]
+        with pytest.raises(LocalWriteError):
+            await writer.write("failed", "late", request_id="r-2", code=500, error="x", retryable=True)
+    assert state == replay(path)
+    assert state.records["done"].state == "completed" and state.records["late"].state == "submitted"
+    assert len(state.runs) == 2 and state.runs[-1].finished_at is None

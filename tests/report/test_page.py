@@ -103,6 +103,50 @@ def test_report_command_rewrites_it(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["report", str(tmp_path / "nowhere")]) == 2
 
 
+def without_stamp(page: str) -> str:
+    """The page without the moment it was written."""
+    return re.sub(r"written [0-9T:.-]+Z", "written (now)", page)
+
+
+def test_the_report_of_a_run_is_the_one_its_folder_gives(tmp_path: Path) -> None:
+    """The page a run writes from memory is the page `batchgen report OUT` writes from the folder."""
+    from batchgen.outcome.read import read_status
+    from batchgen.report.page import write_report
+
+    out = run_manifest(tmp_path)
+    at_the_end = (out / "report.html").read_text()
+    assert "written (now)" not in at_the_end and "written (now)" in without_stamp(at_the_end)
+    write_report(read_status(out, keep_jobs=True))
+    assert without_stamp((out / "report.html").read_text()) == without_stamp(at_the_end)
+
+
+def test_the_report_of_a_run_does_not_read_its_manifest_again(tmp_path: Path) -> None:
+    """A run's report places every job from the jobs it holds, even once its manifest file is gone."""
+    from batchgen.manifest.load import load_manifest
+
+    path = tmp_path / "m.yaml"
+    path.write_text(MANIFEST)
+    manifest = load_manifest(path)
+    path.unlink()
+    out = tmp_path / "out"
+    config = EmulatorConfig(time_scale=0.001, workers=8, image_size=48, blocked_terms=("castle in ink",))
+
+    async def go() -> None:
+        summary = await run(
+            manifest, out_dir=out, emulate=config, settings=RunSettings(seed=1), progress=False
+        )
+        assert summary.exit_code == 1 and summary.report_path is not None
+
+    anyio.run(go)
+    page = (out / "report.html").read_text()
+    assert "<h1>report-test</h1>" in page and "m.yaml not found" not in page
+    assert [p.name for p in (out / "grids").glob("*.png")] == ["01-subject-style.png"]
+    # Read from the folder instead, the manifest is missing: no name, no sheet, said so.
+    assert main(["report", str(out)]) == 0
+    again = (out / "report.html").read_text()
+    assert "<h1>report-test</h1>" not in again and "m.yaml not found" in again
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
