@@ -13,19 +13,21 @@
     ├── ImageInvalid             a downloaded image is corrupt, truncated, too large or not the claimed type
     ├── JobTimedOut              a request not finished within the retention window (fails the job, retryably)
     ├── HistoryUnavailable       the account's request history cannot be read: the run goes on without
-    │                            it, with a warning (lost submits are sent again, images past retention
-    │                            are paid for again, the run's cost is not known)
+    │                            it, with a warning (submits in doubt stay in doubt, images past
+    │                            retention are paid for again, the run's cost is not known)
     └── ApiError                 an HTTP answer the client could not turn into a result
         ├── TransientError       500/502/504, dropped connection, timeout: retry with backoff
+        ├── SubmitUncertain      a submit that may have been accepted (no usable answer): never
+        │                        POSTed again until the request history says it was not
         ├── ImageUnavailable     403/404/410 from the image host (expired signed URL): fetch the result again
         ├── RateLimited          429: slow down; ``retry_after`` if the server sent one
         │   └── RateLimitStalled  429s and no accepted request for too long: give the job up, retryably
         ├── BadRequest           400: permanent for that job
         ├── RequestFailed        422 / FAILED: permanent for that job, detail in ``detail``
         ├── RequestNotFound      404 on a request id: unknown or expired, resubmit
-        ├── InsufficientCredits  406: submit nothing more, finish what is in flight
-        └── FatalApiError        401/403, 404 on submit, an API redirect to another
-                                 origin: stop the whole run                           (exit 3)
+        ├── InsufficientCredits  406 "insufficient credits": submit nothing more, finish what is in flight
+        └── FatalApiError        401/403, 404 or 410 (model retired) on submit, 406 "invalid content
+                                 type", an API redirect to another origin: stop the whole run  (exit 3)
 
 API errors carry their context as keyword-only attributes: ``status_code``,
 ``request_id``, ``detail`` and, for 429, ``retry_after`` (seconds).
@@ -55,6 +57,7 @@ __all__ = [
     "RateLimited",
     "RequestFailed",
     "RequestNotFound",
+    "SubmitUncertain",
     "TemplateError",
     "TransientError",
     "UsageError",
@@ -152,7 +155,15 @@ class ParamsInvalid(BatchgenError, ValueError):
 
 
 class HistoryUnavailable(BatchgenError):
-    """The request history could not be read (the reason is the message)."""
+    """The request history could not be read (the reason is the message).
+
+    ``permanent``: it will not be readable in this run either (401/403/404: no history for
+    this key or at this host), as opposed to a timeout or a server error that may pass.
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 class ApiError(BatchgenError):
@@ -174,6 +185,30 @@ class ApiError(BatchgenError):
 
 class TransientError(ApiError):
     """A server or network fault worth retrying (500/502/504, dropped connection, timeout)."""
+
+
+class SubmitUncertain(ApiError):
+    """A submit that may have reached the server, with no usable answer: a timeout or a
+    connection closed after the request was sent, a 5xx (a gateway may have passed it
+    on), a 2xx without a usable request id, or a request id another job already holds.
+
+    It may have been accepted and paid for, so it is never sent again blindly: the job
+    waits until the account's request history shows the request (then it is adopted) or
+    shows, past its lag window, that there is none (then the job may be submitted again).
+    ``answered`` is False when no HTTP answer came back at all (the server went silent).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        answered: bool,
+        status_code: int | None = None,
+        request_id: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        super().__init__(message, status_code=status_code, request_id=request_id, detail=detail)
+        self.answered = answered
 
 
 class RateLimited(ApiError):
@@ -209,7 +244,22 @@ class BadRequest(ApiError):
 
 
 class RequestFailed(ApiError):
-    """The request reached FAILED (HTTP 422), for example a content-moderation block."""
+    """The request reached FAILED (HTTP 422), for example a content-moderation block.
+
+    ``cost`` is what it cost (USD) when the answer's metrics say.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        request_id: str | None = None,
+        detail: str | None = None,
+        cost: float | None = None,
+    ) -> None:
+        super().__init__(message, status_code=status_code, request_id=request_id, detail=detail)
+        self.cost = cost
 
 
 class RequestNotFound(ApiError):
@@ -221,5 +271,5 @@ class InsufficientCredits(ApiError):
 
 
 class FatalApiError(ApiError):
-    """401/403, 404 on submit, or an API answer redirecting to another origin (the key is
-    not sent there): nothing in this run can succeed."""
+    """401/403, 404 or 410 on submit, 406 for a content type, or an API answer redirecting
+    to another origin (the key is not sent there): nothing in this run can succeed."""

@@ -32,6 +32,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -46,6 +47,7 @@ from batchgen.errors import (
     RateLimited,
     RequestFailed,
     RequestNotFound,
+    SubmitUncertain,
     TransientError,
     UsageError,
 )
@@ -63,6 +65,7 @@ __all__ = [
     "Submitted",
     "check_base_url",
     "find_image_urls",
+    "parse_rate_limit_reset",
     "parse_retry_after",
 ]
 
@@ -120,6 +123,16 @@ ServerState = Literal["QUEUED", "PROCESSING", "COMPLETED"]  # what a status answ
 _STATES: tuple[ServerState, ...] = ("QUEUED", "PROCESSING", "COMPLETED")
 _TERMINAL = ("COMPLETED", "FAILED")
 
+# A submit that failed with one of these never left this machine: safe to send again.
+_NOT_SENT = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.UnsupportedProtocol,
+    httpx.LocalProtocolError,
+    httpx.ProxyError,
+)
+
 # Codes that mean "the network or a gateway let us down", worth another try.
 _TRANSIENT_CODES = frozenset({408, 425, 500, 502, 503, 504})
 
@@ -140,6 +153,8 @@ class StatusResult:
     request_id: str
     state: ServerState
     inference_time: float | None = None
+    cost: float | None = None  # USD, when the answer's metrics carry it
+    remaining_credits: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +164,8 @@ class RequestResult:
     request_id: str
     output: Any
     inference_time: float | None = None
+    cost: float | None = None  # USD, when the answer's metrics carry it
+    remaining_credits: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +194,35 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if not math.isfinite(seconds):
         return None
     return max(0.0, seconds)
+
+
+def parse_rate_limit_reset(value: str | None, *, now: float) -> float | None:
+    """Seconds until ``x-rate-limit-reset-at-utc`` (third parties report Segmind sends it on a
+    429, often without ``Retry-After``), or None. Its format is not documented: an ISO-8601
+    time (UTC when it names no zone), an HTTP date, or epoch seconds or milliseconds."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    when: float | None = None
+    try:
+        number = float(text)
+    except ValueError:
+        try:
+            stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            try:
+                stamp = email.utils.parsedate_to_datetime(text)
+            except (TypeError, ValueError, IndexError):
+                return None
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=UTC)
+        when = stamp.timestamp()
+    else:
+        if math.isfinite(number):
+            when = number / 1000 if number > 1e11 else number
+    if when is None:
+        return None
+    return max(0.0, when - now)
 
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
@@ -241,7 +287,7 @@ def _looks_like_image(candidate: str) -> bool:
 def find_image_urls(output: Any) -> list[str]:
     """The image URL(s) in a model ``output``, whatever its shape, best first.
 
-    Shapes handled (protocol.md): a URL string, a list of URLs, a JSON object, a
+    Shapes handled (docs/segmind-api.md): a URL string, a list of URLs, a JSON object, a
     stringified JSON copy of the provider's body, a data URI, bare base64 image bytes
     (returned as a data URI). When some candidates look like images (an image file
     suffix or an image data URI) only those are returned, so that a provider body's
@@ -273,11 +319,17 @@ def _error_text(body: Any, response: httpx.Response) -> str:
     return text[:200] or (response.reason_phrase or f"HTTP {response.status_code}")
 
 
-def _inference_time(body: Mapping[str, Any]) -> float | None:
+def _metric(body: Mapping[str, Any], name: str) -> float | None:
+    """A finite, non-negative number of the answer's ``metrics``, or None."""
     metrics = body.get("metrics")
     if isinstance(metrics, Mapping):
-        value = metrics.get("inference_time")
-        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        value = metrics.get(name)
+        if (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and value >= 0
+        ):
             return float(value)
     return None
 
@@ -382,12 +434,23 @@ class SegmindClient:
             if on_submit:
                 raise FatalApiError(said("404 on submit") + " (unknown model slug?)", **kw)
             raise RequestNotFound(f"404 request {request_id} unknown or expired", **kw)
+        if code == 410:
+            if on_submit:
+                raise FatalApiError(said("410 the model was retired"), **kw)
+            raise RequestNotFound(f"410 request {request_id} gone", **kw)
         if code == 406:
+            # Segmind's 406 means "insufficient credits" or "invalid content type" (reported
+            # by third parties): only the message tells them apart.
+            if "content" in detail.lower() and "type" in detail.lower():
+                raise FatalApiError(said("406 invalid content type"), **kw)
             raise InsufficientCredits(said("406 insufficient credits"), **kw)
         if code == 422:
             raise RequestFailed(f"request failed: {detail}", **kw)
         if code == 429:
-            wait = parse_retry_after(response.headers.get("retry-after"), now=self._wall_clock())
+            now = self._wall_clock()
+            wait = parse_retry_after(response.headers.get("retry-after"), now=now)
+            if wait is None:
+                wait = parse_rate_limit_reset(response.headers.get("x-rate-limit-reset-at-utc"), now=now)
             raise RateLimited(said("429 rate limited"), retry_after=wait, **kw)
         if code in _TRANSIENT_CODES or code >= 500:
             raise TransientError(f"{code} server error: {detail}", **kw)
@@ -396,20 +459,42 @@ class SegmindClient:
         raise TransientError(f"unexpected HTTP {code}: {detail}", **kw)
 
     async def submit(self, model: str, params: Mapping[str, Any]) -> Submitted:
-        """``POST /v2/<model>``: queue one request and return its id and URLs."""
+        """``POST /v2/<model>``: queue one request and return its id and URLs.
+
+        A submit has three outcomes. Accepted: the id is returned. Refused: the server
+        answered that it did not take it (4xx), or the request never left (no connection):
+        the error says which. Uncertain: the request may have reached the server and no
+        usable answer came back (:class:`SubmitUncertain`): a timeout or a connection
+        closed after sending, a 5xx (a gateway may have passed it on), a 2xx without a
+        usable request id.
+        """
         url = f"{self.base_url}/v2/{model.strip('/')}"
-        response = await self._send("POST", url, request_id=None, json=dict(params))
+        self.requests += 1
+        try:
+            response = await self._exchange("POST", url, api=True, json=dict(params))
+        except _NOT_SENT as exc:
+            raise TransientError(f"submit not sent: {type(exc).__name__}") from None
+        except httpx.TransportError as exc:
+            raise SubmitUncertain(f"submit sent, no answer: {type(exc).__name__}", answered=False) from None
         body = _body(response)
+        code = response.status_code
+        if code >= 500:
+            detail = _error_text(body, response)
+            raise SubmitUncertain(
+                f"submit answered {code}: {detail}", answered=True, status_code=code, detail=detail
+            )
         if not response.is_success:
             self._raise_for(response, body, on_submit=True, request_id=None)
         if not isinstance(body, Mapping):
-            raise TransientError("submit answered without a JSON object", status_code=response.status_code)
+            kind = response.headers.get("content-type", "no content type").split(";")[0]
+            raise SubmitUncertain(
+                f"submit answered {code} without a JSON object ({kind})", answered=True, status_code=code
+            )
         request_id = body.get("request_id")
         if not isinstance(request_id, str) or not request_id:
-            # Without an id the request cannot be polled; like the SDK, fail loudly.
-            keys = sorted(str(k) for k in body)
-            raise TransientError(
-                f"submit answer has no request_id (keys: {keys})", status_code=response.status_code
+            keys = sorted(str(k) for k in body)[:20]
+            raise SubmitUncertain(
+                f"submit answered {code} without a request_id (keys: {keys})", answered=True, status_code=code
             )
         return Submitted(
             request_id=request_id,
@@ -439,6 +524,7 @@ class SegmindClient:
                     status_code=response.status_code,
                     request_id=request_id,
                     detail=detail,
+                    cost=_metric(body, "cost"),
                 )
             return body
         if not response.is_success:
@@ -456,7 +542,13 @@ class SegmindClient:
         state = body.get("status")
         if state not in _STATES:
             raise TransientError(f"unknown status {state!r}", request_id=request_id)
-        return StatusResult(request_id=request_id, state=state, inference_time=_inference_time(body))
+        return StatusResult(
+            request_id=request_id,
+            state=state,
+            inference_time=_metric(body, "inference_time"),
+            cost=_metric(body, "cost"),
+            remaining_credits=_metric(body, "remaining_credits"),
+        )
 
     async def result(self, request_id: str) -> RequestResult:
         """``GET /v2/requests/<id>``: the output of a COMPLETED request.
@@ -468,7 +560,11 @@ class SegmindClient:
         if body.get("status") != "COMPLETED":
             raise TransientError(f"result asked while {body.get('status')!r}", request_id=request_id)
         return RequestResult(
-            request_id=request_id, output=body.get("output"), inference_time=_inference_time(body)
+            request_id=request_id,
+            output=body.get("output"),
+            inference_time=_metric(body, "inference_time"),
+            cost=_metric(body, "cost"),
+            remaining_credits=_metric(body, "remaining_credits"),
         )
 
     @asynccontextmanager

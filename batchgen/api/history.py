@@ -2,7 +2,7 @@
 
 Segmind lists every request of a key, in flight ones included, at
 ``GET {history_url}/inference-request/request-history`` (paged, filtered by date and
-model) and one at ``.../request-history/{request_id}``; see ``protocol.md``. batchgen
+model) and one at ``.../request-history/{request_id}``; see ``docs/segmind-api.md``. batchgen
 reads it for three things, never in the hot path of a run:
 
 - a submit whose answer never came back (the run was killed between the POST and the
@@ -58,6 +58,9 @@ TRIES = 5  # a 429, a 5xx or a broken connection is tried again, this many times
 RETRY_AFTER_CAP = 30.0
 # Clocks differ: a row may carry a time a little before the ledger's "submitting" line.
 CLOCK_SKEW = 300.0
+
+# Answers that mean "no history here for this key", not "try later".
+_NO_HISTORY = frozenset({401, 403, 404, 405, 410})
 
 _CREATED_FIELDS = ("created_at", "model_created", "createdAt", "created", "timestamp", "requested_at")
 _LIST_FIELDS = ("data", "rows", "results", "items", "requests", "history")
@@ -249,7 +252,7 @@ class History:
                 continue
             if response.is_redirect:
                 raise HistoryUnavailable(
-                    f"{host} answered {response.status_code} with a redirect (not followed)"
+                    f"{host} answered {response.status_code} with a redirect (not followed)", permanent=True
                 )
             if last or not (response.status_code == 429 or response.status_code >= 500):
                 return response
@@ -263,7 +266,8 @@ class History:
 
     @staticmethod
     def _refused(response: httpx.Response) -> HistoryUnavailable:
-        return HistoryUnavailable(f"the request history answered {response.status_code}")
+        code = response.status_code
+        return HistoryUnavailable(f"the request history answered {code}", permanent=code in _NO_HISTORY)
 
     async def get(self, request_id: str) -> HistoryRow | None:
         """The row of ``request_id``; None when the history does not know it (404)."""
@@ -296,7 +300,9 @@ class History:
             page = 1
             while True:
                 if pages >= MAX_PAGES:
-                    raise HistoryUnavailable(f"more than {MAX_PAGES * PER_PAGE} requests in the window")
+                    raise HistoryUnavailable(
+                        f"more than {MAX_PAGES * PER_PAGE} requests in the window", permanent=True
+                    )
                 pages += 1
                 response = await self._get(
                     HISTORY_PATH,

@@ -37,7 +37,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--image-fault-rate", type=float, default=1.0, help="fraction of image downloads hit (default 1)"
     )
-    p.add_argument("--retry-after", metavar="VALUE", help="Retry-After sent on every 429 (default: computed)")
+    p.add_argument(
+        "--retry-after",
+        metavar="VALUE",
+        help="Retry-After sent on every 429 (default: computed; none: no such header, only "
+        "x-rate-limit-reset-at-utc, as Segmind is reported to do)",
+    )
     p.add_argument("--stall-rate", type=float, default=0.0, help="fraction of jobs that never finish")
     p.add_argument(
         "--answer-delay",
@@ -60,6 +65,14 @@ def configure(p: argparse.ArgumentParser) -> None:
         default=True,
         help="serve the request history (default on)",
     )
+    p.add_argument(
+        "--history-lag",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="a request shows in the history only this long after its submit (default 0)",
+    )
+    p.add_argument("--retired", action="store_true", help="answer every submit 410: the model was retired")
     p.add_argument("--image-format", choices=["png", "jpeg"], default="png")
     p.add_argument("--image-size", type=int, default=512, help="long side in pixels (default 512)")
     p.add_argument("--seed", type=int, default=0, help="seed for inference-time draws")
@@ -92,6 +105,8 @@ def handle(args: argparse.Namespace) -> int:
             price=args.price,
             history_ttl=args.history_ttl,
             history=args.history,
+            history_lag=args.history_lag,
+            retired=args.retired,
             image_format=args.image_format,
             image_size=args.image_size,
             seed=args.seed,

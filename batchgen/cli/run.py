@@ -17,6 +17,7 @@ __all__ = ["configure", "handle"]
 
 def configure(p: argparse.ArgumentParser) -> None:
     """The command's arguments."""
+    from batchgen.engine.reconcile import DEFAULT_HISTORY_LAG
     from batchgen.manifest.pipeline import DEFAULT_MAX_JOBS
 
     p.description = (
@@ -63,6 +64,20 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--history-url",
         metavar="URL",
         help="where the request history is read (default: Segmind's for Segmind's API, else --base-url)",
+    )
+    p.add_argument(
+        "--history-lag",
+        type=float,
+        metavar="SECONDS",
+        default=DEFAULT_HISTORY_LAG,
+        help="how long the request history may take to show a request: a submit in doubt missing from "
+        f"it is submitted again only once older than this (default {DEFAULT_HISTORY_LAG:g}: two hours)",
+    )
+    p.add_argument(
+        "--resubmit-uncertain",
+        action="store_true",
+        help="submit again the jobs whose earlier submit may have been accepted but is not (yet) in the "
+        "request history, accepting that some may be paid twice (default: leave them for a later rerun)",
     )
     p.add_argument(
         "--price-per-image",
@@ -167,6 +182,8 @@ def handle(args: argparse.Namespace) -> int:
         budget=args.budget,
         halt_failure_rate=args.halt_on_failure_rate,
         halt_min_jobs=args.halt_min_jobs,
+        history_lag=args.history_lag,
+        resubmit_uncertain=args.resubmit_uncertain,
         embed=args.embed,
         report=args.report,
     )

@@ -3,10 +3,16 @@
 ::
 
     NEW ──submitted──▶ SUBMITTED ──polled COMPLETED──▶ READY ──fetched──▶ FETCHED ──saved──▶ SAVED
-     ▲                    │ ▲                            │ ▲                  │
-     │                    │ └─polled QUEUED/PROCESSING   │ └────refetch───────┘ (image host refused,
-     └──────expire────────┴──────────────────────────────┘                        bad download)
+     │▲                 ▲ │ ▲                            │ ▲                  │
+     ││                 │ │ └─polled QUEUED/PROCESSING   │ └────refetch───────┘ (image host refused,
+     │└──────expire─────┼─┴──────────────────────────────┘                        bad download)
+     │                  │
+     └─uncertain─▶ UNCERTAIN ──absent──▶ NEW      (the history shows, past its lag, no such request)
+                        └──found (resume)──▶ SUBMITTED   (the history holds the request: adopted)
     any phase ──fail──▶ FAILED          any phase ──abandon──▶ ABANDONED (the run stopped first)
+
+A submit that may have been accepted without a usable answer (UNCERTAIN) has no path
+back to a POST except through the request history: ``absent``.
 
 The task that drives a flight (:mod:`batchgen.engine.scheduler`) performs only the I/O the
 phase asks for (:attr:`Flight.step`) and reports the outcome through these transitions;
@@ -19,7 +25,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from batchgen.api.client import ServerState
 from batchgen.control.latency import Observation, ServiceClass
@@ -28,13 +34,14 @@ from batchgen.manifest.job import Job
 
 __all__ = ["Flight", "IllegalTransition", "Phase", "Step"]
 
-Step = Literal["submit", "status", "result", "download"]
+Step = Literal["submit", "status", "result", "download", "reconcile"]
 
 
 class Phase(enum.Enum):
     """Where a job is."""
 
     NEW = "new"  # to be submitted
+    UNCERTAIN = "uncertain"  # the submit may have been accepted: the request history decides
     SUBMITTED = "submitted"  # accepted; polled until the server says COMPLETED
     READY = "ready"  # COMPLETED on the server; the result is to be fetched
     FETCHED = "fetched"  # the image URL is known; the image is to be downloaded
@@ -50,6 +57,7 @@ class Phase(enum.Enum):
 
 _STEPS: dict[Phase, Step] = {
     Phase.NEW: "submit",
+    Phase.UNCERTAIN: "reconcile",
     Phase.SUBMITTED: "status",
     Phase.READY: "result",
     Phase.FETCHED: "download",
@@ -80,7 +88,10 @@ class Flight:
     inference_time: float | None = None
     image_url: str | None = None
     history_checked: bool = False  # the request history was asked for this request's image
-    intent_written: bool = False  # the ledger has the ``submitting`` line of the next submit
+    intent_body: dict[str, Any] | None = None  # UNCERTAIN: the body of the submit in doubt ...
+    intent_at: float | None = None  # ... and the wall time of its ``submitting`` line
+    doubt: str | None = None  # UNCERTAIN: why the submit's outcome is not known
+    doubt_code: int | None = None  # ... and the HTTP status of its answer, if one came
     attempts: Attempts = field(default_factory=Attempts)
 
     @property
@@ -102,8 +113,10 @@ class Flight:
     # --- transitions -------------------------------------------------------------------
 
     def resume(self, request_id: str, *, accepted_at: float) -> None:
-        """NEW -> SUBMITTED for a request an earlier run submitted (the ledger's id and time)."""
-        self._require(Phase.NEW)
+        """NEW/UNCERTAIN -> SUBMITTED for a request submitted earlier (by an earlier run, or a
+        submit in doubt found in the request history): its id and when it was accepted."""
+        self._require(Phase.NEW, Phase.UNCERTAIN)
+        self.intent_body = self.intent_at = self.doubt = None
         self.request_id = request_id
         self.sent_at = self.accepted_at = accepted_at
         self.resumed = True
@@ -112,12 +125,27 @@ class Flight:
     def submitted(self, request_id: str, *, sent_at: float, accepted_at: float) -> None:
         """NEW -> SUBMITTED: the API accepted the job as ``request_id``."""
         self._require(Phase.NEW)
-        self.intent_written = False
         self.request_id = request_id
         self.sent_at = sent_at
         self.accepted_at = accepted_at
         self.resumed = False
         self.phase = Phase.SUBMITTED
+
+    def uncertain(self, body: dict[str, Any], *, intent_at: float, why: str, code: int | None = None) -> None:
+        """NEW -> UNCERTAIN: the submit of ``body`` (intent written at wall time ``intent_at``)
+        may have been accepted; no usable answer came back (``why``; ``code`` its HTTP status)."""
+        self._require(Phase.NEW)
+        self.intent_body = body
+        self.intent_at = intent_at
+        self.doubt = why
+        self.doubt_code = code
+        self.phase = Phase.UNCERTAIN
+
+    def absent(self) -> None:
+        """UNCERTAIN -> NEW: the request history, read past its lag window, has no such request."""
+        self._require(Phase.UNCERTAIN)
+        self.intent_body = self.intent_at = None
+        self.phase = Phase.NEW
 
     def polled(
         self, state: ServerState, *, sent_at: float, received_at: float, inference_time: float | None = None

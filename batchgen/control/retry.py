@@ -5,13 +5,18 @@
 the policy changes it. Counts are kept per step for the whole life of the job and are
 never reset behind the policy's back, so every loop ends:
 
-- ``submit``, ``result`` and ``download`` (which includes checking the image): at most
+- ``submit`` and ``download`` (which includes checking the image): at most
   ``max_attempts`` transient failures each, over the job's whole life;
-- ``status``: polls are idempotent and cheap, so a failed poll is just a missed look;
-  ``max_attempts`` failures *in a row* (a poll that answers clears the streak, which
-  :meth:`RetryPolicy.succeeded` does) fail the job;
-- a request that vanished (404 on a poll or a result fetch): resubmitted at most
-  ``max_resubmits`` times;
+- a submit that may have been accepted (:class:`~batchgen.errors.SubmitUncertain`) is
+  never retried: it is reconciled against the request history (``RECONCILE``);
+- ``status`` and ``result`` *follow* a request that is paid for: they are idempotent, so
+  a failed one is just a missed look, and an outage is ridden out: the job fails
+  (retryably: the rerun polls the same request, never submits it again) only once the
+  failures in a row (an answer clears the streak, which :meth:`RetryPolicy.succeeded`
+  does) are at least ``max_attempts`` *and* have lasted ``follow_patience`` seconds;
+- a request that vanished (404 on a poll): resubmitted at most ``max_resubmits`` times
+  (the request history is asked for its image first); a 404 on the result of a request
+  that said COMPLETED is asked again, then the history (``RECOVER``), never resubmitted;
 - the image host refusing the URL (403/404/410, an expired signed URL): the result is
   fetched again for a fresh URL, counted as a download attempt, never resubmitted;
 - 429s: the rate gate imposes the wait; a job refused ``max_rate_limited`` times
@@ -27,7 +32,9 @@ from __future__ import annotations
 
 import enum
 import random
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -43,6 +50,7 @@ from batchgen.errors import (
     RateLimitStalled,
     RequestFailed,
     RequestNotFound,
+    SubmitUncertain,
     TransientError,
 )
 
@@ -58,6 +66,8 @@ class Action(enum.Enum):
     WAIT = "wait"  # rate limited: go through the rate gate again (it holds the wait)
     REFETCH = "refetch"  # fetch the result again (fresh image URL) after ``delay``
     RESUBMIT = "resubmit"  # the request is gone (404): submit the job again
+    RECONCILE = "reconcile"  # the submit may have been accepted: find it in the request history
+    RECOVER = "recover"  # the result is gone though it said COMPLETED: the history's image, else fail
     FAIL = "fail"  # give up on this job; ``retryable`` says whether a rerun should retry it
     STOP_SUBMITTING = "stop_submitting"  # 406: submit nothing more, finish what is in flight
     STOP = "stop"  # 401/403/404 on submit: stop the whole run now
@@ -79,7 +89,8 @@ class Attempts:
     """What one job has been through; changed only by :class:`RetryPolicy`."""
 
     failures: Counter[str] = field(default_factory=Counter)  # transient failures per step
-    poll_streak: int = 0  # status polls failed in a row
+    follow_streak: int = 0  # status polls and result fetches failed in a row
+    streak_since: float = 0.0  # when that streak began (the policy's clock)
     resubmits: int = 0
     rate_limited: int = 0
 
@@ -98,7 +109,9 @@ class RetryPolicy:
     max_rate_limited: int = 50
     base_delay: float = 0.25
     max_delay: float = 30.0
+    follow_patience: float = 180.0  # seconds of failed polls in a row before a follow gives up
     rng: random.Random = field(default_factory=random.Random)
+    clock: Callable[[], float] = time.monotonic
 
     def backoff(self, n: int) -> float:
         """Full-jitter delay before retry number ``n`` (1-based)."""
@@ -106,9 +119,9 @@ class RetryPolicy:
         return self.rng.uniform(0.0, cap)
 
     def succeeded(self, step: StepName, attempts: Attempts) -> None:
-        """A request of ``step`` was answered: a poll that answers ends a failure streak."""
-        if step == "status":
-            attempts.poll_streak = 0
+        """A request of ``step`` was answered: a poll or result that answers ends a failure streak."""
+        if step in _FOLLOW:
+            attempts.follow_streak = 0
 
     def decide(self, error: BaseException, *, step: StepName, attempts: Attempts) -> Decision:
         """Decide what follows ``error``, met at ``step``; records it in ``attempts``."""
@@ -136,6 +149,21 @@ class RetryPolicy:
             return Decision(Action.FAIL, retryable=False, reason=reason)
         if isinstance(error, JobTimedOut):
             return Decision(Action.FAIL, retryable=True, reason=reason)
+        if isinstance(error, SubmitUncertain):
+            # Counted like a failed submit: once the history shows it was not accepted, a
+            # job whose submits keep ending in doubt gives up (scheduler: ``gave_up``).
+            self._count(attempts, step)
+            return Decision(Action.RECONCILE, reason=reason)
+        if isinstance(error, RequestNotFound) and step == "result":
+            # It said COMPLETED; a paid request is followed to its image, never replaced.
+            n = self._follow_failed(attempts, step)
+            if n >= self.max_attempts:
+                return Decision(
+                    Action.RECOVER,
+                    retryable=True,
+                    reason=f"the result of a COMPLETED request answered 404 {n} times: {reason}",
+                )
+            return Decision(Action.RETRY, delay=self.backoff(n), reason=reason)
         if isinstance(error, RequestNotFound):
             if attempts.resubmits >= self.max_resubmits:
                 return Decision(
@@ -150,13 +178,18 @@ class RetryPolicy:
                     Action.FAIL, retryable=True, reason=f"image not saved after {n} attempts: {reason}"
                 )
             return Decision(Action.REFETCH, delay=self.backoff(n), reason=reason)
+        if isinstance(error, TransientError | ImageInvalid | ImageUnavailable) and step in _FOLLOW:
+            n = self._follow_failed(attempts, step)
+            lasted = self.clock() - attempts.streak_since
+            if n >= self.max_attempts and lasted >= self.follow_patience:
+                return Decision(
+                    Action.FAIL,
+                    retryable=True,
+                    reason=f"no answer about the request for {lasted:.0f} s ({n} tries): {reason}",
+                )
+            return Decision(Action.RETRY, delay=self.backoff(n), reason=reason)
         if isinstance(error, TransientError | ImageInvalid | ImageUnavailable):
-            if step == "status":
-                attempts.poll_streak += 1
-                n = attempts.poll_streak
-                self._count(attempts, step)
-            else:
-                n = self._count(attempts, step)
+            n = self._count(attempts, step)
             if n >= self.max_attempts:
                 return Decision(Action.FAIL, retryable=True, reason=f"gave up after {n} attempts: {reason}")
             return Decision(Action.RETRY, delay=self.backoff(n), reason=reason)
@@ -168,3 +201,23 @@ class RetryPolicy:
     def _count(attempts: Attempts, step: StepName) -> int:
         attempts.failures[step] += 1
         return attempts.failures[step]
+
+    def gave_up(self, attempts: Attempts) -> Decision | None:
+        """After a submit in doubt proved not accepted: FAIL (retryably) once the job's
+        submits have failed ``max_attempts`` times, else None (submit again)."""
+        n = attempts.failures["submit"]
+        if n >= self.max_attempts:
+            return Decision(Action.FAIL, retryable=True, reason=f"no submit accepted after {n} attempts")
+        return None
+
+    def _follow_failed(self, attempts: Attempts, step: StepName) -> int:
+        """One more poll or result fetch failed in a row; the streak's length."""
+        self._count(attempts, step)
+        if attempts.follow_streak == 0:
+            attempts.streak_since = self.clock()
+        attempts.follow_streak += 1
+        return attempts.follow_streak
+
+
+# The steps that follow a request already paid for.
+_FOLLOW: frozenset[str] = frozenset({"status", "result"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -127,11 +128,17 @@ class _Gateway:
         if config.rpm is not None and counts:
             wait = self.state.limiter.acquire(key, limit=config.rpm, now=self.state.clock())
             if wait is not None:
-                retry_after = str(wait) if config.retry_after is None else config.retry_after
+                headers = {}
+                if config.retry_after != "none":
+                    headers["Retry-After"] = str(wait) if config.retry_after is None else config.retry_after
+                reset = self.state.history.wall(self.state.clock() + wait)
+                headers["x-rate-limit-reset-at-utc"] = (
+                    datetime.fromtimestamp(reset, tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+                )
                 return _error(
                     429,
                     f"rate limit exceeded: {config.rpm} requests per minute; retry in {wait} s",
-                    headers={"Retry-After": retry_after},
+                    headers=headers,
                 )
         return None
 
@@ -148,6 +155,10 @@ class _Routes:
         slug = request.path_params["slug"]
         if slug != MODEL:
             return _error(404, f"model {slug!r} not found; the emulator serves {MODEL!r}")
+        if state.config.retired:
+            return _error(410, f"the model {slug!r} has been retired")
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            return _error(406, "invalid content type: send application/json")
         try:
             body = json.loads(await request.body())
         except ValueError:
@@ -216,7 +227,7 @@ class _Routes:
         if record is not None:
             record.told_done(self.state.clock())
         if job.error is not None:
-            return JSONResponse(_failed_body(job), status_code=422)
+            return JSONResponse(self._failed_body(job), status_code=422)
         data = await self._image_bytes(job)
         return Response(data, media_type=self.state.images.content_type)
 
@@ -243,9 +254,11 @@ class _Routes:
         if status in _FINISHED and record is not None:
             record.told_done(now)
         if status == "FAILED":
-            return JSONResponse(_failed_body(job), status_code=422)
+            return JSONResponse(self._failed_body(job), status_code=422)
         if status == "COMPLETED":
-            return JSONResponse({"status": status, "request_id": job.request_id, "metrics": _metrics(job)})
+            return JSONResponse(
+                {"status": status, "request_id": job.request_id, "metrics": self._metrics(job)}
+            )
         base = _base_url(request)
         return JSONResponse(
             {
@@ -273,7 +286,7 @@ class _Routes:
         if status in _FINISHED and record is not None:
             record.told_done(now)
         if status == "FAILED":
-            return JSONResponse(_failed_body(job), status_code=422)
+            return JSONResponse(self._failed_body(job), status_code=422)
         done = status == "COMPLETED"
         ext = state.images.extension
         return JSONResponse(
@@ -281,7 +294,7 @@ class _Routes:
                 "status": status,
                 "request_id": job.request_id,
                 "error": None,
-                "metrics": _metrics(job) if done else {},
+                "metrics": self._metrics(job) if done else {},
                 "output": f"{_base_url(request)}/images/{job.request_id}.{ext}" if done else None,
             }
         )
@@ -308,6 +321,25 @@ class _Routes:
         data = await self._image_bytes(job)
         state.stats.image_downloads += 1
         return Response(data, media_type=state.images.content_type)
+
+    def _metrics(self, job: EmulatedJob) -> dict[str, Any]:
+        """A finished request's metrics: its inference time and, as third parties report
+        Segmind's v2 answers carry them, its cost (USD) and the credits left."""
+        metrics: dict[str, Any] = {
+            "inference_time": round(job.inference_time, 6),
+            "cost": self.state.config.price,
+        }
+        if self.state.credits is not None:
+            metrics["remaining_credits"] = self.state.credits
+        return metrics
+
+    def _failed_body(self, job: EmulatedJob) -> dict[str, Any]:
+        return {
+            "status": "FAILED",
+            "error": job.error,
+            "metrics": self._metrics(job),
+            "request_id": job.request_id,
+        }
 
     async def _image_bytes(self, job: EmulatedJob) -> bytes:
         images = self.state.images
@@ -337,7 +369,11 @@ class _Routes:
         state.history.prune(now=now, history_ttl=state.config.history_ttl)
         try:
             rows, total = state.history.query(
-                dict(request.query_params), api_key=_api_key(request.scope), now=now, ttl=state.config.ttl
+                dict(request.query_params),
+                api_key=_api_key(request.scope),
+                now=now,
+                ttl=state.config.ttl,
+                lag=state.config.history_lag,
             )
         except HistoryQueryError as exc:
             return _error(400, str(exc))
@@ -361,11 +397,13 @@ class _Routes:
         """``GET /inference-request/request-history/{id}``: one request of this key, any age kept."""
         state = self.state
         request_id: str = request.path_params["request_id"]
-        state.history.prune(now=state.clock(), history_ttl=state.config.history_ttl)
-        row = state.history.get(request_id, api_key=_api_key(request.scope))
+        now = state.clock()
+        state.history.prune(now=now, history_ttl=state.config.history_ttl)
+        row = state.history.get(
+            request_id, api_key=_api_key(request.scope), now=now, lag=state.config.history_lag
+        )
         if row is None:
             return _error(404, f"request {request_id!r} not found in your history")
-        now = state.clock()
         return JSONResponse(
             state.history.to_json(
                 row,
@@ -409,14 +447,6 @@ def _api_key(scope: Scope) -> str:
 def _base_url(request: Request) -> str:
     """The scheme and host the client used, so returned URLs point back at this server."""
     return str(request.base_url).rstrip("/")
-
-
-def _metrics(job: EmulatedJob) -> dict[str, Any]:
-    return {"inference_time": round(job.inference_time, 6)}
-
-
-def _failed_body(job: EmulatedJob) -> dict[str, Any]:
-    return {"status": "FAILED", "error": job.error, "metrics": _metrics(job), "request_id": job.request_id}
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

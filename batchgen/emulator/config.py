@@ -31,6 +31,8 @@ RUNTIME_SETTINGS: tuple[str, ...] = (
     "answer_delay",
     "history",
     "price",
+    "history_lag",
+    "retired",
 )
 
 
@@ -50,8 +52,12 @@ class EmulatorConfig:
     real seconds, so a test can kill a client between its POST and the answer.
 
     ``history`` serves the request history (off: 404, as for an account without it);
-    each accepted request costs ``price`` USD (``credits_deduction``) and its row is
-    kept ``history_ttl`` seconds.
+    each accepted request costs ``price`` USD (``credits_deduction``, and ``cost`` in the
+    metrics of its status and result answers) and its row is kept ``history_ttl``
+    seconds; it shows in the history only ``history_lag`` seconds after its submit.
+    ``retired`` answers every submit 410 (the model was retired). ``retry_after`` is
+    sent verbatim as the ``Retry-After`` of every 429 (``"none"``: no such header; every
+    429 also carries ``x-rate-limit-reset-at-utc``).
     """
 
     api_key: str | None = None
@@ -72,6 +78,8 @@ class EmulatorConfig:
     stall_rate: float = 0.0
     answer_delay: float = 0.0
     history: bool = True
+    history_lag: float = 0.0
+    retired: bool = False
     price: float = 0.04
     history_ttl: float = 7 * 24 * 3600.0
     image_format: ImageFormat = "png"
@@ -105,6 +113,8 @@ class EmulatorConfig:
                 found.append(f"{name}: {rate} is not between 0 and 1")
         if self.fault_rate + self.drop_rate > 1:
             found.append("fault_rate + drop_rate: must not exceed 1")
+        if not self.history_lag >= 0:
+            found.append(f"history_lag: {self.history_lag} is below 0")
         if not self.answer_delay >= 0:
             found.append(f"answer_delay: {self.answer_delay} is below 0")
         if not self.price >= 0:

@@ -85,10 +85,11 @@ class RequestHistory:
             self._order.popleft()
             del self._rows[row.job.request_id]
 
-    def get(self, request_id: str, *, api_key: str) -> HistoryRow | None:
-        """The row of ``request_id`` if this key made it and it is still kept."""
+    def get(self, request_id: str, *, api_key: str, now: float, lag: float = 0.0) -> HistoryRow | None:
+        """The row of ``request_id`` if this key made it, it is still kept, and it shows
+        already (``lag`` seconds after its submit)."""
         row = self._rows.get(request_id)
-        if row is None or row.api_key != api_key:
+        if row is None or row.api_key != api_key or now < row.job.submitted + lag:
             return None
         return row
 
@@ -97,9 +98,10 @@ class RequestHistory:
         return self._rows.get(request_id)
 
     def query(
-        self, params: dict[str, str], *, api_key: str, now: float, ttl: float
+        self, params: dict[str, str], *, api_key: str, now: float, ttl: float, lag: float = 0.0
     ) -> tuple[list[HistoryRow], int]:
-        """The rows of one page for ``params`` (the query string) and the total count."""
+        """The rows of one page for ``params`` (the query string) and the total count; a
+        request shows only ``lag`` seconds after its submit."""
         page = _int(params, "page", 1, low=1)
         per_page = _int(params, "per_page", 20, low=1, high=100)
         today = datetime.fromtimestamp(self.wall(now), tz=UTC).date()
@@ -125,6 +127,7 @@ class RequestHistory:
             row
             for row in self._rows.values()
             if row.api_key == api_key
+            and now >= row.job.submitted + lag
             and start <= self.wall(row.job.submitted) < end
             and (model is None or model in row.job.model)
             and (status is None or row.status(now, ttl) == status)

@@ -44,8 +44,8 @@ class Counts:
 
     @property
     def not_run(self) -> int:
-        """Jobs neither done nor failed (yet)."""
-        return self.total - self.done - self.failed
+        """Jobs neither done nor failed (yet), nor left in doubt (not known whether paid)."""
+        return self.total - self.done - self.failed - self.summary.uncertain
 
 
 class Progress:

@@ -1,14 +1,16 @@
-"""What the account's request history gives back: lost submits, images past retention, costs.
+"""What the account's request history gives back: images past retention, and what a run cost.
 
-The history (:mod:`batchgen.api.history`) is read only here, never in the hot path:
+The history (:mod:`batchgen.api.history`) is read here and by
+:mod:`batchgen.engine.reconcile` (submits in doubt), never in the hot path:
 
-- submits whose answer never came back (the run was killed between the POST and the
-  answer) are looked for by their body before anything is submitted (:meth:`Recovery.reconcile`);
-  a request found is adopted and polled, not paid for again;
 - a request whose result is gone from the API (404) may still have its image at the
   history's ``generation_url`` (:meth:`Recovery.image_from_history`);
-- at the end of a run, every request of the batch not yet priced gets a ``cost`` line
-  (:meth:`Recovery.record_costs`).
+- at the end of a run (:meth:`Recovery.record_costs`), every request of the batch not
+  priced yet (the answers' metrics price most) gets a ``cost`` line from the history;
+  and when the run had submits in doubt, every request the history holds with the body
+  of one of them that no job holds is an *orphan*: paid, never used. Orphans are priced,
+  recorded (``cost`` with ``orphan: true``) and named in the summary, so its figure is
+  what the account was charged.
 
 When the history cannot be read the run goes on as it would without it, and says once
 what that costs.
@@ -17,24 +19,32 @@ what that costs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 import anyio
 
-from batchgen.api.history import History, HistoryUnavailable, Intent, match
+from batchgen.api.history import (
+    CLOCK_SKEW,
+    History,
+    HistoryRow,
+    HistoryUnavailable,
+    Intent,
+    body_matches,
+    match,
+)
 from batchgen.control.flight import Flight
 from batchgen.outcome.summary import Summary
 from batchgen.output.ledger import LedgerWriter
 from batchgen.output.replay import LedgerState
-from batchgen.output.resume import Reconcile
 
-__all__ = ["Accepted", "Recovery"]
+__all__ = ["Accepted", "Costs", "Recovery"]
 
 log = logging.getLogger("batchgen")
 
 # Request id -> (job key, wall time it was accepted): every request this run knows it paid for.
 Accepted = dict[str, tuple[str, float]]
+# Request id -> (USD, how it ended: COMPLETED, FAILED or None).
+Costs = dict[str, tuple[float, str | None]]
 
 
 class Recovery:
@@ -47,14 +57,12 @@ class Recovery:
         summary: Summary,
         *,
         accepted: Accepted,
-        adopt: Callable[[Flight, str, float], Awaitable[None]],
         wall_clock: Callable[[], float],
     ) -> None:
         self.history = history
         self.ledger = ledger
         self.summary = summary
         self._accepted = accepted
-        self._adopt = adopt
         self._wall_clock = wall_clock
         self._warned = False
 
@@ -64,53 +72,6 @@ class Recovery:
             self._warned = True
             log.warning("request history unavailable (%s): %s", why, consequence)
             self.summary.warnings.append(f"request history unavailable: {why}")
-
-    async def reconcile(
-        self, in_transit: list[tuple[Flight, Reconcile]], state: LedgerState
-    ) -> tuple[list[Flight], list[Flight]]:
-        """Find the submits a killed run sent without seeing the answer; adopt those found.
-
-        Returns the flights to poll (found: recorded ``submitted`` with ``recovered``) and
-        those to submit (not on the server, or the history could not be read).
-        """
-        intents = [Intent(flight.job.key, action.body, action.intent_at) for flight, action in in_transit]
-        found: dict[str, Any] = {}
-        if self.history is None:
-            why = "no history URL"
-        else:
-            try:
-                since = min(i.at for i in intents)
-                models = {flight.job.model for flight, _ in in_transit}
-                rows = [
-                    row
-                    for model in sorted(models)
-                    for row in await self.history.rows(since=since, until=self._wall_clock(), model=model)
-                ]
-                found = match(intents, rows, known=state.request_ids)
-                why = ""
-            except HistoryUnavailable as exc:
-                why = str(exc)
-        if why:
-            self.unavailable(
-                why, f"{len(intents)} submits whose answer was lost are sent again and may be paid twice"
-            )
-            self.summary.unreconciled += len(intents)
-        adopted: list[Flight] = []
-        unknown: list[Flight] = []
-        for flight, action in in_transit:
-            row = found.get(flight.job.key)
-            if row is None:
-                unknown.append(flight)
-                continue
-            created = row.created if row.created is not None else action.intent_at
-            await self._adopt(flight, row.request_id, created)
-            adopted.append(flight)
-            self.summary.recovered += 1
-        if adopted:
-            log.info(
-                "found %d submits of an interrupted run in the request history: polling them", len(adopted)
-            )
-        return adopted, unknown
 
     async def image_from_history(self, flight: Flight) -> bool:
         """The result is gone (404): if the request history still has the image, download
@@ -133,35 +94,85 @@ class Recovery:
         self.summary.from_history += 1
         return True
 
-    async def record_costs(self, state: LedgerState, models: Iterable[str]) -> None:
-        """Write a ``cost`` line for each request of the batch not yet priced (from the
-        history, in pages), and put the batch's cost in the summary."""
+    async def record_costs(
+        self,
+        state: LedgerState,
+        models: Iterable[str],
+        *,
+        answered: Costs,
+        doubts: Sequence[Intent],
+        in_doubt: Collection[str],
+    ) -> None:
+        """Price the batch: a ``cost`` line for each request not yet priced (``answered``: what
+        this run's answers said, already in the ledger's lines), orphans of this run's
+        submits in doubt (``doubts``; ``in_doubt``: the keys still in doubt), and the total
+        in the summary."""
         requests = dict(state.requests)
         requests.update(self._accepted)
         costs = dict(state.costs)
+        for request_id, priced_by_answer in answered.items():
+            costs.setdefault(request_id, priced_by_answer)
         unpriced = {rid: at for rid, (_, at) in requests.items() if rid not in costs}
-        if unpriced and self.history is not None:
+        rows: dict[str, HistoryRow] = {}
+        if (unpriced or doubts) and self.history is not None:
+            since = min([*unpriced.values(), *(d.at for d in doubts)])
             try:
                 with anyio.fail_after(120):
                     rows = {
                         row.request_id: row
                         for model in sorted(models)
-                        for row in await self.history.rows(
-                            since=min(unpriced.values()), until=self._wall_clock(), model=model
-                        )
+                        for row in await self.history.rows(since=since, until=self._wall_clock(), model=model)
                     }
             except (HistoryUnavailable, TimeoutError) as exc:
                 self.unavailable(str(exc) or "timed out", "the cost of the run is not known")
-                rows = {}
-            for request_id in unpriced:
-                row = rows.get(request_id)
-                if row is None or row.cost is None:
-                    continue
-                costs[request_id] = (row.cost, row.status)
-                key = requests[request_id][0]
-                await self.ledger.write("cost", key, request_id=request_id, usd=row.cost, status=row.status)
+        for request_id in unpriced:
+            row = rows.get(request_id)
+            if row is None or row.cost is None:
+                continue
+            costs[request_id] = (row.cost, row.status)
+            key = requests[request_id][0]
+            await self.ledger.write("cost", key, request_id=request_id, usd=row.cost, status=row.status)
+        orphan_usd = dict(state.orphan_costs())
+        for row, key in self._orphans(
+            rows.values(), doubts, in_doubt, known=set(requests) | set(state.orphans)
+        ):
+            usd = row.cost if row.cost is not None else 0.0
+            orphan_usd[row.request_id] = usd
+            await self.ledger.write(
+                "cost", key, request_id=row.request_id, usd=usd, status=row.status, orphan=True
+            )
+            log.warning(
+                "request %s (%s) has the body of job %s's submit in doubt, yet no job holds it: paid, unused",
+                row.request_id,
+                row.status or "state unknown",
+                key[:12],
+            )
         priced = [costs[rid] for rid in requests if rid in costs]
-        if priced:
-            self.summary.cost_usd = round(sum(usd for usd, _ in priced), 6)
+        if priced or orphan_usd:
+            self.summary.cost_usd = round(sum(usd for usd, _ in priced) + sum(orphan_usd.values()), 6)
             self.summary.cost_failed_usd = round(sum(usd for usd, status in priced if status == "FAILED"), 6)
+        self.summary.orphans = len(orphan_usd)
+        self.summary.orphan_usd = round(sum(orphan_usd.values()), 6)
         self.summary.cost_unknown = len(requests) - len(priced)
+
+    @staticmethod
+    def _orphans(
+        rows: Iterable[HistoryRow], doubts: Sequence[Intent], in_doubt: Collection[str], *, known: set[str]
+    ) -> list[tuple[HistoryRow, str]]:
+        """Rows with the body of a submit in doubt of this run that no job holds: the jobs still
+        in doubt take theirs first (found late: a rerun adopts them); the rest are orphans."""
+        if not doubts:
+            return []
+        unknown = [r for r in rows if r.request_id not in known and r.body is not None]
+        late = match([d for d in doubts if d.key in in_doubt], unknown, known=set())
+        taken = {row.request_id for row in late.values()}
+        earliest = min(d.at for d in doubts) - CLOCK_SKEW
+        found: list[tuple[HistoryRow, str]] = []
+        for row in unknown:
+            if row.request_id in taken or (row.created is not None and row.created < earliest):
+                continue
+            assert row.body is not None
+            owner = next((d.key for d in doubts if body_matches(d.body, row.body)), None)
+            if owner is not None:
+                found.append((row, owner))
+        return found

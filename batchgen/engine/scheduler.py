@@ -46,20 +46,21 @@ from batchgen.api.client import SegmindClient
 from batchgen.api.history import History
 from batchgen.control.admission import Admission
 from batchgen.control.cadence import Cadence
-from batchgen.control.flight import Flight, Phase, Step
+from batchgen.control.flight import Flight, Phase
 from batchgen.control.gate import RateGate, RateState
 from batchgen.control.latency import LatencyModel
-from batchgen.control.retry import Action, Decision, RetryPolicy
+from batchgen.control.retry import Action, Decision, RetryPolicy, StepName
 from batchgen.engine.plan import Plan, announce, plan
 from batchgen.engine.progress import Counts
+from batchgen.engine.reconcile import Absent, Found, Reconciler
 from batchgen.engine.recovery import Accepted, Recovery
 from batchgen.engine.settings import RunSettings
 from batchgen.engine.steps import Steps
 from batchgen.engine.stops import Stopped, StopRules
-from batchgen.errors import ApiError, LocalWriteError
+from batchgen.errors import ApiError, LocalWriteError, SubmitUncertain
 from batchgen.manifest.job import Job
 from batchgen.outcome.summary import Summary
-from batchgen.output.ledger import LedgerWriter
+from batchgen.output.ledger import LedgerWriter, cost_field
 from batchgen.output.replay import LedgerState
 
 __all__ = ["Scheduler"]
@@ -101,7 +102,12 @@ class Scheduler:
         self.latency = LatencyModel()
         self.cadence = Cadence(self.latency, self.rate)
         self.admission = Admission(cap=settings.concurrency, retention=settings.retention)
-        self.policy = RetryPolicy(max_attempts=settings.max_attempts, rng=random.Random(settings.seed))
+        self.policy = RetryPolicy(
+            max_attempts=settings.max_attempts,
+            follow_patience=settings.follow_patience,
+            rng=random.Random(settings.seed),
+            clock=anyio.current_time,
+        )
         self.counts = Counts(summary)
         self.accepted: Accepted = {}
         self.stops = StopRules(
@@ -125,8 +131,14 @@ class Scheduler:
             wall_clock=wall_clock,
             manifest_sha256=manifest_sha256,
         )
-        self.recovery = Recovery(
-            history, ledger, summary, accepted=self.accepted, adopt=self.steps.adopt, wall_clock=wall_clock
+        self.recovery = Recovery(history, ledger, summary, accepted=self.accepted, wall_clock=wall_clock)
+        self._ledger_ids: set[str] = set()
+        self.reconciler = Reconciler(
+            history,
+            known=lambda: self._ledger_ids | self.accepted.keys(),
+            lag=settings.history_lag,
+            patience=0.0 if settings.resubmit_uncertain else settings.reconcile_patience,
+            wall_clock=wall_clock,
         )
         self._submitting = True
         self._feeding: anyio.CancelScope | None = None
@@ -179,19 +191,20 @@ class Scheduler:
             await self.prepare(jobs, state)
         assert self._plan is not None
         resumed, new, in_transit = self._plan.resumed, self._plan.new, self._plan.in_transit
+        self._ledger_ids = set(state.request_ids) | set(state.orphans)
+        for flight, action in in_transit:
+            # A killed run sent these without seeing the answer: in doubt until the history says.
+            flight.uncertain(
+                action.body, intent_at=action.intent_at, why="the run that sent it ended before the answer"
+            )
+            self.steps.in_doubt.add(flight.job.key)
+        doubted = [flight for flight, _ in in_transit]
         limiter = self.admission.limiter
         try:
-            if in_transit:
-                try:
-                    found, unknown = await self.recovery.reconcile(in_transit, state)
-                except LocalWriteError as error:
-                    self.halt(error)
-                    return
-                resumed.extend(found)
-                new[:0] = unknown
             self._on_change()
-            # Requests already on the server are polled at once, whatever the target.
-            self.admission.make_room(len(resumed))
+            # Requests already on the server are polled at once, whatever the target; so
+            # are submits in doubt looked for in the history.
+            self.admission.make_room(len(resumed) + len(doubted))
             with anyio.CancelScope() as scope:
                 self._scope = scope
                 async with anyio.create_task_group() as followers:
@@ -199,6 +212,9 @@ class Scheduler:
                     for flight in resumed:
                         limiter.acquire_on_behalf_of_nowait(flight)
                         self._in_flight(+1)
+                        followers.start_soon(self._follow, flight)
+                    for flight in doubted:
+                        limiter.acquire_on_behalf_of_nowait(flight)
                         followers.start_soon(self._follow, flight)
                     with anyio.CancelScope() as feeding:
                         self._feeding = feeding
@@ -210,7 +226,13 @@ class Scheduler:
                                 submitters.start_soon(self._submit_then_follow, flight)
             if self.summary.write_error is None and not self.summary.interrupted:
                 try:
-                    await self.recovery.record_costs(state, self._plan.model_names)
+                    await self.recovery.record_costs(
+                        state,
+                        self._plan.model_names,
+                        answered=self.steps.costs,
+                        doubts=self.reconciler.asked,
+                        in_doubt=self.steps.in_doubt,
+                    )
                 except LocalWriteError as error:
                     self.halt(error)
         finally:
@@ -238,12 +260,12 @@ class Scheduler:
                 except Exception as exc:
                     if not await self._handle(flight, "submit", exc):
                         break
-            if flight.phase is Phase.SUBMITTED and self._followers is not None:
+            if flight.phase in (Phase.SUBMITTED, Phase.UNCERTAIN) and self._followers is not None:
+                # Paid for, or maybe: followed to the end even once submits stop.
                 self._followers.start_soon(self._follow, flight)
                 handed_over = True
         finally:
             if not handed_over:
-                flight.abandon()
                 self._finish(flight)
 
     async def _follow(self, flight: Flight) -> None:
@@ -252,8 +274,16 @@ class Scheduler:
             while not flight.phase.final:
                 step = flight.step
                 assert step is not None
+                if step == "reconcile":
+                    try:
+                        if not await self._settle(flight):
+                            break
+                    except LocalWriteError as error:  # the ``submitted`` line of an adopted request
+                        self.halt(error)
+                        break
+                    continue
                 try:
-                    if step == "submit":  # expired and resubmitted
+                    if step == "submit":  # expired, or its submit in doubt proven absent
                         if not self._submitting:
                             break
                         await self.steps.submit(flight)
@@ -271,11 +301,60 @@ class Scheduler:
                     if not await self._handle(flight, step, exc):
                         break
         finally:
-            flight.abandon()
             self._finish(flight)
+
+    async def _settle(self, flight: Flight) -> bool:
+        """Settle a submit in doubt from the request history; True to carry on with the job
+        (adopted: polled; absent: submitted again), False if it ends this run in doubt."""
+        job = flight.job
+        assert flight.intent_body is not None and flight.intent_at is not None
+        outcome = await self.reconciler.resolve(
+            job.key, flight.intent_body, intent_at=flight.intent_at, model=job.model
+        )
+        if isinstance(outcome, Found):
+            row = outcome.row
+            created = row.created if row.created is not None else flight.intent_at
+            await self.steps.adopt(flight, row.request_id, created)
+            self.summary.recovered += 1
+            log.info(
+                "job %s: its submit in doubt is request %s (request history); polling it",
+                job.short_key,
+                row.request_id,
+            )
+            return True
+        if isinstance(outcome, Absent):
+            self.steps.absent(flight)
+            decision = self.policy.gave_up(flight.attempts)
+            if decision is not None:
+                why = f"{decision.reason}; the last: {flight.doubt}"
+                error = SubmitUncertain(why, answered=True, status_code=flight.doubt_code, detail=why)
+                await self._fail(flight, error, decision)
+                return False
+            log.info(
+                "job %s: its submit in doubt was not accepted (not in the request history %g s later);"
+                " submitting again",
+                job.short_key,
+                self.reconciler.lag,
+            )
+            return True
+        if self.settings.resubmit_uncertain:
+            log.warning(
+                "job %s: %s; submitting again (--resubmit-uncertain: it may be paid twice)",
+                job.short_key,
+                outcome.why,
+            )
+            self.summary.unreconciled += 1
+            self.steps.absent(flight)
+            return True
+        log.warning("job %s: not known whether its submit was paid: %s", job.short_key, outcome.why)
+        self.summary.uncertain_why = self.summary.uncertain_why or outcome.why
+        return False
 
     def _finish(self, flight: Flight) -> None:
         """The job leaves the run: free its place, tell admission how long it held it."""
+        if flight.phase is Phase.UNCERTAIN:
+            self.summary.uncertain += 1  # not known whether paid: the rerun looks again
+        flight.abandon()
         self.cadence.release(flight)
         queue = self.steps.queue_wait(flight)
         if flight.accepted_at is not None and flight.phase in (Phase.SAVED, Phase.FAILED):
@@ -309,7 +388,7 @@ class Scheduler:
             log.error("%s; stopping the run (rerun the same command once it can write)", error)
         self.cancel()
 
-    async def _handle(self, flight: Flight, step: Step, exc: Exception) -> bool:
+    async def _handle(self, flight: Flight, step: StepName, exc: Exception) -> bool:
         """Apply the retry policy to ``exc``; True to carry on with the job, False if it ended."""
         try:
             return await self._apply(flight, step, exc)
@@ -317,7 +396,7 @@ class Scheduler:
             self.halt(error)
             return False
 
-    async def _apply(self, flight: Flight, step: Step, exc: Exception) -> bool:
+    async def _apply(self, flight: Flight, step: StepName, exc: Exception) -> bool:
         decision = self.policy.decide(exc, step=step, attempts=flight.attempts)
         action = decision.action
         if action is Action.HALT:
@@ -336,6 +415,13 @@ class Scheduler:
             flight.refetch()
             await anyio.sleep(decision.delay)
             return True
+        if action is Action.RECONCILE:
+            return True  # the flight is UNCERTAIN: the history settles it (step "reconcile")
+        if action is Action.RECOVER:
+            if await self.recovery.image_from_history(flight):
+                return True
+            await self._fail(flight, exc, decision)
+            return False
         if action is Action.RESUBMIT:
             if await self.recovery.image_from_history(flight):
                 return True
@@ -364,6 +450,7 @@ class Scheduler:
         code = exc.status_code if isinstance(exc, ApiError) else None
         detail = exc.detail if isinstance(exc, ApiError) and exc.detail else decision.reason
         job = flight.job
+        usd = self.steps.failed_cost(exc)
         await self.ledger.write(
             "failed",
             job.key,
@@ -373,6 +460,7 @@ class Scheduler:
             error=detail,
             retryable=decision.retryable,
             step=flight.step,
+            **cost_field(usd),
         )
         flight.fail()
         self.summary.failed += 1

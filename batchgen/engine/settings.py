@@ -6,7 +6,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from batchgen.control.breaker import GIVE_UP_AFTER
 from batchgen.control.gate import RETRY_AFTER_CAP
+from batchgen.engine.reconcile import DEFAULT_HISTORY_LAG, DEFAULT_PATIENCE
 from batchgen.output.resume import DEFAULT_MARGIN, DEFAULT_RETENTION
 
 __all__ = ["MIB", "RunSettings"]
@@ -35,6 +37,11 @@ class RunSettings:
     download_timeout: float = 120.0  # one image download, start to end
     max_image_bytes: int = 64 * MIB
     grace: float = 60.0  # after the first Ctrl-C / SIGTERM, jobs in flight get this long
+    follow_patience: float = 180.0  # failed polls in a row of a paid request, before its follow gives up
+    history_lag: float = DEFAULT_HISTORY_LAG  # a request missing from the history is proof only after this
+    reconcile_patience: float = DEFAULT_PATIENCE  # how long a run looks for one submit in doubt
+    resubmit_uncertain: bool = False  # the user accepts paying twice for submits in doubt
+    silence_limit: float = GIVE_UP_AFTER  # no submit answered this long: submit nothing more
     retention: float = DEFAULT_RETENTION
     margin: float = DEFAULT_MARGIN
     seed: int | None = None  # seeds the retry jitter
@@ -54,7 +61,16 @@ class RunSettings:
             found.append(f"rpm {self.rpm} must be a number above 0")
         if self.max_attempts < 1:
             found.append(f"max attempts {self.max_attempts} must be at least 1")
-        for name in ("retry_after_cap", "request_timeout", "download_timeout", "grace"):
+        for name in (
+            "retry_after_cap",
+            "request_timeout",
+            "download_timeout",
+            "grace",
+            "follow_patience",
+            "history_lag",
+            "reconcile_patience",
+            "silence_limit",
+        ):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 found.append(f"{name.replace('_', ' ')} {value} must be a number of seconds, 0 or more")
@@ -78,6 +94,8 @@ class RunSettings:
             "rpm": self.rpm,
             "retry_failed": self.retry_failed,
             "rpm_counts_polls": self.rpm_counts_polls,
+            "history_lag": self.history_lag,
+            "resubmit_uncertain": self.resubmit_uncertain,
             "budget": self.budget,
             "price_per_image": self.price_per_image,
             "halt_failure_rate": self.halt_failure_rate,

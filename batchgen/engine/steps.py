@@ -25,19 +25,21 @@ import anyio
 
 from batchgen import __version__
 from batchgen.api.client import SegmindClient, find_image_urls
+from batchgen.control.breaker import FIRST_PAUSE, MAX_PAUSE, Go, SubmitBreaker
 from batchgen.control.cadence import Cadence
 from batchgen.control.flight import Flight, Phase
 from batchgen.control.gate import Kind, RateGate, RateState, Slot
 from batchgen.control.latency import LatencyModel
-from batchgen.engine.recovery import Accepted
+from batchgen.engine.estimate import price_of
+from batchgen.engine.recovery import Accepted, Costs
 from batchgen.engine.settings import RunSettings
 from batchgen.engine.stops import Stopped, StopRules
-from batchgen.errors import ApiError, JobTimedOut, RateLimited, TransientError
+from batchgen.errors import ApiError, JobTimedOut, RateLimited, RequestFailed, SubmitUncertain, TransientError
 from batchgen.manifest.job import Job
 from batchgen.outcome.summary import Summary
 from batchgen.output.embed import ImageInfo
 from batchgen.output.images import open_part
-from batchgen.output.ledger import LedgerWriter
+from batchgen.output.ledger import LedgerWriter, cost_field
 
 __all__ = ["Steps"]
 
@@ -92,6 +94,13 @@ class Steps:
         self.manifest_sha256 = manifest_sha256  # embedded in every image
         self._first_submit = anyio.Lock()
         self._accepted_once = False
+        limit = settings.silence_limit
+        self.breaker = SubmitBreaker(
+            give_up_after=limit, first_pause=min(FIRST_PAUSE, limit / 10), max_pause=min(MAX_PAUSE, limit / 4)
+        )
+        self._breaker_moved = anyio.Event()
+        self.costs: Costs = {}  # request id -> (USD, how it ended), as the answers' metrics said
+        self.in_doubt: set[str] = set()  # keys of jobs whose submit may have been paid, not known
         self._queue_waits: dict[Flight, float] = {}  # a finished request's estimated queue wait
         self._polls_per_image: deque[int] = deque(maxlen=15)
 
@@ -108,12 +117,15 @@ class Steps:
 
     async def _answered(self, slot: Slot, kind: Kind, call: Callable[[], Awaitable[T]]) -> T:
         """Make the request ``slot`` was granted for, bounded in time; tell the gate how
-        the server answered."""
+        the server answered. A submit with no answer within the bound is in doubt."""
         try:
             with anyio.fail_after(self.settings.request_timeout):
                 answer = await call()
         except TimeoutError:
-            raise TransientError(f"{kind}: no answer within {self.settings.request_timeout:g} s") from None
+            message = f"{kind}: no answer within {self.settings.request_timeout:g} s"
+            if kind == "submit":
+                raise SubmitUncertain(message, answered=False) from None
+            raise TransientError(message) from None
         except RateLimited as exc:
             slot.rate_limited(exc.retry_after)
             raise
@@ -127,38 +139,98 @@ class Steps:
     # --- submit ----------------------------------------------------------------------
 
     async def submit(self, flight: Flight) -> None:
-        """Submit the job and record ``submitted``.
+        """Submit the job and record ``submitted``; raises what went wrong
+        (:class:`~batchgen.errors.SubmitUncertain` when it is not known whether the
+        server took it: the flight is then UNCERTAIN and the ledger says why).
 
         Until one submit has been accepted, submits go one at a time, so a wrong key, a
         missing permission or an unknown model (401/403/404) stops the run after a
-        single request instead of one per job in flight.
+        single request instead of one per job in flight. Against a server that stops
+        answering, the :class:`~batchgen.control.breaker.SubmitBreaker` pauses submits.
         """
-        if not self._accepted_once:
-            async with self._first_submit:
-                if not self._accepted_once:
-                    await self._post(flight)
-                    return
-        await self._post(flight)
+        probe = await self._claim()
+        try:
+            if not self._accepted_once:
+                async with self._first_submit:
+                    if not self._accepted_once:
+                        await self._post(flight)
+                        return
+            await self._post(flight)
+        finally:
+            if probe:
+                self.breaker.released()
+
+    async def _claim(self) -> bool:
+        """Wait until the breaker lets a submit go; whether it goes as the probe."""
+        while True:
+            decision = self.breaker.claim(anyio.current_time())
+            if decision is None:
+                self.stops.silent(self.breaker)
+                raise Stopped
+            if isinstance(decision, Go):
+                return decision.probe
+            with anyio.move_on_after(decision.seconds):
+                await self._breaker_moved.wait()
+
+    def _heard(self, answered: bool) -> None:
+        """Tell the breaker whether a submit got an answer; wake submits it held back."""
+        now = anyio.current_time()
+        if answered:
+            self.breaker.answered(now)
+        else:
+            self.breaker.no_answer(now)
+        self._breaker_moved.set()
+        self._breaker_moved = anyio.Event()
 
     async def _post(self, flight: Flight) -> None:
         job = flight.job
         body = job.params.to_api()
-        if not flight.intent_written:
-            # The intent first, before waiting for a slot (so its disk write does not
-            # delay the paced request): if the process dies before the answer, the
-            # rerun looks for this body in the request history instead of paying again.
-            await self.ledger.write("submitting", job.key, index=job.index, body=body)
-            flight.intent_written = True
         async with self.gate.slot("submit") as slot:
             if not self._submitting():
                 raise Stopped
-            self.stops.check_budget(job, len(self.accepted))
+            self.stops.check_budget(job, self.committed_usd(job.model))
             # From here the request may be accepted (and paid for): finish it and write
-            # its ledger line even if the run is being cancelled, or a rerun pays twice.
+            # its ledger lines even if the run is being cancelled, or a rerun pays twice.
             with anyio.CancelScope(shield=True):
+                # The intent right before the request leaves (not while it waits for its
+                # slot: an interrupted paced run then leaves its unsent jobs "not started"):
+                # if the process dies before the answer, the rerun looks for this body in
+                # the request history instead of paying again.
+                await self.ledger.write("submitting", job.key, durable=False, index=job.index, body=body)
+                intent_at = self._wall_clock()
                 self.summary.submits += 1
                 sent = anyio.current_time()
-                submitted = await self._answered(slot, "submit", lambda: self.client.submit(job.model, body))
+                try:
+                    submitted = await self._answered(
+                        slot, "submit", lambda: self.client.submit(job.model, body)
+                    )
+                    holder = self.accepted.get(submitted.request_id)
+                    if holder is not None and holder[0] != job.key:
+                        log.warning(
+                            "job %s: the API answered request id %s, which job %s already holds; "
+                            "looking for this job's own request in the history",
+                            job.short_key,
+                            submitted.request_id,
+                            holder[0][:12],
+                        )
+                        raise SubmitUncertain(
+                            f"the answer's request id {submitted.request_id} belongs to another job",
+                            answered=True,
+                            request_id=submitted.request_id,
+                        )
+                except SubmitUncertain as exc:
+                    self._heard(exc.answered)
+                    flight.uncertain(body, intent_at=intent_at, why=str(exc), code=exc.status_code)
+                    self.in_doubt.add(job.key)
+                    await self.ledger.write(
+                        "uncertain", job.key, request_id=exc.request_id, code=exc.status_code, error=str(exc)
+                    )
+                    raise
+                except ApiError as exc:
+                    if exc.status_code is not None:
+                        self._heard(True)
+                    raise
+                self._heard(True)
                 self._accepted_once = True
                 flight.submitted(submitted.request_id, sent_at=sent, accepted_at=anyio.current_time())
                 self.accepted[submitted.request_id] = (job.key, self._wall_clock())
@@ -166,14 +238,28 @@ class Steps:
                 await self._record_submitted(job, submitted.request_id, body)
         self._retarget()
 
+    def committed_usd(self, model: str) -> float:
+        """What this run has committed to: the known cost of each accepted request, the price
+        per image for the others, and for every submit in doubt (it may have been paid)."""
+        price = price_of(model, self.settings.price_per_image) or 0.0
+        unknown = len(self.accepted) - len(self.costs) + len(self.in_doubt)
+        return sum(usd for usd, _ in self.costs.values()) + price * unknown
+
     async def adopt(self, flight: Flight, request_id: str, created: float) -> None:
-        """Take over a request found again in the history (accepted at wall time
-        ``created``): record it ``submitted`` with ``recovered`` and poll it from here."""
+        """Take over a request found in the history (accepted at wall time ``created``):
+        record it ``submitted`` with ``recovered`` and poll it from here."""
         job = flight.job
         await self._record_submitted(job, request_id, job.params.to_api(), recovered=True)
         now, wall = anyio.current_time(), self._wall_clock()
         flight.resume(request_id, accepted_at=now - max(0.0, wall - created))
         self.accepted[request_id] = (job.key, created)
+        self.in_doubt.discard(job.key)
+        self._on_accepted()
+
+    def absent(self, flight: Flight) -> None:
+        """The submit in doubt was never accepted (the history says so): submit again."""
+        flight.absent()
+        self.in_doubt.discard(flight.job.key)
 
     async def _record_submitted(self, job: Job, request_id: str, body: dict[str, Any], **extra: Any) -> None:
         """The ``submitted`` line: the request the API accepted for ``job``."""
@@ -215,6 +301,7 @@ class Steps:
         status = await self.api("status", lambda: self.client.status(request_id))
         received = anyio.current_time()
         flight.polled(status.state, sent_at=sent, received_at=received, inference_time=status.inference_time)
+        self._priced(request_id, status.cost, status.remaining_credits, "COMPLETED")
         if flight.phase is Phase.READY:
             self._learn(flight)
 
@@ -229,6 +316,20 @@ class Steps:
             self._polls_per_image.append(flight.polls)
             self.rate.followups = 1.0 + statistics.fmean(self._polls_per_image)
 
+    def _priced(self, request_id: str, cost: float | None, remaining: float | None, status: str) -> None:
+        """Note what an answer said a request cost and what credit is left."""
+        if cost is not None:
+            self.costs[request_id] = (cost, status)
+        if remaining is not None:
+            self.summary.remaining_credits = remaining
+
+    def failed_cost(self, exc: BaseException) -> float | None:
+        """What a FAILED request cost, when its answer said (noted like any other)."""
+        if isinstance(exc, RequestFailed) and exc.request_id is not None and exc.cost is not None:
+            self.costs[exc.request_id] = (exc.cost, "FAILED")
+            return exc.cost
+        return None
+
     # --- fetch and download ----------------------------------------------------------
 
     async def fetch(self, flight: Flight) -> None:
@@ -236,6 +337,7 @@ class Steps:
         request_id = flight.request_id
         assert request_id is not None
         result = await self.api("result", lambda: self.client.result(request_id))
+        self._priced(request_id, result.cost, result.remaining_credits, "COMPLETED")
         urls = find_image_urls(result.output)
         if not urls:
             raise TransientError("no image URL in the result's output", request_id=request_id)
@@ -281,6 +383,7 @@ class Steps:
             file=saved.file,
             sha256=saved.sha256,
             bytes=saved.bytes,
+            **cost_field(self.costs.get(flight.request_id, (None, None))[0]),
         )
         flight.saved()
         self.summary.completed += 1

@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from batchgen.control.breaker import SubmitBreaker
 from batchgen.engine.estimate import price_of
 from batchgen.engine.settings import RunSettings
 from batchgen.errors import ApiError
 from batchgen.manifest.job import Job
+from batchgen.outcome.figures import format_duration
 from batchgen.outcome.summary import Summary
 
 __all__ = ["StopRules", "Stopped"]
@@ -43,28 +45,27 @@ class StopRules:
         self._stop_submitting = stop_submitting
         self._cancel = cancel
 
-    def check_budget(self, job: Job, committed: int) -> None:
+    def check_budget(self, job: Job, committed: float) -> None:
         """Stop submitting before this submit would take the run's spending past ``--budget``;
         raises :class:`Stopped` if so.
 
-        ``committed`` counts every request this run had accepted (in flight ones included):
-        at the price per image, what the run has committed to, before the history prices it.
+        ``committed`` (USD) is what the run has committed to: every request it had accepted
+        (in flight ones included) and every submit in doubt, at the cost the answers said
+        or else the price per image.
         """
         budget = self.settings.budget
         price = price_of(job.model, self.settings.price_per_image)
         if budget is None or price is None:
             return
-        spent = committed * price
-        if spent + price > budget + 1e-9:
+        if committed + price > budget + 1e-9:
             if not self.summary.budget_reached:
                 self.summary.budget_reached = True
                 log.warning(
-                    "budget reached: %d requests x %.4g USD = %.2f USD committed of %.2f USD; "
+                    "budget reached: %.2f USD committed of %.2f USD, the next image %.4g USD; "
                     "submitting nothing more, finishing the jobs in flight",
                     committed,
-                    price,
-                    spent,
                     budget,
+                    price,
                 )
             self._stop_submitting()
             raise Stopped
@@ -87,6 +88,19 @@ class StopRules:
             failed * 100 / finished,
             limit,
         )
+        self._stop_submitting()
+
+    def silent(self, breaker: SubmitBreaker) -> None:
+        """The API has answered no submit for the breaker's give-up time: submit nothing more
+        (jobs in flight and submits in doubt are still followed). Exit 3, like a fatal answer."""
+        if self.summary.fatal is None:
+            reason = (
+                f"the API answered no submit for {format_duration(breaker.give_up_after)} "
+                f"({breaker.silent_in_a_row} in a row got no answer)"
+            )
+            self.summary.fatal = reason
+            self.summary.error(reason, at=self._wall_clock())
+            log.error("%s; submitting nothing more, following the jobs in flight", reason)
         self._stop_submitting()
 
     def fatal(self, reason: str, exc: Exception, *, everything: bool) -> None:

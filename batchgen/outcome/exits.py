@@ -39,7 +39,10 @@ class ExitCode(IntEnum):
 
 EXIT_MEANINGS: Mapping[int, str] = {
     ExitCode.OK: "every job of the manifest has its image",
-    ExitCode.JOBS_FAILED: "the run finished, but some jobs failed (now, or permanently in an earlier run)",
+    ExitCode.JOBS_FAILED: (
+        "the run finished, but some jobs failed (now, or permanently in an earlier run),"
+        " or are not known whether paid (a submit in doubt, left for a rerun)"
+    ),
     ExitCode.USAGE: "usage or manifest error, no key, or the output folder is locked: nothing was submitted",
     ExitCode.FATAL_API: "fatal API condition (key, permissions, unknown model, no credits, a redirect)",
     ExitCode.WRITE_FAILED: "a file under the output folder could not be written (disk full?); rerun then",
@@ -66,6 +69,7 @@ ERROR_EXITS: Mapping[type[BaseException], ExitCode] = {
     errors.HistoryUnavailable: ExitCode.FATAL_API,
     errors.ApiError: ExitCode.FATAL_API,
     errors.TransientError: ExitCode.FATAL_API,
+    errors.SubmitUncertain: ExitCode.FATAL_API,
     errors.ImageUnavailable: ExitCode.FATAL_API,
     errors.RateLimited: ExitCode.FATAL_API,
     errors.RateLimitStalled: ExitCode.FATAL_API,
@@ -97,7 +101,8 @@ def outcome_exit_code(summary: Summary) -> ExitCode:
     4 a file under OUT could not be written (disk full; it may also have been
     interrupted), 130 interrupted, 3 stopped by a fatal API condition, 6 stopped by
     ``--halt-on-failure-rate`` with jobs left, 5 stopped at ``--budget``, 1 some job
-    failed (now or, not retried, earlier), else 0.
+    failed (now or, not retried, earlier) or is not known to be paid for (its submit in
+    doubt, left for a rerun), else 0.
     """
     s = summary
     if s.write_error:
@@ -110,6 +115,6 @@ def outcome_exit_code(summary: Summary) -> ExitCode:
         return ExitCode.FAILURE_RATE
     if s.budget_reached and not s.all_done:
         return ExitCode.BUDGET
-    if s.failed or s.skipped_failed:
+    if s.failed or s.skipped_failed or s.uncertain:
         return ExitCode.JOBS_FAILED
     return ExitCode.OK

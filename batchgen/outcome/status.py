@@ -115,6 +115,13 @@ class Status:
         return sorted(flying, key=lambda r: r.submitted_at or 0.0)
 
     @property
+    def in_doubt(self) -> list[JobRecord]:
+        """Jobs whose last submit may have been paid, not known: sent with no usable answer
+        (``uncertain``), or with no answer recorded at all (``submitting``: the run was
+        killed, or it is being sent right now)."""
+        return [r for r in self.in_manifest() if r.state in ("submitting", "uncertain")]
+
+    @property
     def expired(self) -> int:
         """Jobs whose request expired (404) and that were not submitted again yet."""
         return sum(1 for r in self.in_manifest() if r.state == "expired")
@@ -258,6 +265,7 @@ class Status:
                 "completed": self.completed,
                 "failed": len(self.failed),
                 "in_flight": len(in_flight),
+                "not_known_whether_paid": len(self.in_doubt),
                 "expired": self.expired,
                 "not_started": self.not_started,
                 "removed": self.removed,

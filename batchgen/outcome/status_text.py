@@ -81,6 +81,13 @@ def format_status(status: Status) -> str:
             + ")"
         )
     lines.append(flight)
+    doubts = s.in_doubt
+    if doubts:
+        why = next((r.doubt for r in doubts if r.doubt), None) or "no answer recorded"
+        lines.append(
+            f"  not known whether paid  {len(doubts)} (their submit got no usable answer; a rerun looks"
+            f" for them in the request history before paying again; e.g. {_one_line(why, 100)})"
+        )
     if s.expired:
         lines.append(f"  expired      {s.expired} (resubmitted next)")
     not_started = s.not_started

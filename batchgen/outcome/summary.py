@@ -67,8 +67,13 @@ class Summary:
     polls_counted: bool = False
     wall_time: float = 0.0
     inference_times: list[float] = field(default_factory=list)
-    recovered: int = 0  # submits of a killed run found again in the request history
-    unreconciled: int = 0  # such submits sent again because the history could not be read
+    recovered: int = 0  # submits in doubt (lost answers, a killed run's) found in the request history
+    unreconciled: int = 0  # submits in doubt sent again unchecked (--resubmit-uncertain)
+    uncertain: int = 0  # jobs whose submit may have been paid, not known at the end (not resubmitted)
+    uncertain_why: str | None = None  # why the first of them is not known
+    orphans: int = 0  # requests paid but held by no job (found in the history; in cost_usd)
+    orphan_usd: float = 0.0
+    remaining_credits: float | None = None  # as the API's answers last said
     from_history: int = 0  # images fetched from the history's generation_url (result gone)
     cost_usd: float | None = None  # the batch's cost so far (every request in the ledger)
     cost_failed_usd: float | None = None  # of which requests that FAILED
@@ -170,6 +175,7 @@ FIGURES: tuple[Figure, ...] = (
     Figure("not_run", "jobs.not_run"),
     Figure("resubmitted", "jobs.resubmitted"),
     Figure("removed", "jobs.removed"),
+    Figure("uncertain", "jobs.not_known_whether_paid"),
     Figure("wall_time", "wall_time_s", digits=3),
     Figure("images_per_minute", "images_per_minute", ledger=False, digits=2),
     Figure("requests", "requests"),
@@ -184,6 +190,12 @@ FIGURES: tuple[Figure, ...] = (
     Figure("cost_failed_usd", "cost.failed_usd"),
     Figure("cost_unknown", "cost.unpriced_requests"),
     Figure("estimated_cost", "cost.estimated_usd", ledger=False, digits=4),
+    Figure("orphans", "cost.orphan_requests"),
+    Figure("orphan_usd", "cost.orphan_usd", digits=6),
+    Figure("remaining_credits", "cost.remaining_credits"),
+    Figure("recovered", "submits_in_doubt.found_in_history"),
+    Figure("unreconciled", "submits_in_doubt.sent_again_unchecked"),
+    Figure("uncertain_why", "submits_in_doubt.why_not_known", ledger=False),
     Figure("interrupted", "stopped.interrupted"),
     Figure("fatal", "stopped.fatal"),
     Figure("write_error", "stopped.write_error"),
@@ -191,8 +203,6 @@ FIGURES: tuple[Figure, ...] = (
     Figure("failure_rate_halted", "stopped.failure_rate_halted"),
     Figure("peak_in_flight", None),
     Figure("polls_counted", None),
-    Figure("recovered", None),
-    Figure("unreconciled", None),
     Figure("from_history", None),
 )
 
@@ -265,6 +275,8 @@ def format_summary(summary: Summary) -> str:
         lines.append(f"rate limit found: about {s.learned_rpm:.0f} {counted} per minute")
     if s.cost_usd is not None:
         cost = f"cost of the batch so far {s.cost_usd:.2f} USD"
+        if s.remaining_credits is not None:
+            cost += f" ({s.remaining_credits:g} credits left)"
         if s.cost_failed_usd:
             cost += f" ({s.cost_failed_usd:.2f} USD on requests that failed)"
         if s.cost_unknown:
@@ -272,8 +284,22 @@ def format_summary(summary: Summary) -> str:
         lines.append(cost)
     if s.recovered or s.unreconciled or s.from_history:
         lines.append(
-            f"not paid twice: {s.recovered} lost submit answers found in the request history, "
+            f"not paid twice: {s.recovered} submits in doubt found in the request history, "
             f"{s.from_history} images fetched from it; {s.unreconciled} submits sent again unchecked"
+        )
+    if s.uncertain:
+        lines.append(
+            f"not known whether paid: {s.uncertain} jobs whose submit got no usable answer and is not"
+            f" in the request history (yet); not submitted again: {s.uncertain_why}"
+        )
+        lines.append(
+            "  rerun later to settle them, or pass --resubmit-uncertain to submit them again"
+            " (accepting that some may be paid twice)"
+        )
+    if s.orphans:
+        lines.append(
+            f"paid twice: {s.orphans} requests ({s.orphan_usd:.2f} USD) with the body of a submit in doubt"
+            " are held by no job (counted in the cost above; the ledger's cost lines marked orphan)"
         )
     if s.budget_reached:
         lines.append("budget reached: submitted nothing more (raise --budget and rerun to go on)")

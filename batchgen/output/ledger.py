@@ -15,20 +15,28 @@ Events and their further fields:
 =================  =========================================================================
 ``run_started``    ``manifest`` (absolute path), ``manifest_sha256``, ``settings``, ``version``
 ``submitting``     ``index``, ``body`` (the exact JSON body about to be POSTed); written
-                   and flushed before the request leaves, so a run killed before the
-                   answer came back knows what may have been paid for
+                   and flushed once the request's rate slot is granted, right before it
+                   leaves, so a run killed before the answer came back knows what may
+                   have been paid for (and a job still waiting for its slot has no line)
+``uncertain``      ``error`` (why), ``code`` (HTTP status or null), ``request_id`` (an id
+                   the answer carried that another job holds, else null): the submit of
+                   the last ``submitting`` may have been accepted and no usable answer
+                   came back; it is never sent again until the request history says
 ``submitted``      ``request_id``, ``index``, ``seed``, ``params`` (as sent), ``labels``;
                    written as soon as the API accepted the job, before polling starts;
                    ``recovered: true`` when the request id was found again in the
                    account's request history after a ``submitting`` with no answer
 ``completed``      ``request_id``, ``seed``, ``inference_time`` (server seconds),
                    ``file`` (path relative to OUT, e.g. ``images/cat.png``), ``sha256``,
-                   ``bytes``
+                   ``bytes``, and ``usd`` when the API's answer said what it cost
 ``failed``         ``request_id`` (or null when the submit itself was refused), ``seed``,
                    ``code`` (HTTP status or null), ``error`` (the detail), ``retryable``,
-                   ``step`` (where it failed: submit, status, result or download)
+                   ``step`` (where it failed: submit, status, result or download),
+                   ``usd`` when the answer said what it cost
 ``cost``           ``request_id``, ``usd``, ``status``: what the request cost and how it
-                   ended, from the request history (written at the end of a run)
+                   ended, from the request history (written at the end of a run);
+                   ``orphan: true`` for a request no job holds (the body of a submit in
+                   doubt, found in the history after the job was settled otherwise)
 ``expired``        ``request_id``: that request is past retention or unknown (404); the
                    job is about to be resubmitted
 ``run_finished``   the run's counts
@@ -63,13 +71,14 @@ __all__ = [
     "JOB_EVENTS",
     "RUN_EVENTS",
     "JobState",
+    "cost_field",
     "LedgerWriter",
     "format_ts",
     "parse_ts",
 ]
 
-JobState = Literal["submitting", "submitted", "completed", "failed", "expired"]
-JOB_EVENTS: frozenset[str] = frozenset({"submitting", "submitted", "completed", "failed", "expired"})
+JobState = Literal["submitting", "uncertain", "submitted", "completed", "failed", "expired"]
+JOB_EVENTS: frozenset[str] = frozenset({"submitting", "uncertain", "submitted", "completed", "failed", "expired"})
 COST_EVENT = "cost"
 RUN_EVENTS: frozenset[str] = frozenset({"run_started", "run_finished"})
 
@@ -130,6 +139,11 @@ def _repair_torn_tail(path: Path) -> None:
         os.fsync(f.fileno())
 
 
+def cost_field(usd: float | None) -> dict[str, Any]:
+    """The optional ``usd`` field of a ``completed`` / ``failed`` line: what the answer said it cost."""
+    return {} if usd is None else {"usd": usd}
+
+
 def _json_default(value: object) -> object:
     if isinstance(value, PurePath):
         return str(value)
@@ -142,6 +156,7 @@ class _Entry:
 
     record: dict[str, Any]
     data: bytes
+    durable: bool = True
     done: bool = False
     error: LocalWriteError | None = None
 
@@ -184,6 +199,7 @@ class LedgerWriter:
         self._closed = False
         self._broken: LocalWriteError | None = None  # the first failure
         self._torn = False  # a failed line could not be cut back off: write nothing more
+        self._unsynced = False  # lines written but not yet forced to disk
         self.unrecorded: list[dict[str, Any]] = []
 
     @classmethod
@@ -233,8 +249,13 @@ class LedgerWriter:
             if event["event"] == "submitted" and event.get("request_id")
         ]
 
-    async def write(self, event: str, key: str, /, **fields: Any) -> None:
+    async def write(self, event: str, key: str, /, *, durable: bool = True, **fields: Any) -> None:
         """Append one event line ``{"event", "key", "ts", **fields}`` and flush it.
+
+        ``durable=False`` hands the line to the operating system without waiting for the
+        disk (it survives the process being killed, not a power cut); the next durable
+        line, or closing the writer, forces it to disk too. The intent of a submit uses it:
+        the request leaves a moment later, on the pace the rate gate set.
 
         Raises :class:`~batchgen.errors.LocalWriteError` if it cannot be written (or an
         earlier write could not), keeping the event in :attr:`unrecorded`.
@@ -247,7 +268,7 @@ class LedgerWriter:
         record.update(fields)
         # Serialise before taking the lock so a bad value fails the caller, not the file.
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=_json_default)
-        entry = _Entry(record, (line + "\n").encode("utf-8"))
+        entry = _Entry(record, (line + "\n").encode("utf-8"), durable)
         self._waiting.append(entry)
         with anyio.CancelScope(shield=True):
             async with self._lock:
@@ -266,7 +287,8 @@ class LedgerWriter:
             error = self._broken
         else:
             try:
-                await anyio.to_thread.run_sync(self._append, b"".join(entry.data for entry in batch))
+                sync = self._fsync and any(entry.durable for entry in batch)
+                await anyio.to_thread.run_sync(self._append, b"".join(entry.data for entry in batch), sync)
             except OSError as exc:
                 error = LocalWriteError.from_os_error("write the ledger", self.path, exc)
                 self._broken = self._broken or error
@@ -278,7 +300,7 @@ class LedgerWriter:
             elif self._on_write is not None:
                 self._on_write(entry.record)
 
-    def _append(self, line: bytes) -> None:
+    def _append(self, line: bytes, sync: bool) -> None:
         # Whole lines on an unbuffered O_APPEND file: a kill can tear at most this last
         # line, which replay ignores and open() repairs.
         fd = self._file.fileno()
@@ -287,8 +309,11 @@ class LedgerWriter:
             view = memoryview(line)
             while view:
                 view = view[self._file.write(view) :]
-            if self._fsync:
+            if sync:
                 os.fsync(fd)
+                self._unsynced = False
+            else:
+                self._unsynced = self._fsync
         except OSError:
             # Part of the line may be in the file (a full disk takes what fits): cut it
             # back so the ledger ends on a whole line.
@@ -305,7 +330,16 @@ class LedgerWriter:
         self._closed = True
         with anyio.CancelScope(shield=True):
             async with self._lock:
-                await anyio.to_thread.run_sync(self._file.close)
+                await anyio.to_thread.run_sync(self._close)
+
+    def _close(self) -> None:
+        try:
+            if self._unsynced and not self._torn:
+                os.fsync(self._file.fileno())
+        except OSError:
+            pass  # every line is written; only its flush to disk could not be forced
+        finally:
+            self._file.close()
 
     async def __aenter__(self) -> LedgerWriter:
         return self

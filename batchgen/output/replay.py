@@ -49,6 +49,7 @@ class JobRecord:
     retryable: bool | None = None
     step: str | None = None  # where a ``failed`` job failed
     body: dict[str, Any] | None = None  # the body of the last ``submitting``
+    doubt: str | None = None  # ``uncertain``: why its submit's outcome is not known
     intent_at: float | None = None  # epoch seconds of the last ``submitting``
     attempts: int = 0  # number of ``submitted`` events: > 1 means it was resubmitted
     expirations: int = 0  # number of ``expired`` events
@@ -77,11 +78,16 @@ class LedgerState:
     lines: int = 0  # complete lines read
     requests: dict[str, tuple[str, float]] = field(default_factory=dict)  # id -> (job key, submitted ts)
     costs: dict[str, tuple[float, str | None]] = field(default_factory=dict)  # id -> (USD, status)
+    orphans: dict[str, str] = field(default_factory=dict)  # paid, held by no job: id -> the job key of its body
 
     @property
     def request_ids(self) -> set[str]:
         """Every request id the ledger records as accepted."""
         return set(self.requests)
+
+    def orphan_costs(self) -> dict[str, float]:
+        """USD of each orphan request recorded (paid, held by no job)."""
+        return {rid: self.costs[rid][0] for rid in self.orphans if rid in self.costs}
 
     def keys(self) -> set[str]:
         """The keys of every job the ledger knows."""
@@ -157,6 +163,9 @@ def _apply(state: LedgerState, where: str, obj: dict[str, Any]) -> None:
         if isinstance(request_id, str) and isinstance(usd, int | float) and not isinstance(usd, bool):
             status = obj.get("status")
             state.costs[request_id] = (float(usd), status if isinstance(status, str) else None)
+            key = obj.get("key")
+            if obj.get("orphan") is True and isinstance(key, str):
+                state.orphans[request_id] = key
         else:
             state.warnings.append(f"{where}: cost event without request_id and usd, line skipped")
         return
@@ -191,8 +200,14 @@ def _apply(state: LedgerState, where: str, obj: dict[str, Any]) -> None:
     if event == "submitting":
         record.body = obj.get("body")
         record.intent_at = ts
+        record.doubt = None
         if "index" in obj:
             record.index = obj["index"]
+        return
+    if event == "uncertain":
+        # The submit of the last ``submitting`` line got no usable answer: it may be paid.
+        error = obj.get("error")
+        record.doubt = error if isinstance(error, str) else "no usable answer"
         return
     if obj.get("request_id") is not None or event != "failed":
         record.request_id = obj.get("request_id", record.request_id)
@@ -216,12 +231,14 @@ def _apply(state: LedgerState, where: str, obj: dict[str, Any]) -> None:
         record.error = None
         record.retryable = None
     elif event == "completed":
+        _answered_cost(state, record.request_id, obj.get("usd"), "COMPLETED")
         record.finished_at = ts
         record.file = obj.get("file")
         record.sha256 = obj.get("sha256")
         record.bytes = obj.get("bytes")
         record.inference_time = obj.get("inference_time")
     elif event == "failed":
+        _answered_cost(state, record.request_id, obj.get("usd"), "FAILED")
         record.finished_at = ts
         record.code = obj.get("code")
         record.error = obj.get("error")
@@ -229,6 +246,12 @@ def _apply(state: LedgerState, where: str, obj: dict[str, Any]) -> None:
         record.step = obj.get("step")
     else:  # expired
         record.expirations += 1
+
+
+def _answered_cost(state: LedgerState, request_id: str | None, usd: object, status: str) -> None:
+    """A ``completed`` / ``failed`` line's ``usd``: what the API's answer said the request cost."""
+    if request_id is not None and isinstance(usd, int | float) and not isinstance(usd, bool):
+        state.costs.setdefault(request_id, (float(usd), status))
 
 
 def _apply_run(state: LedgerState, where: str, event: str, obj: dict[str, Any]) -> None:

@@ -3,8 +3,10 @@
 For each job of the manifest, by its key:
 
 - not in the ledger: submit (``new``);
-- ``submitting`` (killed between the POST and its answer): look for the request in the
-  account's request history before anything is submitted (``Reconcile``);
+- ``submitting`` (killed between the POST and its answer) or ``uncertain`` (the POST got
+  no usable answer): the submit is in doubt; look for the request in the account's
+  request history before anything is submitted (``Reconcile``): adopted if found,
+  submitted again only if the history, past its lag window, does not hold it;
 - ``completed`` and ``OUT/<file>`` exists with the recorded sha256: skip; a ``file``
   that resolves outside ``OUT/images`` (through a symlink) never counts as done and is
   submitted again (``file-outside``), and replay skips a ``completed`` line whose
@@ -13,7 +15,7 @@ For each job of the manifest, by its key:
   and not finished: poll the same ``request_id`` again, do not resubmit;
 - a request that may have made an image that is not saved (``submitted`` longer ago,
   ``expired``, ``completed`` with its file missing or changed, ``failed`` retryably at
-  the result or download step): poll its ``request_id`` again (``recover``): the result
+  the status, result or download step): poll its ``request_id`` again (``recover``): the result
   if the server still has it, else the history's ``generation_url``, and only when
   neither gives an image is the job submitted again;
 - ``failed`` with ``retryable: false``: skip, unless ``--retry-failed``
@@ -117,7 +119,8 @@ class Poll:
 
 @dataclass(frozen=True, slots=True)
 class Reconcile:
-    """The run was killed between a submit's POST and its answer: find it in the history."""
+    """The job's submit is in doubt (a run was killed between its POST and the answer, or
+    the answer was not usable): the request history decides before anything is sent."""
 
     body: dict[str, Any]
     intent_at: float
@@ -151,8 +154,9 @@ def leads_outside(out_dir: Path, file: str) -> bool:
     return not (out_dir / file).resolve().is_relative_to(images)
 
 
-# Steps after which the server may hold a finished image that was never saved.
-_IMAGE_STEPS = frozenset({"result", "download"})
+# Steps that follow a request already paid for: a failure there (an outage of status or
+# result, a download that never worked) leaves a request a rerun polls, never replaces.
+_FOLLOW_STEPS = frozenset({"status", "result", "download"})
 
 
 def decide(
@@ -177,7 +181,7 @@ def decide(
             return Poll(record.request_id, record.submitted_at, recover=True)
         return Submit(reason, record.request_id)
 
-    if record.state == "submitting":
+    if record.state in ("submitting", "uncertain"):
         if record.body is not None and record.intent_at is not None:
             return Reconcile(record.body, record.intent_at)
         return Submit("retry")
@@ -201,7 +205,7 @@ def decide(
         return recover("expired")
     # failed
     if record.retryable:
-        if record.step in _IMAGE_STEPS:
+        if record.step in _FOLLOW_STEPS:
             return recover("retry")
         return Submit("retry", record.request_id)
     if retry_failed:

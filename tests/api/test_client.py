@@ -13,7 +13,13 @@ from typing import Any
 import httpx
 import pytest
 
-from batchgen.api.client import SegmindClient, check_base_url, find_image_urls, parse_retry_after
+from batchgen.api.client import (
+    SegmindClient,
+    check_base_url,
+    find_image_urls,
+    parse_rate_limit_reset,
+    parse_retry_after,
+)
 from batchgen.errors import (
     BadRequest,
     FatalApiError,
@@ -23,6 +29,7 @@ from batchgen.errors import (
     RateLimited,
     RequestFailed,
     RequestNotFound,
+    SubmitUncertain,
     TransientError,
     UsageError,
 )
@@ -76,10 +83,22 @@ async def test_submit_posts_params_with_key_and_returns_ids() -> None:
 
 
 @pytest.mark.anyio
-async def test_submit_without_request_id_is_transient() -> None:
-    """A 2xx submit answer without request_id fails loudly (as the SDK does), as a retryable fault."""
+async def test_submit_without_request_id_is_uncertain() -> None:
+    """A 2xx submit answer without request_id fails loudly (as the SDK does), as an uncertain
+    submit: the server answered, and may have accepted the request."""
     client = make_client(answer(200, {"status": "QUEUED"}))
-    with pytest.raises(TransientError, match="request_id"):
+    with pytest.raises(SubmitUncertain, match="request_id") as info:
+        await client.submit("bria-text-to-image", {"prompt": "x"})
+    assert info.value.answered and info.value.status_code == 200
+
+
+@pytest.mark.anyio
+async def test_submit_answered_with_an_html_page_is_uncertain() -> None:
+    """A 200 HTML page (a proxy, a maintenance page) is not a refusal: the submit may have passed."""
+    client = make_client(
+        lambda r: httpx.Response(200, text="<html>maintenance</html>", headers={"content-type": "text/html"})
+    )
+    with pytest.raises(SubmitUncertain, match="text/html"):
         await client.submit("bria-text-to-image", {"prompt": "x"})
 
 
@@ -91,11 +110,13 @@ async def test_submit_without_request_id_is_transient() -> None:
         (403, FatalApiError),
         (404, FatalApiError),
         (406, InsufficientCredits),
+        (408, TransientError),
+        (410, FatalApiError),
         (429, RateLimited),
-        (500, TransientError),
-        (502, TransientError),
-        (504, TransientError),
-        (503, TransientError),
+        (500, SubmitUncertain),
+        (502, SubmitUncertain),
+        (504, SubmitUncertain),
+        (503, SubmitUncertain),
         (418, BadRequest),
     ],
 )
@@ -113,17 +134,89 @@ async def test_submit_status_codes_map_to_errors(code: int, error: type[Exceptio
     "exc", [httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("dropped")]
 )
 @pytest.mark.anyio
-async def test_transport_errors_are_transient(exc: Exception) -> None:
-    """Connection failures, timeouts and dropped connections become TransientError."""
+async def test_transport_errors_of_a_poll_are_transient(exc: Exception) -> None:
+    """Connection failures, timeouts and dropped connections of a poll become TransientError."""
 
     def handler(request: httpx.Request) -> httpx.Response:
         raise exc
 
     client = make_client(handler)
     with pytest.raises(TransientError):
-        await client.submit("bria-text-to-image", {"prompt": "x"})
-    with pytest.raises(TransientError):
         await client.status("r-1")
+
+
+@pytest.mark.parametrize(
+    ("exc", "error"),
+    [
+        (httpx.ConnectError("refused"), TransientError),
+        (httpx.ConnectTimeout("no route"), TransientError),
+        (httpx.PoolTimeout("pool full"), TransientError),
+        (httpx.ReadTimeout("slow"), SubmitUncertain),
+        (httpx.WriteError("reset"), SubmitUncertain),
+        (httpx.RemoteProtocolError("dropped"), SubmitUncertain),
+        (httpx.ReadError("reset"), SubmitUncertain),
+    ],
+)
+@pytest.mark.anyio
+async def test_a_submit_that_never_left_is_refused_one_that_may_have_is_uncertain(
+    exc: Exception, error: type[Exception]
+) -> None:
+    """No connection: the POST never left (safe to send again). A timeout or a drop after
+    sending: the server may have accepted it (uncertain, no HTTP answer)."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise exc
+
+    client = make_client(handler)
+    with pytest.raises(error) as info:
+        await client.submit("bria-text-to-image", {"prompt": "x"})
+    if isinstance(info.value, SubmitUncertain):
+        assert not info.value.answered
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [("insufficient credits", InsufficientCredits), ("invalid content type", FatalApiError)],
+)
+@pytest.mark.anyio
+async def test_406_is_told_apart_by_its_message(message: str, error: type[Exception]) -> None:
+    """Segmind's 406 means no credits or a wrong content type: only the message tells."""
+    client = make_client(answer(406, {"error": message}))
+    with pytest.raises(error, match=message):
+        await client.submit("bria-text-to-image", {"prompt": "x"})
+
+
+@pytest.mark.anyio
+async def test_a_429_without_retry_after_honours_the_reset_header() -> None:
+    """No Retry-After but x-rate-limit-reset-at-utc 12 s ahead: the wait is 12 s."""
+    reset = datetime.fromtimestamp(1_000_012, tz=UTC).isoformat().replace("+00:00", "Z")
+    client = make_client(
+        answer(429, {"error": "rate_limit_exceeded"}, {"x-rate-limit-reset-at-utc": reset}), now=1_000_000
+    )
+    with pytest.raises(RateLimited) as info:
+        await client.submit("bria-text-to-image", {"prompt": "x"})
+    assert info.value.retry_after == pytest.approx(12.0)
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("2001-09-09T01:46:52Z", 12.0),
+        ("2001-09-09T01:46:52", 12.0),
+        ("Sun, 09 Sep 2001 01:46:52 GMT", 12.0),
+        ("1000000012", 12.0),
+        ("1000000012000", 12.0),
+        ("2001-09-09T01:46:30Z", 0.0),
+        ("soon", None),
+        ("nan", None),
+        ("", None),
+    ],
+)
+def test_rate_limit_reset_formats(value: str, seconds: float | None) -> None:
+    """The reset time is read as ISO-8601, an HTTP date or epoch seconds/ms; nonsense is ignored."""
+    assert parse_rate_limit_reset(value, now=1_000_000_000 + 0.0) == (
+        None if seconds is None else pytest.approx(seconds)
+    )
 
 
 @pytest.mark.anyio
@@ -131,7 +224,7 @@ async def test_error_without_json_body_keeps_the_text() -> None:
     """A non-JSON error page (a gateway's HTML) still yields a short detail and the right type."""
     client = make_client(lambda r: httpx.Response(502, text="Bad Gateway from nginx"))
     with pytest.raises(TransientError) as info:
-        await client.submit("bria-text-to-image", {"prompt": "x"})
+        await client.status("r-1")
     assert info.value.detail == "Bad Gateway from nginx"
 
 

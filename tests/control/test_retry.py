@@ -19,6 +19,7 @@ from batchgen.errors import (
     RateLimitStalled,
     RequestFailed,
     RequestNotFound,
+    SubmitUncertain,
     TransientError,
 )
 
@@ -65,16 +66,36 @@ def test_a_download_that_keeps_failing_gives_up_although_every_result_fetch_succ
     assert decisions == [Action.REFETCH, Action.REFETCH, Action.FAIL]
 
 
-def test_poll_failures_fail_the_job_only_in_a_row() -> None:
-    """A poll that answers clears the streak: a long job with scattered poll faults is not failed."""
-    p = policy(max_attempts=3)
+def test_poll_failures_fail_the_job_only_in_a_row_and_only_after_the_patience() -> None:
+    """A poll that answers clears the streak: a long job with scattered poll faults is not
+    failed; a streak fails the follow only once it is both max_attempts long and
+    follow_patience old, so a short outage of the status endpoint is ridden out."""
+    now = [0.0]
+    p = RetryPolicy(rng=random.Random(1), max_attempts=3, follow_patience=60.0, clock=lambda: now[0])
     attempts = Attempts()
     for _ in range(20):
         assert p.decide(TransientError("504"), step="status", attempts=attempts).action is Action.RETRY
         p.succeeded("status", attempts)
     assert attempts.failures["status"] == 20
-    actions = [p.decide(TransientError("504"), step="status", attempts=attempts).action for _ in range(3)]
-    assert actions == [Action.RETRY, Action.RETRY, Action.FAIL]
+    actions = []
+    for _ in range(5):
+        actions.append(p.decide(TransientError("502"), step="status", attempts=attempts).action)
+        now[0] += 10.0
+    assert actions == [Action.RETRY] * 5  # 5 in a row, but only 40 s of outage
+    now[0] = 61.0
+    final = p.decide(TransientError("502"), step="status", attempts=attempts)
+    assert (final.action, final.retryable) == (Action.FAIL, True)
+    assert "no answer about the request" in final.reason
+
+
+def test_a_result_404_after_completed_is_asked_again_then_recovered_never_resubmitted() -> None:
+    """The request said COMPLETED, then its result 404'd: ask again, then RECOVER (the
+    history's image, else a retryable failure the rerun polls); never RESUBMIT."""
+    p = policy(max_attempts=3)
+    attempts = Attempts()
+    actions = [p.decide(RequestNotFound("404"), step="result", attempts=attempts).action for _ in range(3)]
+    assert actions == [Action.RETRY, Action.RETRY, Action.RECOVER]
+    assert attempts.resubmits == 0
 
 
 def test_the_image_host_refusing_refetches_the_result_never_resubmits() -> None:
@@ -105,7 +126,9 @@ def test_rate_limited_waits_on_the_budget_and_is_bounded() -> None:
         (FatalApiError("401"), "submit", Action.STOP, False),
         (InsufficientCredits("406"), "submit", Action.STOP_SUBMITTING, False),
         (RequestNotFound("404"), "status", Action.RESUBMIT, False),
-        (RequestNotFound("404"), "result", Action.RESUBMIT, False),
+        (RequestNotFound("404"), "result", Action.RETRY, False),
+        (SubmitUncertain("no answer", answered=False), "submit", Action.RECONCILE, False),
+        (SubmitUncertain("502", answered=True, status_code=502), "submit", Action.RECONCILE, False),
         (ImageInvalid("truncated"), "download", Action.REFETCH, False),
         (JobTimedOut("not done in an hour"), "status", Action.FAIL, True),
         (RateLimitStalled("nothing accepted for 10 min"), "submit", Action.FAIL, True),
@@ -115,7 +138,8 @@ def test_rate_limited_waits_on_the_budget_and_is_bounded() -> None:
 def test_each_outcome_has_one_decision(
     error: BaseException, step: StepName, action: Action, retryable: bool
 ) -> None:
-    """Permanent failures give up, 401/403 stop, 406 stops submits, 404 resubmits, bad images refetch."""
+    """Permanent failures give up, 401/403 stop, 406 stops submits, 404 on a poll resubmits,
+    an uncertain submit is reconciled, bad images refetch."""
     d = policy().decide(error, step=step, attempts=Attempts())
     assert d.action is action
     assert d.retryable is retryable

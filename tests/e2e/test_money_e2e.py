@@ -61,31 +61,39 @@ def test_five_kills_mid_submit_then_a_rerun_pay_for_nothing_twice(
     tmp_path: Path, emulator_process: Callable[..., str], history: bool
 ) -> None:
     """Killed five times with submits in transit (the emulator holds each answer 0.3 s), rerun each
-    time: every image is made; with the request history nothing is paid twice, without it the
-    submits that were in transit are paid again, and the rerun says how many."""
+    time. With the request history every image is made and nothing is paid twice (the emulator's
+    history shows a request at once, so the runs are told a lag of 0). Without it the submits
+    that were in transit are not known whether paid: the rerun leaves them (exit 1, paying
+    nothing twice) until told --resubmit-uncertain, and then says how many it sent again."""
     base_url = emulator_process(
         "--time-scale", "0.002", "--workers", "16", "--image-size", "16", "--answer-delay", "0.3",
         *(() if history else ("--no-history",)),
     )  # fmt: skip
     manifest = write_manifest(tmp_path, seeds=JOBS)
     out = tmp_path / "out"
+    lag = ("--history-lag", "0")
     lost = 0
     for kill in range(5):
         # Kill at a different depth each time, always with answers on their way.
         target = len(keys(out, "completed")) + 10 + 5 * kill
-        kill_when(manifest, out, base_url, partial(deep_enough, out, target))
+        kill_when(manifest, out, base_url, partial(deep_enough, out, target), *lag)
         lost += in_transit(out)
     assert lost >= 5
-    result = run_cli(run_args(manifest, out, base_url, "--concurrency", "16"))
-    assert result.returncode == 0, result.stderr
-    assert_all_images_decode(out, JOBS)
-    duplicates = stats(base_url)["duplicate_submits"]
+    result = run_cli(run_args(manifest, out, base_url, "--concurrency", "16", *lag))
     recovered = [e for e in ledger(out) if e["event"] == "submitted" and e.get("recovered")]
     if history:
-        assert duplicates == 0
+        assert result.returncode == 0, result.stderr
+        assert_all_images_decode(out, JOBS)
+        assert stats(base_url)["duplicate_submits"] == 0
         assert recovered
-    else:
-        assert duplicates >= 1 and not recovered
-        assert "request history unavailable" in result.stderr
-        # The last rerun reports the submits it had to send again unchecked.
-        assert "submits sent again unchecked" in result.stdout
+        return
+    assert result.returncode == 1, result.stderr
+    assert stats(base_url)["duplicate_submits"] == 0 and not recovered
+    assert "request history unavailable" in result.stderr
+    assert "not known whether paid" in result.stdout
+    result = run_cli(run_args(manifest, out, base_url, "--concurrency", "16", "--resubmit-uncertain"))
+    assert result.returncode == 0, result.stderr
+    assert_all_images_decode(out, JOBS)
+    assert stats(base_url)["duplicate_submits"] >= 1
+    # The last rerun reports the submits it had to send again unchecked.
+    assert "submits sent again unchecked" in result.stdout

@@ -518,3 +518,39 @@ def test_a_full_disk_stops_cleanly_and_the_rerun_finishes(
     # Nothing that was accepted is paid again: recorded requests are polled, unrecorded
     # ones are found in the request history by their submitting lines.
     assert stats(base_url)["duplicate_submits"] == 0
+
+
+def test_ctrl_c_of_a_paced_run_leaves_the_unsent_jobs_not_started(
+    tmp_path: Path, emulator_process: Callable[..., str]
+) -> None:
+    """Told --rpm 30, interrupted after a few submits: only the submits that left have a
+    `submitting` line (written once the rate slot is granted), so `batchgen status` shows the
+    rest as not started, with nothing to look up in the history and nothing in doubt."""
+    base_url = emulator_process("--time-scale", "0.02", "--workers", "8", "--image-size", "16")
+    manifest = write_manifest(tmp_path, seeds=20)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        run_args(manifest, out, base_url, "--rpm", "30"),
+        env=env(),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: len(keys(out, "submitted")) >= 3)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    accepted = stats(base_url)["submits_accepted"]
+    assert len(keys(out, "submitting")) == len(keys(out, "submitted")) == accepted < 20
+    status = run_cli([sys.executable, "-m", "batchgen", "status", str(out), "--json"])
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["jobs"]["not_started"] == 20 - accepted
+    assert report["jobs"]["not_known_whether_paid"] == 0
+    assert report["rerun"].get("reconcile", 0) == 0

@@ -268,7 +268,9 @@ async def test_faults_and_drops_are_retried_until_all_complete(tmp_path: Path) -
     """With fault_rate 0.1 and drop_rate 0.02 on every request, all jobs still complete."""
     jobs = make_jobs(100)
     async with emulator(fault_rate=0.1, drop_rate=0.02, fault_seed=3) as emu:
-        summary = await run_jobs(emu, jobs, tmp_path)
+        # A submit answered 5xx or dropped is in doubt: the emulator's history shows a request
+        # at once, so told a lag of 0 the run proves each absent and submits it again.
+        summary = await run_jobs(emu, jobs, tmp_path, history_lag=0.0)
         stats = await emu.stats()
     assert summary.completed == 100
     assert summary.exit_code == 0
@@ -387,16 +389,22 @@ async def test_unknown_model_stops_at_once_with_exit_3(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_a_job_out_of_retries_fails_retryably_and_the_rerun_retries_it(tmp_path: Path) -> None:
-    """Server errors on every request: each job fails `retryable` after max_attempts; a rerun redoes it."""
+async def test_server_errors_everywhere_leave_submits_in_doubt_and_the_rerun_settles_them(
+    tmp_path: Path,
+) -> None:
+    """Server errors on every request, the history too: each submit is in doubt and stays so
+    (not known whether paid, exit 1, never sent again blindly); the rerun, the server well,
+    finds none of them in the history and submits each once."""
     jobs = make_jobs(3)
     async with emulator(fault_rate=1.0) as emu:
-        summary = await run_jobs(emu, jobs, tmp_path, max_attempts=3)
-        failed = events(tmp_path, "failed")
-        assert (summary.failed, summary.exit_code) == (3, 1)
-        assert all(e["retryable"] is True and e["code"] in (500, 502, 504) for e in failed)
+        summary = await run_jobs(emu, jobs, tmp_path, max_attempts=3, reconcile_patience=1.0)
+        doubts = events(tmp_path, "uncertain")
+        assert (summary.uncertain, summary.failed, summary.exit_code) == (3, 0, 1)
+        assert len(doubts) == 3 and all(e["code"] in (500, 502, 504) for e in doubts)
         assert (await emu.stats())["submits_accepted"] == 0
         await emu.configure(fault_rate=0.0)
-        rerun = await run_jobs(emu, jobs, tmp_path)
-    assert (rerun.completed, rerun.resubmitted, rerun.exit_code) == (3, 3, 0)
+        rerun = await run_jobs(emu, jobs, tmp_path, history_lag=0.0)
+        stats = await emu.stats()
+    assert (rerun.completed, rerun.resubmitted, rerun.exit_code) == (3, 0, 0)
+    assert stats["submits_accepted"] == 3 and stats["duplicate_submits"] == 0
     assert_images_valid(tmp_path, jobs)

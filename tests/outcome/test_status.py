@@ -94,7 +94,8 @@ def test_a_run_with_failures_expired_and_in_flight_jobs(tmp_path: Path) -> None:
     assert status.running_pid is None
     data = status.to_json()
     assert data["jobs"] == {
-        "total": 9, "completed": 2, "failed": 3, "in_flight": 2, "expired": 1, "not_started": 1, "removed": 0,
+        "total": 9, "completed": 2, "failed": 3, "in_flight": 2, "not_known_whether_paid": 0, "expired": 1,
+        "not_started": 1, "removed": 0,
     }  # fmt: skip
     assert data["failures"] == [
         {"code": 422, "error": "prompt blocked: 'castle'", "retryable": False, "jobs": 2},

@@ -102,7 +102,8 @@ def test_counts_are_json_ready() -> None:
 
 
 def test_summary_json_and_run_finished_keep_their_shapes() -> None:
-    """summary.json and the ledger's run_finished are contracts: their keys, nesting and values stay."""
+    """summary.json and the ledger's run_finished are contracts: their keys, nesting and values stay
+    (grown, never changed: the submits in doubt and the orphans of the money issue are added)."""
     from batchgen.outcome.summary import summary_json
 
     s = summary(
@@ -110,7 +111,8 @@ def test_summary_json_and_run_finished_keep_their_shapes() -> None:
         requests=31, polls=15, rate_limited=2, peak_in_flight=4, learned_rpm=48.456, polls_counted=True,
         wall_time=61.23456, inference_times=[10.0, 12.5, 14.25], recovered=1, unreconciled=0,
         from_history=1, cost_usd=0.36, cost_failed_usd=0.04, cost_unknown=1,
-        estimated_cost=0.400004, budget_reached=True,
+        estimated_cost=0.400004, budget_reached=True, uncertain=1, uncertain_why="lag",
+        orphans=1, orphan_usd=0.04, remaining_credits=12.0,
         warnings=["w"], unrecorded=["r-9"],
     )  # fmt: skip
     s.error("blocked", at=1_700_000_000.5, key="k", code=422)
@@ -121,11 +123,13 @@ def test_summary_json_and_run_finished_keep_their_shapes() -> None:
         "exit_code": 5, "exit_name": "budget",
         "exit_meaning": "--budget reached: nothing more submitted, jobs in flight finished",
         "jobs": {"total": 10, "done": 8, "completed": 7, "skipped": 1, "failed": 1, "skipped_failed": 1,
-                 "not_run": 0, "resubmitted": 2, "removed": 1},
+                 "not_run": 0, "resubmitted": 2, "removed": 1, "not_known_whether_paid": 1},
         "wall_time_s": 61.235, "images_per_minute": 6.86, "requests": 31, "submits": 9, "polls": 15,
         "requests_per_image": 4.43, "rate_limited": 2, "learned_rpm": 48.46,
         "inference_p50_s": 12.5, "inference_p95_s": 14.075,
-        "cost": {"usd": 0.36, "failed_usd": 0.04, "unpriced_requests": 1, "estimated_usd": 0.4},
+        "cost": {"usd": 0.36, "failed_usd": 0.04, "unpriced_requests": 1, "estimated_usd": 0.4,
+                 "orphan_requests": 1, "orphan_usd": 0.04, "remaining_credits": 12.0},
+        "submits_in_doubt": {"found_in_history": 1, "sent_again_unchecked": 0, "why_not_known": "lag"},
         "stopped": {"interrupted": False, "fatal": None, "write_error": None, "budget_reached": True,
                     "failure_rate_halted": False},
         "first_error": {"at": "2023-11-14T22:13:20.500Z", "key": "k", "code": 422, "error": "blocked"},
@@ -136,21 +140,22 @@ def test_summary_json_and_run_finished_keep_their_shapes() -> None:
     assert list(data) == [
         "format", "manifest", "out", "started_at", "finished_at", "exit_code", "exit_name", "exit_meaning",
         "jobs", "wall_time_s", "images_per_minute", "requests", "submits", "polls", "requests_per_image",
-        "rate_limited", "learned_rpm", "inference_p50_s", "inference_p95_s", "cost", "stopped",
+        "rate_limited", "learned_rpm", "inference_p50_s", "inference_p95_s", "cost", "submits_in_doubt",
+        "stopped",
         "first_error", "last_error", "unrecorded_requests", "warnings", "images", "ledger", "report",
     ]  # fmt: skip
     assert list(data["jobs"]) == [
         "total", "done", "completed", "skipped", "failed", "skipped_failed", "not_run", "resubmitted",
-        "removed",
+        "removed", "not_known_whether_paid",
     ]  # fmt: skip
     stopped = ["interrupted", "fatal", "write_error", "budget_reached", "failure_rate_halted"]
     assert list(data["stopped"]) == stopped
     assert s.counts() == {
         "total": 10, "completed": 7, "failed": 1, "skipped": 1, "skipped_failed": 1, "not_run": 0,
-        "resubmitted": 2, "removed": 1, "submits": 9, "requests": 31, "polls": 15, "rate_limited": 2,
+        "resubmitted": 2, "removed": 1, "uncertain": 1, "submits": 9, "requests": 31, "polls": 15, "rate_limited": 2,
         "peak_in_flight": 4, "learned_rpm": 48.46, "polls_counted": True, "wall_time": 61.235, "recovered": 1,
         "unreconciled": 0, "from_history": 1, "cost_usd": 0.36, "cost_failed_usd": 0.04, "cost_unknown": 1,
-        "budget_reached": True, "failure_rate_halted": False, "interrupted": False, "fatal": None,
+        "orphans": 1, "orphan_usd": 0.04, "remaining_credits": 12.0, "budget_reached": True, "failure_rate_halted": False, "interrupted": False, "fatal": None,
         "write_error": None,
     }  # fmt: skip
 

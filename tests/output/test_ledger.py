@@ -622,22 +622,21 @@ async def test_a_submit_with_no_answer_is_reconciled(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_a_failure_at_download_is_recovered_one_at_submit_is_retried(tmp_path: Path) -> None:
-    """Failed retryably while saving the image: ask the request again; at submit: submit again."""
-    at_download = (
-        "failed",
-        "k",
-        {"request_id": "r-1", "code": None, "error": "disk", "retryable": True, "step": "download"},
-    )
-    at_status = (
-        "failed",
-        "k",
-        {"request_id": "r-1", "code": 502, "error": "x", "retryable": True, "step": "status"},
-    )
-    record = replay(await ledger_with(tmp_path, SUBMITTED, at_download)).get("k")
-    assert decide(record, out_dir=tmp_path, now=T0) == Poll("r-1", T0, recover=True)
-    record = replay(await ledger_with(tmp_path / "b", SUBMITTED, at_status)).get("k")
-    assert decide(record, out_dir=tmp_path, now=T0) == Submit("retry", "r-1")
+async def test_a_failure_after_the_submit_is_recovered_one_at_submit_is_retried(tmp_path: Path) -> None:
+    """Failed retryably while following a paid request (a status outage, the result, saving
+    the image): the rerun asks that request again, never pays for a new one. Failed at the
+    submit itself (refused, nothing paid): submit again."""
+    for n, step in enumerate(("status", "result", "download")):
+        failed = (
+            "failed",
+            "k",
+            {"request_id": "r-1", "code": 502, "error": "x", "retryable": True, "step": step},
+        )
+        record = replay(await ledger_with(tmp_path / str(n), SUBMITTED, failed)).get("k")
+        assert decide(record, out_dir=tmp_path, now=T0) == Poll("r-1", T0, recover=True), step
+    at_submit = ("failed", "k2", {"request_id": None, "code": 500, "error": "x", "retryable": True, "step": "submit"})
+    record = replay(await ledger_with(tmp_path / "s", at_submit)).get("k2")
+    assert decide(record, out_dir=tmp_path, now=T0) == Submit("retry", None)
 
 
 @pytest.mark.anyio
