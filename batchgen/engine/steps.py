@@ -227,8 +227,11 @@ class Steps:
                     )
                     raise
                 except ApiError as exc:
+                    # Refused (answered 4xx, or never sent): nothing was accepted. Say so, or
+                    # a rerun after a kill would take the intent for a submit in doubt.
                     if exc.status_code is not None:
                         self._heard(True)
+                    await self.ledger.write("refused", job.key, code=exc.status_code, error=str(exc))
                     raise
                 self._heard(True)
                 self._accepted_once = True

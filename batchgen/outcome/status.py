@@ -128,9 +128,13 @@ class Status:
 
     @property
     def not_started(self) -> int | None:
-        """Jobs of the manifest the ledger has never seen (None when the manifest is unknown)."""
+        """Jobs of the manifest never accepted: the ledger has never seen them, or their submit
+        was refused (None when the manifest is unknown)."""
         keys = self.manifest.keys
-        return None if keys is None else len(keys - self.state.keys())
+        if keys is None:
+            return None
+        refused = sum(1 for r in self.in_manifest() if r.state == "refused")
+        return len(keys - self.state.keys()) + refused
 
     @property
     def removed(self) -> int:

@@ -22,6 +22,9 @@ Events and their further fields:
                    the answer carried that another job holds, else null): the submit of
                    the last ``submitting`` may have been accepted and no usable answer
                    came back; it is never sent again until the request history says
+``refused``        ``code`` (HTTP status, or null when the request never left), ``error``: the
+                   submit of the last ``submitting`` was not accepted (429, 4xx, no
+                   connection); nothing was paid, the job may be submitted again
 ``submitted``      ``request_id``, ``index``, ``seed``, ``params`` (as sent), ``labels``;
                    written as soon as the API accepted the job, before polling starts;
                    ``recovered: true`` when the request id was found again in the
@@ -77,8 +80,10 @@ __all__ = [
     "parse_ts",
 ]
 
-JobState = Literal["submitting", "uncertain", "submitted", "completed", "failed", "expired"]
-JOB_EVENTS: frozenset[str] = frozenset({"submitting", "uncertain", "submitted", "completed", "failed", "expired"})
+JobState = Literal["submitting", "uncertain", "refused", "submitted", "completed", "failed", "expired"]
+JOB_EVENTS: frozenset[str] = frozenset(
+    {"submitting", "uncertain", "refused", "submitted", "completed", "failed", "expired"}
+)
 COST_EVENT = "cost"
 RUN_EVENTS: frozenset[str] = frozenset({"run_started", "run_finished"})
 

@@ -204,6 +204,10 @@ def _apply(state: LedgerState, where: str, obj: dict[str, Any]) -> None:
         if "index" in obj:
             record.index = obj["index"]
         return
+    if event == "refused":
+        # The last submit was answered with a refusal (or never left): nothing in doubt.
+        record.doubt = None
+        return
     if event == "uncertain":
         # The submit of the last ``submitting`` line got no usable answer: it may be paid.
         error = obj.get("error")

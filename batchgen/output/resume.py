@@ -3,6 +3,8 @@
 For each job of the manifest, by its key:
 
 - not in the ledger: submit (``new``);
+- ``refused`` (the last submit was answered 4xx or never left): submit (``new``, or
+  ``retry`` when an earlier request was given up);
 - ``submitting`` (killed between the POST and its answer) or ``uncertain`` (the POST got
   no usable answer): the submit is in doubt; look for the request in the account's
   request history before anything is submitted (``Reconcile``): adopted if found,
@@ -185,6 +187,8 @@ def decide(
         if record.body is not None and record.intent_at is not None:
             return Reconcile(record.body, record.intent_at)
         return Submit("retry")
+    if record.state == "refused":  # its last submit was not accepted: nothing paid
+        return Submit("new") if record.request_id is None else Submit("retry", record.request_id)
     if record.state == "completed":
         if not record.file or not (out_dir / record.file).is_file():
             return recover("file-missing")

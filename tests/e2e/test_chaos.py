@@ -48,6 +48,11 @@ def completed_lines(out: Path) -> Counter[str]:
     return Counter(e["key"] for e in ledger(out) if e["event"] == "completed")
 
 
+# A submit answered 5xx or dropped is in doubt (issue 17): the emulator's request history
+# shows a request at once, so the runs are told a lag of 0 and prove each absent at once.
+LAG = ("--history-lag", "0")
+
+
 def test_a_thousand_jobs_through_faults_and_four_kills(
     tmp_path: Path, emulator_process: Callable[..., str]
 ) -> None:
@@ -64,7 +69,7 @@ def test_a_thousand_jobs_through_faults_and_four_kills(
     moments = sorted(random.Random(2026).sample(range(100, JOBS - 100), KILLS))
     for moment in moments:
         proc = subprocess.Popen(
-            run_args(manifest, out, base_url), env=env(), cwd=REPO,
+            run_args(manifest, out, base_url, *LAG), env=env(), cwd=REPO,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
@@ -75,7 +80,7 @@ def test_a_thousand_jobs_through_faults_and_four_kills(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    result = run_cli(run_args(manifest, out, base_url))
+    result = run_cli(run_args(manifest, out, base_url, *LAG))
     assert result.returncode == 0, result.stderr
     assert_all_images_decode(out, JOBS)
     lines = completed_lines(out)

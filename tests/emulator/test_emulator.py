@@ -449,6 +449,8 @@ async def test_runtime_config_changes_settings_and_rejects_bad_ones() -> None:
             "answer_delay": 0.0,
             "history": True,
             "price": 0.04,
+            "history_lag": 0.0,
+            "retired": False,
         }
         bad_changes: list[dict[str, Any]] = [
             {"seed": 3},

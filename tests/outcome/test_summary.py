@@ -152,10 +152,12 @@ def test_summary_json_and_run_finished_keep_their_shapes() -> None:
     assert list(data["stopped"]) == stopped
     assert s.counts() == {
         "total": 10, "completed": 7, "failed": 1, "skipped": 1, "skipped_failed": 1, "not_run": 0,
-        "resubmitted": 2, "removed": 1, "uncertain": 1, "submits": 9, "requests": 31, "polls": 15, "rate_limited": 2,
+        "resubmitted": 2, "removed": 1, "uncertain": 1, "submits": 9, "requests": 31, "polls": 15,
+        "rate_limited": 2,
         "peak_in_flight": 4, "learned_rpm": 48.46, "polls_counted": True, "wall_time": 61.235, "recovered": 1,
         "unreconciled": 0, "from_history": 1, "cost_usd": 0.36, "cost_failed_usd": 0.04, "cost_unknown": 1,
-        "orphans": 1, "orphan_usd": 0.04, "remaining_credits": 12.0, "budget_reached": True, "failure_rate_halted": False, "interrupted": False, "fatal": None,
+        "orphans": 1, "orphan_usd": 0.04, "remaining_credits": 12.0, "budget_reached": True,
+        "failure_rate_halted": False, "interrupted": False, "fatal": None,
         "write_error": None,
     }  # fmt: skip
 
