@@ -98,6 +98,7 @@ class Grant:
     counted: bool
     probe: bool = False
     pressed: bool = False  # it had to wait for its slot: the pace is what holds requests back
+    next_at: float = -math.inf  # the schedule point this grant set for the next counted slot
 
 
 class RateState:
@@ -218,7 +219,15 @@ class RateState:
                     # starts the schedule afresh.
                     owed = self._submit_owed_at <= now <= self._submit_owed_at + share
                     self._submit_owed_at = (self._submit_owed_at if owed else now) + share
-        return Grant(kind=kind, at=now, counted=counted, probe=probe, pressed=pressed)
+        next_at = self._next if counted and self.rate is not None else -math.inf
+        return Grant(kind=kind, at=now, counted=counted, probe=probe, pressed=pressed, next_at=next_at)
+
+    def sending(self, grant: Grant, now: float) -> None:
+        """The request of ``grant`` leaves only now (its ledger line came first): the pace
+        counts from when requests leave, so a late one does not arrive close to the next."""
+        late = now - grant.at
+        if late > 0 and grant.next_at > -math.inf:
+            self._next = max(self._next, grant.next_at + late)
 
     def accepted(self, grant: Grant, now: float) -> None:
         """The request of ``grant`` got an answer that was not a 429."""
@@ -326,6 +335,10 @@ class Slot:
     def kind(self) -> Kind:
         """What the request is."""
         return self.grant.kind
+
+    def sending(self) -> None:
+        """The request is about to leave (after whatever had to come first, like its intent)."""
+        self._gate.state.sending(self.grant, self._gate._clock())
 
     def accepted(self) -> None:
         """The server answered (anything but a 429)."""

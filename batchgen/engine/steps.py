@@ -185,6 +185,7 @@ class Steps:
     async def _post(self, flight: Flight) -> None:
         job = flight.job
         body = job.params.to_api()
+        outcome: ApiError | None = None  # a refusal or a doubt, recorded once the slot is free
         async with self.gate.slot("submit") as slot:
             if not self._submitting():
                 raise Stopped
@@ -198,48 +199,66 @@ class Steps:
                 # the request history instead of paying again.
                 await self.ledger.write("submitting", job.key, durable=False, index=job.index, body=body)
                 intent_at = self._wall_clock()
+                slot.sending()
                 self.summary.submits += 1
                 sent = anyio.current_time()
                 try:
                     submitted = await self._answered(
                         slot, "submit", lambda: self.client.submit(job.model, body)
                     )
-                    holder = self.accepted.get(submitted.request_id)
-                    if holder is not None and holder[0] != job.key:
-                        log.warning(
-                            "job %s: the API answered request id %s, which job %s already holds; "
-                            "looking for this job's own request in the history",
-                            job.short_key,
-                            submitted.request_id,
-                            holder[0][:12],
-                        )
-                        raise SubmitUncertain(
-                            f"the answer's request id {submitted.request_id} belongs to another job",
-                            answered=True,
-                            request_id=submitted.request_id,
-                        )
-                except SubmitUncertain as exc:
-                    self._heard(exc.answered)
-                    flight.uncertain(body, intent_at=intent_at, why=str(exc), code=exc.status_code)
-                    self.in_doubt.add(job.key)
-                    await self.ledger.write(
-                        "uncertain", job.key, request_id=exc.request_id, code=exc.status_code, error=str(exc)
-                    )
-                    raise
+                    self._one_job_per_request(job, submitted.request_id)
                 except ApiError as exc:
-                    # Refused (answered 4xx, or never sent): nothing was accepted. Say so, or
-                    # a rerun after a kill would take the intent for a submit in doubt.
-                    if exc.status_code is not None:
-                        self._heard(True)
-                    await self.ledger.write("refused", job.key, code=exc.status_code, error=str(exc))
-                    raise
-                self._heard(True)
-                self._accepted_once = True
-                flight.submitted(submitted.request_id, sent_at=sent, accepted_at=anyio.current_time())
-                self.accepted[submitted.request_id] = (job.key, self._wall_clock())
-                self._on_accepted()
-                await self._record_submitted(job, submitted.request_id, body)
+                    outcome = exc
+                else:
+                    self._heard(True)
+                    self._accepted_once = True
+                    flight.submitted(submitted.request_id, sent_at=sent, accepted_at=anyio.current_time())
+                    self.accepted[submitted.request_id] = (job.key, self._wall_clock())
+                    self._on_accepted()
+                    await self._record_submitted(job, submitted.request_id, body)
+        if outcome is not None:
+            with anyio.CancelScope(shield=True):
+                await self._not_accepted(flight, body, intent_at, outcome)
+            raise outcome
         self._retarget()
+
+    def _one_job_per_request(self, job: Job, request_id: str) -> None:
+        """Raise :class:`SubmitUncertain` if another job already holds ``request_id``: such an
+        answer is not believed; the job's own request is looked for in the history."""
+        holder = self.accepted.get(request_id)
+        if holder is None or holder[0] == job.key:
+            return
+        log.warning(
+            "job %s: the API answered request id %s, which job %s already holds; "
+            "looking for this job's own request in the history",
+            job.short_key,
+            request_id,
+            holder[0][:12],
+        )
+        raise SubmitUncertain(
+            f"the answer's request id {request_id} belongs to another job",
+            answered=True,
+            request_id=request_id,
+        )
+
+    async def _not_accepted(
+        self, flight: Flight, body: dict[str, Any], intent_at: float, exc: ApiError
+    ) -> None:
+        """Record a submit that was not accepted: in doubt (``uncertain``: the history decides)
+        or refused (``refused``: nothing was paid; without this line a rerun after a kill
+        would take the intent for a submit in doubt)."""
+        job = flight.job
+        if isinstance(exc, SubmitUncertain):
+            self._heard(exc.answered)
+            flight.uncertain(body, intent_at=intent_at, why=str(exc), code=exc.status_code)
+            self.in_doubt.add(job.key)
+            await self.ledger.write(
+                "uncertain", job.key, request_id=exc.request_id, code=exc.status_code, error=str(exc)
+            )
+            return
+        if exc.status_code is not None:
+            self._heard(True)
+        await self.ledger.write("refused", job.key, code=exc.status_code, error=str(exc))
 
     def committed_usd(self, model: str) -> float:
         """What this run has committed to: the known cost of each accepted request, the price

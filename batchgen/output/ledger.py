@@ -259,8 +259,9 @@ class LedgerWriter:
 
         ``durable=False`` hands the line to the operating system without waiting for the
         disk (it survives the process being killed, not a power cut); the next durable
-        line, or closing the writer, forces it to disk too. The intent of a submit uses it:
-        the request leaves a moment later, on the pace the rate gate set.
+        line, or closing the writer, forces it to disk too. When no other write is under
+        way it is written at once, without a thread hop: the intent of a submit uses it,
+        and the request leaves right after, on the pace the rate gate set.
 
         Raises :class:`~batchgen.errors.LocalWriteError` if it cannot be written (or an
         earlier write could not), keeping the event in :attr:`unrecorded`.
@@ -274,6 +275,13 @@ class LedgerWriter:
         # Serialise before taking the lock so a bad value fails the caller, not the file.
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=_json_default)
         entry = _Entry(record, (line + "\n").encode("utf-8"), durable)
+        if not durable and not self._lock.locked() and not self._waiting:
+            # Nothing else is being written (that happens only under the lock), so this
+            # small append cannot interleave; it is a copy into the page cache.
+            self._settle([entry], self._append_batch([entry], sync=False))
+            if entry.error is not None:
+                raise entry.error
+            return
         self._waiting.append(entry)
         with anyio.CancelScope(shield=True):
             async with self._lock:
@@ -286,17 +294,23 @@ class LedgerWriter:
         """Write every line waiting (group commit: one write, one fsync, one thread hop
         for the lines that queued up while the last ones were written). Holds the lock."""
         batch, self._waiting = self._waiting, []
-        error: LocalWriteError | None = None
+        sync = self._fsync and any(entry.durable for entry in batch)
+        self._settle(batch, await anyio.to_thread.run_sync(self._append_batch, batch, sync))
+
+    def _append_batch(self, batch: list[_Entry], sync: bool) -> LocalWriteError | None:
+        """Append ``batch`` in one write (and one fsync if ``sync``); the error, if it failed."""
         if self._torn:
-            assert self._broken is not None
-            error = self._broken
-        else:
-            try:
-                sync = self._fsync and any(entry.durable for entry in batch)
-                await anyio.to_thread.run_sync(self._append, b"".join(entry.data for entry in batch), sync)
-            except OSError as exc:
-                error = LocalWriteError.from_os_error("write the ledger", self.path, exc)
-                self._broken = self._broken or error
+            return self._broken
+        try:
+            self._append(b"".join(entry.data for entry in batch), sync)
+        except OSError as exc:
+            error = LocalWriteError.from_os_error("write the ledger", self.path, exc)
+            self._broken = self._broken or error
+            return error
+        return None
+
+    def _settle(self, batch: list[_Entry], error: LocalWriteError | None) -> None:
+        """Record what became of each line of ``batch`` (on the event loop)."""
         for entry in batch:
             entry.done = True
             if error is not None:

@@ -266,3 +266,16 @@ async def test_a_stalled_gate_raises_instead_of_waiting_forever() -> None:
     with pytest.raises(RateLimitStalled):
         async with gate.slot("submit"):
             pass
+
+
+def test_a_request_that_leaves_late_moves_the_pace_with_it() -> None:
+    """A slot granted at 0 whose request leaves at 0.3 (its ledger line came first): the next
+    slot is not before 0.3 + the interval, so two requests never arrive closer than the pace."""
+    state = RateState(rpm=60 / 0.99)  # a slot a second
+    grant = state.grant("submit", 0.0)
+    assert state.ready_at("submit", 0.0) == pytest.approx(1.0)
+    state.sending(grant, 0.3)
+    assert state.ready_at("submit", 0.3) == pytest.approx(1.3)
+    on_time = state.grant("submit", 1.3)
+    state.sending(on_time, 1.3)  # left when granted: nothing moves
+    assert state.ready_at("submit", 1.3) == pytest.approx(2.3)
