@@ -58,7 +58,7 @@ class Manifested:
     keys: frozenset[str] | None = None  # its jobs' keys, if it could be loaded
     problem: str | None = None  # why it could not be, if it could not
     name: str | None = None  # the run name
-    report: Mapping[str, str] = field(default_factory=dict)  # its ``report: {rows, columns}``
+    report: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # its ``report: {rows, columns}``
     jobs: tuple[Job, ...] | None = None  # every job, when asked for (the report places them all)
 
     @property

@@ -40,7 +40,7 @@ from batchgen.outcome.status import Status
 from batchgen.output.layout import GRIDS_DIR, REPORT_HTML
 from batchgen.output.ledger import format_ts
 from batchgen.output.resume import leads_outside
-from batchgen.report.sheets import ReportJob, Sheet, contact_sheets, save_grid
+from batchgen.report.sheets import ReportJob, Sheet, column_spans, contact_sheets, save_grid
 from batchgen.report.thumbs import make_thumbnails, thumb_relpath
 
 __all__ = ["report_jobs", "write_report"]
@@ -204,11 +204,26 @@ def _failures(jobs: Sequence[ReportJob]) -> str:
 
 
 def _sheet_html(sheet: Sheet, grid: str, number: int, item_of: Mapping[str, int]) -> str:
-    head = "".join(f'<th scope="col">{_e(v)}</th>' for v in sheet.column_values)
+    """A sheet as a pivot table: a header row per column level (equal neighbours spanned),
+    a header cell per row (its values, then its companions), a thumbnail per cell."""
+    head: list[str] = []
+    levels = len(sheet.columns)
+    for level, name in enumerate(sheet.columns):
+        # The corner names the level; the last one also the rows: "sku \\ aspect_ratio".
+        last = level == levels - 1 and sheet.rows
+        corner = f"{_e(' · '.join(sheet.rows))} \\ {_e(name)}" if last else _e(name)
+        spans = "".join(
+            f'<th scope="colgroup" colspan="{width}">{_e(text)}</th>'
+            if width > 1
+            else f'<th scope="col">{_e(text)}</th>'
+            for text, width in column_spans(sheet, level)
+        )
+        head.append(f'<tr><th class="corner">{corner}</th>{spans}</tr>')
     body: list[str] = []
-    for r, row_value in enumerate(sheet.row_values):
-        cells = [f'<th scope="row">{_e(row_value)}</th>']
-        for c in range(len(sheet.column_values)):
+    for r, header in enumerate(sheet.row_headers):
+        notes = "".join(f"<small>{_e(note)}</small>" for note in header.notes)
+        cells = [f'<th scope="row">{_e(header.text)}{notes}</th>']
+        for c in range(len(sheet.column_headers)):
             job = sheet.cells.get((r, c))
             if job is None:
                 cells.append('<td class="empty" title="no job with these values"></td>')
@@ -216,7 +231,7 @@ def _sheet_html(sheet: Sheet, grid: str, number: int, item_of: Mapping[str, int]
                 cells.append(
                     f'<td class="done"><img data-src="{_url(job.thumb)}"'
                     f' data-i="{item_of[job.key]}" alt="{_e(job.params.get("prompt", ""))}"'
-                    f' title="#{_e(job.index)}"></td>'
+                    f' title="#{_e(job.index)} seed {_e(job.params.get("seed", ""))}"></td>'
                 )
             elif job.state == "failed":
                 detail = f"{job.code if job.code is not None else ''} {job.error or ''}".strip()
@@ -227,16 +242,15 @@ def _sheet_html(sheet: Sheet, grid: str, number: int, item_of: Mapping[str, int]
     hidden = ""
     if sheet.hidden_rows or sheet.hidden_columns:
         hidden = (
-            f'<p class="note">Showing the first {len(sheet.row_values)} rows and'
-            f" {len(sheet.column_values)} columns: {sheet.hidden_rows} rows and {sheet.hidden_columns}"
+            f'<p class="note">Showing the first {len(sheet.row_headers)} rows and'
+            f" {len(sheet.column_headers)} columns: {sheet.hidden_rows} rows and {sheet.hidden_columns}"
             " columns more are in the gallery.</p>"
         )
     return (
         f'<figure class="sheet" id="sheet-{number}"><figcaption><b>{_e(sheet.title)}</b> '
         f'<a href="{_url(grid)}">PNG</a></figcaption>{hidden}'
-        f'<div class="scroll"><table class="grid" data-rows="{len(sheet.row_values)}"'
-        f' data-columns="{len(sheet.column_values)}"><thead><tr>'
-        f'<th class="corner">{_e(sheet.rows)} \\ {_e(sheet.columns)}</th>{head}</tr></thead>'
+        f'<div class="scroll"><table class="grid" data-rows="{len(sheet.row_headers)}"'
+        f' data-columns="{len(sheet.column_headers)}"><thead>{"".join(head)}</thead>'
         f"<tbody>{''.join(body)}</tbody></table></div></figure>"
     )
 
@@ -282,7 +296,11 @@ def render_page(
         _sheet_html(s, g, i + 1, item_of) for i, (s, g) in enumerate(zip(sheets, grids, strict=True))
     )
     if not sheets:
-        sheets_html = '<p class="none">No two parameters or labels vary together across these jobs.</p>'
+        sheets_html = (
+            '<p class="none">No layout fits these jobs: a sheet needs something that varies across'
+            " items (an aspect ratio, a seed, a style) with three quarters of its cells filled;"
+            " <code>report: {rows, columns}</code> in the manifest chooses the axes.</p>"
+        )
     payload = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
     title = _e(status.manifest.name or status.out_dir.name)
     count = len(data["items"])
