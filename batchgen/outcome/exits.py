@@ -95,9 +95,10 @@ def outcome_exit_code(summary: Summary) -> ExitCode:
     """The exit code a finished run's outcome calls for.
 
     4 a file under OUT could not be written (disk full; it may also have been
-    interrupted), 130 interrupted, 3 stopped by a fatal API condition, 6 stopped by
-    ``--halt-on-failure-rate`` with jobs left, 5 stopped at ``--budget``, 1 some job
-    failed (now or, not retried, earlier), else 0.
+    interrupted), 130 interrupted, 3 stopped by a fatal API condition, 6 the failure
+    rate went over ``--halt-on-failure-rate`` (whether or not jobs were left to submit:
+    the flag in ``summary.json`` and the code say the same), 5 stopped at ``--budget``,
+    1 some job failed (now or, not retried, earlier), else 0.
     """
     s = summary
     if s.write_error:
@@ -106,7 +107,7 @@ def outcome_exit_code(summary: Summary) -> ExitCode:
         return ExitCode.INTERRUPTED
     if s.fatal:
         return ExitCode.FATAL_API
-    if s.failure_rate_halted and s.not_run:
+    if s.failure_rate_halted:
         return ExitCode.FAILURE_RATE
     if s.budget_reached and not s.all_done:
         return ExitCode.BUDGET

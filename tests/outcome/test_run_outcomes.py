@@ -97,6 +97,15 @@ def test_halt_on_failure_rate_stops_submitting_and_exits_6(tmp_path: Path) -> No
     assert "forbidden" in summary["first_error"]["error"]
 
 
+def test_a_halt_after_the_last_submit_still_exits_6(tmp_path: Path) -> None:
+    """The rate is judged only once all 80 jobs finished: nothing is left to stop, yet the halt
+    happened, so summary.json's flag and the exit code agree: 6."""
+    summary = _run_half_blocked(tmp_path, halt_failure_rate=10.0, halt_min_jobs=80)
+    assert summary["jobs"]["not_run"] == 0 and summary["jobs"]["failed"] == 40
+    assert summary["stopped"]["failure_rate_halted"] is True
+    assert summary["exit_code"] == ExitCode.FAILURE_RATE and summary["exit_name"] == "failure_rate"
+
+
 def test_halt_waits_for_the_minimum_of_finished_jobs(tmp_path: Path) -> None:
     """With --halt-min-jobs above the batch, the rate never halts it: every job runs, exit 1."""
     summary = _run_half_blocked(tmp_path, halt_failure_rate=10.0, halt_min_jobs=1000)

@@ -92,6 +92,9 @@ def test_exit_code_follows_the_outcome() -> None:
     assert summary(completed=1, fatal="x", interrupted=True).exit_code == 130
     # A write that failed says "make room" whatever else happened: 4, distinct from 1.
     assert summary(completed=1, failed=1, write_error="disk full", interrupted=True).exit_code == 4
+    # The failure-rate halt is 6 also when it came after the last submit: as summary.json's flag says.
+    assert summary(completed=5, failed=5, failure_rate_halted=True, not_run=0).exit_code == 6
+    assert summary(completed=5, failed=5, failure_rate_halted=True, budget_reached=True).exit_code == 6
 
 
 def test_counts_are_json_ready() -> None:
