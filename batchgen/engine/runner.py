@@ -9,6 +9,7 @@ and returns a :class:`~batchgen.outcome.summary.Summary`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -46,6 +47,7 @@ from batchgen.output.images import remove_stale_parts
 from batchgen.output.layout import IMAGES_DIR, LEDGER_NAME, SUMMARY_JSON
 from batchgen.output.ledger import LedgerWriter
 from batchgen.output.lock import lock_output
+from batchgen.output.owner import check_owner
 from batchgen.output.replay import LedgerState, replay
 
 if TYPE_CHECKING:  # the emulator (Starlette) is imported only when a run uses it
@@ -262,10 +264,22 @@ async def run(
 
     ledger_path = out / LEDGER_NAME
     summary = Summary(total=len(jobs), out_dir=out, images_dir=out / IMAGES_DIR, ledger_path=ledger_path)
+    summary.emulated = emulation is not None
     with lock_output(out):
         # From here on every file goes under the resolved, checked folder.
         root = check_output(out, {posixpath.dirname(job.filename) for job in jobs})
-        # A summary.json is always this run's: none while it runs (or if it is refused).
+        ledger_existed = (root / LEDGER_NAME).exists()
+        state = replay(root / LEDGER_NAME)
+        # Another shard's or manifest's folder is refused before anything in it changes.
+        check_owner(
+            state,
+            out,
+            manifest=str(manifest.path.resolve()) if manifest else None,
+            manifest_sha256=manifest.sha256 if manifest else None,
+            shard=str(shard) if shard else None,
+            keys=(job.key for job in jobs),
+        )
+        # A summary.json is always this run's: none while it runs.
         try:
             (root / SUMMARY_JSON).unlink(missing_ok=True)
         except OSError as exc:
@@ -276,7 +290,6 @@ async def run(
             raise LocalWriteError.from_os_error("remove old .part files under", root, exc) from None
         if stale:
             log.info("removed %d unfinished .part files left by an earlier run", len(stale))
-        state = replay(root / LEDGER_NAME)
         summary.warnings.extend(state.warnings)
         removed = state.removed(job.key for job in jobs)
         summary.removed = len(removed)
@@ -286,25 +299,17 @@ async def run(
         # the state from memory instead of reading the ledger back.
         fold = state.apply if settings.report else None
         writer = await LedgerWriter.open(root / LEDGER_NAME, clock=wall_clock, on_write=fold)
+        facts = {
+            "batchgen": __version__,
+            "manifest": str(manifest.path.resolve()) if manifest else None,
+            "manifest_sha256": manifest.sha256 if manifest else None,
+            "out": root,
+            "shard": str(shard) if shard else None,
+        }
         async with (
             writer,
             _http_client(client, emulate=emulation) as http,
         ):
-            await writer.write(
-                "run_started",
-                "",
-                # Absolute, so `batchgen status` finds it from any working directory.
-                manifest=str(manifest.path.resolve()) if manifest else None,
-                manifest_sha256=manifest.sha256 if manifest else None,
-                settings={
-                    **settings.to_json(),
-                    "base_url": base_url,
-                    "jobs": len(jobs),
-                    "max_jobs": max_jobs,  # the cap `batchgen status` applies to this run's manifest
-                    "shard": str(shard) if shard else None,
-                },
-                version=__version__,
-            )
             # The in-process emulator's made-up http host never reaches a network.
             plain_ok = insecure or emulation is not None
             api = SegmindClient(http, base_url=base_url, api_key=api_key, insecure=plain_ok)
@@ -333,7 +338,43 @@ async def run(
                 scheduler.counts, lambda: scheduler.rate.refused, tty=tty, interval=progress_interval
             )
             try:
-                await scheduler.prepare(jobs, state)  # a budget the estimate passes stops here
+                await scheduler.prepare(jobs, state)  # an estimate over --budget is refused here
+            except UsageError as exc:
+                # Refused before a line is written: the ledger stays as it was (none if
+                # there was none), and summary.json says refused, not an earlier run's 0.
+                summary.refused = str(exc)
+                summary.not_run = summary.total - summary.done - summary.skipped_failed
+                await writer.aclose()
+                if not ledger_existed:
+                    with contextlib.suppress(OSError):
+                        (root / LEDGER_NAME).unlink()
+                await anyio.to_thread.run_sync(
+                    partial(
+                        _write_summary,
+                        root,
+                        summary,
+                        started_at=started_wall,
+                        finished_at=wall_clock(),
+                        **facts,
+                    )
+                )
+                raise
+            await writer.write(
+                "run_started",
+                "",
+                # Absolute, so `batchgen status` finds it from any working directory.
+                manifest=facts["manifest"],
+                manifest_sha256=facts["manifest_sha256"],
+                settings={
+                    **settings.to_json(),
+                    "base_url": base_url,
+                    "jobs": len(jobs),
+                    "max_jobs": max_jobs,  # the cap `batchgen status` applies to this run's manifest
+                    "shard": facts["shard"],
+                },
+                version=__version__,
+            )
+            try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(bar.tick)
                     if handle_signals:
@@ -354,13 +395,6 @@ async def run(
             await _write_report(
                 out, summary, state=state, jobs=jobs, manifest=manifest, now=wall_clock(), settings=settings
             )
-        facts = {
-            "batchgen": __version__,
-            "manifest": str(manifest.path.resolve()) if manifest else None,
-            "manifest_sha256": manifest.sha256 if manifest else None,
-            "out": root,
-            "shard": str(shard) if shard else None,
-        }
         await anyio.to_thread.run_sync(
             partial(_write_summary, root, summary, started_at=started_wall, finished_at=wall_clock(), **facts)
         )

@@ -75,6 +75,8 @@ class Summary:
     cost_unknown: int = 0  # requests the history did not price (yet)
     estimated_cost: float | None = None  # before the run: jobs to submit x price per image
     budget_reached: bool = False
+    refused: str | None = None  # why the run was refused before it sent anything (over --budget)
+    emulated: bool = False  # run against the emulator: its cost and times are not Segmind's
     failure_rate_halted: bool = False  # --halt-on-failure-rate stopped the submits
     interrupted: bool = False
     fatal: str | None = None  # why the run stopped (401/403/404 on submit, 406), if it did
@@ -184,6 +186,8 @@ FIGURES: tuple[Figure, ...] = (
     Figure("cost_failed_usd", "cost.failed_usd"),
     Figure("cost_unknown", "cost.unpriced_requests"),
     Figure("estimated_cost", "cost.estimated_usd", ledger=False, digits=4),
+    Figure("emulated", "emulated", ledger=False),
+    Figure("refused", "stopped.refused", ledger=False),
     Figure("interrupted", "stopped.interrupted"),
     Figure("fatal", "stopped.fatal"),
     Figure("write_error", "stopped.write_error"),

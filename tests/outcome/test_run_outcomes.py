@@ -42,17 +42,56 @@ def test_summary_json_of_a_clean_run(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert _summary(out)["jobs"]["skipped"] == 12
 
 
-def test_a_refused_run_leaves_no_summary_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A run refused before it starts (over --budget: exit 2) removes the last run's summary.json."""
+def test_a_run_refused_before_it_takes_the_folder_touches_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A manifest over --max-jobs (exit 2) is refused before OUT is made: no folder, no file."""
+    out = tmp_path / "out"
+    assert (
+        main(
+            ["run", str(REPO / "manifests" / "demo.yaml"), "--emulate", "--out", str(out), "--max-jobs", "6"]
+        )
+        == 2
+    )
+    assert not out.exists()
+
+
+def test_an_over_budget_refusal_writes_no_run_lines_and_says_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Over --budget (exit 2, nothing sent): the ledger is byte for byte as it was, and summary.json
+    (an earlier run's said exit 0) now says exit 2, refused, and why."""
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("jobs:\n  - prompt: a fox\n    seed: [1, 2]\n")
+    out = tmp_path / "out"
+    argv = ["run", str(manifest), "--emulate", "--out", str(out), "--no-report"]
+    assert main(argv) == 0 and _summary(out)["exit_code"] == 0
+    ledger = (out / "ledger.jsonl").read_bytes()
+    manifest.write_text("jobs:\n  - prompt: a fox\n    seed: '1-12'\n")  # 10 more jobs: 0.40 USD
+    assert main([*argv, "--budget", "0.1"]) == 2
+    assert "is over --budget 0.10 USD: nothing was submitted" in capsys.readouterr().err
+    assert (out / "ledger.jsonl").read_bytes() == ledger
+    summary = _summary(out)
+    assert (summary["exit_code"], summary["exit_name"]) == (2, "usage")
+    assert "over --budget" in summary["stopped"]["refused"]
+    assert summary["jobs"]["total"] == 12 and summary["jobs"]["skipped"] == 2
+    assert summary["jobs"]["not_run"] == 10 and summary["cost"]["estimated_usd"] == pytest.approx(0.4)
+    assert summary["requests"] == 0 and summary["submits"] == 0
+    # The refused run left no trace in the ledger: status still tells the earlier run's story.
+    assert main(["status", str(out), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["runs"] == 1 and status["jobs"]["completed"] == 2 and status["jobs"]["not_started"] == 10
+
+
+def test_an_over_budget_refusal_of_a_new_folder_leaves_no_ledger(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused in a folder that had no ledger: none is left behind (an empty one would be a run)."""
     out = tmp_path / "out"
     demo = str(REPO / "manifests" / "demo.yaml")
-    assert main(["run", demo, "--emulate", "--out", str(out), "--max-jobs", "6"]) == 2
-    assert not (out / "summary.json").exists()
-    assert main(["run", demo, "--emulate", "--out", str(out), "--no-report"]) == 0
-    assert (out / "summary.json").exists()
-    (out / "ledger.jsonl").unlink()  # every job to make again: over the budget
     assert main(["run", demo, "--emulate", "--out", str(out), "--budget", "0.01"]) == 2
-    assert not (out / "summary.json").exists()
+    assert not (out / "ledger.jsonl").exists()
+    assert _summary(out)["exit_code"] == 2
 
 
 def _half_blocked(tmp_path: Path, seeds: int) -> Path:

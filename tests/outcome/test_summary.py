@@ -129,8 +129,9 @@ def test_summary_json_and_run_finished_keep_their_shapes() -> None:
         "requests_per_image": 4.43, "rate_limited": 2, "learned_rpm": 48.46,
         "inference_p50_s": 12.5, "inference_p95_s": 14.075,
         "cost": {"usd": 0.36, "failed_usd": 0.04, "unpriced_requests": 1, "estimated_usd": 0.4},
-        "stopped": {"interrupted": False, "fatal": None, "write_error": None, "budget_reached": True,
-                    "failure_rate_halted": False},
+        "emulated": False,
+        "stopped": {"refused": None, "interrupted": False, "fatal": None, "write_error": None,
+                    "budget_reached": True, "failure_rate_halted": False},
         "first_error": {"at": "2023-11-14T22:13:20.500Z", "key": "k", "code": 422, "error": "blocked"},
         "last_error": {"at": "2023-11-14T22:13:20.500Z", "key": "k", "code": 422, "error": "blocked"},
         "unrecorded_requests": ["r-9"], "warnings": ["w"],
@@ -139,14 +140,14 @@ def test_summary_json_and_run_finished_keep_their_shapes() -> None:
     assert list(data) == [
         "format", "manifest", "out", "started_at", "finished_at", "exit_code", "exit_name", "exit_meaning",
         "jobs", "wall_time_s", "images_per_minute", "requests", "submits", "polls", "requests_per_image",
-        "rate_limited", "learned_rpm", "inference_p50_s", "inference_p95_s", "cost", "stopped",
+        "rate_limited", "learned_rpm", "inference_p50_s", "inference_p95_s", "cost", "emulated", "stopped",
         "first_error", "last_error", "unrecorded_requests", "warnings", "images", "ledger", "report",
     ]  # fmt: skip
     assert list(data["jobs"]) == [
         "total", "done", "completed", "skipped", "failed", "skipped_failed", "not_run", "resubmitted",
         "removed",
     ]  # fmt: skip
-    stopped = ["interrupted", "fatal", "write_error", "budget_reached", "failure_rate_halted"]
+    stopped = ["refused", "interrupted", "fatal", "write_error", "budget_reached", "failure_rate_halted"]
     assert list(data["stopped"]) == stopped
     assert s.counts() == {
         "total": 10, "completed": 7, "failed": 1, "skipped": 1, "skipped_failed": 1, "not_run": 0,
