@@ -255,7 +255,8 @@ def format_summary(summary: Summary) -> str:
     if s.not_run:
         lines.append(f"  {s.not_run} not finished (the run stopped early)")
     num = format_number
-    lines.append(f"wall time {format_duration(s.wall_time)}, {num(s.images_per_minute, '.1f')} images/min")
+    speed = f"wall time {format_duration(s.wall_time)}, {num(s.images_per_minute, '.1f')} images/min"
+    lines.append(speed + (" (emulated: the emulator's speed, not Segmind's)" if s.emulated else ""))
     lines.append(
         f"inference time p50 {num(s.inference_p50, '.1f', 's')}, p95 {num(s.inference_p95, '.1f', 's')}"
     )
@@ -269,6 +270,8 @@ def format_summary(summary: Summary) -> str:
         lines.append(f"rate limit found: about {s.learned_rpm:.0f} {counted} per minute")
     if s.cost_usd is not None:
         cost = f"cost of the batch so far {s.cost_usd:.2f} USD"
+        if s.emulated:
+            cost += " (emulated: at list price, nothing was paid)"
         if s.cost_failed_usd:
             cost += f" ({s.cost_failed_usd:.2f} USD on requests that failed)"
         if s.cost_unknown:

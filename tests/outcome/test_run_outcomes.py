@@ -42,6 +42,24 @@ def test_summary_json_of_a_clean_run(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert _summary(out)["jobs"]["skipped"] == 12
 
 
+def test_an_emulated_run_labels_its_cost_and_times(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--emulate: the estimate, the speed and the cost say emulated (nothing paid); summary.json too."""
+    out = tmp_path / "out"
+    assert (
+        main(["run", str(REPO / "manifests" / "demo.yaml"), "--emulate", "--out", str(out), "--no-report"])
+        == 0
+    )
+    printed = capsys.readouterr()
+    assert (
+        "about 0.48 USD; at 50 rpm" in printed.err and "on Segmind (emulated: nothing is paid" in printed.err
+    )
+    assert "images/min (emulated: the emulator's speed, not Segmind's)" in printed.out
+    assert "cost of the batch so far 0.48 USD (emulated: at list price, nothing was paid)" in printed.out
+    assert _summary(out)["emulated"] is True
+
+
 def test_a_run_refused_before_it_takes_the_folder_touches_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

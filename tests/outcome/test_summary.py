@@ -83,6 +83,14 @@ def test_format_summary_says_why_a_run_stopped() -> None:
     assert "rerun the same command" in format_summary(summary(interrupted=True))
 
 
+def test_format_summary_labels_an_emulated_run() -> None:
+    """Emulated: the speed and the cost say so; a real run's lines carry no such label."""
+    text = format_summary(summary(completed=10, wall_time=2, cost_usd=0.4, emulated=True))
+    assert "images/min (emulated: the emulator's speed, not Segmind's)" in text
+    assert "0.40 USD (emulated: at list price, nothing was paid)" in text
+    assert "emulated" not in format_summary(summary(completed=10, wall_time=2, cost_usd=0.4))
+
+
 def test_exit_code_follows_the_outcome() -> None:
     """0 all done, 1 failed jobs (now or earlier), 3 fatal API stop, 130 interrupted."""
     assert summary(completed=10).exit_code == 0
