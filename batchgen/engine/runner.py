@@ -16,6 +16,7 @@ import os
 import posixpath
 import signal
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -391,9 +392,22 @@ async def run(
                 except LocalWriteError as exc:
                     summary.write_error = summary.write_error or str(exc)
                 _report_unrecorded(writer, summary)
-        if settings.report and not summary.interrupted and not summary.write_error:
+        if settings.report and summary.write_error:
+            # Writing more to a folder that refused a write would only fail again.
+            summary.warnings.append(
+                f"report not written; once the folder takes writes, run `batchgen report {out}`"
+            )
+        elif settings.report:
+            # Interrupted too: the page is about what is done so far (a signal now skips it).
             await _write_report(
-                out, summary, state=state, jobs=jobs, manifest=manifest, now=wall_clock(), settings=settings
+                out,
+                summary,
+                state=state,
+                jobs=jobs,
+                manifest=manifest,
+                now=wall_clock(),
+                settings=settings,
+                watch_signals=handle_signals,
             )
         await anyio.to_thread.run_sync(
             partial(_write_summary, root, summary, started_at=started_wall, finished_at=wall_clock(), **facts)
@@ -444,11 +458,27 @@ async def _write_report(
     manifest: Manifest | None,
     now: float,
     settings: RunSettings,
+    watch_signals: bool,
 ) -> None:
     """OUT/report.html at the end of a run, from what the run holds (``state`` kept current
     by the ledger writer, the jobs): nothing is read back. A failure to write it is a
-    warning, not the run's."""
-    from batchgen.report.page import write_report
+    warning, not the run's; so is a Ctrl-C / SIGTERM while it is written (with
+    ``watch_signals``), which stops it: the summary then says how to make it."""
+    from batchgen.report.page import ReportStopped, write_report
+
+    stop = threading.Event()
+
+    async def stop_on_signal() -> None:
+        # Held until the report is done or stopped: a signal meanwhile never kills the
+        # process before summary.json is written.
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.warning("%s: not writing the report", signal.Signals(signum).name)
+                stop.set()
+
+    def failed(exc: Exception) -> None:  # the images and the ledger are what matter; say why, go on
+        log.warning("report not written: %s: %s", type(exc).__name__, exc)
+        summary.warnings.append(f"report not written ({exc}); run `batchgen report {out}`")
 
     try:
         status = run_status(
@@ -460,9 +490,21 @@ async def _write_report(
             retention=settings.retention,
             margin=settings.margin,
         )
-        summary.report_path = await anyio.to_thread.run_sync(
-            partial(write_report, status), abandon_on_cancel=True
-        )
-    except Exception as exc:  # the images and the ledger are what matter; say why, go on
-        log.warning("report not written: %s: %s", type(exc).__name__, exc)
-        summary.warnings.append(f"report not written ({exc}); run `batchgen report {out}`")
+    except Exception as exc:
+        failed(exc)
+        return
+    if summary.interrupted:
+        log.info("writing the report of what is done so far (Ctrl-C again to skip it)")
+    async with anyio.create_task_group() as tg:
+        if watch_signals:
+            tg.start_soon(stop_on_signal)
+        try:
+            summary.report_path = await anyio.to_thread.run_sync(
+                partial(write_report, status, stop=stop.is_set), abandon_on_cancel=True
+            )
+        except ReportStopped:
+            summary.warnings.append(f"report not written (stopped by a signal); run `batchgen report {out}`")
+        except Exception as exc:
+            failed(exc)
+        finally:
+            tg.cancel_scope.cancel()

@@ -27,7 +27,7 @@ import html
 import json
 import os
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
@@ -43,7 +43,7 @@ from batchgen.output.resume import leads_outside
 from batchgen.report.sheets import ReportJob, Sheet, column_spans, contact_sheets, save_grid
 from batchgen.report.thumbs import make_thumbnails, thumb_relpath
 
-__all__ = ["report_jobs", "write_report"]
+__all__ = ["ReportStopped", "report_jobs", "write_report"]
 
 
 def report_jobs(status: Status) -> list[ReportJob]:
@@ -85,7 +85,11 @@ def _report_job(
     )
 
 
-def _with_thumbs(out_dir: Path, jobs: list[ReportJob]) -> list[ReportJob]:
+class ReportStopped(Exception):
+    """Writing the report was stopped (``stop()`` became true): the page was not replaced."""
+
+
+def _with_thumbs(out_dir: Path, jobs: list[ReportJob], stop: Callable[[], bool]) -> list[ReportJob]:
     from dataclasses import replace
 
     # An image that leads outside OUT/images (a symlink) is not the run's: it is neither
@@ -95,7 +99,7 @@ def _with_thumbs(out_dir: Path, jobs: list[ReportJob]) -> list[ReportJob]:
         for j in jobs
         if j.file and j.sha256 and (out_dir / j.file).is_file() and not leads_outside(out_dir, j.file)
     ]
-    made = make_thumbnails(out_dir, wanted)
+    made = make_thumbnails(out_dir, wanted, stop=stop)
     shown = {pair for pair in wanted if pair[1] in made}
     return [
         replace(j, thumb=thumb_relpath(j.sha256)) if (j.file, j.sha256) in shown and j.sha256 else j
@@ -103,19 +107,31 @@ def _with_thumbs(out_dir: Path, jobs: list[ReportJob]) -> list[ReportJob]:
     ]
 
 
-def write_report(status: Status) -> Path:
+def write_report(status: Status, *, stop: Callable[[], bool] = lambda: False) -> Path:
     """Write ``OUT/report.html`` (and the thumbnails and grid PNGs it needs); its path.
 
     ``status`` is what a run holds at its end (:func:`batchgen.outcome.status.run_status`)
     or what ``batchgen report OUT`` read from the folder
     (:func:`batchgen.outcome.read.read_status` with ``keep_jobs=True``): the page is
-    written from it and the images, and reads nothing else.
+    written from it and the images, and reads nothing else. ``stop`` is asked between
+    thumbnails and grids: once it is true, :class:`ReportStopped` is raised and the page
+    is left as it was (thumbnails and grids already made are kept for the next one).
     """
+
+    def check() -> None:
+        if stop():
+            raise ReportStopped("the report was stopped before it was written")
+
     out_dir = status.out_dir
-    jobs = _with_thumbs(out_dir, report_jobs(status))
+    jobs = _with_thumbs(out_dir, report_jobs(status), stop)
+    check()
     report = status.manifest.report
     sheets = contact_sheets(jobs, rows=report.get("rows"), columns=report.get("columns"))
-    grids = [save_grid(sheet, out_dir, f"{i + 1:02d}-{sheet.slug}") for i, sheet in enumerate(sheets)]
+    grids = []
+    for i, sheet in enumerate(sheets):
+        check()
+        grids.append(save_grid(sheet, out_dir, f"{i + 1:02d}-{sheet.slug}"))
+    check()
     for stale in set((out_dir / GRIDS_DIR).glob("*.png")) - {out_dir / g for g in grids}:
         stale.unlink(missing_ok=True)  # a sheet of an earlier report that is no longer drawn
     page = render_page(status, jobs, sheets, grids)
@@ -152,6 +168,12 @@ def _header(status: Status, jobs: Sequence[ReportJob]) -> str:
         if s.running_pid is not None
         else ""
     )
+    if s.running_pid is None and s.last_stop:
+        # An interrupted (or stopped) run's page is about what was done by then.
+        running = (
+            f'<p class="live">The last run stopped early ({_e(s.last_stop)}): this page shows what was'
+            " done by then. Run the same command again to finish the batch.</p>"
+        )
     facts = [
         ("manifest", f"{_e(s.manifest.path or 'none recorded')}"
          + (f' <code title="{_e(sha)}">sha256 {_e(sha[:12])}</code>' if sha else "")

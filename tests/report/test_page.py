@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -229,3 +232,58 @@ def test_report_in_a_real_browser(tmp_path: Path) -> None:
     words = Dom()
     words.feed(dump_dom(out / "report.html", "#q=owl"))
     assert words.figures == 3
+
+
+def test_a_stopped_report_leaves_the_page_as_it_was(tmp_path: Path) -> None:
+    """write_report(stop=...) true before the page is written: ReportStopped, the old page untouched."""
+    from batchgen.outcome.read import read_status
+    from batchgen.report.page import ReportStopped, write_report
+
+    out = run_manifest(tmp_path)
+    before = (out / "report.html").read_bytes()
+    asked: list[int] = []
+
+    def stop() -> bool:
+        asked.append(1)
+        return True
+
+    with pytest.raises(ReportStopped):
+        write_report(read_status(out, keep_jobs=True), stop=stop)
+    assert asked and (out / "report.html").read_bytes() == before
+    assert not list(out.glob("*.part"))
+
+
+@pytest.mark.e2e
+def test_an_interrupted_run_writes_the_report_of_what_is_done(tmp_path: Path) -> None:
+    """Ctrl-C mid-run (a real process): exit 130, and report.html is written about what is done so
+    far, saying the run stopped early; summary.json names it."""
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "jobs:\n  - prompt: a {subject}\n    grid: {subject: [fox, owl, cat], seed: '1-10'}\n"
+    )
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "batchgen", "run", str(manifest), "--emulate", "--time-scale", "0.05",
+            "--concurrency", "2", "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        ledger = out / "ledger.jsonl"
+        while not ledger.is_file() or ledger.read_text().count('"event":"completed"') < 3:
+            assert time.monotonic() < deadline and proc.poll() is None, "the run did not get going"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped"]["interrupted"] is True
+    assert summary["report"] == str(out.resolve() / "report.html")
+    page = (out / "report.html").read_text()
+    assert "The last run stopped early (interrupted): this page shows what was done by then" in page
+    done = summary["jobs"]["completed"]
+    assert 3 <= done < 30 and f"<dt>completed</dt><dd>{done}</dd>" in page
+    assert f"report: {out.resolve() / 'report.html'}" in stdout
+    assert "writing the report of what is done so far" in stderr
