@@ -295,7 +295,11 @@ async def run(
         removed = state.removed(job.key for job in jobs)
         summary.removed = len(removed)
         if removed:
-            log.info("%d jobs in the ledger are no longer in the manifest; left alone", len(removed))
+            log.info(
+                "%d jobs in the ledger are no longer in the manifest; their images stay"
+                " (batchgen status lists them, batchgen tidy sets them aside)",
+                len(removed),
+            )
         # The writer folds each line it writes into `state`: the end-of-run report takes
         # the state from memory instead of reading the ledger back.
         fold = state.apply if settings.report else None
