@@ -42,7 +42,7 @@ from batchgen.manifest.pipeline import DEFAULT_MAX_JOBS, manifest_jobs
 from batchgen.manifest.shard import Shard
 from batchgen.outcome.figures import format_duration
 from batchgen.outcome.status import run_status
-from batchgen.outcome.summary import Summary, summary_json
+from batchgen.outcome.summary import Summary, outcome_fields, outcome_line, summary_json
 from batchgen.output.folder import check_output
 from batchgen.output.images import remove_stale_parts
 from batchgen.output.layout import IMAGES_DIR, LEDGER_NAME, SUMMARY_JSON
@@ -416,6 +416,12 @@ async def run(
         await anyio.to_thread.run_sync(
             partial(_write_summary, root, summary, started_at=started_wall, finished_at=wall_clock(), **facts)
         )
+    # The last line of the run's log (what a Python caller that set up logging sees last).
+    log.info(
+        "finished: %s",
+        outcome_line(summary),
+        extra={"fields": {"outcome": outcome_fields(summary)}},
+    )
     return summary
 
 

@@ -26,6 +26,8 @@ __all__ = [
     "Figure",
     "Summary",
     "format_summary",
+    "outcome_fields",
+    "outcome_line",
     "summary_json",
 ]
 
@@ -239,6 +241,49 @@ def summary_json(
         }
     )
     return data
+
+
+def outcome_fields(summary: Summary) -> dict[str, Any]:
+    """The outcome in a few JSON fields: the run's last log line (``--log-format json``) and
+    a notification carry them (``summary.json`` has everything)."""
+    s = summary
+    code = s.exit_code
+    return {
+        "exit_code": code,
+        "exit_name": ExitCode(code).name.lower(),
+        "jobs": {
+            "total": s.total,
+            "done": s.done,
+            "failed": s.failed + s.skipped_failed,
+            "not_run": s.not_run,
+        },
+        "cost_usd": s.cost_usd,
+        "emulated": s.emulated,
+        "wall_time_s": rounded(s.wall_time, 3),
+        "refused": s.refused,
+        "report": None if s.report_path is None else str(s.report_path),
+    }
+
+
+def outcome_line(summary: Summary, name: str | None = None) -> str:
+    """The outcome in one line: the run's last log line, and a notification's text.
+
+    ``nightly: exit 1 (jobs_failed): 13 of 14 jobs done, 1 failed, 0 not finished;
+    0.56 USD; 6m 41s; report output/nightly/report.html``.
+    """
+    s = summary
+    code = s.exit_code
+    text = f"{name}: " if name else ""
+    text += f"exit {code} ({ExitCode(code).name.lower()}): "
+    if s.refused:
+        return text + f"refused, nothing was sent: {s.refused}"
+    text += f"{s.done} of {s.total} jobs done, {s.failed + s.skipped_failed} failed, {s.not_run} not finished"
+    if s.cost_usd is not None:
+        text += f"; {s.cost_usd:.2f} USD" + (" (emulated, not paid)" if s.emulated else "")
+    text += f"; {format_duration(s.wall_time)}"
+    if s.report_path is not None:
+        text += f"; report {s.report_path}"
+    return text
 
 
 def format_summary(summary: Summary) -> str:

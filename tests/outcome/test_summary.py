@@ -182,3 +182,20 @@ def test_every_counter_of_the_summary_is_a_figure() -> None:
     assert len(names) == len(set(names))
     assert fields - not_figures <= set(names)
     assert all(hasattr(summary(), name) for name in names)
+
+
+def test_the_outcome_in_one_line_and_in_fields() -> None:
+    """outcome_line: name, exit code, jobs, cost (emulated said), time, report; a refusal says why."""
+    from batchgen.outcome.summary import outcome_fields, outcome_line
+
+    s = summary(completed=8, failed=1, not_run=1, cost_usd=0.36, wall_time=401.7, emulated=True)
+    s.report_path = Path("/tmp/run-out/report.html")
+    assert outcome_line(s, "nightly") == (
+        "nightly: exit 1 (jobs_failed): 8 of 10 jobs done, 1 failed, 1 not finished; 0.36 USD"
+        " (emulated, not paid); 6m 42s; report /tmp/run-out/report.html"
+    )
+    fields = outcome_fields(s)
+    assert fields["exit_code"] == 1 and fields["jobs"] == {"total": 10, "done": 8, "failed": 1, "not_run": 1}
+    assert json.loads(json.dumps(fields)) == fields
+    refused = summary(refused="the estimate is over --budget")
+    assert outcome_line(refused) == "exit 2 (usage): refused, nothing was sent: the estimate is over --budget"
