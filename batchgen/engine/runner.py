@@ -41,6 +41,7 @@ from batchgen.manifest.model import Manifest
 from batchgen.manifest.pipeline import DEFAULT_MAX_JOBS, manifest_jobs
 from batchgen.manifest.shard import Shard
 from batchgen.outcome.figures import format_duration
+from batchgen.outcome.notify import check_notify_url
 from batchgen.outcome.status import run_status
 from batchgen.outcome.summary import Summary, outcome_fields, outcome_line, summary_json
 from batchgen.output.folder import check_output
@@ -187,6 +188,7 @@ async def run(
     history_url: str | None = None,
     date: str | None = None,
     shard: Shard | str | None = None,
+    notify: str | None = None,
 ) -> Summary:
     """Run every job of ``source`` not already done in ``out_dir``; return the summary.
 
@@ -212,6 +214,9 @@ async def run(
     manifest's name, its ``output.filename`` and ``out_dir``. ``shard`` (a
     :class:`~batchgen.manifest.shard.Shard` or ``"K/N"``) runs only the jobs of that shard; the
     default ``out_dir`` is then ``output/<name>-shard-K-of-N/``.
+
+    ``notify``: a webhook URL told the outcome at the end in one short JSON POST
+    (:mod:`batchgen.outcome.notify`: bounded, never fatal, the URL never logged or written).
 
     ``progress``: a tqdm bar (True), log lines every ``progress_interval`` s (False), or
     a bar only when stderr is a terminal (None). ``handle_signals`` installs the Ctrl-C /
@@ -262,6 +267,8 @@ async def run(
     problems = settings.problems()
     if problems:
         raise UsageError("; ".join(problems))
+    if notify is not None:
+        notify = check_notify_url(notify, insecure=insecure)
 
     ledger_path = out / LEDGER_NAME
     summary = Summary(total=len(jobs), out_dir=out, images_dir=out / IMAGES_DIR, ledger_path=ledger_path)
@@ -363,6 +370,10 @@ async def run(
                         **facts,
                     )
                 )
+                if notify is not None:
+                    await _notify(
+                        notify, summary, manifest=manifest, facts=facts, watch_signals=handle_signals
+                    )
                 raise
             await writer.write(
                 "run_started",
@@ -416,6 +427,8 @@ async def run(
         await anyio.to_thread.run_sync(
             partial(_write_summary, root, summary, started_at=started_wall, finished_at=wall_clock(), **facts)
         )
+        if notify is not None:
+            await _notify(notify, summary, manifest=manifest, facts=facts, watch_signals=handle_signals)
     # The last line of the run's log (what a Python caller that set up logging sees last).
     log.info(
         "finished: %s",
@@ -459,6 +472,41 @@ def _report_unrecorded(writer: LedgerWriter, summary: Summary) -> None:
         log.error("unrecorded request %s (job %s)", request_id, key[:12])
 
 
+async def _on_signal(callback: Callable[[], None], what: str) -> None:
+    """Call ``callback`` at each SIGINT / SIGTERM until cancelled: while the end of a run is
+    written, a signal cuts that short instead of killing the process before summary.json."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.warning("%s: %s", signal.Signals(signum).name, what)
+            callback()
+
+
+async def _notify(
+    url: str, summary: Summary, *, manifest: Manifest | None, facts: dict[str, Any], watch_signals: bool
+) -> None:
+    """Tell ``url`` the outcome (:mod:`batchgen.outcome.notify`); a failure is a warning."""
+    from batchgen.outcome.notify import message, send, where
+
+    text = message(
+        summary,
+        name=manifest.name if manifest else summary.out_dir.name,
+        manifest=facts["manifest"],
+        shard=facts["shard"],
+    )
+    failed: str | None = "a signal stopped it"
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            if watch_signals:
+                tg.start_soon(_on_signal, scope.cancel, "not waiting for the notification")
+            failed = await send(url, text)
+            tg.cancel_scope.cancel()
+    if failed is None:
+        log.info("notified %s of the outcome", where(url))
+    else:
+        log.warning("notification to %s not delivered: %s", where(url), failed)
+        summary.warnings.append(f"notification to {where(url)} not delivered: {failed}")
+
+
 async def _write_report(
     out: Path,
     summary: Summary,
@@ -477,14 +525,6 @@ async def _write_report(
     from batchgen.report.page import ReportStopped, write_report
 
     stop = threading.Event()
-
-    async def stop_on_signal() -> None:
-        # Held until the report is done or stopped: a signal meanwhile never kills the
-        # process before summary.json is written.
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                log.warning("%s: not writing the report", signal.Signals(signum).name)
-                stop.set()
 
     def failed(exc: Exception) -> None:  # the images and the ledger are what matter; say why, go on
         log.warning("report not written: %s: %s", type(exc).__name__, exc)
@@ -507,7 +547,7 @@ async def _write_report(
         log.info("writing the report of what is done so far (Ctrl-C again to skip it)")
     async with anyio.create_task_group() as tg:
         if watch_signals:
-            tg.start_soon(stop_on_signal)
+            tg.start_soon(_on_signal, stop.set, "not writing the report")
         try:
             summary.report_path = await anyio.to_thread.run_sync(
                 partial(write_report, status, stop=stop.is_set), abandon_on_cancel=True
