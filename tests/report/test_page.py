@@ -287,3 +287,66 @@ def test_an_interrupted_run_writes_the_report_of_what_is_done(tmp_path: Path) ->
     assert 3 <= done < 30 and f"<dt>completed</dt><dd>{done}</dd>" in page
     assert f"report: {out.resolve() / 'report.html'}" in stdout
     assert "writing the report of what is done so far" in stderr
+
+
+class Pivot(HTMLParser):
+    """The first contact sheet of a page: its header rows (text, colspan), its body rows' cell classes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head: list[list[tuple[str, int]]] = []
+        self.body: list[list[str]] = []
+        self._state = "before"  # before, in, after the first sheet
+        self._part = ""
+        self._text: list[str] | None = None
+        self._span = 1
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if self._state == "before" and tag == "table" and "grid" in (a.get("class") or ""):
+            self._state = "in"
+        if self._state != "in":
+            return
+        if tag in ("thead", "tbody"):
+            self._part = tag
+        elif tag == "tr":
+            if self._part == "thead":
+                self.head.append([])
+            else:
+                self.body.append([])
+        elif tag == "th" and self._part == "thead":
+            self._text, self._span = [], int(a.get("colspan") or 1)
+        elif tag == "td":
+            self.body[-1].append(a.get("class") or "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._state == "in" and tag == "table":
+            self._state = "after"
+        if tag == "th" and self._text is not None:
+            self.head[-1].append(("".join(self._text).strip(), self._span))
+            self._text = None
+
+    def handle_data(self, data: str) -> None:
+        if self._text is not None:
+            self._text.append(data)
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="needs Debian's chromium for a real browser (apt-get install chromium)"
+)
+def test_a_csv_catalog_sheet_in_a_real_browser(tmp_path: Path) -> None:
+    """Headless Chromium: the 30-product catalog's sheet has a header level per column name (ratios
+    spanning their seeds), a row per product, and all 120 thumbnails in place."""
+    from tests.report.test_sheets import write_catalog
+
+    manifest = write_catalog(tmp_path)
+    out = tmp_path / "out"
+    assert main(["run", str(manifest), "--emulate", "--time-scale", "0.002", "--out", str(out)]) == 0
+    pivot = Pivot()
+    pivot.feed(dump_dom(out / "report.html"))
+    assert pivot.head == [
+        [("aspect_ratio", 1), ("1:1", 2), ("4:5", 2)],
+        [("sku \\ seed #", 1), ("#1", 1), ("#2", 1), ("#1", 1), ("#2", 1)],
+    ]
+    assert len(pivot.body) == 30 and all(row == ["done"] * 4 for row in pivot.body)
