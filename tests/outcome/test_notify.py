@@ -28,6 +28,7 @@ class Hook:
 
     def __init__(self, status: int = 200, answer: bytes = b"ok", delay: float = 0.0) -> None:
         self.received: list[tuple[str, dict[str, str], bytes]] = []
+        self.cut_off = threading.Event()  # the client hung up before the whole answer was sent
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -38,7 +39,10 @@ class Hook:
                 self.send_response(status)
                 self.send_header("content-length", str(len(answer)))
                 self.end_headers()
-                self.wfile.write(answer)
+                try:
+                    self.wfile.write(answer)
+                except (BrokenPipeError, ConnectionResetError):
+                    hook.cut_off.set()
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -142,6 +146,7 @@ def test_a_huge_answer_is_not_read(hook: Callable[..., Hook]) -> None:
     h = hook(status=400, answer=b"x" * (20 * 1024 * 1024))
     why = anyio.run(lambda: send(h.url, {"text": "x"}, within=10))
     assert why is not None and why.startswith("HTTP 400 (xxxx") and len(why) < 300
+    assert h.cut_off.wait(10), "the client read the whole answer"
 
 
 def test_texts_are_cut_so_the_message_stays_small(hook: Callable[..., Hook]) -> None:
