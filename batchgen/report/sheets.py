@@ -27,9 +27,11 @@ labels: a manifest's entries, mostly), in order of their first job:
 A group where a single name varies (up to :data:`MAX_STRIP` values) is a one-row strip.
 The manifest's ``report: {rows, columns}`` (a name, or a list of names each) overrides
 the automatic choice in each group where those names vary: there, a name left out that
-crosses them makes one sheet per value, and one that repeats under them a level of
-ordinals. A layout is kept only when at least three quarters of its cells hold a job,
-else the group gets no sheet (the gallery has every image). Rows and columns keep the
+crosses them makes one sheet per value, one that repeats under them a level of
+ordinals, and a column name the rows determine (a product's own aspect ratio) is left
+out. A layout is kept only when at least three quarters of its cells hold a job (the manifest's choice
+too: else the automatic one is tried), else the group gets no sheet (the gallery has
+every image). Rows and columns keep the
 order of the jobs (the order the manifest wrote them in).
 
 Each sheet is also drawn as a labelled PNG (:func:`save_grid`) into ``OUT/grids/``, in
@@ -212,7 +214,8 @@ def _layout(
         while len(shown) > 1 and group.distinct(shown) > MAX_AUTO_COLUMNS:
             fixed.insert(0, shown.pop())
     else:
-        shown = [n for n in columns if n not in rows]
+        # A name the rows determine (a product's own aspect ratio) is the row's, not a column.
+        shown = [n for n in columns if n not in rows and n not in companions]
         fixed = [n for n in rest if n not in shown and group.crosses(n, [*rows, *shown])]
     # A sheet's fixed name implied by the others (a style's code beside the style) is not
     # one more split.
@@ -317,18 +320,17 @@ def _group_sheets(
     # A prompt rendered from the other names (a template of labels) is no axis of its own.
     derived = "prompt" in varying and group.determined("prompt", [n for n in group.varying if n != "prompt"])
     axes = [n for n in group.varying if not (derived and n == "prompt")]
-    candidates: list[tuple[str, ...]]
+    order = {n: i for i, n in enumerate(group.varying)}
+    ranked = sorted(axes, key=lambda n: (-group.distinct([n]), order[n]))[:_CANDIDATES]
+    # The manifest's choice first; should it leave most cells empty, the automatic one.
+    tries: list[tuple[tuple[str, ...], tuple[str, ...] | None]] = []
     if given_rows:
-        candidates = [given_rows]
-    else:
-        names = list(axes)
-        if given_columns:
-            names = [n for n in names if n not in given_columns]
-        order = {n: i for i, n in enumerate(group.varying)}
-        ranked = sorted(names, key=lambda n: (-group.distinct([n]), order[n]))[:_CANDIDATES]
-        candidates = [(n,) for n in ranked]
-    for candidate in candidates:
-        layout = _layout(group, axes, candidate, given_columns)
+        tries.append((given_rows, given_columns))
+    elif given_columns:
+        tries += [((n,), given_columns) for n in ranked if n not in given_columns]
+    tries += [((n,), None) for n in ranked]
+    for rows_tried, columns_tried in tries:
+        layout = _layout(group, axes, rows_tried, columns_tried)
         if layout is None:
             continue
         sheets = _sheets(group, layout, title_fixed)

@@ -142,6 +142,16 @@ def test_report_keys_take_lists_and_may_swap_the_axes() -> None:
     assert sheet.row_headers[1].text == "5 · 50"
 
 
+def test_report_columns_the_rows_determine_are_left_out_and_a_bad_choice_falls_back() -> None:
+    """catalog.yaml with columns [shot, aspect_ratio] (each product's own ratio): sku x shot; with rows
+    that leave most cells empty (seed: a packshot seed and 36 lifestyle ones), the automatic sheet."""
+    jobs, _ = from_manifest(REPO / "manifests" / "catalog.yaml")
+    (sheet,) = contact_sheets(jobs, rows="sku", columns=("shot", "aspect_ratio"))
+    assert shape(sheet) == ("sku x shot", 36, 2, 72)
+    (sheet,) = contact_sheets(jobs, rows="seed", columns="shot")
+    assert shape(sheet) == ("sku x shot", 36, 2, 72)
+
+
 def test_shipped_demo_is_a_row_per_subject() -> None:
     """manifests/demo.yaml: 3 subjects x (2 styles x 2 seeds); the prompt made of them is no axis."""
     (sheet,) = sheets_of(REPO / "manifests" / "demo.yaml")
