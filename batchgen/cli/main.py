@@ -29,6 +29,7 @@ COMMANDS = {
     "run": "generate every image of a manifest (resumable)",
     "status": "how the run in an output folder is doing (safe while it runs)",
     "report": "write OUT/report.html: header, failures, contact sheets, gallery",
+    "tidy": "move the images of jobs no longer in the manifest aside (to OUT/removed/)",
     "validate": "check a manifest; print a one-line summary",
     "plan": "show the jobs a manifest expands to",
     "schema": "print the JSON Schema of the YAML manifest format",

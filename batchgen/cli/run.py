@@ -142,6 +142,12 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="save images byte for byte as downloaded (default: write the parameters into each image)",
     )
     p.add_argument(
+        "--notify",
+        metavar="URL",
+        help="at the end, POST a short JSON message about the outcome to URL (Slack-style webhooks show its"
+        " text); default $BATCHGEN_NOTIFY_URL, which keeps the URL, a secret, out of the process list",
+    )
+    p.add_argument(
         "--no-report",
         dest="report",
         action="store_false",
@@ -165,11 +171,14 @@ def _concurrency(text: str) -> int | None:
 
 def handle(args: argparse.Namespace) -> int:
     """Check the settings, then run the manifest and print the summary; the summary's exit code."""
+    import os
+
     import anyio
 
     from batchgen.engine.runner import EMULATE_TIME_SCALE, emulator_config, run
     from batchgen.engine.settings import RunSettings
     from batchgen.manifest.pipeline import DEFAULT_MAX_JOBS
+    from batchgen.outcome.notify import NOTIFY_URL_ENV
     from batchgen.outcome.summary import format_summary
 
     settings = RunSettings(
@@ -216,6 +225,7 @@ def handle(args: argparse.Namespace) -> int:
             insecure=args.insecure,
             date=args.date,
             shard=args.shard,
+            notify=args.notify or os.environ.get(NOTIFY_URL_ENV) or None,
         )
         print(format_summary(summary))
         return summary.exit_code

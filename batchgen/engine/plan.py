@@ -100,7 +100,12 @@ def announce(jobs: list[Job], settings: RunSettings, summary: Summary) -> None:
         return
     guess = estimate(jobs, rpm=settings.rpm, price_per_image=settings.price_per_image)
     summary.estimated_cost = guess.cost
-    log.info("%s", guess.describe())
+    if summary.emulated:  # a demo must not read as a quote: nothing is paid, the emulator keeps its own time
+        log.info(
+            "%s on Segmind (emulated: nothing is paid, the emulator keeps its own time)", guess.describe()
+        )
+    else:
+        log.info("%s", guess.describe())
     if settings.budget is not None and guess.cost is None:
         raise UsageError(
             "--budget needs a price: this model is not in the price table; set --price-per-image"

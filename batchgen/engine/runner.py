@@ -9,12 +9,14 @@ and returns a :class:`~batchgen.outcome.summary.Summary`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import posixpath
 import signal
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -39,13 +41,15 @@ from batchgen.manifest.model import Manifest
 from batchgen.manifest.pipeline import DEFAULT_MAX_JOBS, manifest_jobs
 from batchgen.manifest.shard import Shard
 from batchgen.outcome.figures import format_duration
+from batchgen.outcome.notify import check_notify_url
 from batchgen.outcome.status import run_status
-from batchgen.outcome.summary import Summary, summary_json
+from batchgen.outcome.summary import Summary, outcome_fields, outcome_line, summary_json
 from batchgen.output.folder import check_output
 from batchgen.output.images import remove_stale_parts
 from batchgen.output.layout import IMAGES_DIR, LEDGER_NAME, SUMMARY_JSON
 from batchgen.output.ledger import LedgerWriter
 from batchgen.output.lock import lock_output
+from batchgen.output.owner import check_owner
 from batchgen.output.replay import LedgerState, replay
 
 if TYPE_CHECKING:  # the emulator (Starlette) is imported only when a run uses it
@@ -184,6 +188,7 @@ async def run(
     history_url: str | None = None,
     date: str | None = None,
     shard: Shard | str | None = None,
+    notify: str | None = None,
 ) -> Summary:
     """Run every job of ``source`` not already done in ``out_dir``; return the summary.
 
@@ -209,6 +214,9 @@ async def run(
     manifest's name, its ``output.filename`` and ``out_dir``. ``shard`` (a
     :class:`~batchgen.manifest.shard.Shard` or ``"K/N"``) runs only the jobs of that shard; the
     default ``out_dir`` is then ``output/<name>-shard-K-of-N/``.
+
+    ``notify``: a webhook URL told the outcome at the end in one short JSON POST
+    (:mod:`batchgen.outcome.notify`: bounded, never fatal, the URL never logged or written).
 
     ``progress``: a tqdm bar (True), log lines every ``progress_interval`` s (False), or
     a bar only when stderr is a terminal (None). ``handle_signals`` installs the Ctrl-C /
@@ -259,13 +267,27 @@ async def run(
     problems = settings.problems()
     if problems:
         raise UsageError("; ".join(problems))
+    if notify is not None:
+        notify = check_notify_url(notify, insecure=insecure)
 
     ledger_path = out / LEDGER_NAME
     summary = Summary(total=len(jobs), out_dir=out, images_dir=out / IMAGES_DIR, ledger_path=ledger_path)
+    summary.emulated = emulation is not None
     with lock_output(out):
         # From here on every file goes under the resolved, checked folder.
         root = check_output(out, {posixpath.dirname(job.filename) for job in jobs})
-        # A summary.json is always this run's: none while it runs (or if it is refused).
+        ledger_existed = (root / LEDGER_NAME).exists()
+        state = replay(root / LEDGER_NAME)
+        # Another shard's or manifest's folder is refused before anything in it changes.
+        check_owner(
+            state,
+            out,
+            manifest=str(manifest.path.resolve()) if manifest else None,
+            manifest_sha256=manifest.sha256 if manifest else None,
+            shard=str(shard) if shard else None,
+            keys=(job.key for job in jobs),
+        )
+        # A summary.json is always this run's: none while it runs.
         try:
             (root / SUMMARY_JSON).unlink(missing_ok=True)
         except OSError as exc:
@@ -276,35 +298,30 @@ async def run(
             raise LocalWriteError.from_os_error("remove old .part files under", root, exc) from None
         if stale:
             log.info("removed %d unfinished .part files left by an earlier run", len(stale))
-        state = replay(root / LEDGER_NAME)
         summary.warnings.extend(state.warnings)
         removed = state.removed(job.key for job in jobs)
         summary.removed = len(removed)
         if removed:
-            log.info("%d jobs in the ledger are no longer in the manifest; left alone", len(removed))
+            log.info(
+                "%d jobs in the ledger are no longer in the manifest; their images stay"
+                " (batchgen status lists them, batchgen tidy sets them aside)",
+                len(removed),
+            )
         # The writer folds each line it writes into `state`: the end-of-run report takes
         # the state from memory instead of reading the ledger back.
         fold = state.apply if settings.report else None
         writer = await LedgerWriter.open(root / LEDGER_NAME, clock=wall_clock, on_write=fold)
+        facts = {
+            "batchgen": __version__,
+            "manifest": str(manifest.path.resolve()) if manifest else None,
+            "manifest_sha256": manifest.sha256 if manifest else None,
+            "out": root,
+            "shard": str(shard) if shard else None,
+        }
         async with (
             writer,
             _http_client(client, emulate=emulation) as http,
         ):
-            await writer.write(
-                "run_started",
-                "",
-                # Absolute, so `batchgen status` finds it from any working directory.
-                manifest=str(manifest.path.resolve()) if manifest else None,
-                manifest_sha256=manifest.sha256 if manifest else None,
-                settings={
-                    **settings.to_json(),
-                    "base_url": base_url,
-                    "jobs": len(jobs),
-                    "max_jobs": max_jobs,  # the cap `batchgen status` applies to this run's manifest
-                    "shard": str(shard) if shard else None,
-                },
-                version=__version__,
-            )
             # The in-process emulator's made-up http host never reaches a network.
             plain_ok = insecure or emulation is not None
             api = SegmindClient(http, base_url=base_url, api_key=api_key, insecure=plain_ok)
@@ -333,7 +350,47 @@ async def run(
                 scheduler.counts, lambda: scheduler.rate.refused, tty=tty, interval=progress_interval
             )
             try:
-                await scheduler.prepare(jobs, state)  # a budget the estimate passes stops here
+                await scheduler.prepare(jobs, state)  # an estimate over --budget is refused here
+            except UsageError as exc:
+                # Refused before a line is written: the ledger stays as it was (none if
+                # there was none), and summary.json says refused, not an earlier run's 0.
+                summary.refused = str(exc)
+                summary.not_run = summary.total - summary.done - summary.skipped_failed
+                await writer.aclose()
+                if not ledger_existed:
+                    with contextlib.suppress(OSError):
+                        (root / LEDGER_NAME).unlink()
+                await anyio.to_thread.run_sync(
+                    partial(
+                        _write_summary,
+                        root,
+                        summary,
+                        started_at=started_wall,
+                        finished_at=wall_clock(),
+                        **facts,
+                    )
+                )
+                if notify is not None:
+                    await _notify(
+                        notify, summary, manifest=manifest, facts=facts, watch_signals=handle_signals
+                    )
+                raise
+            await writer.write(
+                "run_started",
+                "",
+                # Absolute, so `batchgen status` finds it from any working directory.
+                manifest=facts["manifest"],
+                manifest_sha256=facts["manifest_sha256"],
+                settings={
+                    **settings.to_json(),
+                    "base_url": base_url,
+                    "jobs": len(jobs),
+                    "max_jobs": max_jobs,  # the cap `batchgen status` applies to this run's manifest
+                    "shard": facts["shard"],
+                },
+                version=__version__,
+            )
+            try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(bar.tick)
                     if handle_signals:
@@ -350,20 +407,34 @@ async def run(
                 except LocalWriteError as exc:
                     summary.write_error = summary.write_error or str(exc)
                 _report_unrecorded(writer, summary)
-        if settings.report and not summary.interrupted and not summary.write_error:
-            await _write_report(
-                out, summary, state=state, jobs=jobs, manifest=manifest, now=wall_clock(), settings=settings
+        if settings.report and summary.write_error:
+            # Writing more to a folder that refused a write would only fail again.
+            summary.warnings.append(
+                f"report not written; once the folder takes writes, run `batchgen report {out}`"
             )
-        facts = {
-            "batchgen": __version__,
-            "manifest": str(manifest.path.resolve()) if manifest else None,
-            "manifest_sha256": manifest.sha256 if manifest else None,
-            "out": root,
-            "shard": str(shard) if shard else None,
-        }
+        elif settings.report:
+            # Interrupted too: the page is about what is done so far (a signal now skips it).
+            await _write_report(
+                out,
+                summary,
+                state=state,
+                jobs=jobs,
+                manifest=manifest,
+                now=wall_clock(),
+                settings=settings,
+                watch_signals=handle_signals,
+            )
         await anyio.to_thread.run_sync(
             partial(_write_summary, root, summary, started_at=started_wall, finished_at=wall_clock(), **facts)
         )
+        if notify is not None:
+            await _notify(notify, summary, manifest=manifest, facts=facts, watch_signals=handle_signals)
+    # The last line of the run's log (what a Python caller that set up logging sees last).
+    log.info(
+        "finished: %s",
+        outcome_line(summary),
+        extra={"fields": {"outcome": outcome_fields(summary)}},
+    )
     return summary
 
 
@@ -401,6 +472,41 @@ def _report_unrecorded(writer: LedgerWriter, summary: Summary) -> None:
         log.error("unrecorded request %s (job %s)", request_id, key[:12])
 
 
+async def _on_signal(callback: Callable[[], None], what: str) -> None:
+    """Call ``callback`` at each SIGINT / SIGTERM until cancelled: while the end of a run is
+    written, a signal cuts that short instead of killing the process before summary.json."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.warning("%s: %s", signal.Signals(signum).name, what)
+            callback()
+
+
+async def _notify(
+    url: str, summary: Summary, *, manifest: Manifest | None, facts: dict[str, Any], watch_signals: bool
+) -> None:
+    """Tell ``url`` the outcome (:mod:`batchgen.outcome.notify`); a failure is a warning."""
+    from batchgen.outcome.notify import message, send, where
+
+    text = message(
+        summary,
+        name=manifest.name if manifest else summary.out_dir.name,
+        manifest=facts["manifest"],
+        shard=facts["shard"],
+    )
+    failed: str | None = "a signal stopped it"
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            if watch_signals:
+                tg.start_soon(_on_signal, scope.cancel, "not waiting for the notification")
+            failed = await send(url, text)
+            tg.cancel_scope.cancel()
+    if failed is None:
+        log.info("notified %s of the outcome", where(url))
+    else:
+        log.warning("notification to %s not delivered: %s", where(url), failed)
+        summary.warnings.append(f"notification to {where(url)} not delivered: {failed}")
+
+
 async def _write_report(
     out: Path,
     summary: Summary,
@@ -410,11 +516,19 @@ async def _write_report(
     manifest: Manifest | None,
     now: float,
     settings: RunSettings,
+    watch_signals: bool,
 ) -> None:
     """OUT/report.html at the end of a run, from what the run holds (``state`` kept current
     by the ledger writer, the jobs): nothing is read back. A failure to write it is a
-    warning, not the run's."""
-    from batchgen.report.page import write_report
+    warning, not the run's; so is a Ctrl-C / SIGTERM while it is written (with
+    ``watch_signals``), which stops it: the summary then says how to make it."""
+    from batchgen.report.page import ReportStopped, write_report
+
+    stop = threading.Event()
+
+    def failed(exc: Exception) -> None:  # the images and the ledger are what matter; say why, go on
+        log.warning("report not written: %s: %s", type(exc).__name__, exc)
+        summary.warnings.append(f"report not written ({exc}); run `batchgen report {out}`")
 
     try:
         status = run_status(
@@ -426,9 +540,21 @@ async def _write_report(
             retention=settings.retention,
             margin=settings.margin,
         )
-        summary.report_path = await anyio.to_thread.run_sync(
-            partial(write_report, status), abandon_on_cancel=True
-        )
-    except Exception as exc:  # the images and the ledger are what matter; say why, go on
-        log.warning("report not written: %s: %s", type(exc).__name__, exc)
-        summary.warnings.append(f"report not written ({exc}); run `batchgen report {out}`")
+    except Exception as exc:
+        failed(exc)
+        return
+    if summary.interrupted:
+        log.info("writing the report of what is done so far (Ctrl-C again to skip it)")
+    async with anyio.create_task_group() as tg:
+        if watch_signals:
+            tg.start_soon(_on_signal, stop.set, "not writing the report")
+        try:
+            summary.report_path = await anyio.to_thread.run_sync(
+                partial(write_report, status, stop=stop.is_set), abandon_on_cancel=True
+            )
+        except ReportStopped:
+            summary.warnings.append(f"report not written (stopped by a signal); run `batchgen report {out}`")
+        except Exception as exc:
+            failed(exc)
+        finally:
+            tg.cancel_scope.cancel()

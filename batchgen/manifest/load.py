@@ -270,18 +270,29 @@ class _Walk:
         for missing in [n for n in filename.names if n not in known and jobs_ok]:
             check.error(filename_line, "output.filename", undefined(missing, known))
 
-        report: dict[str, str] = {}
+        report: dict[str, tuple[str, ...]] = {}
         if "report" in top:
             items = nodes.mapping(top["report"], "report", REPORT_KEYS)
             for key, node in items.items():
-                value = nodes.scalar(node) if isinstance(node, yaml.ScalarNode) else None
-                if not isinstance(value, str) or (jobs_ok and value not in known - {"index", "key"}):
+                # One name, or a list of names (the levels of that axis, outermost first).
+                listed = node.value if isinstance(node, yaml.SequenceNode) and node.value else [node]
+                values = [nodes.scalar(n) if isinstance(n, yaml.ScalarNode) else None for n in listed]
+                axis = tuple(v for v in values if isinstance(v, str))
+                wrong = [
+                    v
+                    for v in values
+                    if not isinstance(v, str) or (jobs_ok and v not in known - {"index", "key"})
+                ]
+                if wrong or len(set(axis)) != len(axis):
+                    shown = ", ".join(repr(v) for v in wrong) or "a name listed twice"
                     check.error(
-                        nodes.at(node), f"report.{key}", "must name a parameter or a label of the jobs"
+                        nodes.at(node),
+                        f"report.{key}",
+                        f"must name a parameter or a label of the jobs, or a list of them ({shown})",
                     )
                 else:
-                    report[key] = value
-        check.unused_axes({*filename.names, *report.values()})
+                    report[key] = axis
+        check.unused_axes({*filename.names, *(n for axis in report.values() for n in axis)})
 
         return Manifest(
             path=self.path,

@@ -87,7 +87,7 @@ class Manifest:
     filename: Template
     filename_line: int | None
     warnings: list[Problem] = field(default_factory=list)
-    report: Mapping[str, str] = field(default_factory=dict)
+    report: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # rows, columns: names
     date: str = ""  # the run's date (UTC, YYYY-MM-DD): fills {date} in the name and filenames
 
     @property

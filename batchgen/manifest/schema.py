@@ -103,7 +103,21 @@ def manifest_schema() -> dict[str, Any]:
             },
             "report": {
                 "type": "object",
-                "properties": {key: {"type": "string"} for key in REPORT_KEYS},
+                "properties": {
+                    key: {
+                        "description": "a parameter or label, or a list of them (the axis's levels)",
+                        "anyOf": [
+                            {"type": "string"},
+                            {
+                                "type": "array",
+                                "items": {"type": "string"},
+                                "minItems": 1,
+                                "uniqueItems": True,
+                            },
+                        ],
+                    }
+                    for key in REPORT_KEYS
+                },
                 "additionalProperties": False,
             },
         },

@@ -6,8 +6,8 @@ Kubernetes); the README's table says the same. Two ways lead to a code:
 - an error raised out of a command (:func:`exit_code_for`: :data:`ERROR_EXITS` has a row
   for every exception class of :mod:`batchgen.errors`, and for an interrupt and a closed
   pipe);
-- a ``batchgen run`` that finished (:func:`outcome_exit_code`: the first that applies of
-  4, 130, 3, 6, 5, 1, else 0).
+- a ``batchgen run`` that finished, or was refused holding its folder
+  (:func:`outcome_exit_code`: the first that applies of 2, 4, 130, 3, 6, 5, 1, else 0).
 """
 
 from __future__ import annotations
@@ -43,7 +43,10 @@ EXIT_MEANINGS: Mapping[int, str] = {
         "the run finished, but some jobs failed (now, or permanently in an earlier run),"
         " or are not known whether paid (a submit in doubt, left for a rerun)"
     ),
-    ExitCode.USAGE: "usage or manifest error, no key, or the output folder is locked: nothing was submitted",
+    ExitCode.USAGE: (
+        "usage or manifest error, no key, the output folder locked or another batch's, or the estimate"
+        " over --budget: nothing was submitted"
+    ),
     ExitCode.FATAL_API: "fatal API condition (key, permissions, unknown model, no credits, a redirect)",
     ExitCode.WRITE_FAILED: "a file under the output folder could not be written (disk full?); rerun then",
     ExitCode.BUDGET: "--budget reached: nothing more submitted, jobs in flight finished",
@@ -98,20 +101,24 @@ def exit_code_for(exc: BaseException) -> ExitCode:
 def outcome_exit_code(summary: Summary) -> ExitCode:
     """The exit code a finished run's outcome calls for.
 
-    4 a file under OUT could not be written (disk full; it may also have been
-    interrupted), 130 interrupted, 3 stopped by a fatal API condition, 6 stopped by
-    ``--halt-on-failure-rate`` with jobs left, 5 stopped at ``--budget``, 1 some job
-    failed (now or, not retried, earlier) or is not known to be paid for (its submit in
-    doubt, left for a rerun), else 0.
+    2 refused before anything was sent (an estimate over ``--budget``), 4 a file under
+    OUT could not be written (disk full; it may also have been
+    interrupted), 130 interrupted, 3 stopped by a fatal API condition, 6 the failure
+    rate went over ``--halt-on-failure-rate`` (whether or not jobs were left to submit:
+    the flag in ``summary.json`` and the code say the same), 5 stopped at ``--budget``,
+    1 some job failed (now or, not retried, earlier) or is not known to be paid for (its
+    submit in doubt, left for a rerun), else 0.
     """
     s = summary
+    if s.refused:
+        return ExitCode.USAGE
     if s.write_error:
         return ExitCode.WRITE_FAILED
     if s.interrupted:
         return ExitCode.INTERRUPTED
     if s.fatal:
         return ExitCode.FATAL_API
-    if s.failure_rate_halted and s.not_run:
+    if s.failure_rate_halted:
         return ExitCode.FAILURE_RATE
     if s.budget_reached and not s.all_done:
         return ExitCode.BUDGET

@@ -20,9 +20,16 @@ from batchgen.errors import BatchgenError
 from batchgen.outcome.status import Manifested, Status
 from batchgen.output.layout import IMAGES_DIR, LEDGER_NAME, LOCK_NAME
 from batchgen.output.replay import LedgerState, RunRecord, replay
-from batchgen.output.resume import DEFAULT_MARGIN, DEFAULT_RETENTION, Submit, decide, rerun_verb
+from batchgen.output.resume import (
+    DEFAULT_MARGIN,
+    DEFAULT_RETENTION,
+    Submit,
+    decide,
+    leads_outside,
+    rerun_verb,
+)
 
-__all__ = ["merge_status", "read_status"]
+__all__ = ["merge_status", "read_status", "removed_images"]
 
 _TORN = "incomplete last line ignored"
 
@@ -136,10 +143,30 @@ def read_status(
         if isinstance(decision, Submit) and decision.reason == "file-outside":
             outside.append(record.file or "")
     status.warnings.extend(_outside_warnings(out_dir, outside))
+    status.removed_images = removed_images(out_dir, state, found.keys)
     new = len(found.keys - state.keys()) if found.keys is not None else 0
     if new:
         status.rerun["submit"] += new
     return status
+
+
+def removed_images(out_dir: Path, state: LedgerState, keys: frozenset[str] | None) -> list[str]:
+    """Images the ledger records for jobs not in ``keys`` (the manifest's) that are still in
+    ``OUT/images`` (not through a symlink out of it), less any that is also a current job's
+    image (a new job written to the same name); sorted. None known without the manifest."""
+    if keys is None:
+        return []
+    current = {r.file for k, r in state.records.items() if k in keys and r.file}
+    found = {
+        r.file
+        for k, r in state.records.items()
+        if k not in keys
+        and r.file
+        and r.file not in current
+        and (out_dir / r.file).is_file()
+        and not leads_outside(out_dir, r.file)
+    }
+    return sorted(found)
 
 
 def merge_status(statuses: list[Status]) -> Status:
@@ -191,6 +218,7 @@ def merge_status(statuses: list[Status]) -> Status:
         rerun=rerun,
         warnings=warnings,
         folders=[s.out_dir for s in statuses],
+        removed_images=[str(s.out_dir / f) for s in statuses for f in s.removed_images],
     )
 
 

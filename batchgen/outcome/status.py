@@ -8,6 +8,7 @@ rerun would do with each job; every figure is derived from those, never stored:
   permanent or retryable), in flight (submitted, not finished; with their age against
   the API's 1-hour retention), expired (about to be resubmitted), not started (in the
   manifest, never submitted; known only when the manifest is);
+- jobs no longer in the manifest, and their images still in the folder;
 - the runs, whether one is going now, images per minute of the latest run, the last error;
 - for the report: wall time, images per minute, inference p50 / p95, requests per image
   and 429s over every run.
@@ -58,7 +59,7 @@ class Manifested:
     keys: frozenset[str] | None = None  # its jobs' keys, if it could be loaded
     problem: str | None = None  # why it could not be, if it could not
     name: str | None = None  # the run name
-    report: Mapping[str, str] = field(default_factory=dict)  # its ``report: {rows, columns}``
+    report: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # its ``report: {rows, columns}``
     jobs: tuple[Job, ...] | None = None  # every job, when asked for (the report places them all)
 
     @property
@@ -85,6 +86,9 @@ class Status:
     rerun: Counter[str] = field(default_factory=Counter)  # what a rerun would do, by action
     warnings: list[str] = field(default_factory=list)
     folders: list[Path] = field(default_factory=list)  # when merged: every folder read
+    # Images (relative to OUT; paths when merged) of jobs no longer in the manifest, still
+    # under images/: what `batchgen tidy` sets aside. Found when the folder is read.
+    removed_images: list[str] = field(default_factory=list)
 
     # --- jobs by state ----------------------------------------------------------------
 
@@ -274,6 +278,7 @@ class Status:
                 "not_started": self.not_started,
                 "removed": self.removed,
             },
+            "removed_images": list(self.removed_images),
             "failures": [
                 {"code": f.code, "error": f.error, "retryable": f.retryable, "jobs": f.count}
                 for f in self.failure_reasons()

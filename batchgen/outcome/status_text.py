@@ -8,6 +8,8 @@ from batchgen.output.resume import RerunVerb
 
 __all__ = ["format_status"]
 
+_LISTED = 10  # images of removed jobs named one by one
+
 # How the plan line says each verb of the resume rule (output/resume.py RERUN_VERBS).
 _RERUN_WORDS: tuple[tuple[RerunVerb, str], ...] = (
     ("skip", "skip {} done"),
@@ -94,6 +96,15 @@ def format_status(status: Status) -> str:
     lines.append(f"  not started  {not_started if not_started is not None else 'unknown'}")
     if s.removed:
         lines.append(f"  {s.removed} jobs in the ledger are no longer in the manifest (left alone)")
+    if s.removed_images:
+        tidy = "batchgen tidy FOLDER" if s.folders else f"batchgen tidy {s.out_dir}"
+        lines.append(
+            f"  {len(s.removed_images)} images of jobs no longer in the manifest are still in images/"
+            f" ({tidy} moves them to removed/):"
+        )
+        lines.extend(f"    {file}" for file in s.removed_images[:_LISTED])
+        if len(s.removed_images) > _LISTED:
+            lines.append(f"    ... and {len(s.removed_images) - _LISTED} more (--json lists all)")
     ipm = s.images_per_minute
     if latest is not None:
         which = "this run" if s.running_pid is not None else "last run"

@@ -26,6 +26,8 @@ __all__ = [
     "Figure",
     "Summary",
     "format_summary",
+    "outcome_fields",
+    "outcome_line",
     "summary_json",
 ]
 
@@ -80,6 +82,8 @@ class Summary:
     cost_unknown: int = 0  # requests the history did not price (yet)
     estimated_cost: float | None = None  # before the run: jobs to submit x price per image
     budget_reached: bool = False
+    refused: str | None = None  # why the run was refused before it sent anything (over --budget)
+    emulated: bool = False  # run against the emulator: its cost and times are not Segmind's
     failure_rate_halted: bool = False  # --halt-on-failure-rate stopped the submits
     interrupted: bool = False
     fatal: str | None = None  # why the run stopped (401/403/404 on submit, 406), if it did
@@ -196,6 +200,8 @@ FIGURES: tuple[Figure, ...] = (
     Figure("recovered", "submits_in_doubt.found_in_history"),
     Figure("unreconciled", "submits_in_doubt.sent_again_unchecked"),
     Figure("uncertain_why", "submits_in_doubt.why_not_known", ledger=False),
+    Figure("emulated", "emulated", ledger=False),
+    Figure("refused", "stopped.refused", ledger=False),
     Figure("interrupted", "stopped.interrupted"),
     Figure("fatal", "stopped.fatal"),
     Figure("write_error", "stopped.write_error"),
@@ -247,6 +253,49 @@ def summary_json(
     return data
 
 
+def outcome_fields(summary: Summary) -> dict[str, Any]:
+    """The outcome in a few JSON fields: the run's last log line (``--log-format json``) and
+    a notification carry them (``summary.json`` has everything)."""
+    s = summary
+    code = s.exit_code
+    return {
+        "exit_code": code,
+        "exit_name": ExitCode(code).name.lower(),
+        "jobs": {
+            "total": s.total,
+            "done": s.done,
+            "failed": s.failed + s.skipped_failed,
+            "not_run": s.not_run,
+        },
+        "cost_usd": s.cost_usd,
+        "emulated": s.emulated,
+        "wall_time_s": rounded(s.wall_time, 3),
+        "refused": s.refused,
+        "report": None if s.report_path is None else str(s.report_path),
+    }
+
+
+def outcome_line(summary: Summary, name: str | None = None) -> str:
+    """The outcome in one line: the run's last log line, and a notification's text.
+
+    ``nightly: exit 1 (jobs_failed): 13 of 14 jobs done, 1 failed, 0 not finished;
+    0.56 USD; 6m 41s; report output/nightly/report.html``.
+    """
+    s = summary
+    code = s.exit_code
+    text = f"{name}: " if name else ""
+    text += f"exit {code} ({ExitCode(code).name.lower()}): "
+    if s.refused:
+        return text + f"refused, nothing was sent: {s.refused}"
+    text += f"{s.done} of {s.total} jobs done, {s.failed + s.skipped_failed} failed, {s.not_run} not finished"
+    if s.cost_usd is not None:
+        text += f"; {s.cost_usd:.2f} USD" + (" (emulated, not paid)" if s.emulated else "")
+    text += f"; {format_duration(s.wall_time)}"
+    if s.report_path is not None:
+        text += f"; report {s.report_path}"
+    return text
+
+
 def format_summary(summary: Summary) -> str:
     """The multi-line summary printed at the end of a run."""
     s = summary
@@ -261,7 +310,8 @@ def format_summary(summary: Summary) -> str:
     if s.not_run:
         lines.append(f"  {s.not_run} not finished (the run stopped early)")
     num = format_number
-    lines.append(f"wall time {format_duration(s.wall_time)}, {num(s.images_per_minute, '.1f')} images/min")
+    speed = f"wall time {format_duration(s.wall_time)}, {num(s.images_per_minute, '.1f')} images/min"
+    lines.append(speed + (" (emulated: the emulator's speed, not Segmind's)" if s.emulated else ""))
     lines.append(
         f"inference time p50 {num(s.inference_p50, '.1f', 's')}, p95 {num(s.inference_p95, '.1f', 's')}"
     )
@@ -277,6 +327,8 @@ def format_summary(summary: Summary) -> str:
         cost = f"cost of the batch so far {s.cost_usd:.2f} USD"
         if s.remaining_credits is not None:
             cost += f" ({s.remaining_credits:g} credits left)"
+        if s.emulated:
+            cost += " (emulated: at list price, nothing was paid)"
         if s.cost_failed_usd:
             cost += f" ({s.cost_failed_usd:.2f} USD on requests that failed)"
         if s.cost_unknown:

@@ -10,6 +10,7 @@
       report.html       the page about the run (REPORT_HTML)
       thumbs/           its thumbnails (THUMBS_DIR)
       grids/            its contact sheets as PNG (GRIDS_DIR)
+      removed/          images of jobs no longer in the manifest, set aside by ``batchgen tidy`` (REMOVED_DIR)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ __all__ = [
     "LEDGER_NAME",
     "LOCK_NAME",
     "PART_SUFFIX",
+    "REMOVED_DIR",
     "REPORT_HTML",
     "SUMMARY_JSON",
     "THUMBS_DIR",
@@ -33,3 +35,4 @@ SUMMARY_JSON = "summary.json"
 REPORT_HTML = "report.html"
 THUMBS_DIR = "thumbs"
 GRIDS_DIR = "grids"
+REMOVED_DIR = "removed"

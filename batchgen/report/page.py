@@ -27,7 +27,7 @@ import html
 import json
 import os
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
@@ -40,10 +40,10 @@ from batchgen.outcome.status import Status
 from batchgen.output.layout import GRIDS_DIR, REPORT_HTML
 from batchgen.output.ledger import format_ts
 from batchgen.output.resume import leads_outside
-from batchgen.report.sheets import ReportJob, Sheet, contact_sheets, save_grid
+from batchgen.report.sheets import ReportJob, Sheet, column_spans, contact_sheets, save_grid
 from batchgen.report.thumbs import make_thumbnails, thumb_relpath
 
-__all__ = ["report_jobs", "write_report"]
+__all__ = ["ReportStopped", "report_jobs", "write_report"]
 
 
 def report_jobs(status: Status) -> list[ReportJob]:
@@ -85,7 +85,11 @@ def _report_job(
     )
 
 
-def _with_thumbs(out_dir: Path, jobs: list[ReportJob]) -> list[ReportJob]:
+class ReportStopped(Exception):
+    """Writing the report was stopped (``stop()`` became true): the page was not replaced."""
+
+
+def _with_thumbs(out_dir: Path, jobs: list[ReportJob], stop: Callable[[], bool]) -> list[ReportJob]:
     from dataclasses import replace
 
     # An image that leads outside OUT/images (a symlink) is not the run's: it is neither
@@ -95,7 +99,7 @@ def _with_thumbs(out_dir: Path, jobs: list[ReportJob]) -> list[ReportJob]:
         for j in jobs
         if j.file and j.sha256 and (out_dir / j.file).is_file() and not leads_outside(out_dir, j.file)
     ]
-    made = make_thumbnails(out_dir, wanted)
+    made = make_thumbnails(out_dir, wanted, stop=stop)
     shown = {pair for pair in wanted if pair[1] in made}
     return [
         replace(j, thumb=thumb_relpath(j.sha256)) if (j.file, j.sha256) in shown and j.sha256 else j
@@ -103,19 +107,31 @@ def _with_thumbs(out_dir: Path, jobs: list[ReportJob]) -> list[ReportJob]:
     ]
 
 
-def write_report(status: Status) -> Path:
+def write_report(status: Status, *, stop: Callable[[], bool] = lambda: False) -> Path:
     """Write ``OUT/report.html`` (and the thumbnails and grid PNGs it needs); its path.
 
     ``status`` is what a run holds at its end (:func:`batchgen.outcome.status.run_status`)
     or what ``batchgen report OUT`` read from the folder
     (:func:`batchgen.outcome.read.read_status` with ``keep_jobs=True``): the page is
-    written from it and the images, and reads nothing else.
+    written from it and the images, and reads nothing else. ``stop`` is asked between
+    thumbnails and grids: once it is true, :class:`ReportStopped` is raised and the page
+    is left as it was (thumbnails and grids already made are kept for the next one).
     """
+
+    def check() -> None:
+        if stop():
+            raise ReportStopped("the report was stopped before it was written")
+
     out_dir = status.out_dir
-    jobs = _with_thumbs(out_dir, report_jobs(status))
+    jobs = _with_thumbs(out_dir, report_jobs(status), stop)
+    check()
     report = status.manifest.report
     sheets = contact_sheets(jobs, rows=report.get("rows"), columns=report.get("columns"))
-    grids = [save_grid(sheet, out_dir, f"{i + 1:02d}-{sheet.slug}") for i, sheet in enumerate(sheets)]
+    grids = []
+    for i, sheet in enumerate(sheets):
+        check()
+        grids.append(save_grid(sheet, out_dir, f"{i + 1:02d}-{sheet.slug}"))
+    check()
     for stale in set((out_dir / GRIDS_DIR).glob("*.png")) - {out_dir / g for g in grids}:
         stale.unlink(missing_ok=True)  # a sheet of an earlier report that is no longer drawn
     page = render_page(status, jobs, sheets, grids)
@@ -152,6 +168,12 @@ def _header(status: Status, jobs: Sequence[ReportJob]) -> str:
         if s.running_pid is not None
         else ""
     )
+    if s.running_pid is None and s.last_stop:
+        # An interrupted (or stopped) run's page is about what was done by then.
+        running = (
+            f'<p class="live">The last run stopped early ({_e(s.last_stop)}): this page shows what was'
+            " done by then. Run the same command again to finish the batch.</p>"
+        )
     facts = [
         ("manifest", f"{_e(s.manifest.path or 'none recorded')}"
          + (f' <code title="{_e(sha)}">sha256 {_e(sha[:12])}</code>' if sha else "")
@@ -204,11 +226,26 @@ def _failures(jobs: Sequence[ReportJob]) -> str:
 
 
 def _sheet_html(sheet: Sheet, grid: str, number: int, item_of: Mapping[str, int]) -> str:
-    head = "".join(f'<th scope="col">{_e(v)}</th>' for v in sheet.column_values)
+    """A sheet as a pivot table: a header row per column level (equal neighbours spanned),
+    a header cell per row (its values, then its companions), a thumbnail per cell."""
+    head: list[str] = []
+    levels = len(sheet.columns)
+    for level, name in enumerate(sheet.columns):
+        # The corner names the level; the last one also the rows: "sku \\ aspect_ratio".
+        last = level == levels - 1 and sheet.rows
+        corner = f"{_e(' · '.join(sheet.rows))} \\ {_e(name)}" if last else _e(name)
+        spans = "".join(
+            f'<th scope="colgroup" colspan="{width}">{_e(text)}</th>'
+            if width > 1
+            else f'<th scope="col">{_e(text)}</th>'
+            for text, width in column_spans(sheet, level)
+        )
+        head.append(f'<tr><th class="corner">{corner}</th>{spans}</tr>')
     body: list[str] = []
-    for r, row_value in enumerate(sheet.row_values):
-        cells = [f'<th scope="row">{_e(row_value)}</th>']
-        for c in range(len(sheet.column_values)):
+    for r, header in enumerate(sheet.row_headers):
+        notes = "".join(f"<small>{_e(note)}</small>" for note in header.notes)
+        cells = [f'<th scope="row">{_e(header.text)}{notes}</th>']
+        for c in range(len(sheet.column_headers)):
             job = sheet.cells.get((r, c))
             if job is None:
                 cells.append('<td class="empty" title="no job with these values"></td>')
@@ -216,7 +253,7 @@ def _sheet_html(sheet: Sheet, grid: str, number: int, item_of: Mapping[str, int]
                 cells.append(
                     f'<td class="done"><img data-src="{_url(job.thumb)}"'
                     f' data-i="{item_of[job.key]}" alt="{_e(job.params.get("prompt", ""))}"'
-                    f' title="#{_e(job.index)}"></td>'
+                    f' title="#{_e(job.index)} seed {_e(job.params.get("seed", ""))}"></td>'
                 )
             elif job.state == "failed":
                 detail = f"{job.code if job.code is not None else ''} {job.error or ''}".strip()
@@ -227,16 +264,15 @@ def _sheet_html(sheet: Sheet, grid: str, number: int, item_of: Mapping[str, int]
     hidden = ""
     if sheet.hidden_rows or sheet.hidden_columns:
         hidden = (
-            f'<p class="note">Showing the first {len(sheet.row_values)} rows and'
-            f" {len(sheet.column_values)} columns: {sheet.hidden_rows} rows and {sheet.hidden_columns}"
+            f'<p class="note">Showing the first {len(sheet.row_headers)} rows and'
+            f" {len(sheet.column_headers)} columns: {sheet.hidden_rows} rows and {sheet.hidden_columns}"
             " columns more are in the gallery.</p>"
         )
     return (
         f'<figure class="sheet" id="sheet-{number}"><figcaption><b>{_e(sheet.title)}</b> '
         f'<a href="{_url(grid)}">PNG</a></figcaption>{hidden}'
-        f'<div class="scroll"><table class="grid" data-rows="{len(sheet.row_values)}"'
-        f' data-columns="{len(sheet.column_values)}"><thead><tr>'
-        f'<th class="corner">{_e(sheet.rows)} \\ {_e(sheet.columns)}</th>{head}</tr></thead>'
+        f'<div class="scroll"><table class="grid" data-rows="{len(sheet.row_headers)}"'
+        f' data-columns="{len(sheet.column_headers)}"><thead>{"".join(head)}</thead>'
         f"<tbody>{''.join(body)}</tbody></table></div></figure>"
     )
 
@@ -282,7 +318,11 @@ def render_page(
         _sheet_html(s, g, i + 1, item_of) for i, (s, g) in enumerate(zip(sheets, grids, strict=True))
     )
     if not sheets:
-        sheets_html = '<p class="none">No two parameters or labels vary together across these jobs.</p>'
+        sheets_html = (
+            '<p class="none">No layout fits these jobs: a sheet needs something that varies across'
+            " items (an aspect ratio, a seed, a style) with three quarters of its cells filled;"
+            " <code>report: {rows, columns}</code> in the manifest chooses the axes.</p>"
+        )
     payload = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
     title = _e(status.manifest.name or status.out_dir.name)
     count = len(data["items"])

@@ -1,24 +1,46 @@
-"""Contact sheets: a run's jobs laid out along two axes, in the manner of A1111's X/Y/Z plot.
+"""Contact sheets: a run's jobs laid out the way a person looks at them.
 
-A *sheet* puts one parameter or label on its rows and another on its columns; every
-other name that varies and is not already implied by those (a prompt built from the
-labels on the axes, a SKU's name) is a *Z* value, one sheet per combination. A cell
-holds the job with those values: its thumbnail, a marked blank if it failed, a plain
-blank if it has not run (or no job has those values).
+A *sheet* is a pivot table of thumbnails: one row per *item*, one column per
+combination of what else varies. What the shipped manifests get:
 
-The axes are the manifest's ``report: {rows, columns}`` when given; otherwise the
-names with the most distinct values, trying pairs in that order until one fills at
-least three quarters of its cells, with four cells a sheet on average (a catalog's
-derived seeds differ per product, so seed x SKU is mostly empty and is passed over for
-SKU x shot). No pair fills: no sheets.
+- a catalog (products from a CSV, 2 aspect ratios, 2 seeds each): a row per product,
+  its other columns (name, category) beside it, a column per aspect ratio and seed;
+- a seed sweep: a row per seed, a column per setting (guidance x steps);
+- a manifest of unlike entries (``manifests/nightly.yaml``): a sheet per entry.
 
-Each sheet is also drawn as a labelled PNG (:func:`save_grid`) into ``OUT/grids/``.
+How the layout is chosen, for each *group* of jobs (the jobs that carry the same set of
+labels: a manifest's entries, mostly), in order of their first job:
+
+1. the names that vary in the group (parameters and labels); a prompt rendered from the
+   others (a template of labels) is not one of them;
+2. the rows: the name with the most values that something else *crosses* (occurs with
+   most of its values: a product's aspect ratios) or *repeats under* (several values
+   each: a product's derived seeds). The names it determines (a SKU's name and
+   category) are its *companions*, shown in its row headers, not axes of their own;
+3. the columns: the crossing names, as the levels of a pivot-table header, outermost
+   first (labels in the order written, then parameters); a name that repeats under the
+   rows (derived seeds, different for every product) becomes a last level of ordinals,
+   ``seed #1``, ``seed #2``; a name the rows and columns determine is left to the cells;
+4. more than :data:`MAX_AUTO_COLUMNS` columns: the innermost crossing names make one
+   sheet per value instead (the Z of A1111's X/Y/Z plot).
+
+A group where a single name varies (up to :data:`MAX_STRIP` values) is a one-row strip.
+The manifest's ``report: {rows, columns}`` (a name, or a list of names each) overrides
+the automatic choice in each group where those names vary: there, a name left out that
+crosses them makes one sheet per value, one that repeats under them a level of
+ordinals, and a column name the rows determine (a product's own aspect ratio) is left
+out. A layout is kept only when at least three quarters of its cells hold a job (the manifest's choice
+too: else the automatic one is tried), else the group gets no sheet (the gallery has
+every image). Rows and columns keep the
+order of the jobs (the order the manifest wrote them in).
+
+Each sheet is also drawn as a labelled PNG (:func:`save_grid`) into ``OUT/grids/``, in
+a font that has a glyph for every character it draws (:mod:`batchgen.report.glyphs`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import os
 import re
 from collections import defaultdict
@@ -27,26 +49,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
+from PIL import Image, ImageDraw, PngImagePlugin
 
 from batchgen.manifest.template import render_value
 from batchgen.output.layout import GRIDS_DIR
+from batchgen.report.glyphs import Font, font
 
 __all__ = [
+    "MAX_AUTO_COLUMNS",
     "MAX_COLUMNS",
     "MAX_ROWS",
+    "MAX_STRIP",
     "ReportJob",
+    "RowHeader",
     "Sheet",
-    "axis_values",
+    "column_spans",
     "contact_sheets",
     "save_grid",
 ]
 
 MAX_ROWS = 60  # per sheet; beyond, the sheet says how many it leaves out
 MAX_COLUMNS = 30
+MAX_AUTO_COLUMNS = 12  # the automatic layout moves crossing names to sheets of their own beyond
+MAX_STRIP = 12  # a single varying name: a one-row strip of at most this many images
 MAX_SHEETS = 40
-_CANDIDATES = 16  # names considered for the axes, most values first
-_MISSING = "—"  # a label some jobs do not have
+MIN_FILL = 0.75  # of a layout's cells that must hold a job
+_CANDIDATES = 16  # names tried for the rows, most values first
+_MISSING = "—"  # a label some jobs do not have (only across groups: a group's jobs all have it)
+_ORDINAL = " #"  # a level of ordinals is named after the name that repeats: "seed #"
+_NOTES = 2  # companions shown in a row header
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,147 +105,288 @@ class ReportJob:
         return self.params.get(name, _MISSING)
 
 
+@dataclass(frozen=True, slots=True)
+class RowHeader:
+    """A row's values as text, and its companions (``name=value``, the first few)."""
+
+    text: str
+    notes: tuple[str, ...] = ()
+
+
 @dataclass(slots=True)
 class Sheet:
-    """One contact sheet: row and column values, the fixed Z values, the jobs by cell."""
+    """One contact sheet: row headers, column header levels, the fixed values, jobs by cell.
 
-    rows: str
-    columns: str
+    ``columns`` names the header's levels, outermost first (``"seed #"`` for ordinals);
+    ``column_headers[c]`` has one text per level. A one-row strip has ``rows == ()``.
+    """
+
+    rows: tuple[str, ...]
+    columns: tuple[str, ...]
     fixed: tuple[tuple[str, Any], ...]
-    row_values: list[Any]
-    column_values: list[Any]
+    row_headers: list[RowHeader]
+    column_headers: list[tuple[str, ...]]
     cells: dict[tuple[int, int], ReportJob] = field(default_factory=dict)
     hidden_rows: int = 0  # beyond MAX_ROWS
-    hidden_columns: int = 0
+    hidden_columns: int = 0  # beyond MAX_COLUMNS
 
     @property
     def title(self) -> str:
-        """``seed x text_guidance_scale, steps_num=30``."""
+        """``sku x aspect_ratio · seed #``, ``seed x text_guidance_scale, steps_num=30``."""
+        columns = " · ".join(self.columns)
+        axes = f"{' · '.join(self.rows)} x {columns}" if self.rows else columns
         fixed = ", ".join(f"{name}={render_value(value)}" for name, value in self.fixed)
-        return f"{self.rows} x {self.columns}" + (f", {fixed}" if fixed else "")
+        return axes + (f", {fixed}" if fixed else "")
 
     @property
     def slug(self) -> str:
         """A file name for the sheet's PNG."""
-        text = "-".join([self.rows, self.columns, *(f"{n}-{render_value(v)}" for n, v in self.fixed)])
-        return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:120].strip("_") or "sheet"
+        parts = [*self.rows, *self.columns, *(f"{n}-{render_value(v)}" for n, v in self.fixed)]
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(parts))[:120].strip("_") or "sheet"
 
 
-def _sort_key(value: Any) -> tuple[int, float, str]:
-    if isinstance(value, bool):
-        return (1, float(value), "")
-    if isinstance(value, int | float):
-        return (0, float(value), "")
-    return (2, 0.0, render_value(value))
+# --- choosing the layout ---------------------------------------------------------------
 
 
-def axis_values(jobs: Sequence[ReportJob]) -> dict[str, list[Any]]:
-    """Every name that varies across ``jobs`` and its distinct values, most values first."""
-    seen: dict[str, dict[str, Any]] = {}
-    for job in jobs:
-        for name in itertools.chain(job.params, job.labels):
-            seen.setdefault(name, {})
-    for name, values in seen.items():
-        for job in jobs:
-            value = job.value(name)
-            values.setdefault(render_value(value), value)
-    varying = {n: list(v.values()) for n, v in seen.items() if len(v) > 1}
-    order = list(varying)
-    return dict(sorted(varying.items(), key=lambda item: (-len(item[1]), order.index(item[0]))))
+class _Group:
+    """A group's jobs (in index order) with each varying name's values rendered once."""
+
+    def __init__(self, jobs: Sequence[ReportJob]) -> None:
+        self.jobs = sorted(jobs, key=lambda j: j.index if j.index is not None else 0)
+        names: dict[str, None] = {}
+        for job in self.jobs:
+            names.update(dict.fromkeys(job.labels))
+        for job in self.jobs:
+            names.update(dict.fromkeys(n for n in job.params if n not in names))
+        self.text: dict[str, list[str]] = {}
+        self.constant: dict[str, Any] = {}
+        for name in names:
+            column = [render_value(job.value(name)) for job in self.jobs]
+            if len(set(column)) > 1:
+                self.text[name] = column
+            else:
+                self.constant[name] = self.jobs[0].value(name)
+        # Labels first (as written), then parameters (the table's order).
+        self.varying = list(self.text)
+
+    def distinct(self, names: Sequence[str]) -> int:
+        """How many distinct value combinations ``names`` take."""
+        return len(set(self.keys(names)))
+
+    def keys(self, names: Sequence[str]) -> list[tuple[str, ...]]:
+        """Each job's values of ``names``, as text."""
+        columns = [self.text[n] for n in names]
+        return [tuple(c[i] for c in columns) for i in range(len(self.jobs))]
+
+    def determined(self, name: str, by: Sequence[str]) -> bool:
+        """Whether ``name``'s value is a function of the values of ``by``."""
+        seen: dict[tuple[str, ...], str] = {}
+        return all(seen.setdefault(k, v) == v for k, v in zip(self.keys(by), self.text[name], strict=True))
+
+    def crosses(self, name: str, rows: Sequence[str]) -> bool:
+        """Whether ``name``'s values occur with most row values (a product's aspect ratios)."""
+        pairs = self.distinct([*rows, name])
+        return pairs >= MIN_FILL * self.distinct(rows) * self.distinct([name])
 
 
-def _determined(jobs: Sequence[ReportJob], name: str, by: Sequence[str]) -> bool:
-    """Whether ``name``'s value is a function of the values of ``by`` over ``jobs``."""
-    seen: dict[tuple[str, ...], str] = {}
-    for job in jobs:
-        given = tuple(render_value(job.value(n)) for n in by)
-        value = render_value(job.value(name))
-        if seen.setdefault(given, value) != value:
-            return False
-    return True
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    rows: tuple[str, ...]
+    columns: tuple[str, ...]  # crossing names, outermost first
+    ordinals: tuple[str, ...]  # names that repeat under a cell: a level of ordinals
+    fixed: tuple[str, ...]  # one sheet per value
+    companions: tuple[str, ...]
 
 
-def _fixed_names(jobs: Sequence[ReportJob], rows: str, columns: str, varying: Sequence[str]) -> list[str]:
-    """The Z names: what else varies, less what the others imply (prompt first)."""
-    rest = [n for n in varying if n not in (rows, columns)]
-    for name in sorted(rest, key=lambda n: n != "prompt"):
-        others = [n for n in rest if n != name]
-        if _determined(jobs, name, [rows, columns, *others]):
-            rest.remove(name)
-    return rest
+def _layout(
+    group: _Group, axes: Sequence[str], rows: Sequence[str], columns: Sequence[str] | None
+) -> _Layout | None:
+    """The layout with ``rows`` (and ``columns`` when given), or None if it shows nothing;
+    ``axes`` are the names that may be axes (the group's varying names, less a derived prompt)."""
+    names = [n for n in axes if n not in rows]
+    companions = [n for n in names if n != "prompt" and group.determined(n, rows)]
+    rest = [n for n in names if n not in companions and not group.determined(n, rows)]
+    if columns is None:
+        crossing = [n for n in rest if group.crosses(n, rows)]
+        shown = list(crossing)
+        fixed: list[str] = []
+        # Too many columns: the innermost crossing names get sheets of their own.
+        while len(shown) > 1 and group.distinct(shown) > MAX_AUTO_COLUMNS:
+            fixed.insert(0, shown.pop())
+    else:
+        # A name the rows determine (a product's own aspect ratio) is the row's, not a column.
+        shown = [n for n in columns if n not in rows and n not in companions]
+        fixed = [n for n in rest if n not in shown and group.crosses(n, [*rows, *shown])]
+    # A sheet's fixed name implied by the others (a style's code beside the style) is not
+    # one more split.
+    for name in reversed(list(fixed)):
+        if group.determined(name, [*rows, *shown, *(n for n in fixed if n != name)]):
+            fixed.remove(name)
+    placed = [*rows, *shown, *fixed]
+    ordinals = [n for n in rest if n not in placed and not group.determined(n, placed)]
+    if not shown and not ordinals:
+        return None  # the rows explain everything: not an item axis
+    return _Layout(tuple(rows), tuple(shown), tuple(ordinals[:1]), tuple(fixed), tuple(companions))
 
 
-def _layout(jobs: Sequence[ReportJob], rows: str, columns: str, fixed: Sequence[str]) -> list[Sheet]:
-    groups: dict[tuple[str, ...], list[ReportJob]] = defaultdict(list)
-    for job in jobs:
-        groups[tuple(render_value(job.value(n)) for n in fixed)].append(job)
+def _sheets(group: _Group, layout: _Layout, title_fixed: Sequence[tuple[str, Any]]) -> list[Sheet]:
+    """Place every job of ``group`` by ``layout``: a sheet per combination of its fixed names."""
+    jobs = group.jobs
+    row_keys = group.keys(layout.rows)
+    column_keys = group.keys(layout.columns)
+    fixed_keys = group.keys(layout.fixed)
+    # A name that repeats under a cell: its values there in job order are #1, #2, ...
+    ordinal: list[int] = [0] * len(jobs)
+    if layout.ordinals:
+        counts: dict[tuple[Any, ...], int] = defaultdict(int)
+        for i in range(len(jobs)):
+            cell = (fixed_keys[i], row_keys[i], column_keys[i])
+            counts[cell] += 1
+            ordinal[i] = counts[cell]
+    by_sheet: dict[tuple[str, ...], list[int]] = {}
+    for i in range(len(jobs)):
+        by_sheet.setdefault(fixed_keys[i], []).append(i)
+    level_names = (*layout.columns, *(f"{n}{_ORDINAL}" for n in layout.ordinals))
     sheets = []
-    for members in groups.values():
-        row_values = sorted(
-            {render_value(j.value(rows)): j.value(rows) for j in members}.values(), key=_sort_key
-        )
-        column_values = sorted(
-            {render_value(j.value(columns)): j.value(columns) for j in members}.values(), key=_sort_key
-        )
-        row_at = {render_value(v): i for i, v in enumerate(row_values)}
-        column_at = {render_value(v): i for i, v in enumerate(column_values)}
+    for members in by_sheet.values():
+        rows: dict[tuple[str, ...], int] = {}
+        columns: dict[tuple[str, ...], int] = {}
+        headers: list[RowHeader] = []
+        for i in members:
+            if row_keys[i] not in rows:
+                rows[row_keys[i]] = len(rows)
+                job = jobs[i]
+                notes = tuple(
+                    f"{n}={render_value(job.value(n))}" for n in layout.companions if n in job.labels
+                )[:_NOTES]
+                headers.append(RowHeader(" · ".join(row_keys[i]), notes))
+            column = column_keys[i] + ((f"#{ordinal[i]}",) if layout.ordinals else ())
+            columns.setdefault(column, len(columns))
+        first = jobs[members[0]]
         sheet = Sheet(
-            rows,
-            columns,
-            tuple((n, members[0].value(n)) for n in fixed),
-            row_values,
-            column_values,
+            layout.rows,
+            level_names,
+            (*title_fixed, *((n, first.value(n)) for n in layout.fixed)),
+            headers,
+            list(columns),
         )
-        for job in sorted(members, key=lambda j: j.index if j.index is not None else 0):
-            cell = (row_at[render_value(job.value(rows))], column_at[render_value(job.value(columns))])
-            sheet.cells.setdefault(cell, job)
+        for i in members:
+            column = column_keys[i] + ((f"#{ordinal[i]}",) if layout.ordinals else ())
+            sheet.cells.setdefault((rows[row_keys[i]], columns[column]), jobs[i])
         sheets.append(sheet)
     return sheets
 
 
 def _fill(sheets: Sequence[Sheet]) -> float:
-    cells = sum(len(s.row_values) * len(s.column_values) for s in sheets)
+    cells = sum(len(s.row_headers) * len(s.column_headers) for s in sheets)
     return sum(len(s.cells) for s in sheets) / cells if cells else 0.0
 
 
-def contact_sheets(
-    jobs: Sequence[ReportJob], *, rows: str | None = None, columns: str | None = None, min_fill: float = 0.75
-) -> list[Sheet]:
-    """The contact sheets of ``jobs`` (see the module docstring); [] when nothing fits."""
-    varying = axis_values(jobs)
-    names = list(varying)
-    # A prompt rendered from the other values (labels in its template) is not an axis of
-    # its own; a list of prompts is.
-    derived = "prompt" in varying and _determined(jobs, "prompt", [n for n in names if n != "prompt"])
-    candidates = [n for n in names if not (derived and n == "prompt")][:_CANDIDATES]
-    pairs: list[tuple[str, str]]
-    if rows in varying and columns in varying and rows != columns:
-        pairs = [(rows, columns)]
-    elif rows in varying or columns in varying:
-        given = rows if rows in varying else columns
-        assert given is not None
-        pairs = [(given, o) if rows == given else (o, given) for o in candidates if o != given]
-    else:
-        pairs = list(itertools.combinations(candidates, 2))
-    for row_name, column_name in pairs:
-        fixed = _fixed_names(jobs, row_name, column_name, names)
-        sheets = _layout(jobs, row_name, column_name, fixed)
-        if len(sheets) > len(jobs) / 4 or _fill(sheets) < min_fill:
-            continue  # sheets of a few cells, or with many holes: not a useful view
-        sheets.sort(key=lambda s: tuple(_sort_key(v) for _, v in s.fixed))
-        return [_capped(s) for s in sheets[:MAX_SHEETS]]
+def _strip(group: _Group, title_fixed: Sequence[tuple[str, Any]]) -> list[Sheet]:
+    """A one-row strip, when one name tells the group's few jobs apart (a prompt last)."""
+    if not 2 <= len(group.jobs) <= MAX_STRIP:
+        return []
+    names = sorted(group.varying, key=lambda n: n == "prompt")
+    for name in names:
+        if group.distinct([name]) == len(group.jobs):
+            sheet = Sheet((), (name,), tuple(title_fixed), [RowHeader("")], [])
+            for i, value in enumerate(group.text[name]):
+                sheet.column_headers.append((value,))
+                sheet.cells[(0, i)] = group.jobs[i]
+            return [sheet]
     return []
+
+
+def _groups(jobs: Sequence[ReportJob]) -> list[list[ReportJob]]:
+    """Jobs by the set of labels they carry, in order of each group's first job."""
+    groups: dict[frozenset[str], list[ReportJob]] = {}
+    for job in sorted(jobs, key=lambda j: j.index if j.index is not None else 0):
+        groups.setdefault(frozenset(job.labels), []).append(job)
+    return list(groups.values())
+
+
+def _as_names(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _group_sheets(
+    group: _Group, rows: tuple[str, ...], columns: tuple[str, ...], title_fixed: Sequence[tuple[str, Any]]
+) -> list[Sheet]:
+    varying = set(group.varying)
+    given_rows = rows if rows and set(rows) <= varying else ()
+    given_columns = tuple(n for n in columns if n in varying and n not in given_rows) or None
+    # A prompt rendered from the other names (a template of labels) is no axis of its own.
+    derived = "prompt" in varying and group.determined("prompt", [n for n in group.varying if n != "prompt"])
+    axes = [n for n in group.varying if not (derived and n == "prompt")]
+    order = {n: i for i, n in enumerate(group.varying)}
+    ranked = sorted(axes, key=lambda n: (-group.distinct([n]), order[n]))[:_CANDIDATES]
+    # The manifest's choice first; should it leave most cells empty, the automatic one.
+    tries: list[tuple[tuple[str, ...], tuple[str, ...] | None]] = []
+    if given_rows:
+        tries.append((given_rows, given_columns))
+    elif given_columns:
+        tries += [((n,), given_columns) for n in ranked if n not in given_columns]
+    tries += [((n,), None) for n in ranked]
+    for rows_tried, columns_tried in tries:
+        layout = _layout(group, axes, rows_tried, columns_tried)
+        if layout is None:
+            continue
+        sheets = _sheets(group, layout, title_fixed)
+        if _fill(sheets) >= MIN_FILL:
+            return sheets
+    return _strip(group, title_fixed)
+
+
+def contact_sheets(
+    jobs: Sequence[ReportJob],
+    *,
+    rows: str | Sequence[str] | None = None,
+    columns: str | Sequence[str] | None = None,
+) -> list[Sheet]:
+    """The contact sheets of ``jobs`` (see the module docstring); [] when nothing fits.
+
+    ``rows`` and ``columns`` are the manifest's ``report:`` names, if any.
+    """
+    groups = [_Group(members) for members in _groups(jobs)]
+    sheets: list[Sheet] = []
+    for group in groups:
+        # What tells this group apart from the others: its labels that are constant here.
+        title_fixed = (
+            [(n, v) for n, v in group.constant.items() if n in group.jobs[0].labels]
+            if len(groups) > 1
+            else []
+        )
+        sheets.extend(_group_sheets(group, _as_names(rows), _as_names(columns), title_fixed))
+    return [_capped(s) for s in sheets[:MAX_SHEETS]]
 
 
 def _capped(sheet: Sheet) -> Sheet:
     """At most MAX_ROWS x MAX_COLUMNS cells (a page and a PNG stay a sensible size)."""
-    sheet.hidden_rows = max(0, len(sheet.row_values) - MAX_ROWS)
-    sheet.hidden_columns = max(0, len(sheet.column_values) - MAX_COLUMNS)
+    sheet.hidden_rows = max(0, len(sheet.row_headers) - MAX_ROWS)
+    sheet.hidden_columns = max(0, len(sheet.column_headers) - MAX_COLUMNS)
     if sheet.hidden_rows or sheet.hidden_columns:
-        del sheet.row_values[MAX_ROWS:]
-        del sheet.column_values[MAX_COLUMNS:]
+        del sheet.row_headers[MAX_ROWS:]
+        del sheet.column_headers[MAX_COLUMNS:]
         sheet.cells = {(r, c): j for (r, c), j in sheet.cells.items() if r < MAX_ROWS and c < MAX_COLUMNS}
     return sheet
+
+
+def column_spans(sheet: Sheet, level: int) -> list[tuple[str, int]]:
+    """The header texts of one level with how many columns each spans (equal neighbours
+    under the same outer values are one span, as in a pivot table)."""
+    spans: list[tuple[str, int]] = []
+    previous: tuple[str, ...] | None = None
+    for header in sheet.column_headers:
+        prefix = header[: level + 1]
+        if prefix == previous:
+            text, width = spans[-1]
+            spans[-1] = (text, width + 1)
+        else:
+            spans.append((header[level], 1))
+        previous = prefix
+    return spans
 
 
 # --- the PNG grid ------------------------------------------------------------------------
@@ -225,21 +397,55 @@ _FAILED = (253, 226, 226)
 _FAILED_INK = (185, 28, 28)
 _PENDING = (238, 238, 238)
 _MUTED = (100, 106, 115)
+_RULE = (210, 214, 220)
 _SIGNATURE_KEY = "batchgen-sheet"
+_DRAWING = 2  # how grids are drawn: a new batchgen that draws them otherwise redraws every one
 
 
 def _text(
-    draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, font: Any, width: int, **kw: Any
+    draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, font: Font, width: int, **kw: Any
 ) -> None:
-    """Draw ``text`` cut to fit ``width`` pixels."""
-    while text and draw.textlength(text, font=font) > width:
-        text = text[:-2] + "…" if len(text) > 2 else ""
-    draw.text(xy, text, font=font, **kw)
+    """Draw ``text`` in characters ``font`` has, cut with ``...`` to fit ``width`` pixels."""
+    text = font.drawable(text)
+    if draw.textlength(text, font=font.face) > width:
+        while text and draw.textlength(text + "...", font=font.face) > width:
+            text = text[:-1]
+        text = text + "..." if text else ""
+    draw.text(xy, text, font=font.face, **kw)
 
 
-def _signature(sheet: Sheet, cell: int) -> str:
+def _wrapped(text: str, draw: ImageDraw.ImageDraw, font: Font, width: int, lines: int) -> list[str]:
+    """``text`` in at most ``lines`` lines of ``width`` pixels, broken between words (the
+    last line cut by :func:`_text` if it is still too long)."""
+    words = font.drawable(text).split(" ")
+    out: list[str] = []
+    while words and len(out) < lines - 1:
+        taken = 1
+        while taken < len(words) and draw.textlength(" ".join(words[: taken + 1]), font=font.face) <= width:
+            taken += 1
+        out.append(" ".join(words[:taken]))
+        words = words[taken:]
+    if words:
+        out.append(" ".join(words))
+    return out
+
+
+def _centred(draw: ImageDraw.ImageDraw, x: int, y: int, width: int, text: str, font: Font, **kw: Any) -> None:
+    shown = font.drawable(text)
+    shift = max(0, (width - int(draw.textlength(shown, font=font.face))) // 2)
+    _text(draw, (x + shift, y), text, font, width, **kw)
+
+
+def _signature(sheet: Sheet, cell: int, font_name: str) -> str:
     """What a grid PNG shows, hashed: an unchanged sheet is not drawn again."""
-    parts = [sheet.title, str(cell), repr(sheet.row_values), repr(sheet.column_values)]
+    parts = [
+        str(_DRAWING),
+        sheet.title,
+        str(cell),
+        font_name,
+        repr(sheet.row_headers),
+        repr(sheet.column_headers),
+    ]
     parts += [f"{r},{c}:{j.thumb}:{j.state}:{j.code}" for (r, c), j in sorted(sheet.cells.items())]
     return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
 
@@ -251,38 +457,58 @@ def save_grid(sheet: Sheet, out_dir: Path, name: str, *, cell: int = 192) -> str
     same one it is left as it is (reports at the end of each run redraw only what changed).
     """
     path = out_dir / GRIDS_DIR / f"{name}.png"
-    signature = _signature(sheet, cell)
+    cell = max(64, min(cell, 8192 // max(1, len(sheet.column_headers) + 1)))
+    small = font(max(11, cell // 12))
+    title_font = font(max(14, cell // 9))
+    signature = _signature(sheet, cell, small.name)
     try:
         with Image.open(path) as existing:
             if existing.info.get(_SIGNATURE_KEY) == signature:
                 return f"{GRIDS_DIR}/{name}.png"
     except (OSError, ValueError):
         pass
-    cell = max(64, min(cell, 8192 // max(1, len(sheet.column_values))))
-    font = ImageFont.load_default(size=max(11, cell // 12))
-    title_font = ImageFont.load_default(size=max(14, cell // 9))
     pad = cell // 16
-    header_w = cell
-    header_h = cell // 4
-    title_h = cell // 4 + pad
-    width = header_w + cell * len(sheet.column_values) + pad
-    height = title_h + header_h + cell * len(sheet.row_values) + pad
+    line = int(small.face.getbbox("Ag")[3]) + pad  # one line of header text
+    levels = len(sheet.columns)
+    header_w = cell + cell // 2 if sheet.rows else pad
+    title_h = cell // 5 + pad
+    # A line per column level, and one more naming the rows.
+    header_h = line * (levels + (1 if sheet.rows else 0)) + pad
+    width = header_w + cell * len(sheet.column_headers) + pad
+    height = title_h + header_h + cell * len(sheet.row_headers) + pad
     image = Image.new("RGB", (width, height), _BACKGROUND)
     draw = ImageDraw.Draw(image)
     _text(draw, (pad, pad), sheet.title, title_font, width - 2 * pad, fill=_INK)
     top = title_h + header_h
-    # The axis names once, in the corner; headers hold the values alone, so they fit.
-    _text(draw, (pad, title_h), f"{sheet.columns} →", font, header_w - 2 * pad, fill=_MUTED)
-    _text(draw, (pad, title_h + header_h // 2), f"{sheet.rows} ↓", font, header_w - 2 * pad, fill=_MUTED)
-    for c, value in enumerate(sheet.column_values):
-        x = header_w + c * cell
-        text = render_value(value)
-        shift = max(0, (cell - int(draw.textlength(text, font=font))) // 2)
-        _text(draw, (x + shift, title_h + header_h // 4), text, font, cell - 2 * pad, fill=_INK)
-    for r, value in enumerate(sheet.row_values):
+    for level, level_name in enumerate(sheet.columns):
+        y = title_h + level * line
+        if sheet.rows:  # the level's name in the corner, the values to its right
+            _text(draw, (pad, y), f"{level_name} →", small, header_w - 2 * pad, fill=_MUTED)
+        x = header_w
+        for text, span in column_spans(sheet, level):
+            _centred(draw, x, y, cell * span, text, small, fill=_INK)
+            if level < levels - 1:
+                draw.line((x + pad, y + line - 2, x + cell * span - pad, y + line - 2), fill=_RULE)
+            x += cell * span
+    if sheet.rows:
+        _text(
+            draw,
+            (pad, top - line - pad // 2),
+            f"{' · '.join(sheet.rows)} ↓",
+            small,
+            header_w - 2 * pad,
+            fill=_MUTED,
+        )
+    for r, header in enumerate(sheet.row_headers):
         y = top + r * cell
-        _text(draw, (pad, y + cell // 2 - pad), render_value(value), font, header_w - 2 * pad, fill=_INK)
-        for c in range(len(sheet.column_values)):
+        if sheet.rows:
+            texts = _wrapped(header.text, draw, small, header_w - 2 * pad, 2)
+            below = y + (cell - line * (len(texts) + len(header.notes))) // 2
+            for n, text in enumerate(texts):
+                _text(draw, (pad, below + n * line), text, small, header_w - 2 * pad, fill=_INK)
+            for n, note in enumerate(header.notes, start=len(texts)):
+                _text(draw, (pad, below + n * line), note, small, header_w - 2 * pad, fill=_MUTED)
+        for c in range(len(sheet.column_headers)):
             x = header_w + c * cell
             box = (x + 2, y + 2, x + cell - 2, y + cell - 2)
             job = sheet.cells.get((r, c))
@@ -300,11 +526,11 @@ def save_grid(sheet: Sheet, out_dir: Path, name: str, *, cell: int = 192) -> str
                 draw.line((box[0], box[1], box[2], box[3]), fill=_FAILED_INK, width=2)
                 draw.line((box[0], box[3], box[2], box[1]), fill=_FAILED_INK, width=2)
                 label = f"failed {job.code}" if job.code is not None else "failed"
-                _text(draw, (x + pad, y + pad), label, font, cell - 2 * pad, fill=_FAILED_INK)
+                _text(draw, (x + pad, y + pad), label, small, cell - 2 * pad, fill=_FAILED_INK)
             else:
                 draw.rectangle(box, fill=_PENDING)
                 label = "no job" if job is None else job.state
-                _text(draw, (x + pad, y + pad), label, font, cell - 2 * pad, fill=(110, 110, 110))
+                _text(draw, (x + pad, y + pad), label, small, cell - 2 * pad, fill=(110, 110, 110))
     path.parent.mkdir(parents=True, exist_ok=True)
     info = PngImagePlugin.PngInfo()
     info.add_text(_SIGNATURE_KEY, signature)

@@ -10,7 +10,7 @@ JPEG sources are decoded at a reduced scale (``draft``), which makes it cheap.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -46,13 +46,24 @@ def _make(out_dir: Path, image: str, sha256: str) -> bool:
     return True
 
 
-def make_thumbnails(out_dir: Path, images: Iterable[tuple[str, str]], *, workers: int = 2) -> set[str]:
+def make_thumbnails(
+    out_dir: Path,
+    images: Iterable[tuple[str, str]],
+    *,
+    workers: int = 2,
+    stop: Callable[[], bool] | None = None,
+) -> set[str]:
     """Make the missing thumbnails of ``(file relative to OUT, sha256)`` pairs; the sha256s that have one.
 
     Pillow releases the GIL while decoding and resizing, so a few threads use the cores.
+    Once ``stop()`` is true no more are made (the ones left are missing from the result).
     """
     (out_dir / THUMBS_DIR).mkdir(parents=True, exist_ok=True)
     todo = list(dict.fromkeys(images))
+
+    def make(pair: tuple[str, str]) -> bool:
+        return not (stop is not None and stop()) and _make(out_dir, *pair)
+
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        made = list(pool.map(lambda pair: _make(out_dir, *pair), todo))
+        made = list(pool.map(make, todo))
     return {sha for (_, sha), ok in zip(todo, made, strict=True) if ok}

@@ -77,11 +77,13 @@ def test_the_crontab_line_works_under_crons_environment(
     (home / "manifests").mkdir(parents=True)
     shutil.copy(ROOT / "manifests" / "nightly.yaml", home / "manifests" / "nightly.yaml")
     (home / ".venv").symlink_to(sys.prefix)
-    (home / "segmind.env").write_text(
+    etc = tmp_path / "etc" / "batchgen"  # the key, outside the clone
+    etc.mkdir(parents=True)
+    (etc / "segmind.env").write_text(
         f"export SEGMIND_API_KEY=cron-test-key\nexport BATCHGEN_BASE_URL={base_url}\n"
     )
     _, command = _cron_entry()
-    command = command.replace("/srv/batchgen", str(home))
+    command = command.replace("/srv/batchgen", str(home)).replace("/etc/batchgen", str(etc))
     cron = ["env", "-i", "PATH=/usr/bin:/bin", "/bin/sh", "-c", command]
     for _night in (1, 2):
         result = subprocess.run(cron, cwd="/", capture_output=True, text=True, timeout=120)
@@ -100,6 +102,25 @@ def test_the_crontab_line_works_under_crons_environment(
     assert log.count("14/14 jobs done") == 2
     assert re.search(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO ", log, re.M)
     assert "cron-test-key" not in log
+
+
+def test_the_recipes_keep_the_key_outside_the_clone_and_git_ignores_what_they_write() -> None:
+    """The crontab sources, and the systemd unit reads, a key file outside /srv/batchgen (the clone);
+    the repository's .gitignore covers a key file and the logs folder put in the clone anyway."""
+    _, command = _cron_entry()
+    sourced = re.findall(r"(?:^|&& )\. (\S+)", command)
+    service = (DEPLOY / "batchgen-nightly.service").read_text()
+    environment = re.findall(r"^EnvironmentFile=(\S+)$", service, re.M)
+    assert sourced and environment
+    for key_file in [*sourced, *environment]:
+        assert key_file.startswith("/") and not key_file.startswith("/srv/batchgen"), key_file
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    names = ["segmind.env", "segmind.env.systemd", "prod.env", "logs/nightly.log"]
+    result = subprocess.run(
+        ["git", "-C", str(ROOT), "check-ignore", "--no-index", *names], capture_output=True, text=True
+    )
+    assert result.stdout.split() == names, result.stderr
 
 
 def test_systemd_units_verify() -> None:

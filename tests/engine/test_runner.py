@@ -189,3 +189,29 @@ async def test_emulate_with_settings_keeps_the_emulators_timing(
     # 12 jobs on 4 slots: the run takes a few inference times, not the 25 s poll prior of old.
     ideal = sum(summary.inference_times) / 4
     assert summary.wall_time < 5 * ideal + 1.0
+
+
+def test_a_caller_who_configures_logging_sees_the_run(tmp_path: Path) -> None:
+    """A script that calls logging.basicConfig(level=INFO) and awaits batchgen.run sees the
+    estimate, progress lines and a last `finished: exit 0 ...` line, on its own handler."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "caller.py"
+    script.write_text(
+        "import asyncio, logging\n"
+        "import batchgen\n"
+        "from batchgen.emulator import EmulatorConfig\n"
+        "logging.basicConfig(level=logging.INFO, format='CALLER %(name)s %(levelname)s %(message)s')\n"
+        f"summary = asyncio.run(batchgen.run({str(DEMO)!r}, out_dir={str(tmp_path / 'out')!r},\n"
+        "    emulate=EmulatorConfig(time_scale=0.01, image_size=32),\n"
+        "    progress=False, progress_interval=0.02))\n"
+        "print(summary.exit_code)\n"
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "0", result.stderr
+    mine = [line for line in result.stderr.splitlines() if line.startswith("CALLER batchgen INFO ")]
+    assert "12 jobs to submit: about 0.48 USD" in mine[0]
+    assert any(" progress: " in line for line in mine)
+    assert mine[-1].startswith("CALLER batchgen INFO finished: exit 0 (ok): 12 of 12 jobs done, 0 failed")
+    assert mine[-1].endswith(f"report {tmp_path / 'out' / 'report.html'}")

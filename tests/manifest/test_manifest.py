@@ -373,3 +373,27 @@ def test_unused_csv_column_is_a_warning_once(tmp_path: Path) -> None:
         f"{tmp_path}/p.csv:1: column prompt_id: 'prompt_id' sets no parameter and no template uses"
         " {prompt_id}: the column is unused, kept only as a label"
     ]
+
+
+def test_report_axes_take_a_name_or_a_list_of_names(tmp_path: Path) -> None:
+    """report: rows one name, columns a list (the header's levels): both kept as tuples, in order."""
+    text = (
+        "jobs:\n  - prompt: a {style} mug\n    grid: {style: [a, b], seed: [1, 2], steps_num: [20, 30]}\n"
+        "report:\n  rows: seed\n  columns: [style, steps_num]\n"
+    )
+    assert load(tmp_path, text).report == {"rows": ("seed",), "columns": ("style", "steps_num")}
+
+
+def test_report_axes_name_only_what_the_jobs_have(tmp_path: Path) -> None:
+    """A name the jobs lack, a mapping, or a name listed twice: located errors under report."""
+    path = write(
+        tmp_path,
+        "m.yaml",
+        "jobs:\n  - prompt: a mug\n    seed: [1, 2]\n"
+        "report:\n  rows: [seed, sede]\n  columns: [seed, seed]\n",
+    )
+    assert problems(path) == [
+        f"{path}:5: report.rows: must name a parameter or a label of the jobs, or a list of them ('sede')",
+        f"{path}:6: report.columns: must name a parameter or a label of the jobs, or a list of them"
+        " (a name listed twice)",
+    ]

@@ -42,17 +42,74 @@ def test_summary_json_of_a_clean_run(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert _summary(out)["jobs"]["skipped"] == 12
 
 
-def test_a_refused_run_leaves_no_summary_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A run refused before it starts (over --budget: exit 2) removes the last run's summary.json."""
+def test_an_emulated_run_labels_its_cost_and_times(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--emulate: the estimate, the speed and the cost say emulated (nothing paid); summary.json too."""
+    out = tmp_path / "out"
+    assert (
+        main(["run", str(REPO / "manifests" / "demo.yaml"), "--emulate", "--out", str(out), "--no-report"])
+        == 0
+    )
+    printed = capsys.readouterr()
+    assert (
+        "about 0.48 USD; at 50 rpm" in printed.err and "on Segmind (emulated: nothing is paid" in printed.err
+    )
+    assert "images/min (emulated: the emulator's speed, not Segmind's)" in printed.out
+    assert "cost of the batch so far 0.48 USD (emulated: at list price, nothing was paid)" in printed.out
+    assert _summary(out)["emulated"] is True
+
+
+def test_a_run_refused_before_it_takes_the_folder_touches_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A manifest over --max-jobs (exit 2) is refused before OUT is made: no folder, no file."""
+    out = tmp_path / "out"
+    assert (
+        main(
+            ["run", str(REPO / "manifests" / "demo.yaml"), "--emulate", "--out", str(out), "--max-jobs", "6"]
+        )
+        == 2
+    )
+    assert not out.exists()
+
+
+def test_an_over_budget_refusal_writes_no_run_lines_and_says_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Over --budget (exit 2, nothing sent): the ledger is byte for byte as it was, and summary.json
+    (an earlier run's said exit 0) now says exit 2, refused, and why."""
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("jobs:\n  - prompt: a fox\n    seed: [1, 2]\n")
+    out = tmp_path / "out"
+    argv = ["run", str(manifest), "--emulate", "--out", str(out), "--no-report"]
+    assert main(argv) == 0 and _summary(out)["exit_code"] == 0
+    ledger = (out / "ledger.jsonl").read_bytes()
+    manifest.write_text("jobs:\n  - prompt: a fox\n    seed: '1-12'\n")  # 10 more jobs: 0.40 USD
+    assert main([*argv, "--budget", "0.1"]) == 2
+    assert "is over --budget 0.10 USD: nothing was submitted" in capsys.readouterr().err
+    assert (out / "ledger.jsonl").read_bytes() == ledger
+    summary = _summary(out)
+    assert (summary["exit_code"], summary["exit_name"]) == (2, "usage")
+    assert "over --budget" in summary["stopped"]["refused"]
+    assert summary["jobs"]["total"] == 12 and summary["jobs"]["skipped"] == 2
+    assert summary["jobs"]["not_run"] == 10 and summary["cost"]["estimated_usd"] == pytest.approx(0.4)
+    assert summary["requests"] == 0 and summary["submits"] == 0
+    # The refused run left no trace in the ledger: status still tells the earlier run's story.
+    assert main(["status", str(out), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["runs"] == 1 and status["jobs"]["completed"] == 2 and status["jobs"]["not_started"] == 10
+
+
+def test_an_over_budget_refusal_of_a_new_folder_leaves_no_ledger(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused in a folder that had no ledger: none is left behind (an empty one would be a run)."""
     out = tmp_path / "out"
     demo = str(REPO / "manifests" / "demo.yaml")
-    assert main(["run", demo, "--emulate", "--out", str(out), "--max-jobs", "6"]) == 2
-    assert not (out / "summary.json").exists()
-    assert main(["run", demo, "--emulate", "--out", str(out), "--no-report"]) == 0
-    assert (out / "summary.json").exists()
-    (out / "ledger.jsonl").unlink()  # every job to make again: over the budget
     assert main(["run", demo, "--emulate", "--out", str(out), "--budget", "0.01"]) == 2
-    assert not (out / "summary.json").exists()
+    assert not (out / "ledger.jsonl").exists()
+    assert _summary(out)["exit_code"] == 2
 
 
 def _half_blocked(tmp_path: Path, seeds: int) -> Path:
@@ -95,6 +152,15 @@ def test_halt_on_failure_rate_stops_submitting_and_exits_6(tmp_path: Path) -> No
     assert jobs["not_run"] == 80 - finished
     assert summary["submits"] == finished
     assert "forbidden" in summary["first_error"]["error"]
+
+
+def test_a_halt_after_the_last_submit_still_exits_6(tmp_path: Path) -> None:
+    """The rate is judged only once all 80 jobs finished: nothing is left to stop, yet the halt
+    happened, so summary.json's flag and the exit code agree: 6."""
+    summary = _run_half_blocked(tmp_path, halt_failure_rate=10.0, halt_min_jobs=80)
+    assert summary["jobs"]["not_run"] == 0 and summary["jobs"]["failed"] == 40
+    assert summary["stopped"]["failure_rate_halted"] is True
+    assert summary["exit_code"] == ExitCode.FAILURE_RATE and summary["exit_name"] == "failure_rate"
 
 
 def test_halt_waits_for_the_minimum_of_finished_jobs(tmp_path: Path) -> None:

@@ -83,6 +83,14 @@ def test_format_summary_says_why_a_run_stopped() -> None:
     assert "rerun the same command" in format_summary(summary(interrupted=True))
 
 
+def test_format_summary_labels_an_emulated_run() -> None:
+    """Emulated: the speed and the cost say so; a real run's lines carry no such label."""
+    text = format_summary(summary(completed=10, wall_time=2, cost_usd=0.4, emulated=True))
+    assert "images/min (emulated: the emulator's speed, not Segmind's)" in text
+    assert "0.40 USD (emulated: at list price, nothing was paid)" in text
+    assert "emulated" not in format_summary(summary(completed=10, wall_time=2, cost_usd=0.4))
+
+
 def test_exit_code_follows_the_outcome() -> None:
     """0 all done, 1 failed jobs (now or earlier), 3 fatal API stop, 130 interrupted."""
     assert summary(completed=10).exit_code == 0
@@ -92,6 +100,9 @@ def test_exit_code_follows_the_outcome() -> None:
     assert summary(completed=1, fatal="x", interrupted=True).exit_code == 130
     # A write that failed says "make room" whatever else happened: 4, distinct from 1.
     assert summary(completed=1, failed=1, write_error="disk full", interrupted=True).exit_code == 4
+    # The failure-rate halt is 6 also when it came after the last submit: as summary.json's flag says.
+    assert summary(completed=5, failed=5, failure_rate_halted=True, not_run=0).exit_code == 6
+    assert summary(completed=5, failed=5, failure_rate_halted=True, budget_reached=True).exit_code == 6
 
 
 def test_counts_are_json_ready() -> None:
@@ -130,8 +141,9 @@ def test_summary_json_and_run_finished_keep_their_shapes() -> None:
         "cost": {"usd": 0.36, "failed_usd": 0.04, "unpriced_requests": 1, "estimated_usd": 0.4,
                  "orphan_requests": 1, "orphan_usd": 0.04, "remaining_credits": 12.0},
         "submits_in_doubt": {"found_in_history": 1, "sent_again_unchecked": 0, "why_not_known": "lag"},
-        "stopped": {"interrupted": False, "fatal": None, "write_error": None, "budget_reached": True,
-                    "failure_rate_halted": False},
+        "emulated": False,
+        "stopped": {"refused": None, "interrupted": False, "fatal": None, "write_error": None,
+                    "budget_reached": True, "failure_rate_halted": False},
         "first_error": {"at": "2023-11-14T22:13:20.500Z", "key": "k", "code": 422, "error": "blocked"},
         "last_error": {"at": "2023-11-14T22:13:20.500Z", "key": "k", "code": 422, "error": "blocked"},
         "unrecorded_requests": ["r-9"], "warnings": ["w"],
@@ -141,14 +153,14 @@ def test_summary_json_and_run_finished_keep_their_shapes() -> None:
         "format", "manifest", "out", "started_at", "finished_at", "exit_code", "exit_name", "exit_meaning",
         "jobs", "wall_time_s", "images_per_minute", "requests", "submits", "polls", "requests_per_image",
         "rate_limited", "learned_rpm", "inference_p50_s", "inference_p95_s", "cost", "submits_in_doubt",
-        "stopped",
+        "emulated", "stopped",
         "first_error", "last_error", "unrecorded_requests", "warnings", "images", "ledger", "report",
     ]  # fmt: skip
     assert list(data["jobs"]) == [
         "total", "done", "completed", "skipped", "failed", "skipped_failed", "not_run", "resubmitted",
         "removed", "not_known_whether_paid",
     ]  # fmt: skip
-    stopped = ["interrupted", "fatal", "write_error", "budget_reached", "failure_rate_halted"]
+    stopped = ["refused", "interrupted", "fatal", "write_error", "budget_reached", "failure_rate_halted"]
     assert list(data["stopped"]) == stopped
     assert s.counts() == {
         "total": 10, "completed": 7, "failed": 1, "skipped": 1, "skipped_failed": 1, "not_run": 0,
@@ -177,3 +189,20 @@ def test_every_counter_of_the_summary_is_a_figure() -> None:
     assert len(names) == len(set(names))
     assert fields - not_figures <= set(names)
     assert all(hasattr(summary(), name) for name in names)
+
+
+def test_the_outcome_in_one_line_and_in_fields() -> None:
+    """outcome_line: name, exit code, jobs, cost (emulated said), time, report; a refusal says why."""
+    from batchgen.outcome.summary import outcome_fields, outcome_line
+
+    s = summary(completed=8, failed=1, not_run=1, cost_usd=0.36, wall_time=401.7, emulated=True)
+    s.report_path = Path("/tmp/run-out/report.html")
+    assert outcome_line(s, "nightly") == (
+        "nightly: exit 1 (jobs_failed): 8 of 10 jobs done, 1 failed, 1 not finished; 0.36 USD"
+        " (emulated, not paid); 6m 42s; report /tmp/run-out/report.html"
+    )
+    fields = outcome_fields(s)
+    assert fields["exit_code"] == 1 and fields["jobs"] == {"total": 10, "done": 8, "failed": 1, "not_run": 1}
+    assert json.loads(json.dumps(fields)) == fields
+    refused = summary(refused="the estimate is over --budget")
+    assert outcome_line(refused) == "exit 2 (usage): refused, nothing was sent: the estimate is over --budget"

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -220,8 +223,8 @@ def test_report_in_a_real_browser(tmp_path: Path) -> None:
     assert dom.sheet is not None and (dom.sheet["data-rows"], dom.sheet["data-columns"]) == ("3", "3")
     cells = [row for row in dom.rows if row]
     assert len(cells) == 3 and all(len(row) == 3 for row in cells)
-    # Rows: subject sorted as written (castle, fox, owl by text); columns clay, ink, oil.
-    assert cells[0] == ["done", "failed", "done"]  # castle in ink
+    # Rows and columns in the order the manifest wrote them: fox, castle, owl; ink, oil, clay.
+    assert cells[1] == ["failed", "done", "done"]  # castle in ink
     assert [c for row in cells for c in row].count("failed") == 1
     narrowed = Dom()
     narrowed.feed(dump_dom(out / "report.html", "#q=style%3Doil"))
@@ -229,3 +232,121 @@ def test_report_in_a_real_browser(tmp_path: Path) -> None:
     words = Dom()
     words.feed(dump_dom(out / "report.html", "#q=owl"))
     assert words.figures == 3
+
+
+def test_a_stopped_report_leaves_the_page_as_it_was(tmp_path: Path) -> None:
+    """write_report(stop=...) true before the page is written: ReportStopped, the old page untouched."""
+    from batchgen.outcome.read import read_status
+    from batchgen.report.page import ReportStopped, write_report
+
+    out = run_manifest(tmp_path)
+    before = (out / "report.html").read_bytes()
+    asked: list[int] = []
+
+    def stop() -> bool:
+        asked.append(1)
+        return True
+
+    with pytest.raises(ReportStopped):
+        write_report(read_status(out, keep_jobs=True), stop=stop)
+    assert asked and (out / "report.html").read_bytes() == before
+    assert not list(out.glob("*.part"))
+
+
+@pytest.mark.e2e
+def test_an_interrupted_run_writes_the_report_of_what_is_done(tmp_path: Path) -> None:
+    """Ctrl-C mid-run (a real process): exit 130, and report.html is written about what is done so
+    far, saying the run stopped early; summary.json names it."""
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "jobs:\n  - prompt: a {subject}\n    grid: {subject: [fox, owl, cat], seed: '1-10'}\n"
+    )
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "batchgen", "run", str(manifest), "--emulate", "--time-scale", "0.05",
+            "--concurrency", "2", "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        ledger = out / "ledger.jsonl"
+        while not ledger.is_file() or ledger.read_text().count('"event":"completed"') < 3:
+            assert time.monotonic() < deadline and proc.poll() is None, "the run did not get going"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped"]["interrupted"] is True
+    assert summary["report"] == str(out.resolve() / "report.html")
+    page = (out / "report.html").read_text()
+    assert "The last run stopped early (interrupted): this page shows what was done by then" in page
+    done = summary["jobs"]["completed"]
+    assert 3 <= done < 30 and f"<dt>completed</dt><dd>{done}</dd>" in page
+    assert f"report: {out.resolve() / 'report.html'}" in stdout
+    assert "writing the report of what is done so far" in stderr
+
+
+class Pivot(HTMLParser):
+    """The first contact sheet of a page: its header rows (text, colspan), its body rows' cell classes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head: list[list[tuple[str, int]]] = []
+        self.body: list[list[str]] = []
+        self._state = "before"  # before, in, after the first sheet
+        self._part = ""
+        self._text: list[str] | None = None
+        self._span = 1
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if self._state == "before" and tag == "table" and "grid" in (a.get("class") or ""):
+            self._state = "in"
+        if self._state != "in":
+            return
+        if tag in ("thead", "tbody"):
+            self._part = tag
+        elif tag == "tr":
+            if self._part == "thead":
+                self.head.append([])
+            else:
+                self.body.append([])
+        elif tag == "th" and self._part == "thead":
+            self._text, self._span = [], int(a.get("colspan") or 1)
+        elif tag == "td":
+            self.body[-1].append(a.get("class") or "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._state == "in" and tag == "table":
+            self._state = "after"
+        if tag == "th" and self._text is not None:
+            self.head[-1].append(("".join(self._text).strip(), self._span))
+            self._text = None
+
+    def handle_data(self, data: str) -> None:
+        if self._text is not None:
+            self._text.append(data)
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="needs Debian's chromium for a real browser (apt-get install chromium)"
+)
+def test_a_csv_catalog_sheet_in_a_real_browser(tmp_path: Path) -> None:
+    """Headless Chromium: the 30-product catalog's sheet has a header level per column name (ratios
+    spanning their seeds), a row per product, and all 120 thumbnails in place."""
+    from tests.report.test_sheets import write_catalog
+
+    manifest = write_catalog(tmp_path)
+    out = tmp_path / "out"
+    assert main(["run", str(manifest), "--emulate", "--time-scale", "0.002", "--out", str(out)]) == 0
+    pivot = Pivot()
+    pivot.feed(dump_dom(out / "report.html"))
+    assert pivot.head == [
+        [("aspect_ratio", 1), ("1:1", 2), ("4:5", 2)],
+        [("sku \\ seed #", 1), ("#1", 1), ("#2", 1), ("#1", 1), ("#2", 1)],
+    ]
+    assert len(pivot.body) == 30 and all(row == ["done"] * 4 for row in pivot.body)
