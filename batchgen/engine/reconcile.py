@@ -23,6 +23,7 @@ waiters that asked for a read made after their own look reuse it.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -82,6 +83,19 @@ class _Doubt:
     settled: anyio.Event = field(default_factory=anyio.Event)
 
 
+def look_times(*, start: float, wall: float, intent_at: float, lag: float) -> list[float]:
+    """When to read the history for a submit in doubt, on the run's clock: the schedule
+    after the intent (at wall time ``intent_at``; looks already due collapse into one at
+    ``start``, the run's time now, whose wall time is ``wall``), and one right after the
+    lag window, when absence becomes proof."""
+
+    def run_time(at: float) -> float:
+        return start + (at - wall)
+
+    scheduled = {max(start, run_time(intent_at + offset)) for offset in _LOOKS}
+    return sorted(scheduled | {max(start, run_time(intent_at + lag) + 0.5)})
+
+
 def _clock_text(wall: float) -> str:
     return datetime.fromtimestamp(wall, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -127,18 +141,9 @@ class Reconciler:
         doubt = _Doubt(Intent(key, body, intent_at), model)
         self._doubts[key] = doubt
         self.asked.append(doubt.intent)
-        start, wall_start = anyio.current_time(), self._wall_clock()
-
-        def run_time(wall: float) -> float:
-            return start + (wall - wall_start)
-
-        # Looks on the schedule after the intent (those already past collapse to now), one
-        # right after the lag window (absence is proof from then on), all within patience.
+        start = anyio.current_time()
         deadline = start + self.patience
-        looks = sorted(
-            {max(start, run_time(intent_at + offset)) for offset in _LOOKS}
-            | {run_time(intent_at + self.lag) + 0.5}
-        )
+        looks = deque(look_times(start=start, wall=self._wall_clock(), intent_at=intent_at, lag=self.lag))
         reads = 0
         try:
             while doubt.outcome is None:
@@ -146,15 +151,18 @@ class Reconciler:
                     why = self._unavailable or "no request history to read"
                     return Unresolved(f"the request history cannot be read ({why})")
                 now = anyio.current_time()
-                upcoming = [at for at in looks if at >= now]
-                when = upcoming[0] if upcoming else now + _LOOK_EVERY
+                when = looks.popleft() if looks else now + _LOOK_EVERY
                 if reads and when > deadline:
                     break
                 with anyio.move_on_after(max(0.0, when - now)):
                     await doubt.settled.wait()
                 if doubt.outcome is None:
+                    began = anyio.current_time()
                     await self._read(model, fresh_after=when)
                     reads += 1
+                    # A look due before this read began is served by it: not made again.
+                    while looks and looks[0] <= began:
+                        looks.popleft()
             if doubt.outcome is not None:
                 return doubt.outcome
             return Unresolved(self._why_unresolved(intent_at))
