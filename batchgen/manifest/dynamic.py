@@ -51,6 +51,7 @@ __all__ = [
 ]
 
 DEFAULT_JOINER = ", "
+_MAX_NESTING = 32  # variants and variables inside each other: far beyond use, far below the stack
 
 _VAR_NAME = re.compile(r"[A-Za-z_-][A-Za-z0-9_-]*")
 # A variant's count: N, N-M, -M or N-, then $$.
@@ -203,8 +204,8 @@ class _Parser:
             self.i = field.end()
             return parse_field(field.group(1), field.group(2), offset=start)
         self.depth += 1
-        if self.depth > 32:
-            raise self.fail("variants nested more than 32 deep", start)
+        if self.depth > _MAX_NESTING:
+            raise self.fail(f"variants and variables nested more than {_MAX_NESTING} deep", start)
         try:
             return self.variant(start)
         finally:
@@ -271,6 +272,15 @@ class _Parser:
         return Variant(tuple(options), low, high, joiner, start)
 
     def variable(self, *, top: bool) -> VarSet | VarUse:
+        self.depth += 1
+        try:
+            if self.depth > _MAX_NESTING:
+                raise self.fail(f"variants and variables nested more than {_MAX_NESTING} deep")
+            return self._variable(top=top)
+        finally:
+            self.depth -= 1
+
+    def _variable(self, *, top: bool) -> VarSet | VarUse:
         text = self.text
         start = self.i
         self.i += 2

@@ -84,9 +84,9 @@ def read_stdin(cap: int) -> bytes:
     """
     stream = sys.stdin
     if stream is None or stream.closed:
-        raise Unreadable("- reads the manifest from standard input, which is closed")
+        raise Unreadable("is closed: - reads a manifest piped in")
     if stream.isatty():
-        raise Unreadable("- reads the manifest from standard input, but nothing is piped in")
+        raise Unreadable("is a terminal: - reads a manifest piped in (... | batchgen run - --out DIR)")
     chunks: list[bytes] = []
     size = 0
     try:

@@ -45,6 +45,7 @@ MAX_TEXT_BYTES = 16 << 20  # a .txt wildcard file: hundreds of thousands of line
 MAX_WILDCARD_FILES = 100_000  # files listed under the wildcard folders
 _STRUCTURED = (".yaml", ".yml", ".json")
 _GLOB = frozenset("*?[")
+_MAX_ENTRIES = 200_000  # names and lists walked in one YAML/JSON file
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,11 +296,18 @@ def _structured(text: str, display: str, prefix: str, stem: str, problems: list[
         problems.append(Problem(display, None, "", f"cannot be read: {exc}"))
         return []
     out: list[Collection] = []
+    budget = [_MAX_ENTRIES]  # aliases can make a small file a huge tree: walk a bounded part
 
     def join(*parts: str) -> str:
         return "/".join(p for p in parts if p)
 
     def walk(node: yaml.Node, name: str) -> None:
+        budget[0] -= 1
+        if budget[0] == 0:
+            what = f"holds more than {_MAX_ENTRIES:,} entries (aliases?)"
+            problems.append(Problem(display, None, "", what))
+        if budget[0] <= 0:
+            return
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 if isinstance(key, yaml.ScalarNode) and str(key.value):

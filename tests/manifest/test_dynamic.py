@@ -105,3 +105,10 @@ def test_double_braces_open_no_variant() -> None:
     """Outside a variant {{ is a literal brace, so a variant starting with a variant needs a space."""
     assert "write a variant that starts with one as { {a|b}|c}" in str(error("{{a|b}|c}"))
     assert isinstance(parse_prompt("{ {a|b}|c}").seq.parts[0], Variant)
+
+
+def test_nesting_is_bounded() -> None:
+    """Variants or variable defaults nested 2,000 deep are one located error, not a RecursionError."""
+    assert "nested more than 32 deep" in str(error("{ " * 2000 + "a" + "}" * 2000))
+    deep = error("${a:" * 2000 + "x" + "}" * 2000)
+    assert "nested more than 32 deep" in str(deep) and deep.offset == 128

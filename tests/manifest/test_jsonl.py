@@ -128,3 +128,15 @@ def test_standard_input_problems_name_it(monkeypatch: pytest.MonkeyPatch) -> Non
     """Problems in standard input are located at <stdin>:LINE."""
     stdin(monkeypatch, b'{"params": {"prompt": "a"}}\n{"params": {}}\n')
     assert problems("-") == ["<stdin>:2: params.prompt: is required"]
+
+
+class _Terminal(io.TextIOWrapper):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_terminal_is_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """- on a terminal (nothing piped in) is an error at once, not a silent wait for typing."""
+    monkeypatch.setattr(sys, "stdin", _Terminal(io.BytesIO(b"")))
+    (problem,) = problems("-")
+    assert problem == "<stdin>: is a terminal: - reads a manifest piped in (... | batchgen run - --out DIR)"

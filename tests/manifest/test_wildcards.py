@@ -189,3 +189,12 @@ def test_sample_larger_than_the_combinations_warns(tmp_path: Path) -> None:
         f"{path}:2: jobs[0].prompt: sample: 5 but the prompt has 2 combinations: every one is used"
         " (drop sample: to say so)"
     ]
+
+
+def test_an_alias_bomb_is_bounded(tmp_path: Path) -> None:
+    """A YAML wildcard file whose aliases make 2**30 entries is refused after a bounded walk."""
+    lines = ["l0: &l0 {a: [x], b: [y]}"]
+    lines += [f"l{i}: &l{i} {{p: *l{i - 1}, q: *l{i - 1}}}" for i in range(1, 30)]
+    write(tmp_path / "wildcards/bomb.yaml", "\n".join(lines) + "\n")
+    path = write(tmp_path / "m.yaml", "jobs:\n  - prompt: a __l0/a__\n")
+    assert problems(path) == [f"{tmp_path}/wildcards/bomb.yaml: holds more than 200,000 entries (aliases?)"]
