@@ -3,8 +3,8 @@
     BatchgenError
     ├── UsageError               bad command line or settings           (exit 2)
     ├── ManifestError            bad manifest; carries every Problem    (exit 2)
-    ├── TemplateError            a {name} template that does not parse (also a ValueError):
-    │                            the loader makes it a Problem of the ManifestError
+    ├── TemplateError            a prompt or filename template that does not parse (also a
+    │                            ValueError; ``offset`` says where): a Problem of the ManifestError
     ├── ParamsInvalid            parameters the API would refuse; carries every ParamProblem (also a
     │                            ValueError): Problems of the ManifestError; the emulator answers 400
     ├── LockedError              another run holds the output directory (exit 2)
@@ -114,15 +114,19 @@ class JobTimedOut(BatchgenError):
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """One thing wrong with a manifest, located as ``FILE:LINE: where: what``."""
+    """One thing wrong with a manifest, located as ``FILE:LINE: where: what`` (``FILE:LINE:COLUMN``
+    when the column is known: a character inside a prompt or a wildcard file)."""
 
     file: str
     line: int | None
     where: str
     what: str
+    column: int | None = None
 
     def __str__(self) -> str:
         location = f"{self.file}:{self.line}" if self.line is not None else self.file
+        if self.line is not None and self.column is not None:
+            location += f":{self.column}"
         return f"{location}: {self.where}: {self.what}" if self.where else f"{location}: {self.what}"
 
 
@@ -135,7 +139,12 @@ class ManifestError(BatchgenError):
 
 
 class TemplateError(BatchgenError, ValueError):
-    """A template that cannot be parsed; the message says what is wrong."""
+    """A template that cannot be parsed; the message says what is wrong, ``offset`` (0-based,
+    in the template's text) where, when it is known."""
+
+    def __init__(self, message: str, *, offset: int | None = None) -> None:
+        super().__init__(message)
+        self.offset = offset
 
 
 @dataclass(frozen=True, slots=True)

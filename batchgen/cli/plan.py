@@ -12,11 +12,20 @@ __all__ = ["configure", "handle"]
 
 def configure(p: argparse.ArgumentParser) -> None:
     """The command's arguments."""
-    p.add_argument("manifest")
-    p.add_argument("--jsonl", action="store_true", help="print every job as one JSON line")
+    p.add_argument("manifest", help="YAML, CSV or JSON Lines manifest, or - to read standard input")
+    p.add_argument(
+        "--jsonl",
+        action="store_true",
+        help="print each job as one JSON line (a JSON Lines manifest: `run -` reads it back)",
+    )
     add_shard(p)
     add_date(p)
-    p.add_argument("--limit", type=int, default=20, help="rows in the table (default 20)")
+    p.add_argument(
+        "--limit",
+        type=_limit,
+        metavar="N",
+        help="print the first N jobs (default: 20 in the table, every job with --jsonl)",
+    )
     add_max_jobs(p)
     p.add_argument(
         "--rpm", type=float, metavar="N", help="the plan's rate limit, for the time estimate (default 50)"
@@ -28,6 +37,17 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="for the cost estimate (default: the price table)",
     )
     p.set_defaults(handler=handle)
+
+
+def _limit(text: str) -> int:
+    """``--limit``: a whole number of jobs, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
+    return value
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -45,15 +65,18 @@ def handle(args: argparse.Namespace) -> int:
     manifest = found.manifest
     print_warnings(found.warnings)
     if args.jsonl:
-        for job in found:
+        for n, job in enumerate(found):
+            if args.limit is not None and n >= args.limit:
+                break
             print(json.dumps(job.to_json(), ensure_ascii=False))
         return ExitCode.OK
+    limit = 20 if args.limit is None else args.limit
     header = ("#", "key", "seed", "ratio", "mode", "labels", "filename", "prompt")
     rows: list[tuple[str, ...]] = []
 
     def tabulated() -> Iterator[Job]:
         for job in found:
-            if len(rows) < args.limit:
+            if len(rows) < limit:
                 labels = " ".join(" ".join(f"{k}={render_value(v)}" for k, v in job.labels.items()).split())
                 labels = labels if len(labels) <= 40 else labels[:39] + "…"
                 prompt = " ".join(job.params.prompt.split())  # one table row per job, even multi-line
@@ -81,7 +104,7 @@ def handle(args: argparse.Namespace) -> int:
     print(
         f"{shown}{plural(total, 'job')} ({plural(found.duplicates, 'duplicate')} dropped)"
         f"{f' in shard {args.shard}' if args.shard else ''}"
-        f" from {args.manifest}, model {manifest.model}, run name {manifest.name}"
+        f" from {manifest.display}, model {manifest.model}, run name {manifest.name}"
     )
     print(f"estimate: {guess.describe().replace(' jobs to submit', ' jobs')}")
     return ExitCode.OK

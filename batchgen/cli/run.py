@@ -25,7 +25,9 @@ def configure(p: argparse.ArgumentParser) -> None:
         "finished jobs are skipped, jobs in flight are polled, not paid for twice. "
         "The API key is read from SEGMIND_API_KEY."
     )
-    p.add_argument("manifest", help="YAML or CSV manifest")
+    p.add_argument(
+        "manifest", help="YAML, CSV or JSON Lines manifest, or - to read one from standard input (then --out)"
+    )
     p.add_argument(
         "--out", metavar="DIR", help="output directory, {date} filled in (default: output/<manifest name>/)"
     )
@@ -205,6 +207,8 @@ def handle(args: argparse.Namespace) -> int:
         )
     if args.time_scale is not None and not args.time_scale > 0:
         problems.append(f"time scale {args.time_scale} must be above 0")
+    if args.manifest == "-" and not args.out:
+        problems.append("a manifest read from standard input (-) has no folder of its own: pass --out DIR")
     if problems:
         raise UsageError("; ".join(problems))
     emulate: bool | EmulatorConfig = False

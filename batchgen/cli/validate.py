@@ -12,7 +12,7 @@ __all__ = ["configure", "handle"]
 
 def configure(p: argparse.ArgumentParser) -> None:
     """The command's arguments."""
-    p.add_argument("manifest")
+    p.add_argument("manifest", help="YAML, CSV or JSON Lines manifest, or - to read standard input")
     add_shard(p)
     add_date(p)
     add_max_jobs(p)
@@ -29,7 +29,7 @@ def handle(args: argparse.Namespace) -> int:
     print_warnings(found.warnings)
     in_shard = f" in shard {args.shard}" if args.shard else ""
     print(
-        f"{args.manifest}: ok, {plural(counts.jobs, 'job')}{in_shard}, "
+        f"{found.manifest.display}: ok, {plural(counts.jobs, 'job')}{in_shard}, "
         f"{plural(counts.duplicates, 'duplicate')} dropped, {plural(counts.warnings, 'warning')}"
     )
     return ExitCode.OK

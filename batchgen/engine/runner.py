@@ -282,7 +282,7 @@ async def run(
         check_owner(
             state,
             out,
-            manifest=str(manifest.path.resolve()) if manifest else None,
+            manifest=manifest.recorded_path if manifest else None,
             manifest_sha256=manifest.sha256 if manifest else None,
             shard=str(shard) if shard else None,
             keys=(job.key for job in jobs),
@@ -313,7 +313,7 @@ async def run(
         writer = await LedgerWriter.open(root / LEDGER_NAME, clock=wall_clock, on_write=fold)
         facts = {
             "batchgen": __version__,
-            "manifest": str(manifest.path.resolve()) if manifest else None,
+            "manifest": manifest.recorded_path if manifest else None,
             "manifest_sha256": manifest.sha256 if manifest else None,
             "out": root,
             "shard": str(shard) if shard else None,

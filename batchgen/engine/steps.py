@@ -285,6 +285,7 @@ class Steps:
 
     async def _record_submitted(self, job: Job, request_id: str, body: dict[str, Any], **extra: Any) -> None:
         """The ``submitted`` line: the request the API accepted for ``job``."""
+        written: dict[str, Any] = {"template": job.template} if job.template is not None else {}
         await self.ledger.write(
             "submitted",
             job.key,
@@ -293,6 +294,7 @@ class Steps:
             seed=job.seed,
             params=body,
             labels=dict(job.labels),
+            **written,  # the prompt as written, when the prompt was made from it
             **extra,
         )
 
@@ -384,6 +386,7 @@ class Steps:
                 labels=dict(job.labels),
                 manifest_sha256=self.manifest_sha256,
                 version=__version__,
+                template=job.template,
             )
         try:
             with anyio.fail_after(limit):

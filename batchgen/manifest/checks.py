@@ -12,8 +12,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 
-from batchgen.errors import ParamsInvalid, Problem, TemplateError
-from batchgen.manifest.model import JobSpec, Scalar
+from batchgen.errors import ParamsInvalid, Problem
+from batchgen.manifest.model import JobSpec, Origin, RowSource, Scalar
 from batchgen.manifest.params import (
     PARAMETER_NAMES,
     TEXT_PARAMS,
@@ -23,7 +23,7 @@ from batchgen.manifest.params import (
     suggest_name,
     validate_params,
 )
-from batchgen.manifest.template import Template, parse_template
+from batchgen.manifest.prompts import Analysis, Prompts
 
 __all__ = ["Checker", "in_file_order", "undefined"]
 
@@ -33,10 +33,16 @@ _RESERVED_LABELS = ("index", "key")
 _SUGGESTED = tuple(name for name in PARAMETER_NAMES if name != "prompt")
 
 
-def undefined(name: str, known: Iterable[str]) -> str:
-    """The problem of a template naming ``{name}``, which nothing defines (with a "did you mean")."""
+def undefined(name: str, known: Iterable[str], rows: RowSource | None = None) -> str:
+    """The problem of a template naming ``{name}``, which nothing defines (with a "did you mean");
+    for a job reading a CSV, that the CSV has no such column, and the columns it has."""
     close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
     hint = f" (did you mean {{{close[0]}}}?)" if close else ""
+    if rows is not None:
+        columns = ", ".join(rows.columns)
+        return (
+            f"{{{name}}} is not defined: {rows.display} has no column {name!r} (its columns: {columns}){hint}"
+        )
     return f"{{{name}}} is not defined{hint}"
 
 
@@ -56,17 +62,29 @@ class Checker:
         self.display = display
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
+        self.prompts = Prompts(None)  # the loader gives it the manifest's wildcards
         self._axis_labels: list[tuple[JobSpec, set[str]]] = []  # for unused_axes
+        self._noted: set[Problem] = set()  # problems and warnings found in wildcard files, once each
 
     # --- reporting ---------------------------------------------------------------
 
-    def error(self, line: int | None, where: str, what: str, *, file: str | None = None) -> None:
+    def error(
+        self, line: int | None, where: str, what: str, *, file: str | None = None, column: int | None = None
+    ) -> None:
         """Note a problem: the manifest is refused."""
-        self.problems.append(Problem(file or self.display, line, where, what))
+        self.problems.append(Problem(file or self.display, line, where, what, column))
 
-    def warn(self, line: int | None, where: str, what: str, *, file: str | None = None) -> None:
+    def warn(
+        self, line: int | None, where: str, what: str, *, file: str | None = None, column: int | None = None
+    ) -> None:
         """Note a warning: the manifest runs, but likely not as meant."""
-        self.warnings.append(Problem(file or self.display, line, where, what))
+        self.warnings.append(Problem(file or self.display, line, where, what, column))
+
+    def note(self, problem: Problem, *, warning: bool = False) -> None:
+        """Note a problem (or warning) found in another file, once however many prompts meet it."""
+        if problem not in self._noted:
+            self._noted.add(problem)
+            (self.warnings if warning else self.problems).append(problem)
 
     def unknown_key(self, line: int, where: str, key: str, allowed: Sequence[str]) -> None:
         """Note a key the format does not have, with the closest allowed one."""
@@ -100,40 +118,46 @@ class Checker:
             self.error(line, where, problem, file=file)
         return problem is None
 
-    def label_name(
-        self, name: str, line: int, where: str, *, file: str | None = None, axis: bool = False
-    ) -> bool:
-        """Whether ``name`` may be a label; a constant label close to a parameter name warns.
+    def label_name(self, name: str, line: int, where: str, *, file: str | None = None) -> bool:
+        """Whether ``name`` may be a label (``index`` and ``key`` are the filename's).
 
-        For an ``axis`` (grid, zip, CSV column) that warning waits for :meth:`unused_axes`,
-        which knows whether any template uses the name.
+        A name close to a parameter's gets its "did you mean" from :meth:`unused_axes` when
+        it is a grid/zip axis or a CSV column; one written under ``labels:`` is a label on
+        purpose (``code`` is not a misspelt ``mode``).
         """
         if name in _RESERVED_LABELS:
             self.error(
                 line, where, f"{name!r} is reserved for the filename template; choose another name", file=file
             )
             return False
-        hint = suggest_name(name)
-        if hint and name not in PARAMETER_NAMES and not axis:
-            self.warn(
-                line,
-                where,
-                f"{name!r} is not a parameter, so it is a label (did you mean {hint}?)",
-                file=file,
-            )
         return True
 
     # --- prompts -----------------------------------------------------------------
 
-    def _template(self, text: str, line: int | None, where: str, file: str | None) -> Template | None:
-        try:
-            template = parse_template(text)
-        except TemplateError as exc:
-            self.error(line, where, f"invalid template: {exc}", file=file)
+    def prompt(self, text: str, origin: Origin, where: str) -> Analysis | None:
+        """Check one prompt template (dynamic parts, wildcards); its analysis, or None if invalid.
+
+        A problem inside the prompt is located to its column when the text reads as written
+        in the file, else to its line and character; one inside a wildcard file, there.
+        """
+        analysis = self.prompts.analyse(text)
+        file = origin.file
+        for issue in analysis.issues:
+            if issue.problem is not None:
+                self.note(issue.problem)
+                continue
+            line, column = origin.locate(text, issue.offset or 0)
+            what = issue.message
+            if column is None and issue.offset is not None and "character" not in what:
+                what += f" (character {issue.offset + 1})"
+            self.error(line, where, what, file=file, column=column)
+        for warning in analysis.warnings:
+            self.note(warning, warning=True)
+        if analysis.count is None:
             return None
-        for message in prompt_warnings(template.render({}, missing="")):
-            self.warn(line, where, message, file=file)
-        return template
+        for message in prompt_warnings(analysis.literal):
+            self.warn(origin.line, where, message, file=file)
+        return analysis
 
     def check_prompts(self, spec: JobSpec, where: str, *, declared: Iterable[str] = ()) -> set[str]:
         """Every prompt the job can use parses, and names only what that job (or row) defines.
@@ -149,23 +173,34 @@ class Checker:
         known = static | columns
         prompt_axes = [a for a in (*spec.axes, *spec.zip) if a.name == "prompt"]
         fallback = spec.fields.get("prompt")
-        sources: list[tuple[str, int | None, str]] = []
+        sources: list[tuple[str, Origin, str]] = []
         for axis in prompt_axes:
-            sources.extend((str(v), axis.line, f"{axis.where}[{i}]") for i, v in enumerate(axis.values))
+            for i, v in enumerate(axis.values):
+                origin = axis.origins[i] if i < len(axis.origins) else None
+                sources.append((str(v), origin or Origin(None, axis.line), f"{axis.where}[{i}]"))
         if not prompt_axes and fallback is not None:
-            sources.append((str(fallback.value), fallback.line, fallback.where))
-        templates: list[Template] = []
+            sources.append(
+                (str(fallback.value), fallback.origin or Origin(None, fallback.line), fallback.where)
+            )
+        names: list[list[str]] = []
         used_anywhere: set[str] = set()
-        for text, line, src_where in sources:
-            template = self._template(text, line, src_where, None)
-            if template is None:
+        for text, origin, src_where in sources:
+            analysis = self.prompt(text, origin, src_where)
+            if analysis is None:
                 continue
-            used_anywhere.update(template.names)
-            missing = [n for n in template.names if n not in known]
+            used_anywhere.update(analysis.names)
+            missing = [n for n in analysis.names if n not in known]
             for name in missing:
-                self.error(line, src_where, undefined(name, known))
+                self.error(origin.line, src_where, undefined(name, known, rows))
             if not missing:
-                templates.append(template)
+                names.append(analysis.names)
+            if spec.sample is not None and analysis.count is not None and analysis.count <= spec.sample.count:
+                self.warn(
+                    origin.line,
+                    src_where,
+                    f"sample: {spec.sample.count:,} but the prompt has {analysis.count:,} combinations:"
+                    " every one is used (drop sample: to say so)",
+                )
         cell_prompts = rows is not None and "prompt" in rows.columns and not prompt_axes
         if not sources and not cell_prompts:
             if rows is not None and not where:
@@ -179,20 +214,21 @@ class Checker:
             return used_anywhere
         # Rows: an empty cell is "not set", so each row is checked against its own cells.
         for row in rows.rows:
-            row_templates = templates
+            row_names = names
             if cell_prompts and "prompt" in row.cells:
-                template = self._template(row.cells["prompt"], row.line, "column prompt", rows.display)
-                if template is None:
+                origin = Origin(rows.display, row.line)
+                analysis = self.prompt(row.cells["prompt"], origin, "column prompt")
+                if analysis is None:
                     continue
-                used_anywhere.update(template.names)
-                missing = [n for n in template.names if n not in known]
+                used_anywhere.update(analysis.names)
+                missing = [n for n in analysis.names if n not in known]
                 for name in missing:
-                    self.error(row.line, "column prompt", undefined(name, known), file=rows.display)
-                row_templates = [] if missing else [template]
+                    self.error(row.line, "column prompt", undefined(name, known, rows), file=rows.display)
+                row_names = [] if missing else [analysis.names]
             elif not sources:
                 self.error(row.line, "column prompt", "is empty and the job has no prompt", file=rows.display)
                 continue
-            used = {n for t in row_templates for n in t.names}
+            used = {n for one in row_names for n in one}
             for name in sorted(used & columns):
                 if name not in row.cells:
                     self.error(

@@ -2,12 +2,16 @@
 
 UTF-8 with or without a BOM, CRLF or LF line ends. The header names the columns: a
 parameter name sets that parameter, any other name is a label. An empty cell is "not
-set"; a blank line is no row. Every cell is checked here, located at its row's line.
+set"; a blank line is no row. Every cell is checked here, located at its row's line. A
+row with the wrong number of cells is an error that hides nothing: the other rows are
+still read and checked, so every problem of the file shows at once.
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
+import hashlib
 import io
 from pathlib import Path
 
@@ -33,7 +37,7 @@ def read_rows(
         text = data.decode("utf-8-sig")
     except Unreadable as exc:
         if exc.missing:
-            check.error(line, where, f"CSV file not found: {shown}")
+            check.error(line, where, f"CSV file not found: {shown}{_nearby(path)}")
         else:
             check.error(line, where, f"{shown} {exc}")
         return None
@@ -58,7 +62,7 @@ def read_rows(
             check.error(1, f"column {column}", "appears twice in the header", file=shown)
             ok = False
         elif column not in PARAMETER_NAMES:
-            ok = check.label_name(column, 1, f"column {column}", file=shown, axis=True) and ok
+            ok = check.label_name(column, 1, f"column {column}", file=shown) and ok
     rows: list[Row] = []
     previous = reader.line_num
     try:
@@ -71,8 +75,7 @@ def read_rows(
                 check.error(
                     row_line, "", f"has {len(record)} cells; the header has {len(header)}", file=shown
                 )
-                ok = False
-                continue
+                continue  # noted; the other rows are still checked
             cells = {h: c for h, c in zip(header, record, strict=True) if c.strip() and h}
             # A bad cell is reported but keeps its row: the row's other checks (its
             # prompt, its template names) still run, so every problem shows at once.
@@ -88,4 +91,21 @@ def read_rows(
     if not rows:
         check.error(line, where, f"{shown} has a header but no rows")
         return None
-    return RowSource(path, shown, tuple(header), tuple(rows)) if ok else None
+    sha = hashlib.sha256(data).hexdigest()
+    return RowSource(path, shown, tuple(header), tuple(rows), sha) if ok else None
+
+
+def _nearby(path: Path) -> str:
+    """A "did you mean" among the CSV files in the folder ``path`` names, or the list of them."""
+    try:
+        found = sorted(p.name for p in path.parent.iterdir() if p.suffix.lower() == ".csv" and p.is_file())
+    except OSError:
+        return ""
+    # Compared without ".csv", which every name shares and which would make any two look alike.
+    stems = {Path(name).stem: name for name in found}
+    close = difflib.get_close_matches(path.stem, list(stems), n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {stems[close[0]]}?)"
+    if found and len(found) <= 10:
+        return f" (the CSV files there: {', '.join(found)})"
+    return ""

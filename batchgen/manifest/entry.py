@@ -15,14 +15,14 @@ from pathlib import Path
 import yaml
 
 from batchgen.manifest.csvrows import read_rows
-from batchgen.manifest.model import Axis, JobSpec, RowSource, Value
+from batchgen.manifest.model import Axis, JobSpec, RowSource, Sample, Source, Value
 from batchgen.manifest.params import PARAMETER_NAMES
-from batchgen.manifest.values import axis, param_value, seed_count
+from batchgen.manifest.values import axis, param_value, sample_setting, seed_count
 from batchgen.manifest.yamlnodes import Nodes
 
 __all__ = ["JOB_KEYS", "read_entry"]
 
-JOB_KEYS = ("prompt", *PARAMETER_NAMES[1:], "grid", "zip", "rows", "seeds", "labels")
+JOB_KEYS = ("prompt", *PARAMETER_NAMES[1:], "grid", "zip", "rows", "seeds", "sample", "labels")
 
 
 def read_entry(
@@ -31,13 +31,16 @@ def read_entry(
     where: str,
     defaults: Mapping[str, Value | Axis],
     default_seeds: int | None,
+    default_sample: Sample | None = None,
     *,
     path: Path,
     display: str,
+    sources: list[Source] | None = None,
 ) -> tuple[JobSpec | None, set[str] | None]:
     """The entry's spec if it is valid, and the label names it defines if its structure is.
 
-    ``path`` and ``display`` are the manifest's, which a ``rows:`` file is relative to.
+    ``path`` and ``display`` are the folder a ``rows:`` file is relative to (the
+    manifest's) and its name in messages; each CSV file read is added to ``sources``.
     """
     check = nodes.check
     if isinstance(node, yaml.ScalarNode) and isinstance(nodes.scalar(node), str):
@@ -63,6 +66,7 @@ def read_entry(
                     nodes.at(value_node), sub, f"{key} is a parameter; set it on the job, not as a label"
                 )
                 continue
+            # Written under labels:, it is a label on purpose: no "did you mean" a parameter.
             if not check.label_name(key, nodes.at(value_node), sub):
                 continue
             label = nodes.scalar(value_node) if isinstance(value_node, yaml.ScalarNode) else None
@@ -87,9 +91,15 @@ def read_entry(
         if not isinstance(rel, str) or not rel.strip():
             check.error(nodes.at(value_node), f"{where}.rows", "must be the path of a CSV file")
         else:
-            csv_path = path.parent / rel
-            shown = os.path.join(os.path.dirname(display), rel)
+            csv_path = path / rel
+            shown = os.path.join(display, rel)
             rows = read_rows(check, csv_path, shown, nodes.at(value_node), f"{where}.rows")
+            if rows is not None and sources is not None:
+                sources.append(Source(rows.display, rows.sha256))
+
+    sample = default_sample
+    if "sample" in items:
+        sample = sample_setting(nodes, items["sample"], f"{where}.sample")
 
     seeds: int | None = None
     if "seeds" in items:
@@ -132,12 +142,16 @@ def read_entry(
         seeds = default_seeds
     fields = {k: v for k, v in merged.items() if isinstance(v, Value) and k not in seen}
     implicit = [v for k, v in merged.items() if isinstance(v, Axis) and k not in seen]
-    spec = JobSpec(where, line, fields, labels, (*grid, *implicit), tuple(zipped), rows, seeds)
+    spec = JobSpec(where, line, fields, labels, (*grid, *implicit), tuple(zipped), rows, seeds, sample)
     structure_ok = len(check.problems) == start
     # Check the prompt templates even when a value above was wrong, so every problem is
     # reported at once; names written under labels/grid/zip count as defined even if one
     # of their values was invalid, and a CSV that could not be read hides its columns.
-    has_prompt = "prompt" in fields or any(a.name == "prompt" for a in (*grid, *zipped))
+    has_prompt = (
+        "prompt" in fields
+        or any(a.name == "prompt" for a in (*grid, *zipped))
+        or (rows is not None and "prompt" in rows.columns)
+    )
     used: set[str] = set()
     if structure_ok or (has_prompt and not ("rows" in items and rows is None)):
         used = check.check_prompts(spec, where, declared=_written_names(items))
@@ -154,9 +168,7 @@ def _axes(nodes: Nodes, items: Mapping[str, yaml.Node], section: str, where: str
         return found
     for key, value_node in nodes.mapping(items[section], f"{where}.{section}", None).items():
         sub = f"{where}.{section}.{key}"
-        if key not in PARAMETER_NAMES and not nodes.check.label_name(
-            key, nodes.at(value_node), sub, axis=True
-        ):
+        if key not in PARAMETER_NAMES and not nodes.check.label_name(key, nodes.at(value_node), sub):
             continue
         one = axis(nodes, key, value_node, sub)
         if one is not None:

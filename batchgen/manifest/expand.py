@@ -2,11 +2,14 @@
 
 Order, for each entry of ``jobs`` in turn: CSV rows (outermost), then the zipped
 tuples, then the grid axes in written order (the last one varies fastest) followed by
-list-valued fields, then seeds. Jobs with the same key are one job: later copies are
-dropped and counted in :attr:`Expansion.duplicates`. Indexes count the jobs kept, from 0.
+list-valued fields, then the prompts a dynamic prompt stands for (every combination,
+or ``sample:`` random ones: :mod:`batchgen.manifest.prompts`), then seeds. Jobs with the
+same key are one job: later copies are dropped and counted in
+:attr:`Expansion.duplicates`. Indexes count the jobs kept, from 0. A JSON Lines
+manifest's jobs are already resolved: they keep their own indexes.
 
-Counting is arithmetic (:func:`count_jobs`), so a 10**12-job grid is refused by
-:func:`~batchgen.manifest.pipeline.check_job_cap` without a single job being built.
+Counting is arithmetic (:func:`count_jobs`), so a 10**12-job grid (or prompt) is refused
+by :func:`~batchgen.manifest.pipeline.check_job_cap` without a single job being built.
 Filenames follow the one output-path rule of :mod:`batchgen.manifest.paths`; two jobs
 that would write one file (equal ignoring case and the image extension) make the
 manifest invalid, every such pair reported with both jobs once the expansion is complete.
@@ -30,6 +33,7 @@ from batchgen.manifest.params import (
     validate_params,
 )
 from batchgen.manifest.paths import clash_key, clean_value, image_extension, output_path
+from batchgen.manifest.prompts import Prompts
 from batchgen.manifest.template import Template, parse_template
 
 __all__ = ["Expansion", "count_jobs", "derive_seeds", "expand"]
@@ -67,12 +71,36 @@ def _seeded(spec: JobSpec, row: Row | None, axes: Sequence[Axis]) -> bool:
     )
 
 
-def _spec_count(spec: JobSpec) -> int:
-    zip_len = len(spec.zip[0].values) if spec.zip else 1
+def _prompts_of(manifest: Manifest) -> Prompts:
+    return manifest.prompts if manifest.prompts is not None else Prompts(None)
+
+
+def _spec_count(spec: JobSpec, prompts: Prompts) -> int:
+    """The jobs of one entry: rows x zip x grid x prompts x seeds, a prompt counted for what
+    it stands for (every combination, or the ``sample:`` drawn)."""
+    sample = spec.sample.count if spec.sample is not None else None
+
+    def prompt_count(text: Scalar) -> int:
+        return prompts.sampled_count(str(text), sample)
+
     total = 0
     for row in spec.rows.rows if spec.rows is not None else (None,):
         axes = _row_axes(spec, row)
-        n = zip_len * math.prod(len(a.values) for a in axes)
+        if spec.zip:
+            zipped = next((a for a in spec.zip if a.name == "prompt"), None)
+            n = sum(prompt_count(v) for v in zipped.values) if zipped else len(spec.zip[0].values)
+        else:
+            zipped, n = None, 1
+        prompt_axis = next((a for a in axes if a.name == "prompt"), None)
+        n *= math.prod(len(a.values) for a in axes if a is not prompt_axis)
+        if prompt_axis is not None:
+            n *= sum(prompt_count(v) for v in prompt_axis.values)
+        elif zipped is None:
+            cell = row.cells.get("prompt") if row is not None else None
+            field = spec.fields.get("prompt")
+            text = cell if cell is not None else (field.value if field is not None else None)
+            if text is not None:
+                n *= prompt_count(text)
         if spec.seeds is not None and not _seeded(spec, row, axes):
             n *= spec.seeds
         total += n
@@ -81,7 +109,10 @@ def _spec_count(spec: JobSpec) -> int:
 
 def count_jobs(manifest: Manifest) -> int:
     """How many jobs the manifest expands to before duplicates are dropped; arithmetic only."""
-    return sum(_spec_count(spec) for spec in manifest.jobs)
+    if manifest.lines is not None:
+        return len(manifest.lines)
+    prompts = _prompts_of(manifest)
+    return sum(_spec_count(spec, prompts) for spec in manifest.jobs)
 
 
 def _product(axes: Sequence[Axis]) -> Iterator[tuple[Scalar, ...]]:
@@ -113,6 +144,7 @@ class Expansion:
         self.manifest = manifest
         self.duplicates = 0
         self._templates: dict[str, Template] = {}
+        self._prompts = _prompts_of(manifest)
 
     def __iter__(self) -> Iterator[Job]:
         """Every job in index order; ManifestError after the last one if any two clash."""
@@ -138,12 +170,23 @@ class Expansion:
             raise ManifestError([self._clash(found[a], found[b]) for a, b in clashes])
 
     def _kept(self, *, count: bool = True) -> Iterator[tuple[Job, int, int | None]]:
-        """Jobs without duplicates, each with its entry's position and its CSV line (if any)."""
+        """Jobs without duplicates, each with its entry's position and its CSV line (if any);
+        a JSON Lines manifest's jobs with position -1 and their line."""
         seen: set[int] = set()
+        if self.manifest.lines is not None:
+            for one in self.manifest.lines:
+                short = int(one.job.key[:32], 16)
+                if short in seen:
+                    if count:
+                        self.duplicates += 1
+                    continue
+                seen.add(short)
+                yield one.job, -1, one.line
+            return
         index = 0
         for position, spec in enumerate(self.manifest.jobs):
-            for params, labels, row in self._resolved(spec):
-                job = self._job(spec, row, index, params, labels)
+            for params, labels, row, written in self._resolved(spec):
+                job = self._job(spec, row, index, params, labels, written)
                 # 128 bits of the key are plenty to tell jobs apart and keep memory small.
                 short = int(job.key[:32], 16)
                 if short in seen:
@@ -156,6 +199,8 @@ class Expansion:
 
     def _origin(self, position: int, line: int | None) -> str:
         """Where a job comes from, for a manifest with more than one source of jobs."""
+        if position < 0:
+            return f" (line {line})"
         spec = self.manifest.jobs[position]
         parts = []
         if len(self.manifest.jobs) > 1 and spec.where:
@@ -180,6 +225,10 @@ class Expansion:
                 f"{jobs} would write {a} and {b}: one file once the extension follows the image"
                 f" format the server sends ({ext_a} or {ext_b})"
             )
+        if pos_b < 0:
+            return Problem(
+                self.manifest.display, line_b, "filename", what + "; give each line its own filename"
+            )
         return Problem(
             self.manifest.display,
             self.manifest.filename_line,
@@ -187,8 +236,9 @@ class Expansion:
             what + "; add {key} or {index} to the template",
         )
 
-    def _resolved(self, spec: JobSpec) -> Iterator[tuple[BriaParams, dict[str, LabelValue], Row | None]]:
-        """Parameters (prompt still a template), labels and CSV row of every job of one entry."""
+    def _resolved(self, spec: JobSpec) -> Iterator[tuple[BriaParams, dict[str, LabelValue], Row | None, str]]:
+        """Parameters (prompt a field template, its dynamic parts chosen), labels, CSV row and
+        the prompt as written, of every job of one entry."""
         model = self.manifest.model
         for row in spec.rows.rows if spec.rows is not None else (None,):
             params: dict[str, Scalar] = {k: v.value for k, v in spec.fields.items()}
@@ -209,13 +259,27 @@ class Expansion:
                     for axis, value in zip(axes, combo, strict=True):
                         (params if axis.name in PARAMETER_NAMES else labels)[axis.name] = value
                     base = self._validate(spec, row, params)
-                    if seeded or spec.seeds is None:
-                        yield base, dict(labels), row
-                        continue
-                    content = base.to_api()
-                    del content["seed"]
-                    for seed in derive_seeds(canonical_json(model, content, labels), spec.seeds):
-                        yield base.model_copy(update={"seed": seed}), dict(labels), row
+                    written = base.prompt
+                    for text in self._prompt_texts(spec, written, labels):
+                        one = base if text == written else base.model_copy(update={"prompt": text})
+                        if seeded or spec.seeds is None:
+                            yield one, dict(labels), row, written
+                            continue
+                        # Derived from the prompt with its choices made, fields not yet
+                        # filled: a plain prompt's seeds are what they always were.
+                        content = one.to_api()
+                        del content["seed"]
+                        for seed in derive_seeds(canonical_json(model, content, labels), spec.seeds):
+                            yield one.model_copy(update={"seed": seed}), dict(labels), row, written
+
+    def _prompt_texts(self, spec: JobSpec, written: str, labels: dict[str, LabelValue]) -> Iterator[str]:
+        """The prompts (field templates) a job's written prompt stands for: every combination,
+        or the ``sample:`` drawn for this job's labels."""
+        if spec.sample is None:
+            yield from self._prompts.each(written)
+            return
+        salt = canonical_json("", {}, labels)
+        yield from self._prompts.sample(written, spec.sample.count, seed=spec.sample.seed, salt=salt)
 
     def _validate(self, spec: JobSpec, row: Row | None, params: dict[str, Scalar]) -> BriaParams:
         try:
@@ -238,7 +302,13 @@ class Expansion:
         return template
 
     def _job(
-        self, spec: JobSpec, row: Row | None, index: int, params: BriaParams, labels: dict[str, LabelValue]
+        self,
+        spec: JobSpec,
+        row: Row | None,
+        index: int,
+        params: BriaParams,
+        labels: dict[str, LabelValue],
+        written: str,
     ) -> Job:
         values: dict[str, object] = {k: v for k, v in params.to_api().items() if k != "prompt"}
         values.update(labels)
@@ -259,7 +329,13 @@ class Expansion:
         names.update(index=index, key=key[:12])
         filename = output_path(self.manifest.filename.render(names, missing="", convert=clean_value))
         return Job(
-            index=index, key=key, model=self.manifest.model, params=final, labels=labels, filename=filename
+            index=index,
+            key=key,
+            model=self.manifest.model,
+            params=final,
+            labels=labels,
+            filename=filename,
+            template=written if written != prompt else None,
         )
 
 

@@ -38,7 +38,9 @@ class Job:
 
     ``key`` is the full sha256 from :func:`job_key`; two jobs with the same key are
     the same job. ``filename`` is relative to the run's ``images/`` directory and is
-    already sanitised.
+    already sanitised. ``template`` is the prompt as written, when the job's prompt was
+    made from it (fields filled in, dynamic parts chosen); it is recorded with the job
+    but is not part of its key.
     """
 
     index: int
@@ -47,6 +49,7 @@ class Job:
     params: BriaParams
     labels: Mapping[str, LabelValue] = field(default_factory=dict)
     filename: str = ""
+    template: str | None = None
 
     @property
     def short_key(self) -> str:
@@ -59,8 +62,8 @@ class Job:
         return self.params.seed
 
     def to_json(self) -> dict[str, Any]:
-        """The job as ``batchgen plan --jsonl`` prints it."""
-        return {
+        """The job as ``batchgen plan --jsonl`` prints it (and a JSON Lines manifest reads it)."""
+        out: dict[str, Any] = {
             "index": self.index,
             "key": self.key,
             "model": self.model,
@@ -68,3 +71,6 @@ class Job:
             "labels": dict(self.labels),
             "filename": self.filename,
         }
+        if self.template is not None:
+            out["template"] = self.template
+        return out

@@ -10,13 +10,18 @@ What it leans on: :mod:`~batchgen.manifest.reads` (bounded file reads),
 :mod:`~batchgen.manifest.yamlnodes` (the depth-bounded composer, tags, node reading),
 :mod:`~batchgen.manifest.entry` (one entry of ``jobs``), :mod:`~batchgen.manifest.values`
 (one value, a list or a range), :mod:`~batchgen.manifest.csvrows` (CSV rows),
-:mod:`~batchgen.manifest.checks` (parameters, labels, prompts, unused axes) and
-:mod:`~batchgen.manifest.dates` (``{date}``).
+:mod:`~batchgen.manifest.checks` (parameters, labels, prompts, unused axes),
+:mod:`~batchgen.manifest.wildcards` (wildcard files), :mod:`~batchgen.manifest.jsonl`
+(JSON Lines manifests) and :mod:`~batchgen.manifest.dates` (``{date}``).
+
+``-`` reads the manifest from standard input: JSON Lines when its first line is a JSON
+object, else YAML; its ``rows:`` and wildcard paths are relative to the current folder.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from dataclasses import replace
@@ -30,23 +35,31 @@ from batchgen.manifest.csvrows import read_rows
 from batchgen.manifest.dates import run_date
 from batchgen.manifest.entry import read_entry
 from batchgen.manifest.job import DEFAULT_MODEL
-from batchgen.manifest.model import Axis, JobSpec, Manifest, Value
+from batchgen.manifest.jsonl import MAX_JSONL_BYTES, read_jsonl
+from batchgen.manifest.model import Axis, JobSpec, Manifest, Sample, Source, Value
 from batchgen.manifest.params import PARAMETER_NAMES
-from batchgen.manifest.reads import MAX_CSV_BYTES, MAX_YAML_BYTES, Unreadable, read_bounded
+from batchgen.manifest.prompts import Prompts
+from batchgen.manifest.reads import MAX_CSV_BYTES, MAX_YAML_BYTES, Unreadable, read_bounded, read_stdin
 from batchgen.manifest.template import parse_template
-from batchgen.manifest.values import param_value, seed_count
+from batchgen.manifest.values import param_value, sample_setting, seed_count
+from batchgen.manifest.wildcards import Wildcards
 from batchgen.manifest.yamlnodes import MAX_DEPTH, Nodes, TooDeep, bad_tags, compose, describe_node
 
 __all__ = [
     "DEFAULT_FILENAME",
+    "DEFAULT_WILDCARDS",
     "FILENAME_BUILTINS",
     "OUTPUT_KEYS",
     "REPORT_KEYS",
+    "STDIN",
     "TOP_KEYS",
     "load_manifest",
+    "sources_sha256",
 ]
 
-TOP_KEYS = ("name", "model", "defaults", "jobs", "output", "report")
+TOP_KEYS = ("name", "model", "defaults", "jobs", "output", "report", "wildcards")
+STDIN = "-"  # the manifest path that reads standard input
+DEFAULT_WILDCARDS = "wildcards"  # the folder beside a manifest its __name__ wildcards come from
 OUTPUT_KEYS = ("filename",)
 REPORT_KEYS = ("rows", "columns")
 FILENAME_BUILTINS = ("date", "index", "key", "name")
@@ -57,45 +70,164 @@ _MODEL = re.compile(r"[a-z0-9][a-z0-9._-]*")
 
 
 def load_manifest(path: str | os.PathLike[str], *, date: str | None = None) -> Manifest:
-    """Load a YAML (.yaml/.yml) or CSV (.csv) manifest; raise ManifestError with every problem.
+    """Load a YAML (.yaml/.yml), CSV (.csv) or JSON Lines (.jsonl) manifest, or ``-`` (standard
+    input); raise ManifestError with every problem.
 
     ``date`` (``YYYY-MM-DD``, default today in UTC) fills ``{date}`` in the run name and
     the output filenames (never in prompts: a job's key must not change with the day).
     """
     date = run_date(date)
+    stdin = str(path) == STDIN
     p = Path(path)
-    display = str(path)
+    display = "<stdin>" if stdin else str(path)
     suffix = p.suffix.lower()
-    if suffix not in (".csv", ".yaml", ".yml"):
-        raise ManifestError([Problem(display, None, "", "a manifest is a .yaml, .yml or .csv file")])
-    is_csv = suffix == ".csv"
-    cap = MAX_CSV_BYTES if is_csv else MAX_YAML_BYTES
-    what = "a CSV manifest" if is_csv else "a YAML manifest"
-    hint = "" if is_csv else " (put long lists of values in a rows: CSV file)"
-    try:
-        data = read_bounded(p, cap, what, hint)
-    except Unreadable as exc:
-        what = "no such file" if exc.missing else str(exc)
-        raise ManifestError([Problem(display, None, "", what)]) from None
-    walk = _Walk(p, display, date)
+    if stdin:
+        try:
+            data = read_stdin(MAX_JSONL_BYTES)
+        except Unreadable as exc:
+            raise ManifestError([Problem(display, None, "", str(exc))]) from None
+        kind = "jsonl" if _first_line_is_json(data) else "yaml"
+        if kind == "yaml" and len(data) > MAX_YAML_BYTES:
+            raise ManifestError(
+                [Problem(display, None, "", "is larger than 1 MiB, the limit for a YAML manifest")]
+            )
+    elif suffix not in (".csv", ".yaml", ".yml", ".jsonl"):
+        raise ManifestError(
+            [
+                Problem(
+                    display,
+                    None,
+                    "",
+                    "a manifest is a .yaml, .yml, .csv or .jsonl file (or - for standard input)",
+                )
+            ]
+        )
+    else:
+        kind = {".csv": "csv", ".jsonl": "jsonl"}.get(suffix, "yaml")
+        cap = {"csv": MAX_CSV_BYTES, "jsonl": MAX_JSONL_BYTES}.get(kind, MAX_YAML_BYTES)
+        what = {"csv": "a CSV manifest", "jsonl": "a JSON Lines manifest"}.get(kind, "a YAML manifest")
+        hint = " (put long lists of values in a rows: CSV file)" if kind == "yaml" else ""
+        try:
+            data = read_bounded(p, cap, what, hint)
+        except Unreadable as exc:
+            what = "no such file" if exc.missing else str(exc)
+            raise ManifestError([Problem(display, None, "", what)]) from None
+    walk = _Walk(p, display, date, stdin=stdin)
     sha = hashlib.sha256(data).hexdigest()
-    manifest = walk.csv_manifest(data, sha) if is_csv else walk.yaml_manifest(data, sha)
+    if kind == "jsonl":
+        manifest = walk.jsonl_manifest(data, sha)
+    else:
+        manifest = walk.csv_manifest(data, sha) if kind == "csv" else walk.yaml_manifest(data, sha)
     check = walk.check
     if check.problems or manifest is None:
         fallback = [Problem(display, None, "", "invalid manifest")]
         raise ManifestError(in_file_order(check.problems) or fallback)
-    return replace(manifest, warnings=in_file_order(check.warnings), date=date)
+    sources = walk.sources(Source(display, sha))
+    return replace(
+        manifest,
+        warnings=in_file_order(check.warnings),
+        date=date,
+        sources=sources,
+        sha256=sources_sha256(sources),
+        stdin=stdin,
+    )
+
+
+def sources_sha256(sources: tuple[Source, ...]) -> str:
+    """The sha256 a run records for a manifest: the file's own when the jobs come from it
+    alone, else that of a ``sha256sum``-style listing of every file (manifest first)."""
+    if len(sources) == 1:
+        return sources[0].sha256
+    listing = "".join(f"{s.sha256}  {s.display}\n" for s in sources)
+    return hashlib.sha256(listing.encode("utf-8")).hexdigest()
+
+
+def _yaml_error(text: str, exc: yaml.MarkedYAMLError) -> tuple[int | None, str, int | None]:
+    """Where a YAML syntax error is, and what: an unclosed quote is named at its opening line.
+
+    PyYAML notices an unclosed quote only where the quoted text ends: at the end of the
+    file, or at the next quote, lines later. Neither is where the mistake is.
+    """
+    what = " ".join(str(part) for part in (exc.context, exc.problem) if part)
+    if exc.context == "while scanning a quoted scalar" and exc.context_mark is not None:
+        opened = int(exc.context_mark.line) + 1
+        if "end of stream" in str(exc.problem):
+            what = "YAML syntax error: the quote that opens here is never closed"
+            return opened, what, int(exc.context_mark.column) + 1
+    mark = exc.problem_mark or exc.context_mark
+    line = int(mark.line) + 1 if mark is not None else None
+    hint = ""
+    if line is not None:
+        # A double quote left open takes the lines after it as its text, up to the next
+        # quote: the error shows there. Name the last line before it with an odd count.
+        before = text.split("\n")[: line - 1]
+        for number in range(len(before), 0, -1):
+            one = before[number - 1].replace('\\"', "")
+            if one.count('"') % 2:
+                hint = f" (is the quote on line {number} closed?)"
+                break
+    return line, f"YAML syntax error: {what}{hint}", None
+
+
+def _first_line_is_json(data: bytes) -> bool:
+    """Whether standard input is JSON Lines: its first non-blank line is a JSON object."""
+    for raw in data.splitlines():
+        if raw.strip():
+            try:
+                return isinstance(json.loads(raw.decode("utf-8-sig", errors="replace")), dict)
+            except ValueError:
+                return False
+    return False
 
 
 class _Walk:
     """One load of one manifest file: walks it, noting every problem in ``check``."""
 
-    def __init__(self, path: Path, display: str, date: str) -> None:
+    def __init__(self, path: Path, display: str, date: str, *, stdin: bool = False) -> None:
         self.path = path
         self.display = display
         self.date = date
+        self.stdin = stdin
         self.check = Checker(display)
         self.nodes = Nodes(self.check)
+        self.csv_sources: list[Source] = []
+
+    @property
+    def folder(self) -> tuple[Path, str]:
+        """The folder the manifest's relative paths start from, and its name in messages."""
+        if self.stdin:
+            return Path("."), ""
+        return self.path.parent, os.path.dirname(self.display)
+
+    def sources(self, manifest: Source) -> tuple[Source, ...]:
+        """Every file the jobs come from: the manifest, its CSV files, the wildcard files used."""
+        found = {manifest.display: manifest}
+        for source in self.csv_sources:
+            found.setdefault(source.display, source)
+        wildcards = self.check.prompts.wildcards
+        if wildcards is not None:
+            for display, sha in sorted(wildcards.used.items()):
+                found.setdefault(display, Source(display, sha))
+        return tuple(found.values())
+
+    def use_wildcards(self, written: list[str] | None, line: int | None) -> None:
+        """Give the checker the wildcard folders: those the manifest names, else ``wildcards/``
+        beside it if there is one."""
+        base, shown = self.folder
+        if written is None:
+            if not (base / DEFAULT_WILDCARDS).is_dir():
+                return
+            written = [DEFAULT_WILDCARDS]
+        folders = []
+        for rel in written:
+            path = base / Path(rel).expanduser()
+            display = os.path.join(shown, rel) if not Path(rel).expanduser().is_absolute() else rel
+            if not path.is_dir():
+                what = "does not exist" if not path.exists() else "is not a folder"
+                self.check.error(line, "wildcards", f"{display} {what}")
+                continue
+            folders.append((path, display))
+        self.check.prompts = Prompts(Wildcards(folders))
 
     def name_from_file(self) -> str:
         """The run name a manifest without ``name:`` gets: its file name without the extension.
@@ -105,6 +237,8 @@ class _Walk:
         hides the folder. Leading dots are dropped, and a name left empty becomes
         ``manifest``, with a warning.
         """
+        if self.stdin:
+            return "stdin"
         stem = self.path.stem
         name = stem.lstrip(".")
         if name == stem and name:
@@ -117,6 +251,7 @@ class _Walk:
 
     def csv_manifest(self, data: bytes, sha: str) -> Manifest | None:
         """A CSV manifest: one job entry whose rows are the file's."""
+        self.use_wildcards(None, None)
         source = read_rows(self.check, self.path, self.display, None, "", data=data)
         if source is None:
             return None
@@ -132,6 +267,26 @@ class _Walk:
             filename=parse_template(DEFAULT_FILENAME),
             filename_line=None,
             warnings=self.check.warnings,
+            prompts=self.check.prompts,
+        )
+
+    def jsonl_manifest(self, data: bytes, sha: str) -> Manifest | None:
+        """A JSON Lines manifest: one resolved job a line."""
+        name = self.name_from_file()
+        lines = read_jsonl(self.check, data, parse_template(DEFAULT_FILENAME), name=name)
+        if lines is None:
+            return None
+        jobs, model = lines
+        return Manifest(
+            path=self.path,
+            name=name,
+            model=model,
+            sha256=sha,
+            jobs=(),
+            filename=parse_template(DEFAULT_FILENAME),
+            filename_line=None,
+            warnings=self.check.warnings,
+            lines=jobs,
         )
 
     def _root(self, data: bytes) -> yaml.Node | None:
@@ -151,10 +306,8 @@ class _Walk:
             check.error(None, "", "nested too deeply to read")
             return None
         except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line = int(mark.line) + 1 if mark is not None else None
-            what = " ".join(str(part) for part in (exc.context, exc.problem) if part)
-            check.error(line, "", f"YAML syntax error: {what}")
+            line, what, column = _yaml_error(text, exc)
+            check.error(line, "", what, column=column)
             return None
         except yaml.reader.ReaderError as exc:
             # Raised by the reader for characters YAML forbids (NUL, other controls); it
@@ -209,13 +362,28 @@ class _Walk:
             else:
                 check.error(nodes.at(node), "model", "must be a Segmind model slug like bria-text-to-image")
 
+        written: list[str] | None = None
+        if "wildcards" in top:
+            node = top["wildcards"]
+            items_ = node.value if isinstance(node, yaml.SequenceNode) else [node]
+            paths = [nodes.scalar(n) if isinstance(n, yaml.ScalarNode) else None for n in items_]
+            if paths and all(isinstance(one, str) and one.strip() for one in paths):
+                written = [str(one) for one in paths]
+            else:
+                check.error(nodes.at(node), "wildcards", "must be a folder's path, or a list of them")
+        self.use_wildcards(written, nodes.at(top["wildcards"]) if "wildcards" in top else None)
+
         defaults: dict[str, Value | Axis] = {}
         default_seeds: int | None = None
+        default_sample: Sample | None = None
         if "defaults" in top:
-            items = nodes.mapping(top["defaults"], "defaults", (*PARAMETER_NAMES, "seeds"))
+            items = nodes.mapping(top["defaults"], "defaults", (*PARAMETER_NAMES, "seeds", "sample"))
             for key, node in items.items():
                 if key == "seeds":
                     default_seeds = seed_count(nodes, node, "defaults.seeds")
+                    continue
+                if key == "sample":
+                    default_sample = sample_setting(nodes, node, "defaults.sample")
                     continue
                 setting = param_value(nodes, key, node, f"defaults.{key}")
                 if setting is not None:
@@ -242,8 +410,10 @@ class _Walk:
                         f"jobs[{i}]",
                         defaults,
                         default_seeds,
-                        path=self.path,
-                        display=self.display,
+                        default_sample,
+                        path=self.folder[0],
+                        display=self.folder[1],
+                        sources=self.csv_sources,
                     )
                     if spec is not None:
                         jobs.append(spec)
@@ -304,4 +474,5 @@ class _Walk:
             filename_line=filename_line,
             warnings=check.warnings,
             report=report,
+            prompts=check.prompts,
         )

@@ -155,6 +155,23 @@ def suggest_name(name: str, choices: tuple[str, ...] = PARAMETER_NAMES) -> str |
     return close[0] if close else None
 
 
+# How people write a ratio: 16x9, 16X9, 16/9, 16-9, 16×9, 16 : 9.
+_RATIO_SEPARATOR = re.compile(r"\s*[xX×/*:-]\s*")
+
+
+def _close_choice(field: str, value: object) -> str | None:
+    """The allowed value a wrong one was surely meant as: ``16x9`` is 16:9, ``fats`` fast."""
+    info = BriaParams.model_fields.get(field)
+    if info is None or not isinstance(value, str):
+        return None
+    choices = tuple(str(c) for c in get_args(info.annotation))
+    if field == "aspect_ratio":
+        ratio = _RATIO_SEPARATOR.sub(":", value.strip())
+        return ratio if ratio in choices else None
+    close = difflib.get_close_matches(value.strip().lower(), choices, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def _describe(error: Mapping[str, Any]) -> ParamProblem:
     """Turn one pydantic error into a sentence a user can act on."""
     loc = error.get("loc", ())
@@ -175,6 +192,9 @@ def _describe(error: Mapping[str, Any]) -> ParamProblem:
         message = f"{value!r} is below the minimum {ctx.get('ge', ctx.get('gt'))}"
     elif kind == "literal_error":
         message = f"{value!r} is not allowed; choose one of {ctx.get('expected', '')}"
+        hint = _close_choice(field, value)
+        if hint is not None:
+            message += f" (did you mean {hint}?)"
     elif kind in ("string_too_short", "too_short"):
         message = "must not be empty"
     elif kind == "value_error":

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from pathlib import Path
 
-__all__ = ["MAX_CSV_BYTES", "MAX_YAML_BYTES", "Unreadable", "read_bounded"]
+__all__ = ["MAX_CSV_BYTES", "MAX_YAML_BYTES", "Unreadable", "read_bounded", "read_stdin"]
 
 # Pure-Python YAML composes about 1 MB a second, so 1 MiB keeps validation near a second;
 # a hand-written manifest is a few KB, and long lists belong in a ``rows:`` CSV, which is
@@ -72,6 +73,33 @@ def read_bounded(path: Path, cap: int, what: str, hint: str = "") -> bytes:
         os.close(fd)
     if size > cap:
         raise Unreadable(f"is larger than {_size(cap)}, the limit for {what}{hint}")
+    return b"".join(chunks)
+
+
+def read_stdin(cap: int) -> bytes:
+    """Standard input, read to its end, of at most ``cap`` bytes, or :class:`Unreadable`.
+
+    A terminal is refused: ``batchgen run -`` typed without a pipe would otherwise wait
+    silently for a manifest to be typed in.
+    """
+    stream = sys.stdin
+    if stream is None or stream.closed:
+        raise Unreadable("is closed: - reads a manifest piped in")
+    if stream.isatty():
+        raise Unreadable("is a terminal: - reads a manifest piped in (... | batchgen run - --out DIR)")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while size <= cap:
+            chunk = stream.buffer.read(min(1 << 20, cap + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise Unreadable(f"standard input cannot be read: {exc.strerror or exc}") from None
+    if size > cap:
+        raise Unreadable(f"standard input is larger than {_size(cap)}, the limit for a manifest")
     return b"".join(chunks)
 
 

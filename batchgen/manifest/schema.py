@@ -12,7 +12,7 @@ from typing import Any
 
 from batchgen.manifest.load import REPORT_KEYS
 from batchgen.manifest.params import BriaParams
-from batchgen.manifest.values import MAX_SEEDS
+from batchgen.manifest.values import MAX_SAMPLE, MAX_SEEDS
 
 __all__ = ["SCHEMA_ID", "manifest_schema"]
 
@@ -57,6 +57,19 @@ def manifest_schema() -> dict[str, Any]:
     """The JSON Schema (2020-12) of a YAML manifest."""
     params = _parameters()
     seeds = {"type": "integer", "minimum": 1, "maximum": MAX_SEEDS, "description": "N derived seeds per job"}
+    count = {"type": "integer", "minimum": 1, "maximum": MAX_SAMPLE}
+    sample = {
+        "description": "N random prompts per job from a dynamic prompt, instead of every combination",
+        "anyOf": [
+            count,
+            {
+                "type": "object",
+                "properties": {"count": count, "seed": {"type": "integer"}},
+                "required": ["count"],
+                "additionalProperties": False,
+            },
+        ],
+    }
     axes = {
         "type": "object",
         "properties": {name: _axis(p) for name, p in params.items()},
@@ -73,6 +86,7 @@ def manifest_schema() -> dict[str, Any]:
                 "description": "a CSV file, relative to the manifest: one job per row",
             },
             "seeds": seeds,
+            "sample": sample,
             "labels": {"type": "object", "additionalProperties": _SCALAR},
         },
         "additionalProperties": False,
@@ -87,7 +101,11 @@ def manifest_schema() -> dict[str, Any]:
             "model": {"type": "string", "default": "bria-text-to-image"},
             "defaults": {
                 "type": "object",
-                "properties": {**{name: _field(p) for name, p in params.items()}, "seeds": seeds},
+                "properties": {
+                    **{name: _field(p) for name, p in params.items()},
+                    "seeds": seeds,
+                    "sample": sample,
+                },
                 "additionalProperties": False,
             },
             "jobs": {"type": "array", "items": job, "minItems": 1},
@@ -119,6 +137,10 @@ def manifest_schema() -> dict[str, Any]:
                     for key in REPORT_KEYS
                 },
                 "additionalProperties": False,
+            },
+            "wildcards": {
+                "description": "the folder(s) of wildcard files (default: wildcards/ beside the manifest)",
+                "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}],
             },
         },
         "required": ["jobs"],

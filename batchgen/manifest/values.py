@@ -1,4 +1,5 @@
-"""A parameter's or label's value as written in YAML: one value, a list, a range; a seed count.
+"""A parameter's or label's value as written in YAML: one value, a list, a range; a seed
+count; a ``sample:`` setting.
 
 A list (or, for an integer parameter or a label, a range string like ``"1-8"`` or
 ``"1-100 (+10)"``) becomes an :class:`~batchgen.manifest.model.Axis`; anything else is a
@@ -12,14 +13,24 @@ import re
 
 import yaml
 
-from batchgen.manifest.model import Axis, Scalar, Value
-from batchgen.manifest.params import INTEGER_PARAMS, PARAMETER_NAMES, STRING_PARAMS
-from batchgen.manifest.yamlnodes import Nodes, describe_node
+from batchgen.manifest.model import Axis, Origin, Sample, Scalar, Value
+from batchgen.manifest.params import INTEGER_PARAMS, PARAMETER_NAMES, STRING_PARAMS, TEXT_PARAMS
+from batchgen.manifest.yamlnodes import Nodes, describe_node, text_origin
 
-__all__ = ["MAX_RANGE_VALUES", "MAX_SEEDS", "axis", "param_value", "parse_range", "seed_count"]
+__all__ = [
+    "MAX_RANGE_VALUES",
+    "MAX_SAMPLE",
+    "MAX_SEEDS",
+    "axis",
+    "param_value",
+    "parse_range",
+    "sample_setting",
+    "seed_count",
+]
 
 MAX_RANGE_VALUES = 1_000_000_000  # far above any batch; keeps len() of a range a machine integer
 MAX_SEEDS = 10_000
+MAX_SAMPLE = 100_000  # random prompts per job; the job cap bounds the whole anyway
 
 # Digit counts are bounded so that int() never meets Python's 4,300-digit limit.
 _RANGE = re.compile(r"\s*(-?\d{1,30})\s*-\s*(-?\d{1,30})\s*(?:\(\s*\+\s*(\d{1,30})\s*\))?\s*")
@@ -57,7 +68,9 @@ def param_value(nodes: Nodes, name: str, node: yaml.Node, where: str) -> Value |
     if name in INTEGER_PARAMS and isinstance(value, str) and _RANGE.fullmatch(value) is not None:
         return axis(nodes, name, node, where)
     if check.check_param(name, value, line, where):
-        return Value(value, where, line)
+        # A text parameter's origin locates a character of a prompt (an error at a column).
+        origin = text_origin(node) if name in TEXT_PARAMS else None
+        return Value(value, where, line, origin)
     return None
 
 
@@ -95,6 +108,7 @@ def axis(nodes: Nodes, name: str, node: yaml.Node, where: str) -> Axis | None:
         check.error(line, where, "is an empty list")
         return None
     values: list[Scalar] = []
+    origins: list[Origin | None] = []
     ok = True
     for i, item in enumerate(node.value):
         item_where = f"{where}[{i}]"
@@ -116,7 +130,8 @@ def axis(nodes: Nodes, name: str, node: yaml.Node, where: str) -> Axis | None:
             ok = False
             continue
         values.append(value)
-    return Axis(name, tuple(values), where, line) if ok else None
+        origins.append(text_origin(item) if name in TEXT_PARAMS else None)
+    return Axis(name, tuple(values), where, line, tuple(origins)) if ok else None
 
 
 def seed_count(nodes: Nodes, node: yaml.Node, where: str) -> int | None:
@@ -130,3 +145,35 @@ def seed_count(nodes: Nodes, node: yaml.Node, where: str) -> int | None:
         f"must be a whole number of seeds from 1 to {MAX_SEEDS}, not {describe_node(node)}",
     )
     return None
+
+
+def sample_setting(nodes: Nodes, node: yaml.Node, where: str) -> Sample | None:
+    """A ``sample:`` setting: a count of random prompts, or ``{count: N, seed: S}``."""
+    check = nodes.check
+    count_node, seed_node = node, None
+    if isinstance(node, yaml.MappingNode):
+        items = nodes.mapping(node, where, ("count", "seed"))
+        if "count" not in items:
+            check.error(nodes.at(node), where, "needs count: how many random prompts per job")
+            return None
+        count_node, seed_node = items["count"], items.get("seed")
+    count = nodes.scalar(count_node) if isinstance(count_node, yaml.ScalarNode) else None
+    if not (isinstance(count, int) and not isinstance(count, bool) and 1 <= count <= MAX_SAMPLE):
+        check.error(
+            nodes.at(count_node),
+            where if seed_node is None and count_node is node else f"{where}.count",
+            f"must be a whole number of prompts from 1 to {MAX_SAMPLE:,}, not {describe_node(count_node)}",
+        )
+        return None
+    seed = 0
+    if seed_node is not None:
+        value = nodes.scalar(seed_node) if isinstance(seed_node, yaml.ScalarNode) else None
+        if not (isinstance(value, int) and not isinstance(value, bool)):
+            check.error(
+                nodes.at(seed_node),
+                f"{where}.seed",
+                f"must be a whole number, not {describe_node(seed_node)}",
+            )
+            return None
+        seed = value
+    return Sample(count, seed)

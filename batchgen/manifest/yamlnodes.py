@@ -11,14 +11,25 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from batchgen.manifest.checks import Checker
-from batchgen.manifest.model import Scalar
+from batchgen.manifest.model import Origin, Scalar
 
-__all__ = ["MAX_DEPTH", "Nodes", "TooDeep", "bad_tags", "compose", "describe_node", "node_line"]
+if TYPE_CHECKING:  # checks -> prompts -> wildcards reads YAML here
+    from batchgen.manifest.checks import Checker
+
+__all__ = [
+    "MAX_DEPTH",
+    "Nodes",
+    "TooDeep",
+    "bad_tags",
+    "compose",
+    "describe_node",
+    "node_line",
+    "text_origin",
+]
 
 # A manifest is at most 5 levels deep (jobs, an entry, grid, an axis, its list); 32
 # leaves room for anything sensible while keeping PyYAML's recursive composer (about
@@ -131,6 +142,32 @@ def describe_node(node: yaml.Node) -> str:
 def node_line(node: yaml.Node) -> int:
     """The 1-based line a node starts on."""
     return int(node.start_mark.line) + 1
+
+
+def text_origin(node: yaml.ScalarNode, file: str | None = None) -> Origin:
+    """Where a scalar's text starts, precisely enough to locate a character in it when it can be.
+
+    A plain scalar on one line reads as written; a quoted one too when it has no escape
+    (its span is its text and two quotes); a literal block's lines are its text's lines,
+    each indented alike. Folded and multi-line flow scalars give the line only.
+    """
+    start, end = node.start_mark, node.end_mark
+    line = int(start.line) + 1
+    one_line = start.line == end.line
+    value = str(node.value)
+    if node.style is None and one_line:
+        return Origin(file, line, int(start.column) + 1)
+    if node.style in ("'", '"') and one_line and end.index - start.index == len(value) + 2:
+        return Origin(file, line, int(start.column) + 2)
+    buffer = start.buffer
+    if node.style == "|" and isinstance(buffer, str):
+        body = buffer.find("\n", start.index) + 1
+        if body > 0:
+            first = buffer[body : buffer.find("\n", body) if "\n" in buffer[body:] else len(buffer)]
+            indent = len(first) - len(first.lstrip(" "))
+            if first.strip():
+                return Origin(file, line + 1, None, block_indent=indent)
+    return Origin(file, line)
 
 
 class Nodes:

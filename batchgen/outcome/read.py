@@ -66,7 +66,8 @@ def _manifest(
     ``max_jobs`` is the job cap the run recorded (the default cap if none).
     """
     if path is None:
-        return Manifested(None, recorded_sha256, problem="no manifest recorded (jobs given from Python)")
+        problem = "no manifest recorded (jobs given from Python or standard input)"
+        return Manifested(None, recorded_sha256, problem=problem)
     from batchgen.manifest.pipeline import DEFAULT_MAX_JOBS, manifest_jobs
     from batchgen.manifest.shard import Shard
 

@@ -1,7 +1,9 @@
 """Generation parameters inside every image, inserted at byte level: pixels are never re-encoded.
 
 What goes in (:class:`ImageInfo`): the job's key, the request id, its index, the model,
-every parameter as sent, its labels, and the manifest's sha256. Two forms of it:
+every parameter as sent, its labels, the manifest's sha256 and, for a prompt made from a
+template, the template as written (``Template:``, as sd-dynamic-prompts writes it). Two
+forms of it:
 
 - ``parameters``: A1111's "infotext" (what AUTOMATIC1111, ComfyUI's and Civitai's
   readers, ``sd-parsers`` and other "PNG info" tools show): the prompt, a line
@@ -91,10 +93,11 @@ class ImageInfo:
     labels: Mapping[str, Any] = field(default_factory=dict)
     manifest_sha256: str | None = None
     version: str = ""
+    template: str | None = None  # the prompt as written, when the prompt was made from it
 
     def to_json(self) -> dict[str, Any]:
         """The ``batchgen`` chunk's JSON object."""
-        return {
+        out = {
             "batchgen": self.version,
             "key": self.key,
             "request_id": self.request_id,
@@ -104,6 +107,9 @@ class ImageInfo:
             "labels": dict(self.labels),
             "manifest_sha256": self.manifest_sha256,
         }
+        if self.template is not None:
+            out["template"] = self.template
+        return out
 
 
 def _quote(value: object) -> str:
@@ -130,6 +136,8 @@ def infotext(info: ImageInfo, *, width: int, height: int) -> str:
         if name in params:
             pairs.append((label, params[name]))
     pairs.extend((names.get(k, k), v) for k, v in params.items() if k not in names and k not in _FREE_TEXT)
+    if info.template is not None:
+        pairs.append(("Template", info.template))
     if info.request_id:
         pairs.append(("Request id", info.request_id))
     if info.version:

@@ -82,6 +82,7 @@ def test_validate_errors_exit_2_with_every_problem(
                 "zip",
                 "rows",
                 "seeds",
+                "sample",
                 "labels",
             ]
         ),
@@ -131,7 +132,7 @@ def test_schema_is_json_schema_and_checked_in(capsys: pytest.CaptureFixture[str]
     props = printed["properties"]
     assert set(props) == set(TOP_KEYS)
     assert set(props["jobs"]["items"]["properties"]) == set(JOB_KEYS)
-    assert set(props["defaults"]["properties"]) == {*PARAMETER_NAMES, "seeds"}
+    assert set(props["defaults"]["properties"]) == {*PARAMETER_NAMES, "seeds", "sample"}
 
 
 @pytest.mark.e2e

@@ -70,7 +70,7 @@ def test_unknown_keys_get_did_you_mean(tmp_path: Path) -> None:
     found = problems(write(tmp_path, "m.yaml", text))
     assert found[0].endswith(
         ":1: unknown key 'defualts' (did you mean defaults?); allowed: "
-        "name, model, defaults, jobs, output, report"
+        "name, model, defaults, jobs, output, report, wildcards"
     )
     assert ":5: jobs[0]: unknown key 'step_num' (did you mean steps_num?)" in found[1]
     assert ":7: output: unknown key 'filenme' (did you mean filename?)" in found[2]
@@ -116,8 +116,10 @@ def test_missing_csv_file_and_missing_column(tmp_path: Path) -> None:
     )
     found = problems(write(tmp_path, "m.yaml", text))
     assert found == [
-        f"{tmp_path}/m.yaml:3: jobs[0].rows: CSV file not found: {tmp_path}/nope.csv",
-        f"{tmp_path}/m.yaml:4: jobs[1].prompt: {{material}} is not defined",
+        f"{tmp_path}/m.yaml:3: jobs[0].rows: CSV file not found: {tmp_path}/nope.csv"
+        " (the CSV files there: p.csv)",
+        f"{tmp_path}/m.yaml:4: jobs[1].prompt: {{material}} is not defined:"
+        f" {tmp_path}/p.csv has no column 'material' (its columns: sku, name)",
     ]
 
 
@@ -252,6 +254,7 @@ def test_csv_manifest_requires_prompt(tmp_path: Path) -> None:
     assert problems(tmp_path / "a.csv") == [f"{tmp_path}/a.csv:1: there is no prompt column; it is required"]
     write(tmp_path, "b.csv", "prompt,sku\nhello,A1\n,A2\nbye,A3,extra\n")
     assert problems(tmp_path / "b.csv") == [
+        f"{tmp_path}/b.csv:3: column prompt: is empty and the job has no prompt",
         f"{tmp_path}/b.csv:4: has 3 cells; the header has 2",
     ]
     write(tmp_path, "c.csv", "prompt,sku\nhello,A1\n,A2\n")
