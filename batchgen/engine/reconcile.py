@@ -81,6 +81,8 @@ class _Doubt:
     model: str
     outcome: Resolution | None = None
     settled: anyio.Event = field(default_factory=anyio.Event)
+    read: bool = False  # a read of the history answered while it was in doubt
+    failure: str | None = None  # why the last read that did not answer failed
 
 
 def look_times(*, start: float, wall: float, intent_at: float, lag: float) -> list[float]:
@@ -165,13 +167,16 @@ class Reconciler:
                         looks.popleft()
             if doubt.outcome is not None:
                 return doubt.outcome
-            return Unresolved(self._why_unresolved(intent_at))
+            return Unresolved(self._why_unresolved(doubt))
         finally:
             del self._doubts[key]
 
-    def _why_unresolved(self, intent_at: float) -> str:
+    def _why_unresolved(self, doubt: _Doubt) -> str:
         if self._unavailable is not None:
             return f"the request history cannot be read ({self._unavailable})"
+        if not doubt.read:
+            return f"the request history did not answer for {self.patience:.0f} s ({doubt.failure})"
+        intent_at = doubt.intent.at
         return (
             f"not in the request history after {self.patience:.0f} s; the history may lag up to "
             f"{self.lag:.0f} s, so a rerun after {_clock_text(intent_at + self.lag)} decides"
@@ -195,6 +200,8 @@ class Reconciler:
                 )
             except HistoryUnavailable as exc:
                 log.debug("request history not read: %s", exc)
+                for doubt in waiting:
+                    doubt.failure = str(exc)
                 if exc.permanent:
                     self._unavailable = str(exc)
                     for doubt in waiting:
@@ -202,6 +209,7 @@ class Reconciler:
                 return
             found = match([d.intent for d in waiting], rows, known=set(self._known()))
             for doubt in waiting:
+                doubt.read = True
                 row = found.get(doubt.intent.key)
                 if row is not None:
                     doubt.outcome = Found(row)

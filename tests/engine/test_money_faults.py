@@ -327,3 +327,20 @@ async def test_submits_answered_502_that_never_reached_the_api_fail_retryably_af
         rerun = await run_against(hostile, jobs, tmp_path)
         await assert_paid_once(hostile, jobs, tmp_path)
     assert rerun.completed == 2
+
+
+@pytest.mark.anyio
+async def test_a_doubt_whose_history_never_answers_says_so(tmp_path: Path) -> None:
+    """The history times out on every read: the job is not known whether paid, and the
+    reason says the history did not answer (not that the request is missing from it)."""
+    jobs = make_jobs(1)
+
+    def rule(r: Request) -> Any:
+        if r.kind == "submit":
+            return DropAfterForward()
+        return Respond(503, b'{"error": "unavailable"}') if r.kind == "history" else None
+
+    async with hostile_server(rule) as hostile:
+        summary = await run_against(hostile, jobs, tmp_path, reconcile_patience=1.0)
+    assert summary.uncertain == 1
+    assert "did not answer" in (summary.uncertain_why or "")
