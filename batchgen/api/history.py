@@ -225,14 +225,16 @@ class History:
     def __repr__(self) -> str:  # never show the key
         return f"History(base_url={self.base_url!r})"
 
-    async def _get(self, path: str, params: Mapping[str, Any] | None = None) -> httpx.Response:
-        """One GET, tried up to :data:`TRIES` times on a 429, a 5xx or a broken connection."""
+    async def _get(
+        self, path: str, params: Mapping[str, Any] | None = None, *, tries: int = TRIES
+    ) -> httpx.Response:
+        """One GET, tried up to ``tries`` times on a 429, a 5xx or a broken connection."""
         url = f"{self.base_url}{path}"
         headers = {"x-api-key": self._api_key} if self._api_key else {}
         host = urlsplit(url).netloc
-        for attempt in range(1, TRIES + 1):
+        for attempt in range(1, tries + 1):
             self.requests += 1
-            last = attempt == TRIES
+            last = attempt == tries
             # Built and sent here, never redirected: the key goes to this origin only,
             # whatever defaults the caller's client carries.
             request = self._http.build_request("GET", url, params=params)
@@ -285,8 +287,9 @@ class History:
         except ValueError:
             raise HistoryUnavailable("the request history answered something that is not JSON") from None
 
-    async def rows(self, *, since: float, until: float, model: str) -> list[HistoryRow]:
-        """Every row of ``model`` created from ``since`` to ``until`` (epoch seconds), oldest first.
+    async def rows(self, *, since: float, until: float, model: str, tries: int = TRIES) -> list[HistoryRow]:
+        """Every row of ``model`` created from ``since`` to ``until`` (epoch seconds), oldest first;
+        each page read is tried ``tries`` times at most.
 
         Dates are whole UTC days, so the listing reads from the day of ``since`` less the
         clock skew to the day of ``until``, in windows of at most 31 days.
@@ -315,6 +318,7 @@ class History:
                         "sort_by": "model_created",
                         "sort_order": "asc",
                     },
+                    tries=tries,
                 )
                 if not response.is_success:
                     raise self._refused(response)

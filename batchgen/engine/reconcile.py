@@ -130,6 +130,7 @@ class Reconciler:
         self._unavailable: str | None = None  # why the history cannot be read in this run
         self.reads = 0
         self.asked: list[Intent] = []  # every submit in doubt this run looked for
+        self.failing: str | None = None  # why the last read did not answer, if it did not
 
     @property
     def pending(self) -> int:
@@ -195,11 +196,14 @@ class Reconciler:
             began = self._wall_clock()
             self.reads += 1
             try:
+                # One try: the schedule is the retry, and a silent history must not hold
+                # a look for minutes.
                 rows = await self.history.rows(
-                    since=min(d.intent.at for d in waiting), until=began, model=model
+                    since=min(d.intent.at for d in waiting), until=began, model=model, tries=1
                 )
             except HistoryUnavailable as exc:
                 log.debug("request history not read: %s", exc)
+                self.failing = str(exc)
                 for doubt in waiting:
                     doubt.failure = str(exc)
                 if exc.permanent:
@@ -207,6 +211,7 @@ class Reconciler:
                     for doubt in waiting:
                         doubt.settled.set()
                 return
+            self.failing = None
             found = match([d.intent for d in waiting], rows, known=set(self._known()))
             for doubt in waiting:
                 doubt.read = True

@@ -25,6 +25,7 @@ import anyio
 
 from batchgen.api.history import (
     CLOCK_SKEW,
+    TRIES,
     History,
     HistoryRow,
     HistoryUnavailable,
@@ -102,11 +103,13 @@ class Recovery:
         answered: Costs,
         doubts: Sequence[Intent],
         in_doubt: Collection[str],
+        failing: str | None = None,
     ) -> None:
         """Price the batch: a ``cost`` line for each request not yet priced (``answered``: what
         this run's answers said, already in the ledger's lines), orphans of this run's
         submits in doubt (``doubts``; ``in_doubt``: the keys still in doubt), and the total
-        in the summary."""
+        in the summary. ``failing``: the history did not answer the run's last read (why);
+        it is then tried once, not waited for again."""
         requests = dict(state.requests)
         requests.update(self._accepted)
         costs = dict(state.costs)
@@ -116,12 +119,18 @@ class Recovery:
         rows: dict[str, HistoryRow] = {}
         if (unpriced or doubts) and self.history is not None:
             since = min([*unpriced.values(), *(d.at for d in doubts)])
+            tries = 1 if failing else TRIES
             try:
-                with anyio.fail_after(120):
+                with anyio.fail_after(30 if failing else 120):
                     rows = {
                         row.request_id: row
                         for model in sorted(models)
-                        for row in await self.history.rows(since=since, until=self._wall_clock(), model=model)
+                        for row in await self.history.rows(
+                            since=since,
+                            until=self._wall_clock(),
+                            model=model,
+                            tries=tries,
+                        )
                     }
             except (HistoryUnavailable, TimeoutError) as exc:
                 self.unavailable(str(exc) or "timed out", "the cost of the run is not known")

@@ -232,6 +232,7 @@ class Scheduler:
                         answered=self.steps.costs,
                         doubts=self.reconciler.asked,
                         in_doubt=self.steps.in_doubt,
+                        failing=self.reconciler.failing,
                     )
                 except LocalWriteError as error:
                     self.halt(error)
