@@ -1,8 +1,7 @@
-"""Shared fixtures: pin anyio to asyncio (aiofiles is asyncio-only); a real emulator process."""
+"""Shared fixtures: anyio on asyncio (aiofiles is asyncio-only) or virtual time; real emulator processes."""
 
 from __future__ import annotations
 
-import re
 import socket
 import subprocess
 import sys
@@ -12,6 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.support.clock import inline_worker_threads, virtual_backend
 
 
 @pytest.fixture(scope="session")
@@ -84,9 +85,8 @@ def emulator_process(tmp_path: Path) -> Iterator[Callable[..., str]]:
             proc.wait()
 
 
-_LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
-
-
-def unlogged(text: str) -> list[str]:
-    """The lines of ``batchgen run``'s stderr without their timestamp and level."""
-    return [_LOG_PREFIX.sub("", line) for line in text.splitlines()]
+@pytest.fixture
+def virtual_time(monkeypatch: pytest.MonkeyPatch) -> object:
+    """The ``anyio_backend`` of a test on virtual time, worker-thread calls inline (support/clock.py)."""
+    inline_worker_threads(monkeypatch)
+    return virtual_backend()

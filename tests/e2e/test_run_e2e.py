@@ -16,7 +16,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import unlogged
+from tests.support.logs import unlogged
 
 pytestmark = pytest.mark.e2e
 
