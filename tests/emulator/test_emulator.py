@@ -476,6 +476,35 @@ async def test_runtime_config_changes_settings_and_rejects_bad_ones() -> None:
     assert after == changed.json()
 
 
+@pytest.mark.anyio
+async def test_reset_is_a_fresh_start_with_the_first_settings(clock: FakeClock) -> None:
+    """POST /_emulator/reset forgets jobs, counters, the request log and the history, restores
+    the settings and credits it started with, and draws the same seeded times and faults again."""
+    async with emulator(clock, credits=3, fault_rate=0.3, fault_seed=7, workers=1) as client:
+
+        async def session() -> tuple[list[int], list[float]]:
+            codes = [
+                (await client.post(SUBMIT, json={"prompt": f"a cat {i}"})).status_code for i in range(12)
+            ]
+            times = [r["inference_time"] for r in (await client.get("/_emulator/requests")).json()]
+            return codes, times
+
+        first = await session()
+        assert 406 in first[0] and (await stats(client))["submits_accepted"] == 3
+        await _config(client, credits=50, workers=8, rpm=1)
+        reset = await client.post("/_emulator/reset")
+        assert reset.status_code == 200
+        assert (reset.json()["credits"], reset.json()["workers"], reset.json()["rpm"]) == (3, 1, None)
+        fresh = await stats(client)
+        assert (fresh["submits_accepted"], fresh["rejected"], fresh["duplicate_submits"]) == (0, {}, 0)
+        assert sum(fresh["jobs"].values()) == 0
+        assert (await client.get("/_emulator/requests")).json() == []
+        assert await session() == first
+        await _config(client, fault_rate=0)
+        history = await client.get("/inference-request/request-history")
+    assert history.json()["total"] == 3  # this session's, none of the first's
+
+
 async def _config(client: httpx.AsyncClient, **changes: Any) -> None:
     """Change runtime settings; fail the test unless the emulator accepts them."""
     response = await client.post("/_emulator/config", json=changes)
