@@ -20,13 +20,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.test_run_e2e import (
+from tests.support.outdir import assert_all_images_decode, keys, ledger
+from tests.support.processes import (
     REPO,
     accepted_ids,
-    assert_all_images_decode,
     env,
-    keys,
-    ledger,
     run_args,
     run_cli,
     stats,

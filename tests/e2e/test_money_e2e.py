@@ -10,18 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_run_e2e import (
-    REPO,
-    assert_all_images_decode,
-    env,
-    keys,
-    ledger,
-    run_args,
-    run_cli,
-    stats,
-    wait_for,
-    write_manifest,
-)
+from tests.support.outdir import assert_all_images_decode, keys, ledger
+from tests.support.processes import REPO, env, run_args, run_cli, stats, wait_for, write_manifest
 
 pytestmark = pytest.mark.e2e
 

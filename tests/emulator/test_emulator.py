@@ -934,10 +934,10 @@ def _server_cpu_seconds(base_url: str) -> float | None:
 @pytest.mark.e2e
 @pytest.mark.anyio
 async def test_served_endless_image_streams_until_the_client_leaves(
-    emulator_process: Callable[..., str],
+    emulator_server: Callable[..., str],
 ) -> None:
     """Under uvicorn an endless body passes 8 MB and goes on; the client leaving stops it, the rest works."""
-    served_url = emulator_process("--time-scale", "0.001", "--image-fault", "endless", "--image-size", "32")
+    served_url = emulator_server(time_scale=0.001, image_fault="endless")
     cap = 8 * 1024 * 1024
     async with httpx.AsyncClient(base_url=served_url, headers=KEY, timeout=10) as client:
         output = await _served_image_url(client)
@@ -965,10 +965,10 @@ async def test_served_endless_image_streams_until_the_client_leaves(
 @pytest.mark.e2e
 @pytest.mark.anyio
 async def test_served_slow_image_sends_headers_then_almost_nothing(
-    emulator_process: Callable[..., str],
+    emulator_server: Callable[..., str],
 ) -> None:
     """Under uvicorn a slow image sends its headers (the full length) at once, then at most a byte in 2 s."""
-    served_url = emulator_process("--time-scale", "0.001", "--image-fault", "slow")
+    served_url = emulator_server(time_scale=0.001, image_fault="slow")
     async with httpx.AsyncClient(base_url=served_url, headers=KEY, timeout=10) as client:
         output = await _served_image_url(client)
         received = 0
