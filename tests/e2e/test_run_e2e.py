@@ -18,6 +18,7 @@ from tests.support.outdir import assert_all_images_decode, assert_whole_lines, k
 from tests.support.processes import (
     REPO,
     accepted_ids,
+    configure,
     env,
     run_args,
     run_cli,
@@ -29,6 +30,7 @@ from tests.support.processes import (
 pytestmark = pytest.mark.e2e
 
 SCALE = 0.01  # base mode: 22 s of inference becomes 0.22 s
+FAST = 0.001  # 22 ms: for the part of a batch no signal has to land in
 
 
 def test_demo_manifest_runs_with_emulate(tmp_path: Path) -> None:
@@ -89,6 +91,7 @@ def test_sigkill_mid_run_then_rerun_completes(tmp_path: Path, emulator_server: C
     done_before = keys(out, "completed")
     in_flight = {e["key"]: e["request_id"] for e in ledger(out) if e["event"] == "submitted"}
     in_flight = {k: rid for k, rid in in_flight.items() if k not in done_before}
+    configure(base_url, time_scale=FAST)  # the rest of the batch need not be slow
     # A submit the kill cut off before the server got it is in doubt; the emulator's history
     # shows every request at once, so the rerun is told a lag of 0 and settles it at once.
     result = run_cli(run_args(manifest, out, base_url, "--history-lag", "0"))
@@ -139,6 +142,7 @@ def test_signal_finishes_in_flight_and_exits_130(
     assert summary["stopped"]["interrupted"] is True
     assert summary["jobs"]["completed"] == len(keys(out, "completed"))
     assert summary["jobs"]["not_run"] == 24 - summary["jobs"]["completed"]
+    configure(base_url, time_scale=FAST)  # the rest of the batch need not be slow
     result = run_cli(run_args(manifest, out, base_url))
     assert result.returncode == 0, result.stderr
     assert_all_images_decode(out, 24)

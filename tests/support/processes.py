@@ -22,6 +22,7 @@ __all__ = [
     "REPO",
     "EmulatorProcess",
     "accepted_ids",
+    "configure",
     "env",
     "request_log",
     "run_args",
@@ -87,8 +88,7 @@ class EmulatorProcess:
         reset = httpx.post(f"{self.base_url}/_emulator/reset", timeout=5)
         assert reset.status_code == 200, reset.text
         if settings:
-            configured = httpx.post(f"{self.base_url}/_emulator/config", json=settings, timeout=5)
-            assert configured.status_code == 200, configured.text
+            configure(self.base_url, **settings)
         return self.base_url
 
     def stop(self) -> None:
@@ -142,6 +142,12 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``args`` to the end (at most 120 s), output captured as text."""
     return subprocess.run(args, env=env(key), cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def configure(base_url: str, **settings: Any) -> None:
+    """``POST /_emulator/config``: change runtime settings (for later submits); the test fails if refused."""
+    configured = httpx.post(f"{base_url}/_emulator/config", json=settings, timeout=5)
+    assert configured.status_code == 200, configured.text
 
 
 def stats(base_url: str) -> dict[str, Any]:
