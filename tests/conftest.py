@@ -1,17 +1,15 @@
-"""Shared fixtures: pin anyio to asyncio (aiofiles is asyncio-only); a real emulator process."""
+"""Shared fixtures: anyio on asyncio (aiofiles is asyncio-only) or virtual time; real emulator processes."""
 
 from __future__ import annotations
 
-import re
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-import httpx
 import pytest
+
+from tests.support.clock import inline_worker_threads, virtual_backend
+from tests.support.processes import EmulatorProcess
 
 
 @pytest.fixture(scope="session")
@@ -20,73 +18,59 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def _free_port() -> int:
-    """A loopback port nobody listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+@pytest.fixture
+def virtual_time(monkeypatch: pytest.MonkeyPatch) -> object:
+    """The ``anyio_backend`` of a test on virtual time, worker-thread calls inline (support/clock.py)."""
+    inline_worker_threads(monkeypatch)
+    return virtual_backend()
 
 
 @pytest.fixture
 def emulator_process(tmp_path: Path) -> Iterator[Callable[..., str]]:
-    """Factory: ``start(*cli_args) -> base_url`` of a real ``batchgen emulator`` subprocess.
+    """Factory: ``start(*cli_args) -> base_url`` of a real ``batchgen emulator`` subprocess of its own.
 
     Each call starts ``python -m batchgen emulator --host 127.0.0.1 --port <free port>
-    *cli_args`` (e.g. ``"--time-scale", "0.001"``), waits until ``/_emulator/stats``
-    answers and returns ``http://127.0.0.1:<port>``. Every process started is
-    terminated when the test ends.
+    *cli_args`` (e.g. ``"--api-key", "k"``), waits until ``/_emulator/stats`` answers
+    and returns ``http://127.0.0.1:<port>``. Every process started is terminated when
+    the test ends. For settings ``POST /_emulator/config`` can change, use
+    ``emulator_server``: it costs no process start.
     """
-    procs: list[subprocess.Popen[bytes]] = []
+    started: list[EmulatorProcess] = []
 
     def start(*cli_args: str, timeout: float = 20.0) -> str:
-        port = _free_port()
-        log = tmp_path / f"emulator-{port}.log"
-        with log.open("wb") as sink:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "batchgen",
-                    "emulator",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    *cli_args,
-                ],
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-            )
-        procs.append(proc)
-        base_url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"emulator exited with {proc.returncode}: {log.read_text()}")
-            try:
-                if httpx.get(f"{base_url}/_emulator/stats", timeout=1.0).status_code == 200:
-                    return base_url
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"emulator did not answer within {timeout} s: {log.read_text()}")
-            time.sleep(0.05)
+        emulator = EmulatorProcess(cli_args, tmp_path)
+        started.append(emulator)
+        return emulator.start(timeout=timeout)
 
     yield start
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    for emulator in started:
+        emulator.stop()
 
 
-_LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
+# The session's shared emulator: 64 px images, everything else its defaults.
+SHARED_EMULATOR_ARGS = ("--image-size", "64")
 
 
-def unlogged(text: str) -> list[str]:
-    """The lines of ``batchgen run``'s stderr without their timestamp and level."""
-    return [_LOG_PREFIX.sub("", line) for line in text.splitlines()]
+@pytest.fixture(scope="session")
+def _shared_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
+    """One ``batchgen emulator`` process for the whole session, started when a test first needs it."""
+    emulator = EmulatorProcess(SHARED_EMULATOR_ARGS, tmp_path_factory.mktemp("emulator"))
+    emulator.start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def emulator_server(_shared_emulator: EmulatorProcess) -> Callable[..., str]:
+    """Factory: ``use(**settings) -> base_url`` of the session's emulator process, reset for this test.
+
+    ``settings`` are what ``POST /_emulator/config`` takes (``time_scale=0.01``,
+    ``workers=4``, ``credits=5``, ...). The reset (``POST /_emulator/reset``) leaves the
+    process as a fresh one started with ``SHARED_EMULATOR_ARGS``: no jobs, counters,
+    request log or history rows, so a test's figures are its own.
+    """
+
+    def use(**settings: Any) -> str:
+        return _shared_emulator.reset(**settings)
+
+    return use

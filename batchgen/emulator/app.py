@@ -435,6 +435,11 @@ class _Routes:
             return _error(400, "; ".join(problems))
         return JSONResponse(self.state.runtime_settings())
 
+    async def reset(self, request: Request) -> Response:
+        """``POST /_emulator/reset``: back to the start, as if the emulator had just been started."""
+        self.state.reset()
+        return JSONResponse(self.state.runtime_settings())
+
 
 def _api_key(scope: Scope) -> str:
     """The request's ``x-api-key`` header, or ``""``."""
@@ -473,6 +478,7 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
             Route("/_emulator/stats", routes.stats, methods=["GET"]),
             Route("/_emulator/requests", routes.requests, methods=["GET"]),
             Route("/_emulator/config", routes.configure, methods=["POST"]),
+            Route("/_emulator/reset", routes.reset, methods=["POST"]),
         ],
         middleware=[Middleware(_Gateway, state=state)],
         exception_handlers={HTTPException: _http_error},

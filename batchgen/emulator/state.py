@@ -34,6 +34,18 @@ class EmulatorState:
     """The mutable state behind one app built by ``create_app``."""
 
     def __init__(self, config: EmulatorConfig) -> None:
+        self._initial = config
+        self._start(config)
+
+    def reset(self) -> None:
+        """Back to how it started: its first settings, full credits, no job, counter, request or row.
+
+        The seeded draws (inference times, faults, stalls) start again from their seeds,
+        so a reset emulator answers as a freshly started one would.
+        """
+        self._start(self._initial)
+
+    def _start(self, config: EmulatorConfig) -> None:
         self.config = config
         self.clock = config.clock
         self.credits = config.credits

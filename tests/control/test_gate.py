@@ -13,13 +13,12 @@ import pytest
 from batchgen.control.gate import Grant, Kind, RateGate, RateState
 from batchgen.emulator.ratelimit import SlidingWindow
 from batchgen.errors import RateLimitStalled
-from tests.warp import warp_backend
 
 
 @pytest.fixture
-def anyio_backend() -> object:
-    """These tests run on a loop 50x faster than real time (their waits are seconds long)."""
-    return warp_backend(50)
+def anyio_backend(virtual_time: object) -> object:
+    """These tests run on virtual time (their waits are seconds long)."""
+    return virtual_time
 
 
 @dataclass

@@ -65,14 +65,14 @@ def test_the_nightly_docs_show_the_crontab_line_of_docs_deploy() -> None:
 
 @pytest.mark.e2e
 def test_the_crontab_line_works_under_crons_environment(
-    tmp_path: Path, emulator_process: Callable[..., str]
+    tmp_path: Path, emulator_server: Callable[..., str]
 ) -> None:
     """Under `env -i PATH=/usr/bin:/bin` (no venv, no log folder) the line runs the nightly batch
     against an emulator; the same night again resumes it, logging to the same file."""
     venv_batchgen = Path(sys.prefix) / "bin" / "batchgen"
     if not venv_batchgen.is_file():
         pytest.skip(f"no batchgen script in {sys.prefix}/bin (run the tests from the Quick start's venv)")
-    base_url = emulator_process("--time-scale", "0.01", "--workers", "8", "--image-size", "64")
+    base_url = emulator_server(time_scale=0.01, workers=8)
     home = tmp_path / "srv" / "batchgen"
     (home / "manifests").mkdir(parents=True)
     shutil.copy(ROOT / "manifests" / "nightly.yaml", home / "manifests" / "nightly.yaml")

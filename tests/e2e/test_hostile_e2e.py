@@ -7,78 +7,65 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
 from batchgen.engine.runner import run
 from batchgen.engine.settings import RunSettings
 from batchgen.manifest.job import DEFAULT_MODEL, Job, job_key
 from batchgen.manifest.params import validate_params
-from tests.e2e.test_run_e2e import REPO, env, keys, ledger, run_args, stats, wait_for, write_manifest
+from tests.support.outdir import events, keys, ledger
+from tests.support.processes import REPO, env, request_log, run_args, stats, wait_for, write_manifest
 
 pytestmark = pytest.mark.e2e
 
-
-def request_log(base_url: str) -> list[dict[str, Any]]:
-    return httpx.get(f"{base_url}/_emulator/requests", timeout=10).json()  # type: ignore[no-any-return]
+MIB = 1024 * 1024
 
 
-def test_untold_run_keeps_the_servers_workers_busy(
-    tmp_path: Path, emulator_process: Callable[..., str]
+def one_job(prompt: str, index: int = 0) -> Job:
+    """A fast-mode job of ``prompt``, seed ``index + 1``."""
+    p = validate_params({"prompt": prompt, "seed": index + 1, "mode": "fast"})
+    return Job(
+        index=index, key=job_key(DEFAULT_MODEL, p, {}), model=DEFAULT_MODEL, params=p, filename=f"{index}.png"
+    )
+
+
+@pytest.mark.anyio
+async def test_an_endless_image_body_is_a_bounded_job_failure(
+    tmp_path: Path, emulator_server: Callable[..., str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The documented command, told nothing, against 8 workers of ~0.44 s jobs: workers >= 85 % busy.
+    """An image that never ends is cut at the size cap, retried a bounded number of times, and fails.
 
-    Utilisation is measured on the server (its request log) from the first submit to
-    the last completion, so it includes the runner's start: learning the latency and
-    growing the number of jobs in flight.
+    The cap is 64 MiB by default (docs/running.md: every wait has a bound); this run sets
+    1 MiB, which proves the same bound without streaming 12 x 64 MiB through the socket.
     """
-    base_url = emulator_process("--time-scale", "0.02", "--workers", "8", "--image-size", "16")
-    manifest = write_manifest(tmp_path, seeds=200)
-    result = subprocess.run(
-        run_args(manifest, tmp_path / "out", base_url),
-        env=env(),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    records = request_log(base_url)
-    assert len(records) == 200
-    span = max(r["end"] for r in records) - min(r["submitted"] for r in records)
-    busy = sum(r["inference_time"] for r in records) / (8 * span)
-    assert busy >= 0.85, f"workers busy {busy:.2f} of the run"
-
-
-def test_an_endless_image_body_is_a_bounded_job_failure(
-    tmp_path: Path, emulator_process: Callable[..., str]
-) -> None:
-    """An image that never ends is cut at the size cap, retried a bounded number of times, and fails."""
-    base_url = emulator_process("--time-scale", "0.001", "--image-fault", "endless", "--image-size", "16")
-    manifest = write_manifest(tmp_path, seeds=2)
+    assert RunSettings().max_image_bytes == 64 * MIB
+    base_url = emulator_server(time_scale=0.001, image_fault="endless")
+    monkeypatch.setenv("SEGMIND_API_KEY", "e2e-key")
     out = tmp_path / "out"
-    result = subprocess.run(
-        run_args(manifest, out, base_url), env=env(), cwd=REPO, capture_output=True, text=True, timeout=300
+    summary = await run(
+        [one_job("an endless sea", i) for i in range(2)],
+        out_dir=out,
+        base_url=base_url,
+        settings=RunSettings(max_image_bytes=MIB, seed=1),
+        progress=False,
     )
-    assert result.returncode == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    failed = [e for e in ledger(out) if e["event"] == "failed"]
+    assert (summary.failed, summary.exit_code) == (2, 1)
+    failed = events(out, "failed")
     assert len(failed) == 2 and all(e["retryable"] for e in failed)
+    assert all("more than 1,048,576 bytes" in e["error"] for e in failed), failed
     assert all(r["downloads"] <= 6 for r in request_log(base_url))
     assert not list((out / "images").glob("*"))
 
 
 @pytest.mark.anyio
 async def test_a_slow_image_body_hits_the_download_deadline(
-    tmp_path: Path, emulator_process: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, emulator_server: Callable[..., str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A body that trickles one byte every 2 s fails its download at the deadline, not hours later."""
-    base_url = emulator_process("--time-scale", "0.001", "--image-fault", "slow", "--image-size", "16")
+    base_url = emulator_server(time_scale=0.001, image_fault="slow")
     monkeypatch.setenv("SEGMIND_API_KEY", "e2e-key")
-    p = validate_params({"prompt": "a slow boat", "seed": 1, "mode": "fast"})
-    job = Job(index=0, key=job_key(DEFAULT_MODEL, p, {}), model=DEFAULT_MODEL, params=p, filename="0.png")
+    job = one_job("a slow boat")
     started = time.monotonic()
     summary = await run(
         [job],
@@ -90,15 +77,15 @@ async def test_a_slow_image_body_hits_the_download_deadline(
     elapsed = time.monotonic() - started
     assert (summary.failed, summary.exit_code) == (1, 1)
     assert elapsed < 30, f"two 0.5 s download deadlines took {elapsed:.0f} s"
-    (failed,) = [e for e in ledger(tmp_path) if e["event"] == "failed"]
+    (failed,) = events(tmp_path, "failed")
     assert failed["retryable"] and "0.5 s" in failed["error"]
 
 
 def test_sigterm_abandons_stuck_jobs_after_the_grace(
-    tmp_path: Path, emulator_process: Callable[..., str]
+    tmp_path: Path, emulator_server: Callable[..., str]
 ) -> None:
     """Jobs that never finish: SIGTERM, then `--grace 1` later the run stops, exit 130, ledger whole."""
-    base_url = emulator_process("--time-scale", "0.001", "--stall-rate", "1", "--image-size", "16")
+    base_url = emulator_server(time_scale=0.001, stall_rate=1)
     manifest = write_manifest(tmp_path, seeds=4)
     out = tmp_path / "out"
     proc = subprocess.Popen(

@@ -10,8 +10,8 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.e2e.test_run_e2e import REPO, env, write_manifest
 from tests.support.hostile import DropAfterForward, Request, Respond, hostile_server
+from tests.support.processes import REPO, env, write_manifest
 
 pytestmark = pytest.mark.e2e
 

@@ -7,91 +7,30 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import unlogged
+from tests.support.logs import unlogged
+from tests.support.outdir import assert_all_images_decode, assert_whole_lines, keys, ledger
+from tests.support.processes import (
+    REPO,
+    accepted_ids,
+    configure,
+    env,
+    run_args,
+    run_cli,
+    stats,
+    wait_for,
+    write_manifest,
+)
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
-SCALE = "0.01"  # base mode: 22 s of inference becomes 0.22 s
-
-
-def write_manifest(tmp_path: Path, *, seeds: int, blocked: bool = False) -> Path:
-    path = tmp_path / "batch.yaml"
-    extra = '  - prompt: "A forbidden castle at night"\n' if blocked else ""
-    path.write_text(
-        "name: e2e\n"
-        "defaults:\n"
-        "  mode: base\n"
-        "jobs:\n"
-        '  - prompt: "A lighthouse on a cliff at dawn"\n'
-        f"    seeds: {seeds}\n"
-        f"{extra}"
-        "output:\n"
-        '  filename: "img-{index:03d}.png"\n'
-    )
-    return path
-
-
-def run_args(manifest: Path, out: Path, base_url: str, *extra: str) -> list[str]:
-    """The documented command with default flags: the runner is told nothing of the emulator's speed."""
-    return [
-        sys.executable, "-m", "batchgen", "run", str(manifest), "--out", str(out), "--base-url", base_url,
-        *extra,
-    ]  # fmt: skip
-
-
-def env(key: str | None = "e2e-key") -> dict[str, str]:
-    environ = {k: v for k, v in os.environ.items() if k not in ("SEGMIND_API_KEY", "BATCHGEN_BASE_URL")}
-    if key is not None:
-        environ["SEGMIND_API_KEY"] = key
-    return environ
-
-
-def run_cli(
-    args: list[str], *, key: str | None = "e2e-key", cwd: Path = REPO
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, env=env(key), cwd=cwd, capture_output=True, text=True, timeout=120)
-
-
-def stats(base_url: str) -> dict[str, Any]:
-    return httpx.get(f"{base_url}/_emulator/stats", timeout=5).json()  # type: ignore[no-any-return]
-
-
-def ledger(out: Path) -> list[dict[str, Any]]:
-    path = out / "ledger.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().split("\n")[:-1] if line.strip()]
-
-
-def keys(out: Path, event: str) -> set[str]:
-    return {e["key"] for e in ledger(out) if e["event"] == event}
-
-
-def wait_for(predicate: Callable[[], bool], *, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
-
-
-def assert_all_images_decode(out: Path, count: int) -> None:
-    files = sorted((out / "images").glob("*.png"))
-    assert len(files) == count
-    for path in files:
-        with Image.open(path) as im:
-            im.load()
-    assert not list((out / "images").glob("*.part"))
+SCALE = 0.01  # base mode: 22 s of inference becomes 0.22 s
+FAST = 0.001  # 22 ms: for the part of a batch no signal has to land in
 
 
 def test_demo_manifest_runs_with_emulate(tmp_path: Path) -> None:
@@ -128,9 +67,9 @@ def test_missing_key_is_a_usage_error(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_sigkill_mid_run_then_rerun_completes(tmp_path: Path, emulator_process: Callable[..., str]) -> None:
+def test_sigkill_mid_run_then_rerun_completes(tmp_path: Path, emulator_server: Callable[..., str]) -> None:
     """A run killed with SIGKILL mid-way and run again completes the batch; every image decodes."""
-    base_url = emulator_process("--time-scale", SCALE, "--workers", "4", "--image-size", "64")
+    base_url = emulator_server(time_scale=SCALE, workers=4)
     manifest = write_manifest(tmp_path, seeds=30)
     out = tmp_path / "out"
     proc = subprocess.Popen(
@@ -152,6 +91,7 @@ def test_sigkill_mid_run_then_rerun_completes(tmp_path: Path, emulator_process: 
     done_before = keys(out, "completed")
     in_flight = {e["key"]: e["request_id"] for e in ledger(out) if e["event"] == "submitted"}
     in_flight = {k: rid for k, rid in in_flight.items() if k not in done_before}
+    configure(base_url, time_scale=FAST)  # the rest of the batch need not be slow
     # A submit the kill cut off before the server got it is in doubt; the emulator's history
     # shows every request at once, so the rerun is told a lag of 0 and settles it at once.
     result = run_cli(run_args(manifest, out, base_url, "--history-lag", "0"))
@@ -168,10 +108,10 @@ def test_sigkill_mid_run_then_rerun_completes(tmp_path: Path, emulator_process: 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_finishes_in_flight_and_exits_130(
-    tmp_path: Path, emulator_process: Callable[..., str], signum: signal.Signals
+    tmp_path: Path, emulator_server: Callable[..., str], signum: signal.Signals
 ) -> None:
     """Ctrl-C / SIGTERM stops submitting, waits for the jobs in flight, leaves the ledger whole, exit 130."""
-    base_url = emulator_process("--time-scale", SCALE, "--workers", "3", "--image-size", "64")
+    base_url = emulator_server(time_scale=SCALE, workers=3)
     manifest = write_manifest(tmp_path, seeds=24)
     out = tmp_path / "out"
     proc = subprocess.Popen(
@@ -202,6 +142,7 @@ def test_signal_finishes_in_flight_and_exits_130(
     assert summary["stopped"]["interrupted"] is True
     assert summary["jobs"]["completed"] == len(keys(out, "completed"))
     assert summary["jobs"]["not_run"] == 24 - summary["jobs"]["completed"]
+    configure(base_url, time_scale=FAST)  # the rest of the batch need not be slow
     result = run_cli(run_args(manifest, out, base_url))
     assert result.returncode == 0, result.stderr
     assert_all_images_decode(out, 24)
@@ -209,11 +150,11 @@ def test_signal_finishes_in_flight_and_exits_130(
 
 
 def test_second_ctrl_c_stops_at_once_and_the_rerun_resumes(
-    tmp_path: Path, emulator_process: Callable[..., str]
+    tmp_path: Path, emulator_server: Callable[..., str]
 ) -> None:
     """A second Ctrl-C exits 130 without waiting; the rerun polls what was in flight, pays nothing twice."""
     # One worker: jobs queue up, so plenty are in flight when the second Ctrl-C lands.
-    base_url = emulator_process("--time-scale", SCALE, "--workers", "1", "--image-size", "64")
+    base_url = emulator_server(time_scale=SCALE, workers=1)
     manifest = write_manifest(tmp_path, seeds=10)
     out = tmp_path / "out"
     proc = subprocess.Popen(
@@ -242,7 +183,7 @@ def test_second_ctrl_c_stops_at_once_and_the_rerun_resumes(
 
 def test_invalid_key_exits_3_after_one_request(tmp_path: Path, emulator_process: Callable[..., str]) -> None:
     """A 401 stops the run at once: exit 3, the reason printed, after one single request."""
-    base_url = emulator_process("--api-key", "the-right-key", "--time-scale", SCALE)
+    base_url = emulator_process("--api-key", "the-right-key", "--time-scale", str(SCALE))
     manifest = write_manifest(tmp_path, seeds=30)
     result = run_cli(run_args(manifest, tmp_path / "out", base_url), key="a-wrong-key")
     assert result.returncode == 3
@@ -255,7 +196,7 @@ def test_invalid_key_exits_3_after_one_request(tmp_path: Path, emulator_process:
 def test_api_key_is_written_nowhere(tmp_path: Path, emulator_process: Callable[..., str]) -> None:
     """A successful run sends the key, yet it is in no output file, log line or ledger line."""
     key = "sk-e2e-0123456789abcdef"
-    base_url = emulator_process("--api-key", key, "--time-scale", SCALE)
+    base_url = emulator_process("--api-key", key, "--time-scale", str(SCALE))
     manifest = write_manifest(tmp_path, seeds=4)
     out = tmp_path / "out"
     result = run_cli(run_args(manifest, out, base_url), key=key)
@@ -267,11 +208,9 @@ def test_api_key_is_written_nowhere(tmp_path: Path, emulator_process: Callable[.
             assert key.encode() not in path.read_bytes(), path
 
 
-def test_no_credits_stops_submitting_and_exits_3(
-    tmp_path: Path, emulator_process: Callable[..., str]
-) -> None:
+def test_no_credits_stops_submitting_and_exits_3(tmp_path: Path, emulator_server: Callable[..., str]) -> None:
     """406: no new submits, the accepted jobs still finish, exit 3."""
-    base_url = emulator_process("--credits", "5", "--time-scale", SCALE)
+    base_url = emulator_server(credits=5, time_scale=SCALE)
     manifest = write_manifest(tmp_path, seeds=20)
     out = tmp_path / "out"
     result = run_cli(run_args(manifest, out, base_url))
@@ -288,7 +227,7 @@ def test_blocked_prompt_fails_with_detail_and_exit_1(
     tmp_path: Path, emulator_process: Callable[..., str]
 ) -> None:
     """A blocked prompt is a `failed` ledger line with the detail; the others complete; exit 1."""
-    base_url = emulator_process("--blocked-terms", "forbidden", "--time-scale", SCALE)
+    base_url = emulator_process("--blocked-terms", "forbidden", "--time-scale", str(SCALE))
     manifest = write_manifest(tmp_path, seeds=3, blocked=True)
     out = tmp_path / "out"
     result = run_cli(run_args(manifest, out, base_url))
@@ -307,10 +246,10 @@ def test_blocked_prompt_fails_with_detail_and_exit_1(
 
 
 def test_second_run_on_the_same_output_is_refused(
-    tmp_path: Path, emulator_process: Callable[..., str]
+    tmp_path: Path, emulator_server: Callable[..., str]
 ) -> None:
     """While one run writes to OUT, a second `batchgen run` on it exits 2 with a clear message."""
-    base_url = emulator_process("--time-scale", SCALE, "--workers", "1")
+    base_url = emulator_server(time_scale=SCALE, workers=1)
     manifest = write_manifest(tmp_path, seeds=20)
     out = tmp_path / "out"
     first = subprocess.Popen(
@@ -334,11 +273,12 @@ def status_of(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return run_cli([sys.executable, "-m", "batchgen", "status", str(out), *extra], key=None)
 
 
-def test_status_while_a_run_is_going_and_after(tmp_path: Path, emulator_process: Callable[..., str]) -> None:
+def test_status_while_a_run_is_going_and_after(tmp_path: Path, emulator_server: Callable[..., str]) -> None:
     """`batchgen status` reads a live run without disturbing it: running, counts adding up, then finished."""
-    # Two workers and 0.9 s jobs: 16 jobs take about 7 s, long enough to look in on even on a
-    # loaded machine (each `status` is a Python process start).
-    base_url = emulator_process("--time-scale", "0.04", "--workers", "2", "--image-size", "64")
+    # The run is frozen (SIGSTOP) while status looks, so the moment it sees is one with
+    # jobs done and jobs to do however slowly each `status` process starts; it holds its
+    # lock and its pid all the while, as a run blocked on the network would.
+    base_url = emulator_server(time_scale=SCALE, workers=2)
     manifest = write_manifest(tmp_path, seeds=16)
     out = tmp_path / "out"
     proc = subprocess.Popen(
@@ -351,8 +291,12 @@ def test_status_while_a_run_is_going_and_after(tmp_path: Path, emulator_process:
     )
     try:
         wait_for(lambda: len(keys(out, "completed")) >= 2)
-        live = status_of(out, "--json")
-        text = status_of(out)
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            live = status_of(out, "--json")
+            text = status_of(out)
+        finally:
+            proc.send_signal(signal.SIGCONT)
         _, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -366,7 +310,7 @@ def test_status_while_a_run_is_going_and_after(tmp_path: Path, emulator_process:
     assert (
         jobs["completed"] + jobs["failed"] + jobs["in_flight"] + jobs["expired"] + jobs["not_started"] == 16
     )
-    assert jobs["completed"] < 16, "the run finished before status looked: make the jobs slower"
+    assert jobs["completed"] < 16, "the run finished before it was frozen: make the jobs slower"
     assert data["images_per_minute"] > 0
     assert "run in progress (pid" in text.stdout and "if this run stopped now, a rerun would" in text.stdout
     assert proc.returncode == 0, stderr  # status took no lock: the run went on undisturbed
@@ -398,25 +342,13 @@ def run_limited(args: list[str], limit: int) -> subprocess.CompletedProcess[str]
     )
 
 
-def accepted_ids(base_url: str) -> set[str]:
-    records = httpx.get(f"{base_url}/_emulator/requests", timeout=5).json()
-    return {r["request_id"] for r in records}
-
-
-def assert_whole_lines(out: Path) -> None:
-    text = (out / "ledger.jsonl").read_text()
-    assert text.endswith("\n")
-    for line in text.splitlines():
-        assert isinstance(json.loads(line), dict)
-
-
 def test_an_image_that_cannot_be_written_stops_the_run_with_exit_4(
     tmp_path: Path, emulator_process: Callable[..., str]
 ) -> None:
     """A write error on an image (EFBIG from a real file size limit; ENOSPC alike) stops the run:
     exit 4, one clear message naming the file, no traceback, no .part left, every accepted
     request in the ledger; the rerun without the limit finishes without paying twice."""
-    base_url = emulator_process("--time-scale", SCALE, "--image-size", "1024")  # about 34 KB each
+    base_url = emulator_process("--time-scale", str(SCALE), "--image-size", "1024")  # about 34 KB each
     manifest = write_manifest(tmp_path, seeds=4)
     out = tmp_path / "out"
     result = run_limited(run_args(manifest, out, base_url), 16 * 1024)
@@ -441,7 +373,7 @@ def test_a_ledger_that_cannot_be_written_prints_the_unrecorded_request_ids(
 ) -> None:
     """When the ledger itself cannot grow, the run stops with exit 4, the ledger keeps whole lines,
     and every accepted request is either in it or printed on stderr: nothing paid is lost."""
-    base_url = emulator_process("--time-scale", SCALE, "--image-size", "32")  # images of ~0.5 KB
+    base_url = emulator_process("--time-scale", str(SCALE), "--image-size", "32")  # images of ~0.5 KB
     manifest = write_manifest(tmp_path, seeds=12)
     out = tmp_path / "out"
     result = run_limited(run_args(manifest, out, base_url), 2500)  # room for about 5 lines
@@ -502,7 +434,9 @@ def test_a_full_disk_stops_cleanly_and_the_rerun_finishes(
 ) -> None:
     """The issue's case, on a real 1 MB tmpfs: exit 4 (not 1), no traceback, whole ledger lines,
     every accepted request in the ledger or on stderr; with room again the rerun finishes."""
-    base_url = emulator_process("--time-scale", SCALE)  # 512 px images, about 15 KB each
+    # 512 px images, about 15 KB each: some 60 fill the disk. 44 ms jobs: the disk fills
+    # mid-run all the same, with jobs in flight.
+    base_url = emulator_process("--time-scale", "0.002")
     manifest = write_manifest(tmp_path, seeds=100)
     out = small_tmpfs / "out"
     result = run_cli(run_args(manifest, out, base_url))

@@ -476,6 +476,35 @@ async def test_runtime_config_changes_settings_and_rejects_bad_ones() -> None:
     assert after == changed.json()
 
 
+@pytest.mark.anyio
+async def test_reset_is_a_fresh_start_with_the_first_settings(clock: FakeClock) -> None:
+    """POST /_emulator/reset forgets jobs, counters, the request log and the history, restores
+    the settings and credits it started with, and draws the same seeded times and faults again."""
+    async with emulator(clock, credits=3, fault_rate=0.3, fault_seed=7, workers=1) as client:
+
+        async def session() -> tuple[list[int], list[float]]:
+            codes = [
+                (await client.post(SUBMIT, json={"prompt": f"a cat {i}"})).status_code for i in range(12)
+            ]
+            times = [r["inference_time"] for r in (await client.get("/_emulator/requests")).json()]
+            return codes, times
+
+        first = await session()
+        assert 406 in first[0] and (await stats(client))["submits_accepted"] == 3
+        await _config(client, credits=50, workers=8, rpm=1)
+        reset = await client.post("/_emulator/reset")
+        assert reset.status_code == 200
+        assert (reset.json()["credits"], reset.json()["workers"], reset.json()["rpm"]) == (3, 1, None)
+        fresh = await stats(client)
+        assert (fresh["submits_accepted"], fresh["rejected"], fresh["duplicate_submits"]) == (0, {}, 0)
+        assert sum(fresh["jobs"].values()) == 0
+        assert (await client.get("/_emulator/requests")).json() == []
+        assert await session() == first
+        await _config(client, fault_rate=0)
+        history = await client.get("/inference-request/request-history")
+    assert history.json()["total"] == 3  # this session's, none of the first's
+
+
 async def _config(client: httpx.AsyncClient, **changes: Any) -> None:
     """Change runtime settings; fail the test unless the emulator accepts them."""
     response = await client.post("/_emulator/config", json=changes)
@@ -905,10 +934,10 @@ def _server_cpu_seconds(base_url: str) -> float | None:
 @pytest.mark.e2e
 @pytest.mark.anyio
 async def test_served_endless_image_streams_until_the_client_leaves(
-    emulator_process: Callable[..., str],
+    emulator_server: Callable[..., str],
 ) -> None:
     """Under uvicorn an endless body passes 8 MB and goes on; the client leaving stops it, the rest works."""
-    served_url = emulator_process("--time-scale", "0.001", "--image-fault", "endless", "--image-size", "32")
+    served_url = emulator_server(time_scale=0.001, image_fault="endless")
     cap = 8 * 1024 * 1024
     async with httpx.AsyncClient(base_url=served_url, headers=KEY, timeout=10) as client:
         output = await _served_image_url(client)
@@ -936,10 +965,10 @@ async def test_served_endless_image_streams_until_the_client_leaves(
 @pytest.mark.e2e
 @pytest.mark.anyio
 async def test_served_slow_image_sends_headers_then_almost_nothing(
-    emulator_process: Callable[..., str],
+    emulator_server: Callable[..., str],
 ) -> None:
     """Under uvicorn a slow image sends its headers (the full length) at once, then at most a byte in 2 s."""
-    served_url = emulator_process("--time-scale", "0.001", "--image-fault", "slow")
+    served_url = emulator_server(time_scale=0.001, image_fault="slow")
     async with httpx.AsyncClient(base_url=served_url, headers=KEY, timeout=10) as client:
         output = await _served_image_url(client)
         received = 0

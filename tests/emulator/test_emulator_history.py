@@ -115,7 +115,7 @@ async def test_history_off_and_missing_key() -> None:
 
 @pytest.mark.e2e
 def test_the_segmind_sdk_reads_the_emulators_history(
-    emulator_process: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+    emulator_server: Callable[..., str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """segmind 1.3.0's generations.history() and .get(id), pointed at a served emulator, read our rows."""
     pytest.importorskip("segmind")
@@ -125,7 +125,7 @@ def test_the_segmind_sdk_reads_the_emulators_history(
 
     generations = importlib.import_module("segmind.generations")
 
-    base = emulator_process("--time-scale", "0.001", "--price", "0.04")
+    base = emulator_server(time_scale=0.001, price=0.04)
     monkeypatch.setattr(generations, "REQUEST_HISTORY_URL", f"{base}/inference-request/request-history")
     sdk = segmind.SegmindClient(api_key="k", base_url=f"{base}/v1")
     try:

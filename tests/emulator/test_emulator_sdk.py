@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -15,16 +15,28 @@ from segmind.exceptions import SegmindError  # noqa: E402
 from segmind.v2 import InferenceFailed  # noqa: E402
 
 from batchgen.manifest.params import aspect_ratio_size  # noqa: E402
+from tests.support.processes import EmulatorProcess  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
 MODEL = "bria-text-to-image"
 
 
+@pytest.fixture(scope="module")
+def _served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
+    """One served emulator for this module: fast jobs, two blocked terms."""
+    served = EmulatorProcess(
+        ("--time-scale", "0.001", "--blocked-terms", "forbidden,zzz"), tmp_path_factory.mktemp("sdk")
+    )
+    served.start()
+    yield served
+    served.stop()
+
+
 @pytest.fixture
-def emulator(emulator_process: Callable[..., str]) -> str:
-    """A served emulator: fast jobs, one blocked term."""
-    return emulator_process("--time-scale", "0.001", "--blocked-terms", "forbidden,zzz")
+def emulator(_served: EmulatorProcess) -> str:
+    """The module's served emulator, reset: as a fresh one for each test."""
+    return _served.reset()
 
 
 @pytest.fixture

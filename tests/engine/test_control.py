@@ -1,40 +1,30 @@
 """The control loop, judged as a user meets it: default settings, a server the runner was not told about.
 
 These runs use Segmind's real figures (22 s inferences, a 60 s rate-limit window,
-Retry-After in seconds) on a loop whose clock runs faster than real time
-(:mod:`tests.warp`): the emulator's clock is the loop's, the runner measures it as it
-would measure the real service, and nothing in the run's settings describes it.
+Retry-After in seconds) on virtual time (:mod:`tests.support.clock`): the emulator's
+clock is the loop's, the runner measures it as it would measure the real service, and
+nothing in the run's settings describes it. Waiting costs nothing and CPU load cannot
+change what the runner sees, so the thresholds below judge the logic, not the machine.
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 
-from batchgen.emulator import EmulatorConfig, create_app
-from batchgen.engine.runner import run
-from batchgen.engine.settings import RunSettings
-from batchgen.manifest.job import DEFAULT_MODEL, Job, job_key
-from batchgen.manifest.params import validate_params
-from batchgen.outcome.summary import Summary
-from tests.warp import current_loop, warp_backend
-
-BASE = "http://localhost"  # plain http is for loopback hosts only (the key would travel in clear)
-SPEED = 40.0
+from tests.support import inprocess
+from tests.support.inprocess import Emu, emulator, run_jobs
 
 
 @pytest.fixture
-def anyio_backend() -> object:
-    """Every test here runs on a loop 40x faster than real time."""
-    return warp_backend(SPEED)
+def anyio_backend(virtual_time: object) -> object:
+    """Every test here runs on virtual time: idle waits cost nothing, CPU load changes nothing."""
+    return virtual_time
 
 
 @pytest.fixture(autouse=True)
@@ -42,54 +32,8 @@ def _key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEGMIND_API_KEY", "test-key")
 
 
-def make_jobs(n: int, *, mode: str = "base") -> list[Job]:
-    jobs = []
-    for i in range(n):
-        p = validate_params({"prompt": f"a lighthouse, study {i}", "seed": i + 1, "mode": mode})
-        key = job_key(DEFAULT_MODEL, p, {})
-        jobs.append(Job(index=i, key=key, model=DEFAULT_MODEL, params=p, filename=f"{i:04d}.png"))
-    return jobs
-
-
-@dataclass
-class Emu:
-    http: httpx.AsyncClient
-
-    async def stats(self) -> dict[str, Any]:
-        return (await self.http.get(f"{BASE}/_emulator/stats")).json()  # type: ignore[no-any-return]
-
-    async def requests(self) -> list[dict[str, Any]]:
-        return (await self.http.get(f"{BASE}/_emulator/requests")).json()  # type: ignore[no-any-return]
-
-    async def configure(self, **changes: Any) -> None:
-        r = await self.http.post(f"{BASE}/_emulator/config", json=changes)
-        assert r.status_code == 200, r.text
-
-
-Wrap = Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport]
-
-
-@asynccontextmanager
-async def emulator(wrap: Wrap | None = None, **config: Any) -> AsyncIterator[Emu]:
-    """An in-process emulator whose clock is the (warped) loop's; ``wrap`` may doctor its answers."""
-    config.setdefault("image_size", 16)
-    app = create_app(EmulatorConfig(clock=current_loop().time, **config))
-    transport: httpx.AsyncBaseTransport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=wrap(transport) if wrap else transport) as http:
-        yield Emu(http)
-
-
-async def run_jobs(emu: Emu, jobs: list[Job], out: Path, **kw: Any) -> Summary:
-    kw.setdefault("seed", 1)
-    return await run(
-        jobs,
-        out_dir=out,
-        client=emu.http,
-        base_url=BASE,
-        settings=RunSettings(**kw),
-        progress=False,
-        wall_clock=current_loop().wall,
-    )
+# Base mode: Segmind's 22 s inferences.
+make_jobs = partial(inprocess.make_jobs, mode="base", prompt="a lighthouse, study {i}")
 
 
 async def change_after(emu: Emu, submits: int, changes: dict[str, Any]) -> None:

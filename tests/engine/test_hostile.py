@@ -1,38 +1,30 @@
-"""A hostile or broken server ends in a job failure, never a hang (in process, on a warped clock).
+"""A hostile or broken server ends in a job failure, never a hang (in process, on virtual time).
 
 Each test turns on one of the emulator's hostile modes and runs with the defaults a
-user gets. The loop's clock runs :data:`SPEED` times faster than real time
-(:mod:`tests.warp`), so the real bounds (a 120 s Retry-After cap, a retention window of
-minutes) are what is tested, not shortened copies of them.
+user gets. The loop's clock is virtual (:mod:`tests.support.clock`), so the real bounds (a 120 s
+Retry-After cap, a retention window of minutes) are what is tested, not shortened
+copies of them.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from batchgen.emulator import EmulatorConfig, create_app
-from batchgen.engine.runner import run
-from batchgen.engine.settings import RunSettings
-from batchgen.manifest.job import DEFAULT_MODEL, Job, job_key
-from batchgen.manifest.params import validate_params
-from batchgen.outcome.summary import Summary
-from tests.warp import current_loop, warp_backend
+from tests.support import inprocess
+from tests.support.inprocess import emulator, run_jobs
 
-BASE = "http://localhost"
-SPEED = 40.0
 RETRY_AFTER_CAP = 120.0  # documented in docs/running.md: "Every wait has a bound"
 
 
 @pytest.fixture
-def anyio_backend() -> object:
-    return warp_backend(SPEED)
+def anyio_backend(virtual_time: object) -> object:
+    """Every test here runs on virtual time (tests/support/clock.py)."""
+    return virtual_time
 
 
 @pytest.fixture(autouse=True)
@@ -40,46 +32,7 @@ def _key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEGMIND_API_KEY", "test-key")
 
 
-def make_jobs(n: int) -> list[Job]:
-    jobs = []
-    for i in range(n):
-        p = validate_params({"prompt": f"a harbour at dusk, study {i}", "seed": i + 1, "mode": "fast"})
-        jobs.append(
-            Job(
-                index=i, key=job_key(DEFAULT_MODEL, p, {}), model=DEFAULT_MODEL, params=p, filename=f"{i}.png"
-            )
-        )
-    return jobs
-
-
-@asynccontextmanager
-async def emulator(**config: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """An in-process emulator on the warped loop's clock, with small images."""
-    config.setdefault("image_size", 16)
-    app = create_app(EmulatorConfig(clock=current_loop().time, **config))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
-        yield http
-
-
-async def run_jobs(http: httpx.AsyncClient, jobs: list[Job], out: Path, **kw: Any) -> Summary:
-    kw.setdefault("seed", 1)
-    return await run(
-        jobs,
-        out_dir=out,
-        client=http,
-        base_url=BASE,
-        settings=RunSettings(**kw),
-        progress=False,
-        wall_clock=current_loop().wall,
-    )
-
-
-async def request_log(http: httpx.AsyncClient) -> list[dict[str, Any]]:
-    return (await http.get(f"{BASE}/_emulator/requests")).json()  # type: ignore[no-any-return]
-
-
-async def stats(http: httpx.AsyncClient) -> dict[str, Any]:
-    return (await http.get(f"{BASE}/_emulator/stats")).json()  # type: ignore[no-any-return]
+make_jobs = partial(inprocess.make_jobs, prompt="a harbour at dusk, study {i}")
 
 
 def failed_lines(out: Path) -> list[dict[str, Any]]:
@@ -91,9 +44,9 @@ def failed_lines(out: Path) -> list[dict[str, Any]]:
 async def test_an_html_image_is_a_bounded_job_failure(tmp_path: Path) -> None:
     """The image host answers an HTML page: each job fails after max_attempts downloads, exit 1."""
     jobs = make_jobs(3)
-    async with emulator(image_fault="html") as http:
-        summary = await run_jobs(http, jobs, tmp_path)
-        log = await request_log(http)
+    async with emulator(image_fault="html") as emu:
+        summary = await run_jobs(emu, jobs, tmp_path)
+        log = await emu.requests()
     assert (summary.completed, summary.failed, summary.exit_code) == (0, 3, 1)
     assert all(r["downloads"] <= 6 for r in log), [r["downloads"] for r in log]
     assert len(log) == 3  # nothing resubmitted: the request itself is fine
@@ -110,9 +63,9 @@ async def test_a_cdn_refusal_fails_the_job_not_the_run(tmp_path: Path, fault: st
     request, still within retention, is never paid for again.
     """
     jobs = make_jobs(4)
-    async with emulator(image_fault=fault, image_fault_rate=0.5, fault_seed=3) as http:
-        summary = await run_jobs(http, jobs, tmp_path)
-        log = await request_log(http)
+    async with emulator(image_fault=fault, image_fault_rate=0.5, fault_seed=3) as emu:
+        summary = await run_jobs(emu, jobs, tmp_path)
+        log = await emu.requests()
     assert summary.fatal is None
     assert summary.completed + summary.failed == 4
     assert len(log) == 4, "a request within retention was submitted again"
@@ -126,9 +79,9 @@ async def test_a_cdn_refusal_fails_the_job_not_the_run(tmp_path: Path, fault: st
 async def test_an_image_url_refused_once_is_fetched_again_and_saved(tmp_path: Path) -> None:
     """A signed URL that expired before the download: one refetch, the image is saved, nothing repaid."""
     jobs = make_jobs(6)
-    async with emulator(image_fault="gone", image_fault_rate=0.3, fault_seed=5) as http:
-        summary = await run_jobs(http, jobs, tmp_path)
-        log = await request_log(http)
+    async with emulator(image_fault="gone", image_fault_rate=0.3, fault_seed=5) as emu:
+        summary = await run_jobs(emu, jobs, tmp_path)
+        log = await emu.requests()
     assert (summary.completed, summary.exit_code) == (6, 0)
     assert len(log) == 6
     assert any(r["downloads"] > 1 for r in log), "the fault never fired: pick another fault_seed"
@@ -138,10 +91,10 @@ async def test_an_image_url_refused_once_is_fetched_again_and_saved(tmp_path: Pa
 async def test_a_retry_after_of_a_billion_seconds_is_capped(tmp_path: Path) -> None:
     """Retry-After: 1000000000 on every 429 (5 rpm): the run waits at most the cap, then goes on."""
     jobs = make_jobs(12)
-    async with emulator(rpm=5, retry_after="1000000000", workers=8) as http:
-        summary = await run_jobs(http, jobs, tmp_path)
-        log = await request_log(http)
-        rejected = (await stats(http))["rejected"]
+    async with emulator(rpm=5, retry_after="1000000000", workers=8) as emu:
+        summary = await run_jobs(emu, jobs, tmp_path)
+        log = await emu.requests()
+        rejected = (await emu.stats())["rejected"]
     assert (summary.completed, summary.exit_code) == (12, 0)
     assert rejected.get("429", 0) >= 1, "the limit was never hit: the test proves nothing"
     submitted = sorted(r["submitted"] for r in log)
@@ -154,10 +107,10 @@ async def test_a_retry_after_of_a_billion_seconds_is_capped(tmp_path: Path) -> N
 async def test_a_job_stuck_processing_fails_retryably_at_the_retention_window(tmp_path: Path) -> None:
     """A job that stays PROCESSING forever fails (retryable) once retention has passed; the rest complete."""
     jobs = make_jobs(6)
-    async with emulator(stall_rate=0.5, fault_seed=2) as http:
+    async with emulator(stall_rate=0.5, fault_seed=2) as emu:
         # The server keeps results an hour; this run is told a 5-minute window (a tighter plan).
-        summary = await run_jobs(http, jobs, tmp_path, retention=300)
-        log = await request_log(http)
+        summary = await run_jobs(emu, jobs, tmp_path, retention=300)
+        log = await emu.requests()
     failed = failed_lines(tmp_path)
     assert summary.failed == len(failed) >= 1
     assert summary.completed == 6 - summary.failed

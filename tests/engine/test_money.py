@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,18 @@ from batchgen.errors import UsageError
 from batchgen.manifest.job import DEFAULT_MODEL, Job, job_key
 from batchgen.manifest.params import validate_params
 from batchgen.output.ledger import LedgerWriter
-from tests.engine.test_scheduler import BASE, Emu, emulator, events, make_jobs, run_jobs
+from tests.support import inprocess
+from tests.support.clock import current_loop
+from tests.support.inprocess import BASE, Emu, make_jobs, run_jobs
+from tests.support.outdir import events
+
+emulator = partial(inprocess.emulator, time_scale=0.001, image_size=32, workers=16)
+
+
+@pytest.fixture
+def anyio_backend(virtual_time: object) -> object:
+    """Every test here runs on virtual time (tests/support/clock.py)."""
+    return virtual_time
 
 
 @pytest.fixture(autouse=True)
@@ -33,7 +45,7 @@ async def lost_answers(emu: Emu, jobs: list[Job], out: Path) -> list[str]:
     """What a run killed between its POSTs and their answers leaves: ``submitting`` lines,
     and requests the server accepted (and charged) whose ids nobody recorded."""
     ids = []
-    async with await LedgerWriter.open(out / "ledger.jsonl") as ledger:
+    async with await LedgerWriter.open(out / "ledger.jsonl", clock=current_loop().wall) as ledger:
         for job in jobs:
             body = job.params.to_api()
             await ledger.write("submitting", job.key, index=job.index, body=body)
@@ -51,7 +63,7 @@ async def test_submits_whose_answer_was_lost_are_found_in_the_history(tmp_path: 
     jobs = make_jobs(8)
     async with emulator() as emu:
         sent = await lost_answers(emu, jobs[:5], tmp_path)
-        async with await LedgerWriter.open(tmp_path / "ledger.jsonl") as ledger:
+        async with await LedgerWriter.open(tmp_path / "ledger.jsonl", clock=current_loop().wall) as ledger:
             # A sixth POST that never left the machine: its intent is all there is.
             await ledger.write("submitting", jobs[5].key, index=5, body=jobs[5].params.to_api())
         summary = await run_jobs(emu, jobs, tmp_path, history_lag=0.0)
@@ -89,7 +101,7 @@ async def test_identical_bodies_are_matched_by_count_and_time(tmp_path: Path) ->
     ]  # fmt: skip
     async with emulator() as emu:
         (sent,) = await lost_answers(emu, twins[:1], tmp_path)
-        async with await LedgerWriter.open(tmp_path / "ledger.jsonl") as ledger:
+        async with await LedgerWriter.open(tmp_path / "ledger.jsonl", clock=current_loop().wall) as ledger:
             await ledger.write("submitting", twins[1].key, index=1, body=params.to_api())
         summary = await run_jobs(emu, twins, tmp_path, history_lag=0.0)
         stats = await emu.stats()

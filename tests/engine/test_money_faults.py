@@ -34,6 +34,9 @@ from tests.support.hostile import (
     hostile_server,
 )
 
+# A real socket (the hostile server) and real time: not in the fast subset (-m "not e2e").
+pytestmark = pytest.mark.e2e
+
 HTML = b"<html><body>Down for maintenance</body></html>"
 
 

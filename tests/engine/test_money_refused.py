@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from batchgen.output.replay import replay
 from batchgen.output.resume import Submit, decide
-from tests.engine.test_scheduler import emulator, events, make_jobs, run_jobs
+from tests.support import inprocess
+from tests.support.inprocess import make_jobs, run_jobs
+from tests.support.outdir import events
+
+emulator = partial(inprocess.emulator, time_scale=0.001, image_size=32, workers=16)
+
+
+@pytest.fixture
+def anyio_backend(virtual_time: object) -> object:
+    """Every test here runs on virtual time (tests/support/clock.py)."""
+    return virtual_time
 
 
 @pytest.fixture(autouse=True)

@@ -2,109 +2,33 @@
 
 from __future__ import annotations
 
-import json
-import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx
 import pytest
-from PIL import Image
 
-from batchgen.emulator import EmulatorConfig, create_app
 from batchgen.engine.runner import run
-from batchgen.engine.settings import RunSettings
-from batchgen.manifest.job import DEFAULT_MODEL, Job, job_key
+from batchgen.manifest.job import Job
 from batchgen.manifest.params import validate_params
-from batchgen.outcome.summary import Summary
+from tests.support import inprocess
+from tests.support.clock import current_loop
+from tests.support.inprocess import BASE, Emu, make_jobs, run_jobs, settings
+from tests.support.outdir import assert_images_valid, events, ledger
 
-BASE = "http://localhost"  # plain http is for loopback hosts only (the key would travel in clear)
 SCALE = 0.001
 
 
-def make_jobs(
-    n: int, *, mode: str = "fast", prompt: str = "a red fox number {i}", **params: Any
-) -> list[Job]:
-    jobs = []
-    for i in range(n):
-        p = validate_params({"prompt": prompt.format(i=i), "seed": i + 1, "mode": mode, **params})
-        key = job_key(DEFAULT_MODEL, p, {"n": i})
-        jobs.append(
-            Job(index=i, key=key, model=DEFAULT_MODEL, params=p, labels={"n": i}, filename=f"fox-{i:03d}.png")
-        )
-    return jobs
+@pytest.fixture
+def anyio_backend(virtual_time: object) -> object:
+    """Every test here runs on virtual time (tests/support/clock.py)."""
+    return virtual_time
 
 
-@dataclass
-class Emu:
-    """An in-process emulator and an httpx client bound to it."""
-
-    http: httpx.AsyncClient
-    offset: list[float]  # seconds added to the emulator's clock (jump past the TTL)
-
-    async def stats(self) -> dict[str, Any]:
-        return (await self.http.get(f"{BASE}/_emulator/stats")).json()  # type: ignore[no-any-return]
-
-    async def configure(self, **changes: Any) -> None:
-        r = await self.http.post(f"{BASE}/_emulator/config", json=changes)
-        assert r.status_code == 200, r.text
-
-
-@asynccontextmanager
-async def emulator(**config: Any) -> AsyncIterator[Emu]:
-    """An in-process emulator at ``time_scale`` SCALE (unless given); ``offset`` moves its clock."""
-    offset = [0.0]
-    config.setdefault("time_scale", SCALE)
-    config.setdefault("image_size", 32)
-    config.setdefault("workers", 16)
-    app = create_app(EmulatorConfig(clock=lambda: time.monotonic() + offset[0], **config))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
-        yield Emu(http, offset)
-
-
-def settings(**kw: Any) -> RunSettings:
-    """The defaults a user gets (nothing about the emulator's speed), a seeded jitter."""
-    kw.setdefault("seed", 1)
-    return RunSettings(**kw)
-
-
-async def run_jobs(
-    emu: Emu, jobs: list[Job], out: Path, *, wall_clock: Callable[[], float] = time.time, **kw: Any
-) -> Summary:
-    return await run(
-        jobs,
-        out_dir=out,
-        client=emu.http,
-        base_url=BASE,
-        settings=settings(**kw),
-        progress=False,
-        wall_clock=wall_clock,
-    )
-
-
-def ledger(out: Path) -> list[dict[str, Any]]:
-    path = out / "ledger.jsonl"
-    if not path.exists():
-        return []
-    # Read while a run may be appending: only whole lines count.
-    return [json.loads(line) for line in path.read_text().split("\n")[:-1]]
-
-
-def events(out: Path, event: str) -> list[dict[str, Any]]:
-    return [e for e in ledger(out) if e["event"] == event]
-
-
-def assert_images_valid(out: Path, jobs: list[Job]) -> None:
-    for job in jobs:
-        path = out / "images" / job.filename
-        with Image.open(path) as im:
-            im.load()
-    assert not list((out / "images").glob("*.part"))
+# 22 s of base inference scaled to 22 ms, on 16 workers, 32 px images (unless a test says).
+emulator = partial(inprocess.emulator, time_scale=SCALE, image_size=32, workers=16)
 
 
 @pytest.fixture(autouse=True)
@@ -168,7 +92,8 @@ async def test_a_deleted_image_past_retention_comes_from_the_history(tmp_path: P
         await run_jobs(emu, jobs, tmp_path)
         (tmp_path / "images" / jobs[1].filename).unlink()
         emu.offset[0] += 2 * 3600.0
-        summary = await run_jobs(emu, jobs, tmp_path, wall_clock=lambda: time.time() + 2 * 3600.0)
+        loop = current_loop()  # the wall clock is read from worker threads too
+        summary = await run_jobs(emu, jobs, tmp_path, wall_clock=lambda: loop.wall() + 2 * 3600.0)
         stats = await emu.stats()
     assert (summary.completed, summary.from_history, summary.resubmitted) == (1, 1, 0)
     assert stats["submits_accepted"] == 3
@@ -225,7 +150,8 @@ async def test_cancelled_run_rerun_after_ttl(tmp_path: Path, our_clock_jumps: bo
         accepted = (await emu.stats())["submits_accepted"]
         emu.offset[0] += 4000.0  # past the emulator's 1-hour retention
         jump = 4000.0 if our_clock_jumps else 0.0
-        summary = await run_jobs(emu, jobs, tmp_path, wall_clock=lambda: time.time() + jump)
+        loop = current_loop()  # the wall clock is read from worker threads too
+        summary = await run_jobs(emu, jobs, tmp_path, wall_clock=lambda: loop.wall() + jump)
         stats = await emu.stats()
     never_submitted = 60 - accepted
     paid_again = 0 if history else len(in_flight)
@@ -329,13 +255,14 @@ async def test_blocked_prompt_is_a_failed_line_with_detail_exit_1(tmp_path: Path
 @pytest.mark.anyio
 async def test_bad_image_is_downloaded_again(tmp_path: Path) -> None:
     """A truncated download fails its image check, is retried, and the saved file is whole."""
-    app = create_app(EmulatorConfig(time_scale=SCALE, image_size=32))
-    inner = httpx.ASGITransport(app=app)
     truncated: list[str] = []
 
     class Truncating(httpx.AsyncBaseTransport):
+        def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+            self.inner = inner
+
         async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-            response = await inner.handle_async_request(request)
+            response = await self.inner.handle_async_request(request)
             if request.url.path.startswith("/images/") and not truncated:
                 body = await response.aread()
                 truncated.append(request.url.path)
@@ -343,9 +270,9 @@ async def test_bad_image_is_downloaded_again(tmp_path: Path) -> None:
             return response
 
     jobs = make_jobs(3)
-    async with httpx.AsyncClient(transport=Truncating()) as http:
+    async with inprocess.emulator(Truncating, time_scale=SCALE, image_size=32) as emu:
         summary = await run(
-            jobs, out_dir=tmp_path, client=http, base_url=BASE, settings=settings(), progress=False
+            jobs, out_dir=tmp_path, client=emu.http, base_url=BASE, settings=settings(), progress=False
         )
     assert truncated
     assert summary.completed == 3

@@ -27,7 +27,7 @@ from batchgen.manifest.load import load_manifest
 from batchgen.manifest.params import MAX_PROMPT_CHARS
 from batchgen.manifest.reads import MAX_CSV_BYTES, MAX_YAML_BYTES
 from batchgen.manifest.yamlnodes import MAX_DEPTH
-from tests.conftest import unlogged
+from tests.support.logs import unlogged
 
 
 def _csv(rows: list[list[str]]) -> str:

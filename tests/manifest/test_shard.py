@@ -10,6 +10,7 @@ import pytest
 from batchgen.cli.main import main
 from batchgen.manifest.shard import Shard
 from batchgen.outcome.read import read_status
+from tests.support.clock import current_loop
 
 REPO = Path(__file__).resolve().parents[2]
 CATALOG = str(REPO / "manifests" / "catalog.yaml")
@@ -86,13 +87,18 @@ def test_each_shard_runs_in_its_own_folder_and_status_counts_its_jobs(
     assert f"{sizes[0]} jobs in shard 1/2" in capsys.readouterr().out
 
 
-def test_merged_status_of_the_shards_equals_the_status_of_one_unsharded_run(
+@pytest.fixture
+def anyio_backend(virtual_time: object) -> object:
+    """The async test here runs on virtual time (tests/support/clock.py)."""
+    return virtual_time
+
+
+@pytest.mark.anyio
+async def test_merged_status_of_the_shards_equals_the_status_of_one_unsharded_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`batchgen status S1 S2 S3` (shard folders) says what `status` of one whole run says:
     jobs by state, failures by reason, what a rerun would do."""
-    import anyio
-
     from batchgen.emulator import EmulatorConfig
     from batchgen.engine.runner import run
     from batchgen.engine.settings import RunSettings
@@ -101,20 +107,18 @@ def test_merged_status_of_the_shards_equals_the_status_of_one_unsharded_run(
     manifest = tmp_path / "m.yaml"
     manifest.write_text("jobs:\n  - prompt: 'a {word} owl'\n    grid:\n      word: [forbidden, snowy, barn]\n"
                         "      seed: '1-8'\n")  # fmt: skip
+    loop = current_loop()
 
-    def run_into(out: Path, shard: str | None) -> None:
-        config = EmulatorConfig(blocked_terms=("forbidden",), time_scale=0.002, workers=8)
-
-        async def go() -> None:
-            await run(manifest, out_dir=out, emulate=config, settings=RunSettings(report=False), shard=shard)
-
-        anyio.run(go)
+    async def run_into(out: Path, shard: str | None) -> None:
+        config = EmulatorConfig(blocked_terms=("forbidden",), time_scale=0.002, workers=8, clock=loop.time)
+        settings = RunSettings(report=False)
+        await run(manifest, out_dir=out, emulate=config, settings=settings, shard=shard, wall_clock=loop.wall)
 
     whole = tmp_path / "whole"
-    run_into(whole, None)
+    await run_into(whole, None)
     shards = [tmp_path / f"shard-{k}" for k in (1, 2, 3)]
     for k, out in enumerate(shards, 1):
-        run_into(out, f"{k}/3")
+        await run_into(out, f"{k}/3")
     one = read_status(whole).to_json()
     merged = merge_status([read_status(out) for out in shards]).to_json()
     jobs = {

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
 from batchgen.cli.main import main
@@ -14,6 +13,7 @@ from batchgen.emulator import EmulatorConfig
 from batchgen.engine.runner import run
 from batchgen.engine.settings import RunSettings
 from batchgen.outcome.exits import EXIT_MEANINGS, ExitCode
+from tests.support.clock import current_loop
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -121,29 +121,33 @@ def _half_blocked(tmp_path: Path, seeds: int) -> Path:
     return manifest
 
 
-def _run_half_blocked(tmp_path: Path, concurrency: int = 4, **settings: Any) -> dict[str, Any]:
+@pytest.fixture
+def anyio_backend(virtual_time: object) -> object:
+    """The runs here are on virtual time (tests/support/clock.py)."""
+    return virtual_time
+
+
+async def _run_half_blocked(tmp_path: Path, concurrency: int = 4, **settings: Any) -> dict[str, Any]:
     out = tmp_path / "out"
-    config = EmulatorConfig(blocked_terms=("forbidden",), time_scale=0.002, workers=4)
-
-    async def go() -> int:
-        summary = await run(
-            _half_blocked(tmp_path, 40),
-            out_dir=out,
-            emulate=config,
-            settings=RunSettings(concurrency=concurrency, report=False, **settings),
-            progress=False,
-        )
-        return summary.exit_code
-
-    code = anyio.run(go)
-    summary = _summary(out)
-    assert summary["exit_code"] == code
-    return summary
+    loop = current_loop()
+    config = EmulatorConfig(blocked_terms=("forbidden",), time_scale=0.002, workers=4, clock=loop.time)
+    summary = await run(
+        _half_blocked(tmp_path, 40),
+        out_dir=out,
+        emulate=config,
+        settings=RunSettings(concurrency=concurrency, report=False, **settings),
+        progress=False,
+        wall_clock=loop.wall,
+    )
+    written = _summary(out)
+    assert written["exit_code"] == summary.exit_code
+    return written
 
 
-def test_halt_on_failure_rate_stops_submitting_and_exits_6(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_halt_on_failure_rate_stops_submitting_and_exits_6(tmp_path: Path) -> None:
     """Half the jobs fail: past 20 finished, over 10% failed, nothing more is submitted; exit 6."""
-    summary = _run_half_blocked(tmp_path, halt_failure_rate=10.0)
+    summary = await _run_half_blocked(tmp_path, halt_failure_rate=10.0)
     assert summary["exit_code"] == ExitCode.FAILURE_RATE == 6
     assert summary["stopped"]["failure_rate_halted"] is True
     jobs = summary["jobs"]
@@ -154,25 +158,28 @@ def test_halt_on_failure_rate_stops_submitting_and_exits_6(tmp_path: Path) -> No
     assert "forbidden" in summary["first_error"]["error"]
 
 
-def test_a_halt_after_the_last_submit_still_exits_6(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_a_halt_after_the_last_submit_still_exits_6(tmp_path: Path) -> None:
     """The rate is judged only once all 80 jobs finished: nothing is left to stop, yet the halt
     happened, so summary.json's flag and the exit code agree: 6."""
-    summary = _run_half_blocked(tmp_path, halt_failure_rate=10.0, halt_min_jobs=80)
+    summary = await _run_half_blocked(tmp_path, halt_failure_rate=10.0, halt_min_jobs=80)
     assert summary["jobs"]["not_run"] == 0 and summary["jobs"]["failed"] == 40
     assert summary["stopped"]["failure_rate_halted"] is True
     assert summary["exit_code"] == ExitCode.FAILURE_RATE and summary["exit_name"] == "failure_rate"
 
 
-def test_halt_waits_for_the_minimum_of_finished_jobs(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_halt_waits_for_the_minimum_of_finished_jobs(tmp_path: Path) -> None:
     """With --halt-min-jobs above the batch, the rate never halts it: every job runs, exit 1."""
-    summary = _run_half_blocked(tmp_path, halt_failure_rate=10.0, halt_min_jobs=1000)
+    summary = await _run_half_blocked(tmp_path, halt_failure_rate=10.0, halt_min_jobs=1000)
     assert summary["exit_code"] == 1 and summary["jobs"]["not_run"] == 0
     assert summary["jobs"]["failed"] == 40 and summary["stopped"]["failure_rate_halted"] is False
 
 
-def test_halt_rate_below_the_failures_does_not_halt(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_halt_rate_below_the_failures_does_not_halt(tmp_path: Path) -> None:
     """50% failing (one job at a time, every other one blocked) is not over 60%: all run, exit 1."""
-    summary = _run_half_blocked(tmp_path, concurrency=1, halt_failure_rate=60.0)
+    summary = await _run_half_blocked(tmp_path, concurrency=1, halt_failure_rate=60.0)
     assert summary["exit_code"] == 1 and summary["jobs"]["not_run"] == 0
 
 

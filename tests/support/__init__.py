@@ -1,0 +1,1 @@
+"""Helpers the tests share: virtual time, in-process runs, real processes, reading OUT."""
