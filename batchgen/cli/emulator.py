@@ -51,6 +51,20 @@ def configure(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="hold each accepted submit's answer this long (to kill a client mid-request)",
     )
+    p.add_argument(
+        "--answer-delay-rate",
+        type=float,
+        default=1.0,
+        metavar="FRACTION",
+        help="the fraction of accepted submits whose answer --answer-delay holds (default 1)",
+    )
+    p.add_argument(
+        "--status-outage",
+        type=_outage,
+        default=(0.0, 0.0),
+        metavar="SECONDS/EVERY",
+        help="answer status polls 502 for SECONDS of every EVERY seconds, e.g. 2/10 (default: never)",
+    )
     p.add_argument("--price", type=float, default=0.04, help="USD each accepted request costs (default 0.04)")
     p.add_argument(
         "--history-ttl",
@@ -106,6 +120,9 @@ def handle(args: argparse.Namespace) -> int:
             history_ttl=args.history_ttl,
             history=args.history,
             history_lag=args.history_lag,
+            answer_delay_rate=args.answer_delay_rate,
+            status_outage=args.status_outage[0],
+            status_outage_every=args.status_outage[1],
             retired=args.retired,
             image_format=args.image_format,
             image_size=args.image_size,
@@ -115,3 +132,14 @@ def handle(args: argparse.Namespace) -> int:
         raise UsageError(f"emulator: {exc}") from None
     serve(config, host=args.host, port=args.port)
     return ExitCode.OK
+
+
+def _outage(text: str) -> tuple[float, float]:
+    """``--status-outage SECONDS/EVERY``: two numbers of seconds."""
+    seconds, sep, every = text.partition("/")
+    try:
+        if not sep:
+            raise ValueError
+        return float(seconds), float(every)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not SECONDS/EVERY, e.g. 2/10") from None

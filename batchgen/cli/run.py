@@ -114,6 +114,13 @@ def configure(p: argparse.ArgumentParser) -> None:
         help=f"refuse manifests expanding to more jobs (default {DEFAULT_MAX_JOBS})",
     )
     p.add_argument(
+        "--request-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long one API request may take (default 30); a submit with no answer by then is in doubt",
+    )
+    p.add_argument(
         "--grace",
         type=float,
         default=60.0,
@@ -189,6 +196,7 @@ def handle(args: argparse.Namespace) -> int:
         retry_failed=args.retry_failed,
         rpm_counts_polls=args.rpm_counts_polls,
         grace=args.grace,
+        request_timeout=args.request_timeout,
         price_per_image=args.price_per_image,
         budget=args.budget,
         halt_failure_rate=args.halt_on_failure_rate,

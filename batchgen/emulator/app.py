@@ -197,10 +197,11 @@ class _Routes:
         job = await self._accept(request)
         if isinstance(job, Response):
             return job
-        if self.state.config.answer_delay > 0:
+        config = self.state.config
+        if config.answer_delay > 0 and self.state.faults.held(rate=config.answer_delay_rate):
             # Accepted (and paid for), the answer still on its way: a client killed now
             # has lost the request id.
-            await anyio.sleep(self.state.config.answer_delay)
+            await anyio.sleep(config.answer_delay)
         base = _base_url(request)
         return JSONResponse(
             {
@@ -247,6 +248,9 @@ class _Routes:
         record = state.requests.get(request_id)
         if record is not None:
             record.status_polls += 1
+        every = state.config.status_outage_every
+        if every and now % every < state.config.status_outage:
+            return _error(502, "bad gateway (status outage)")
         job = self._find(request_id, now=now)
         if isinstance(job, Response):
             return job

@@ -29,6 +29,9 @@ RUNTIME_SETTINGS: tuple[str, ...] = (
     "retry_after",
     "stall_rate",
     "answer_delay",
+    "answer_delay_rate",
+    "status_outage",
+    "status_outage_every",
     "history",
     "price",
     "history_lag",
@@ -49,7 +52,10 @@ class EmulatorConfig:
     verbatim as the ``Retry-After`` of every 429; ``stall_rate`` is the fraction of
     accepted jobs that stay ``PROCESSING`` until they expire. Their draws are seeded
     by ``fault_seed``. ``answer_delay`` holds each accepted submit's answer that many
-    real seconds, so a test can kill a client between its POST and the answer.
+    real seconds (``answer_delay_rate``: the fraction of submits it holds, drawn with the
+    faults), so a test can kill a client between its POST and the answer, or let the
+    client's timeout pass first. ``status_outage`` seconds of every
+    ``status_outage_every`` (on the emulator's clock), status polls are answered 502.
 
     ``history`` serves the request history (off: 404, as for an account without it);
     each accepted request costs ``price`` USD (``credits_deduction``, and ``cost`` in the
@@ -77,6 +83,9 @@ class EmulatorConfig:
     retry_after: str | None = None
     stall_rate: float = 0.0
     answer_delay: float = 0.0
+    answer_delay_rate: float = 1.0
+    status_outage: float = 0.0
+    status_outage_every: float = 0.0
     history: bool = True
     history_lag: float = 0.0
     retired: bool = False
@@ -117,6 +126,14 @@ class EmulatorConfig:
             found.append(f"history_lag: {self.history_lag} is below 0")
         if not self.answer_delay >= 0:
             found.append(f"answer_delay: {self.answer_delay} is below 0")
+        if not 0 <= self.answer_delay_rate <= 1:
+            found.append(f"answer_delay_rate: {self.answer_delay_rate} is not between 0 and 1")
+        if self.status_outage or self.status_outage_every:
+            if not 0 < self.status_outage < self.status_outage_every:
+                found.append(
+                    f"status_outage: {self.status_outage} s of every {self.status_outage_every} s: the outage"
+                    " must be above 0 and shorter than the period"
+                )
         if not self.price >= 0:
             found.append(f"price: {self.price} is below 0")
         if not self.history_ttl >= self.ttl:

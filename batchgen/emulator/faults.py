@@ -52,6 +52,10 @@ class FaultInjector:
             return self._random.choice(FAULT_CODES)
         return None
 
+    def held(self, *, rate: float) -> bool:
+        """Whether this accepted submit's answer is held (``answer_delay``)."""
+        return rate >= 1 or (rate > 0 and self._random.random() < rate)
+
     def image(self, *, rate: float) -> bool:
         """Whether this image request gets the configured ``image_fault``."""
         return _hit(self._images, rate)

@@ -120,9 +120,11 @@ def _resolve_jobs(
 
 @asynccontextmanager
 async def _http_client(
-    client: httpx.AsyncClient | None, *, emulate: EmulatorConfig | None
+    client: httpx.AsyncClient | None, *, emulate: EmulatorConfig | None, request_timeout: float
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The caller's client as is, or one this run builds (and closes)."""
+    """The caller's client as is, or one this run builds (and closes), its timeouts the
+    run's (``request_timeout`` bounds every request whatever the client; this only keeps
+    httpx's own from cutting a request shorter)."""
     if client is not None:
         yield client
         return
@@ -133,7 +135,7 @@ async def _http_client(
     else:
         # Limits go to the transport: a client given a transport ignores its own.
         transport = wire.transport(limits=wire.LIMITS)
-    timeout = httpx.Timeout(30.0, connect=10.0)
+    timeout = httpx.Timeout(request_timeout, connect=min(10.0, request_timeout))
     async with httpx.AsyncClient(transport=transport, timeout=timeout) as built:
         yield built
 
@@ -320,7 +322,7 @@ async def run(
         }
         async with (
             writer,
-            _http_client(client, emulate=emulation) as http,
+            _http_client(client, emulate=emulation, request_timeout=settings.request_timeout) as http,
         ):
             # The in-process emulator's made-up http host never reaches a network.
             plain_ok = insecure or emulation is not None

@@ -33,7 +33,7 @@ class RunSettings:
     retry_failed: bool = False
     max_attempts: int = 6
     retry_after_cap: float = RETRY_AFTER_CAP
-    request_timeout: float = 60.0  # one API request, whatever the HTTP client's own timeouts
+    request_timeout: float = 30.0  # one API request, whatever the HTTP client's own timeouts
     download_timeout: float = 120.0  # one image download, start to end
     max_image_bytes: int = 64 * MIB
     grace: float = 60.0  # after the first Ctrl-C / SIGTERM, jobs in flight get this long

@@ -447,6 +447,9 @@ async def test_runtime_config_changes_settings_and_rejects_bad_ones() -> None:
             "retry_after": None,
             "stall_rate": 0.0,
             "answer_delay": 0.0,
+            "answer_delay_rate": 1.0,
+            "status_outage": 0.0,
+            "status_outage_every": 0.0,
             "history": True,
             "price": 0.04,
             "history_lag": 0.0,
@@ -1008,3 +1011,29 @@ def test_cli_on_a_port_in_use_is_one_line_and_exit_2(capsys: pytest.CaptureFixtu
     out, err = capsys.readouterr()
     assert out == ""
     assert err == f"error: emulator: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+
+
+@pytest.mark.anyio
+async def test_status_polls_are_answered_502_during_the_outage_of_every_period() -> None:
+    """--status-outage 2/10: polls in the first 2 s of every 10 s answer 502, the rest the state."""
+    clock = FakeClock()
+    async with emulator(clock, status_outage=2.0, status_outage_every=10.0) as client:
+        request_id = (await submit(client))["request_id"]
+        codes = []
+        for at in (10.5, 11.9, 12.1, 19.0, 20.0):
+            clock.now = at
+            codes.append((await client.get(f"/v2/requests/{request_id}/status")).status_code)
+    assert codes == [502, 502, 200, 200, 502]
+
+
+@pytest.mark.anyio
+async def test_answer_delay_rate_holds_only_that_share_of_the_answers() -> None:
+    """--answer-delay with --answer-delay-rate 0: every answer comes at once; rate 1: held."""
+    async with emulator(answer_delay=5.0, answer_delay_rate=0.0) as client:
+        with anyio.fail_after(2):
+            await submit(client)
+    async with emulator(answer_delay=5.0, answer_delay_rate=1.0) as client:
+        with anyio.move_on_after(0.5) as held:
+            await submit(client)
+        assert held.cancelled_caught
+
