@@ -1036,4 +1036,3 @@ async def test_answer_delay_rate_holds_only_that_share_of_the_answers() -> None:
         with anyio.move_on_after(0.5) as held:
             await submit(client)
         assert held.cancelled_caught
-
