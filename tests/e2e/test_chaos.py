@@ -2,7 +2,8 @@
 
 Seeded and bounded: faults, dropped connections and slow answers on every request,
 `kill -9` at random (seeded) moments of one 160-job run with a rerun after each,
-credits running out and coming back. What must hold: every job has one valid image and
+credits running out and coming back, submits answered after the client's timeout and
+status outages. What must hold: every job has one valid image and
 one `completed` line, nothing accepted is paid twice, nothing paid is lost.
 """
 
@@ -137,3 +138,29 @@ def test_credits_running_out_and_coming_back(tmp_path: Path, emulator_server: Ca
     assert_all_images_decode(out, 60)
     assert stats(base_url)["submits_accepted"] == 60
     assert stats(base_url)["duplicate_submits"] == 0
+
+
+def test_answers_later_than_the_timeout_and_status_outages(
+    tmp_path: Path, emulator_process: Callable[..., str]
+) -> None:
+    """A tenth of the submits answered after the client's timeout (accepted, paid, the answer
+    never read) and status polls answered 502 for 1 s of every 2 (the run lasts longer):
+    every job one image, no duplicate submit, every accepted request followed, exit 0."""
+    base_url = emulator_process(
+        "--time-scale", "0.02", "--workers", "8", "--image-size", "16", "--fault-seed", "5",
+        "--answer-delay", "1.5", "--answer-delay-rate", "0.1", "--status-outage", "1/2",
+    )  # fmt: skip
+    jobs = 40
+    manifest = write_manifest(tmp_path, seeds=jobs)
+    out = tmp_path / "out"
+    result = run_cli(run_args(manifest, out, base_url, *LAG, "--request-timeout", "1"))
+    assert result.returncode == 0, result.stderr
+    assert_all_images_decode(out, jobs)
+    events = ledger(out)
+    assert [e for e in events if e["event"] == "uncertain"], "no submit outlived the timeout"
+    lines = completed_lines(out)
+    assert len(lines) == jobs and set(lines.values()) == {1}
+    figures = stats(base_url)
+    recorded = {e["request_id"] for e in events if e["event"] == "submitted"}
+    assert figures["duplicate_submits"] == 0 and figures["submits_accepted"] == jobs
+    assert not accepted_ids(base_url) - recorded
