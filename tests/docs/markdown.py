@@ -4,7 +4,8 @@ code, links, code spans, headings and their anchors."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+import unicodedata
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +80,14 @@ def github_slug(heading: str) -> str:
     return text.replace(" ", "-")
 
 
-def anchors(text: str) -> set[str]:
+def mkdocs_slug(heading: str) -> str:
+    """The anchor the docs site gives a heading (Python-Markdown's ``toc`` slugify): as
+    GitHub's, but a run of spaces and hyphens becomes one ``-``."""
+    text = unicodedata.normalize("NFKD", github_slug(heading).replace("-", " "))
+    return re.sub(r"[\s-]+", "-", text.encode("ascii", "ignore").decode().strip())
+
+
+def anchors(text: str, slug_of: Callable[[str], str] = github_slug) -> set[str]:
     """Every anchor a page has: its headings' slugs (repeats get -1, -2, ...) and HTML ids."""
     found: set[str] = set()
     seen: dict[str, int] = {}
@@ -88,7 +96,7 @@ def anchors(text: str) -> set[str]:
         heading = _HEADING.match(line)
         if heading is None:
             continue
-        slug = github_slug(heading.group(2))
+        slug = slug_of(heading.group(2))
         if slug in seen:
             seen[slug] += 1
             slug = f"{slug}-{seen[slug]}"

@@ -1,17 +1,19 @@
-"""Every relative link and #anchor in README.md and docs/**/*.md resolves, as GitHub renders it."""
+"""Every relative link and #anchor in README.md and docs/**/*.md resolves, as GitHub renders it
+and as the docs site (mkdocs) does."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from urllib.parse import unquote
 
-from tests.docs.markdown import ROOT, anchors, docs, github_slug, links
+from tests.docs.markdown import ROOT, anchors, docs, github_slug, links, mkdocs_slug
 
 
 def broken_links(pages: list[Path], root: Path) -> list[str]:
     """``FILE:LINE: target: why`` for every relative link in ``pages`` that does not resolve
     to a file or folder under ``root``, or to a heading of the Markdown file it names."""
     problems = []
+    # An anchor must work on GitHub and on the site: the two slug a heading differently.
     headings: dict[Path, set[str]] = {}
     for page in pages:
         for link in links(page.read_text(encoding="utf-8")):
@@ -29,7 +31,8 @@ def broken_links(pages: list[Path], root: Path) -> list[str]:
                     problems.append(f"{where}: an anchor into a file that is not Markdown")
                     continue
                 if target not in headings:
-                    headings[target] = anchors(target.read_text(encoding="utf-8"))
+                    text = target.read_text(encoding="utf-8")
+                    headings[target] = anchors(text) & anchors(text, mkdocs_slug)
                 if unquote(anchor) not in headings[target]:
                     problems.append(f"{where}: no heading #{anchor} in {target.relative_to(root.resolve())}")
     return problems
@@ -44,10 +47,12 @@ def test_a_broken_file_or_anchor_is_found_and_code_is_not_read(tmp_path: Path) -
     """The check fails on a missing file, a missing heading and a path out of the repository,
     and ignores link-like text in code spans and fenced blocks."""
     (tmp_path / "docs").mkdir()
-    (tmp_path / "docs" / "a.md").write_text("# A page\n\n## Exit codes\n\n## Exit codes\n")
+    headings = "# A page\n\n## Exit codes\n\n## Exit codes\n\n## Ctrl-C / SIGTERM\n"
+    (tmp_path / "docs" / "a.md").write_text(headings)
     page = tmp_path / "README.md"
     page.write_text(
         "# Front\n\n"
+        "[site only](docs/a.md#ctrl-c-sigterm) [github only](docs/a.md#ctrl-c--sigterm)\n"
         "[ok](docs/a.md) [ok](docs/a.md#exit-codes) [repeat](docs/a.md#exit-codes-1) [self](#front)\n"
         "[web](https://example.com/x.md) ![image](docs/a.md)\n"
         "[gone](docs/b.md) [no heading](docs/a.md#exit-code) [out](../elsewhere.md)\n"
@@ -55,9 +60,11 @@ def test_a_broken_file_or_anchor_is_found_and_code_is_not_read(tmp_path: Path) -
         "```\n[in a block](nowhere.md)\n```\n"
     )
     assert broken_links([page], tmp_path) == [
-        "README.md:5: docs/b.md: no such file",
-        "README.md:5: docs/a.md#exit-code: no heading #exit-code in docs/a.md",
-        "README.md:5: ../elsewhere.md: leads outside the repository",
+        "README.md:3: docs/a.md#ctrl-c-sigterm: no heading #ctrl-c-sigterm in docs/a.md",
+        "README.md:3: docs/a.md#ctrl-c--sigterm: no heading #ctrl-c--sigterm in docs/a.md",
+        "README.md:6: docs/b.md: no such file",
+        "README.md:6: docs/a.md#exit-code: no heading #exit-code in docs/a.md",
+        "README.md:6: ../elsewhere.md: leads outside the repository",
     ]
 
 
@@ -70,3 +77,10 @@ def test_anchors_are_githubs_slugs() -> None:
     assert github_slug("Ctrl-C / SIGTERM") == "ctrl-c--sigterm"
     assert github_slug("How a run is doing: `batchgen status`") == "how-a-run-is-doing-batchgen-status"
     assert github_slug("Nightly runs (cron, systemd, Kubernetes)") == "nightly-runs-cron-systemd-kubernetes"
+
+
+def test_the_site_collapses_runs_of_hyphens() -> None:
+    """Python-Markdown's slug: a run of spaces and hyphens is one hyphen, accents dropped."""
+    assert mkdocs_slug("Shards: `--shard K/N`") == "shards-shard-kn"
+    assert mkdocs_slug("Ctrl-C / SIGTERM") == "ctrl-c-sigterm"
+    assert mkdocs_slug("Café menus") == "cafe-menus"
