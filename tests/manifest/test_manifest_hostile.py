@@ -287,19 +287,20 @@ def _prepare(case: Case, directory: Path) -> Path:
 def test_hostile_manifest_is_located_exit_2_fast_and_writes_nothing(
     case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """validate and run both print the located problems, exit 2 within a second, write nothing."""
+    """validate and run both print the located problems, exit 2 within a second of CPU (not of
+    wall time: the machine may be busy), write nothing."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("SEGMIND_API_KEY", raising=False)
     path = _prepare(case, tmp_path)
     expected = [e.replace("{d}", str(tmp_path)) for e in case.expected]
     before = sorted(p.name for p in tmp_path.iterdir())
     for command in (["validate", str(path)], ["run", str(path), "--emulate", "--no-progress"]):
-        started = time.monotonic()
+        started = time.process_time()
         code = main(command)
-        elapsed = time.monotonic() - started
+        elapsed = time.process_time() - started
         err = capsys.readouterr().err
         assert code == 2, err
-        assert elapsed < 1.0, f"{command[0]} took {elapsed:.2f} s"
+        assert elapsed < 1.0, f"{command[0]} took {elapsed:.2f} s of CPU"
         assert "Traceback" not in err
         lines = unlogged(err)
         assert lines[-1].startswith("error: " if command[0] == "validate" else "")
