@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import ipaddress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from batchgen.emulator.bodies import MAX_BODY, Disconnected, TooLarge, parse_json, read_body, replay
 from batchgen.emulator.config import EmulatorConfig
 from batchgen.emulator.faults import ConnectionDropped
 from batchgen.emulator.history import HistoryQueryError
@@ -51,7 +52,8 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 
 class _Gateway:
-    """What sits in front of the model routes: latency, faults, auth, rate limit, counters.
+    """What sits in front of every route: the body cap, the control routes' guard, and in
+    front of the model routes latency, faults, auth, rate limit, counters.
 
     It is plain ASGI (not BaseHTTPMiddleware) to keep per-request overhead low, and so
     that a dropped connection can start a response and then abort it.
@@ -62,9 +64,23 @@ class _Gateway:
         self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope.get("path", "")
-        if scope["type"] != "http" or path.startswith("/_emulator/"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        try:
+            body = await read_body(scope, receive)
+        except TooLarge:
+            message = f"body: larger than the emulator takes ({MAX_BODY // 1024} KiB)"
+            # The rest of the body is never read: the connection cannot carry another request.
+            await _error(413, message, headers={"connection": "close"})(scope, receive, send)
+            return
+        except Disconnected:
+            return  # nobody to answer
+        receive = replay(body, receive)
+        path: str = scope.get("path", "")
+        if path.startswith("/_emulator/"):
+            refusal = self._refuse_control(scope)
+            await (refusal or self.app)(scope, receive, send)
             return
         state = self.state
         config = state.config
@@ -100,6 +116,20 @@ class _Gateway:
                 await refusal(scope, receive, counting_send)
                 return
         await self.app(scope, receive, counting_send)
+
+    def _refuse_control(self, scope: Scope) -> Response | None:
+        """A 403 or 401 answer for a control route (``/_emulator/*``) asked from another
+        machine without the emulator's key, or None: they change and reveal everything."""
+        if _from_this_machine(scope):
+            return None
+        expected = self.state.config.api_key
+        if expected is None:
+            return _error(
+                403, "/_emulator/ answers only this machine (an emulator started with --api-key: its key too)"
+            )
+        if _api_key(scope) != expected:
+            return _error(401, "/_emulator/ from another machine needs the emulator's --api-key in x-api-key")
+        return None
 
     def _refuse_history(self, scope: Scope) -> Response | None:
         """A 404 (history off) or 401 answer for a history request, or None."""
@@ -159,10 +189,9 @@ class _Routes:
             return _error(410, f"the model {slug!r} has been retired")
         if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
             return _error(406, "invalid content type: send application/json")
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            return _error(400, "body: is not valid JSON")
+        body, problem = parse_json(await request.body())
+        if problem is not None:
+            return _error(400, problem)
         if not isinstance(body, dict):
             return _error(400, "body: must be a JSON object of parameters")
         try:
@@ -428,10 +457,9 @@ class _Routes:
 
     async def configure(self, request: Request) -> Response:
         """``POST /_emulator/config``: change the settings in ``RUNTIME_SETTINGS`` at run time."""
-        try:
-            changes = json.loads(await request.body() or b"{}")
-        except ValueError:
-            return _error(400, "body: is not valid JSON")
+        changes, problem = parse_json(await request.body() or b"{}")
+        if problem is not None:
+            return _error(400, problem)
         if not isinstance(changes, dict):
             return _error(400, "body: must be a JSON object of settings")
         problems = self.state.update(changes)
@@ -451,6 +479,19 @@ def _api_key(scope: Scope) -> str:
         if name == b"x-api-key":
             return str(value.decode("latin-1"))
     return ""
+
+
+def _from_this_machine(scope: Scope) -> bool:
+    """Whether the request came over loopback (or from no network peer at all, in process)."""
+    client = scope.get("client")
+    if not client:
+        return True
+    try:
+        address = ipaddress.ip_address(client[0])
+    except ValueError:  # a name, as some test transports give ("testclient")
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 def _base_url(request: Request) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -104,6 +105,10 @@ class EmulatorConfig:
     def problems(self) -> list[str]:
         """Every setting that is out of range, as ``name: why`` sentences."""
         found: list[str] = []
+        for name in _SECONDS_AND_PRICES:
+            value = getattr(self, name)
+            if isinstance(value, int | float) and math.isinf(value):
+                found.append(f"{name}: {value} is not a finite number")
         if self.api_key is not None and not self.api_key:
             found.append("api_key: must not be empty (use None to accept any key)")
         if self.credits is not None and self.credits < 0:
@@ -152,6 +157,18 @@ class EmulatorConfig:
         if not 16 <= self.image_size <= 4096:
             found.append(f"image_size: {self.image_size} is not between 16 and 4096")
         return found
+
+
+# Times and prices, where an infinite value (JSON's 1e999) would hang or poison the arithmetic.
+_SECONDS_AND_PRICES = (
+    "time_scale",
+    "ttl",
+    "latency_ms",
+    "answer_delay",
+    "history_lag",
+    "price",
+    "history_ttl",
+)
 
 
 def _header_safe(value: str) -> bool:
