@@ -96,11 +96,14 @@ def _is_loopback(host: str) -> bool:
     return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
-def check_base_url(base_url: str, *, insecure: bool = False, warn: bool = False) -> str:
+def check_base_url(base_url: str, *, insecure: bool = False, warn: bool = False, base: bool = True) -> str:
     """``base_url`` without a trailing slash, or UsageError: https only, http only to loopback.
 
     The key travels in a header: over plain http anyone on the path reads it. ``insecure``
-    allows plain http to any host, with a logged warning if ``warn``.
+    allows plain http to any host, with a logged warning if ``warn``. A ``base`` URL (one
+    that request paths are added to) also has a port from 1 to 65535 if any, and no
+    user or password, query, fragment or whitespace in its path: any of them would make
+    every request of the run fail, or put a secret where URLs are logged.
     """
     try:
         url = httpx.URL(base_url.strip())
@@ -108,6 +111,10 @@ def check_base_url(base_url: str, *, insecure: bool = False, warn: bool = False)
         raise UsageError(f"base URL {base_url!r} is not a URL: {exc}") from None
     if url.scheme not in ("http", "https") or not url.host:
         raise UsageError(f"base URL {base_url!r} must start with https:// and name a host")
+    problem = _base_problem(url) if base else None
+    if problem is not None:
+        shown = url.copy_with(username=None, password=None) if url.userinfo else url
+        raise UsageError(f"base URL {str(shown)!r} {problem}")
     if url.scheme == "http" and not _is_loopback(url.host):
         if not insecure:
             raise UsageError(
@@ -117,6 +124,19 @@ def check_base_url(base_url: str, *, insecure: bool = False, warn: bool = False)
         if warn:
             log.warning("warning: --insecure: the API key goes to %s over plain http, unencrypted", url.host)
     return str(url).rstrip("/")
+
+
+def _base_problem(url: httpx.URL) -> str | None:
+    """What makes ``url`` unusable as a base URL, as the end of a sentence, or None."""
+    if url.port is not None and not 1 <= url.port <= 65535:
+        return f"has port {url.port}: a port is from 1 to 65535"
+    if url.userinfo:
+        return "carries a user name or password (user:pass@host): the key goes in a header; remove it"
+    if url.query or url.fragment:
+        return "has a query or fragment (? or #): request paths are added to a base URL; remove it"
+    if any(ch.isspace() for ch in url.path):
+        return "has whitespace in its path (a URL pasted in pieces?)"
+    return None
 
 
 ServerState = Literal["QUEUED", "PROCESSING", "COMPLETED"]  # what a status answer can say (FAILED raises)

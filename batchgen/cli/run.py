@@ -185,7 +185,7 @@ def handle(args: argparse.Namespace) -> int:
     import anyio
 
     from batchgen.engine.runner import EMULATE_TIME_SCALE, emulator_config, run
-    from batchgen.engine.settings import RunSettings
+    from batchgen.engine.settings import RunSettings, limit_problems
     from batchgen.manifest.pipeline import DEFAULT_MAX_JOBS
     from batchgen.outcome.notify import NOTIFY_URL_ENV
     from batchgen.outcome.summary import format_summary
@@ -207,14 +207,11 @@ def handle(args: argparse.Namespace) -> int:
         report=args.report,
     )
     problems = settings.problems()
-    if args.max_jobs is not None and args.max_jobs < 1:
-        problems.append(f"max jobs {args.max_jobs} must be at least 1")
+    problems += limit_problems({"max_jobs": args.max_jobs, "time_scale": args.time_scale})
     if args.time_scale is not None and not args.emulate:
         problems.append(
             "--time-scale applies only with --emulate (batchgen measures a real server's speed itself)"
         )
-    if args.time_scale is not None and not args.time_scale > 0:
-        problems.append(f"time scale {args.time_scale} must be above 0")
     if args.manifest == "-" and not args.out:
         problems.append("a manifest read from standard input (-) has no folder of its own: pass --out DIR")
     if problems:

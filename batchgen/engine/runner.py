@@ -247,6 +247,8 @@ async def run(
         if manifest is None:
             raise UsageError("out_dir is required when running jobs without a manifest")
         out_dir = default_out_dir(manifest, shard)
+    elif not os.fspath(out_dir).strip():  # Path("") is the current folder: everything would land there
+        raise UsageError("--out / out_dir is empty: name a folder (--out . for the current one)")
     # {date} in the folder: each day its own output, a rerun the same day resumes it.
     out = Path(os.fspath(out_dir).replace("{date}", day))
 

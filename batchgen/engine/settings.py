@@ -1,8 +1,18 @@
-"""How a run behaves: :class:`RunSettings`, checked once, recorded in the ledger."""
+"""How a run behaves: :class:`RunSettings`, checked once, recorded in the ledger.
+
+:data:`LIMITS` is the one table of what each number a user sets may be (the options of
+``batchgen run``, by their setting's name): a value outside it is refused before
+anything is written or sent, with a sentence that says the range and, where the bound is
+not obvious, why (``--rpm 1e-9`` would plan a run of years; ``--price-per-image 1e308``
+made the estimate infinite). :meth:`RunSettings.problems` applies it to the settings,
+:func:`limit_problems` to the options that are not settings (``max_jobs``,
+``time_scale``).
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,9 +21,108 @@ from batchgen.control.gate import RETRY_AFTER_CAP
 from batchgen.engine.reconcile import DEFAULT_HISTORY_LAG, DEFAULT_PATIENCE
 from batchgen.output.resume import DEFAULT_MARGIN, DEFAULT_RETENTION
 
-__all__ = ["MIB", "RunSettings"]
+__all__ = ["LIMITS", "MIB", "RPM_MIN", "Limit", "RunSettings", "limit_problems"]
 
 MIB = 1024 * 1024
+RPM_MIN = 0.1  # requests a minute: one every ten minutes
+_DAY = 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """Where a number a user sets must lie: from ``low`` to ``high``, each excluded if
+    ``above`` / ``below``; a whole number if ``whole``; never NaN or infinite."""
+
+    label: str  # as the sentence names it: "rpm", "grace"
+    unit: str  # what the number counts, plural ("seconds", "USD"), or ""
+    low: float
+    high: float = math.inf
+    above: bool = False
+    below: bool = False
+    whole: bool = False
+    why: str = ""  # why the bound, when it is not obvious
+
+    def problem(self, value: float) -> str | None:
+        """The sentence refusing ``value``, or None if it lies within."""
+        low_ok = value > self.low if self.above else value >= self.low
+        high_ok = value < self.high if self.below else value <= self.high
+        if low_ok and high_ok and math.isfinite(value) and (not self.whole or value == int(value)):
+            return None
+        number = "a whole number" if self.whole else "a number"
+        of = f" of {self.unit}," if self.unit else ""
+        why = f" ({self.why})" if self.why else ""
+        return f"{self.label} {value} must be {number}{of} {self._span()}{why}"
+
+    def _span(self) -> str:
+        low = _show(self.low)
+        if self.high == math.inf:
+            return f"above {low}" if self.above else f"at least {low}"
+        high = _show(self.high)
+        if self.above:
+            return f"above {low} and {'below' if self.below else 'at most'} {high}"
+        return f"from {low} {'up to (not including)' if self.below else 'to'} {high}"
+
+
+def _show(bound: float) -> str:
+    """A bound as the sentence shows it: 2,592,000 rather than 2.592e+06."""
+    return f"{int(bound):,}" if bound == int(bound) else f"{bound:g}"
+
+
+LIMITS: dict[str, Limit] = {
+    "concurrency": Limit("concurrency", "jobs", 1, whole=True),
+    "rpm": Limit(
+        "rpm",
+        "requests a minute",
+        RPM_MIN,
+        why="one every ten minutes; a slower pace plans a run of weeks",
+    ),
+    "grace": Limit(
+        "grace",
+        "seconds",
+        0,
+        _DAY,
+        why="a day; a job in flight is finished or expired within the server's hour of retention",
+    ),
+    "history_lag": Limit(
+        "history lag",
+        "seconds",
+        0,
+        30 * _DAY,
+        why="30 days; no request history is read further back",
+    ),
+    "price_per_image": Limit(
+        "price per image",
+        "USD",
+        0,
+        100,
+        why="no image model costs more; bria-text-to-image costs 0.04",
+    ),
+    "budget": Limit("budget", "USD", 0),
+    "halt_failure_rate": Limit("halt on failure rate", "percent", 0, 100, below=True),
+    "halt_min_jobs": Limit("halt min jobs", "jobs", 1, whole=True),
+    "max_jobs": Limit("max jobs", "jobs", 1, whole=True),
+    "time_scale": Limit(
+        "time scale",
+        "",
+        0,
+        10,
+        above=True,
+        why="1 is Segmind's own speed; the built-in emulator is for quick runs",
+    ),
+}
+
+
+def limit_problems(values: Mapping[str, float | None]) -> list[str]:
+    """The sentences refusing each of ``values`` (name in :data:`LIMITS` -> number, None:
+    not set) that lies outside its limit, in the table's order."""
+    found = []
+    for name, limit in LIMITS.items():
+        value = values.get(name)
+        if value is not None:
+            problem = limit.problem(value)
+            if problem is not None:
+                found.append(problem)
+    return found
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,37 +163,22 @@ class RunSettings:
 
     def problems(self) -> list[str]:
         """Every setting out of range, as sentences."""
-        found = []
-        if self.concurrency is not None and self.concurrency < 1:
-            found.append(f"concurrency {self.concurrency} must be at least 1 (or auto)")
-        if self.rpm is not None and not (self.rpm > 0 and math.isfinite(self.rpm)):
-            found.append(f"rpm {self.rpm} must be a number above 0")
+        found = limit_problems({name: getattr(self, name) for name in LIMITS if hasattr(self, name)})
         if self.max_attempts < 1:
             found.append(f"max attempts {self.max_attempts} must be at least 1")
         for name in (
             "retry_after_cap",
             "request_timeout",
             "download_timeout",
-            "grace",
             "follow_patience",
-            "history_lag",
             "reconcile_patience",
             "silence_limit",
         ):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 found.append(f"{name.replace('_', ' ')} {value} must be a number of seconds, 0 or more")
-        rate = self.halt_failure_rate
-        if rate is not None and not (0 <= rate < 100):
-            found.append(f"halt on failure rate {rate} must be a percentage from 0 up to (not including) 100")
-        if self.halt_min_jobs < 1:
-            found.append(f"halt min jobs {self.halt_min_jobs} must be at least 1")
         if self.max_image_bytes < 1:
             found.append(f"max image bytes {self.max_image_bytes} must be at least 1")
-        for name in ("price_per_image", "budget"):
-            value = getattr(self, name)
-            if value is not None and not (value >= 0 and math.isfinite(value)):
-                found.append(f"{name.replace('_', ' ')} {value} must be a number of USD, 0 or more")
         return found
 
     def to_json(self) -> dict[str, Any]:

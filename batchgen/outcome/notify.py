@@ -91,7 +91,7 @@ def check_notify_url(url: str, *, insecure: bool = False) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError("--notify: not an http(s):// URL (it is not shown here: it is treated as a secret)")
     try:
-        check_base_url(url.strip(), insecure=insecure)
+        check_base_url(url.strip(), insecure=insecure, base=False)
     except UsageError:
         raise UsageError(
             f"--notify: plain http:// to {parts.hostname} would send the URL (a secret) unencrypted;"

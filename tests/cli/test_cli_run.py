@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
@@ -14,12 +15,25 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize(
     ("option", "message"),
     [
-        (["--rpm", "0"], "rpm 0.0 must be a number above 0"),
+        (["--rpm", "0"], "rpm 0.0 must be a number of requests a minute, at least 0.1"),
+        (["--rpm", "1e-9"], "rpm 1e-09 must be a number of requests a minute, at least 0.1 (one every ten"),
         (["--concurrency", "many"], "'many' is not a whole number or 'auto'"),
         (["--concurrency", "0"], "0 must be at least 1 (or auto)"),
-        (["--time-scale", "-1"], "time scale -1.0 must be above 0"),
-        (["--max-jobs", "0"], "max jobs 0 must be at least 1"),
+        (["--time-scale", "-1"], "time scale -1.0 must be a number above 0 and at most 10"),
+        (["--time-scale", "1e300"], "time scale 1e+300 must be a number above 0 and at most 10"),
+        (["--max-jobs", "0"], "max jobs 0 must be a whole number of jobs, at least 1"),
         (["--max-jobs", "5"], "more than the limit of 5"),
+        (["--grace", "1e300"], "grace 1e+300 must be a number of seconds, from 0 to 86,400 (a day;"),
+        (["--history-lag", "nan"], "history lag nan must be a number of seconds, from 0 to 2,592,000"),
+        (["--price-per-image", "1e308"], "price per image 1e+308 must be a number of USD, from 0 to 100"),
+        (["--budget=-inf"], "budget -inf must be a number of USD, at least 0"),
+        (
+            ["--halt-on-failure-rate", "100"],
+            "halt on failure rate 100.0 must be a number of percent, from 0 up",
+        ),
+        (["--halt-min-jobs", "0"], "halt min jobs 0 must be a whole number of jobs, at least 1"),
+        (["--out", ""], "--out / out_dir is empty: name a folder (--out . for the current one)"),
+        (["--out", "  "], "--out / out_dir is empty"),
     ],
 )
 def test_bad_options_exit_2_and_write_nothing(
@@ -31,6 +45,49 @@ def test_bad_options_exit_2_and_write_nothing(
         run_cli(["run", str(REPO / "manifests" / "demo.yaml"), "--emulate", "--out", str(out), *option]) == 2
     )
     assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def _numeric_options() -> list[str]:
+    """Every option of ``batchgen run`` that takes a number (argparse type float or int)."""
+    from batchgen.cli import run
+
+    parser = argparse.ArgumentParser()
+    run.configure(parser)
+    return [a.option_strings[-1] for a in parser._actions if a.option_strings and a.type in (float, int)]
+
+
+def test_every_numeric_option_is_checked() -> None:
+    """The run command's numeric options are those the one table of limits covers."""
+    assert sorted(_numeric_options()) == sorted(
+        [
+            "--rpm",
+            "--history-lag",
+            "--price-per-image",
+            "--budget",
+            "--halt-on-failure-rate",
+            "--halt-min-jobs",
+            "--max-jobs",
+            "--grace",
+            "--time-scale",
+        ]
+    )
+
+
+@pytest.mark.parametrize("option", _numeric_options())
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+def test_nonsense_in_any_numeric_option_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str
+) -> None:
+    """NaN, infinity or a negative number in any numeric option is refused (exit 2, the option
+    named), before anything is written."""
+    out = tmp_path / "out"
+    code = run_cli(
+        ["run", str(REPO / "manifests" / "demo.yaml"), "--emulate", "--out", str(out), option, value]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "must be" in err or "invalid int value" in err
     assert not out.exists()
 
 
@@ -171,3 +228,32 @@ def test_date_is_not_a_prompt_name(tmp_path: Path, capsys: pytest.CaptureFixture
     manifest.write_text("jobs:\n  - prompt: a photo taken on {date}\n")
     assert run_cli(["validate", str(manifest)]) == 2
     assert "date" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://127.0.0.1:99999", "has port 99999: a port is from 1 to 65535"),
+        ("http://127.0.0.1:0", "has port 0"),
+        ("https://user:hunter2@api.segmind.com", "carries a user name or password"),
+        ("https://api.segmind.com/my proxy", "has whitespace in its path"),
+        ("https://api.segmind.com/?region=eu", "has a query or fragment"),
+    ],
+)
+def test_a_base_url_every_request_would_fail_on_is_a_usage_error(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    url: str,
+    message: str,
+) -> None:
+    """A base URL with a port out of range, a user and password, whitespace in its path or a
+    query exits 2 at once (nothing written, no password shown), instead of failing every job."""
+    monkeypatch.setenv("SEGMIND_API_KEY", "k")
+    out = tmp_path / "out"
+    code = run_cli(["run", str(REPO / "manifests" / "demo.yaml"), "--base-url", url, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert "hunter2" not in err
+    assert not out.exists()
