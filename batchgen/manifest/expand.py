@@ -32,7 +32,7 @@ from batchgen.manifest.params import (
     prompt_problems,
     validate_params,
 )
-from batchgen.manifest.paths import clash_key, clean_value, image_extension, output_path
+from batchgen.manifest.paths import PathTooDeep, clash_key, clean_value, image_extension, output_path
 from batchgen.manifest.prompts import Prompts
 from batchgen.manifest.template import Template, parse_template
 
@@ -327,7 +327,11 @@ class Expansion:
         names: dict[str, object] = {"name": self.manifest.name, "date": self.manifest.date, "prompt": prompt}
         names.update(values)
         names.update(index=index, key=key[:12])
-        filename = output_path(self.manifest.filename.render(names, missing="", convert=clean_value))
+        try:
+            filename = output_path(self.manifest.filename.render(names, missing="", convert=clean_value))
+        except PathTooDeep as exc:
+            line = self.manifest.filename_line
+            raise ManifestError([Problem(self.manifest.display, line, "output.filename", str(exc))]) from None
         return Job(
             index=index,
             key=key,

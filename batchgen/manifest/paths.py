@@ -14,11 +14,16 @@ job's values, in three steps:
    (``< > : " | ? *``, control and bidi-control characters) and whitespace (for shells
    and URLs) becomes ``_``, a run of them and the ``_`` around it one ``_``. Empty, ``.``
    and ``..`` segments are dropped and leading dots removed, so a path can never leave
-   the images folder nor hide; Windows device names (``CON``, ``LPT1``...) get a ``_``
-   prefix. The extension is settled: an image extension is lower-cased, a name without
-   one gets ``.png``. A segment longer than :data:`SEGMENT_MAX_BYTES` bytes of UTF-8 is
-   shortened keeping a short hash of the whole segment (``<start>-1a2b3c4d.png``), so
-   names that differ only at the end stay distinct.
+   the images folder nor hide; Windows device names (``CON``, ``LPT1``, ``COM¹``,
+   ``CONIN$``...: :data:`WINDOWS_RESERVED`) get a ``_`` prefix. The extension is
+   settled: an image extension is lower-cased, a name without one gets ``.png``. A
+   segment longer than :data:`SEGMENT_MAX_BYTES` bytes of UTF-8 is shortened keeping a
+   short hash of the whole segment (``<start>-1a2b3c4d.png``), so names that differ only
+   at the end stay distinct. A path of more than :data:`MAX_DEPTH` segments (folders and
+   file) is refused (:class:`PathTooDeep`): with the segment limit, no path is longer than
+   :data:`MAX_PATH_BYTES`, so with room for ``OUT/images/`` it stays under Linux's
+   PATH_MAX of 4,096 bytes, and a template thousands of folders deep is an error at
+   ``validate``, not a failure after the image is paid for.
 3. **The extension follows the image actually received** (:func:`with_format_extension`,
    applied by :mod:`batchgen.output.images` when the image is saved): a JPEG answer for
    ``cat.png`` is saved as ``cat.jpg``.
@@ -41,7 +46,11 @@ __all__ = [
     "DEFAULT_EXTENSION",
     "FORMAT_EXTENSIONS",
     "IMAGE_EXTENSIONS",
+    "MAX_DEPTH",
+    "MAX_PATH_BYTES",
     "SEGMENT_MAX_BYTES",
+    "WINDOWS_RESERVED",
+    "PathTooDeep",
     "clash_key",
     "clean_value",
     "image_extension",
@@ -63,6 +72,9 @@ DEFAULT_EXTENSION = ".png"
 # ext4, APFS and NTFS allow 255 (bytes or UTF-16 units) per name; this leaves room for
 # the ".part" suffix of downloads and for deep folder trees on Windows.
 SEGMENT_MAX_BYTES = 120
+# Folders and file of one path: an output tree needs a handful (date/category/style/name).
+MAX_DEPTH = 24
+MAX_PATH_BYTES = MAX_DEPTH * (SEGMENT_MAX_BYTES + 1) - 1  # 2,903: the segments and their slashes
 _HASH_HEX = 8
 
 _REFUSED = frozenset('<>:"/\\|?*')  # by Windows filesystems (NTFS, FAT, exFAT), and / everywhere
@@ -70,9 +82,18 @@ _KEPT_FORMAT_CHARS = frozenset("\u200c\u200d")  # zero-width (non-)joiners: part
 # The same rule for ASCII text, as one regex (most names are ASCII; this is the fast path):
 # a run of replaced characters, with the underscores around it.
 _ASCII_RUN = re.compile(r'_*(?:[\x00-\x20\x7f<>:"|?*]+_*)+')
-_WINDOWS_RESERVED = frozenset(
-    ["con", "prn", "aux", "nul"] + [f"com{i}" for i in range(1, 10)] + [f"lpt{i}" for i in range(1, 10)]
+# Device names Windows will not create a file under, with any extension (lower case):
+# Microsoft's "Naming Files, Paths, and Namespaces" lists COM0-9 and LPT0-9 with the
+# superscript digits ¹ ² ³, and the console's CONIN$ and CONOUT$ open the console too.
+_PORT_DIGITS = "0123456789\u00b9\u00b2\u00b3"
+WINDOWS_RESERVED = frozenset(
+    ["con", "prn", "aux", "nul", "conin$", "conout$"]
+    + [f"{port}{digit}" for port in ("com", "lpt") for digit in _PORT_DIGITS]
 )
+
+
+class PathTooDeep(ValueError):
+    """A rendered filename makes more than :data:`MAX_DEPTH` segments; the message says so."""
 
 
 def clean_value(value: object) -> str:
@@ -98,7 +119,7 @@ def _clean_segment(raw: str) -> str:
     else:
         segment = _clean_unicode(raw)
     segment = segment.lstrip("._-").rstrip("._")
-    if segment.split(".", 1)[0].lower() in _WINDOWS_RESERVED:
+    if segment.split(".", 1)[0].lower() in WINDOWS_RESERVED:
         segment = "_" + segment
     return segment
 
@@ -148,7 +169,8 @@ def output_path(rendered: str) -> str:
 
     ``rendered`` must have had its values cleaned by :func:`clean_value`; see the module
     docstring for what is kept and replaced. Never empty (``image.png`` at worst), never
-    absolute, never with a ``..``; the last segment always has an image extension.
+    absolute, never with a ``..``, never more than :data:`MAX_DEPTH` segments
+    (:class:`PathTooDeep`); the last segment always has an image extension.
     """
     text = unicodedata.normalize("NFC", rendered)
     parts: list[str] = []
@@ -156,6 +178,11 @@ def output_path(rendered: str) -> str:
         segment = _clean_segment(raw)
         if segment:
             parts.append(segment)
+    if len(parts) > MAX_DEPTH:
+        raise PathTooDeep(
+            f"makes a path {len(parts):,} levels deep (folders and file), more than the {MAX_DEPTH} allowed:"
+            " the filesystem would refuse it once the image is paid for; use fewer / in the template"
+        )
     if not parts:
         parts = ["image"]
     last = parts[-1]

@@ -1,4 +1,5 @@
-"""The output folder checked once: nothing batchgen writes leaves it through a symlink."""
+"""The output folder checked once: nothing batchgen writes leaves it through a symlink,
+and every image's path fits the filesystem's limit."""
 
 from __future__ import annotations
 
@@ -7,9 +8,15 @@ from collections.abc import Collection
 from pathlib import Path, PurePosixPath
 
 from batchgen.errors import UsageError
-from batchgen.output.layout import IMAGES_DIR, LEDGER_NAME
+from batchgen.manifest.paths import SEGMENT_MAX_BYTES
+from batchgen.output.layout import IMAGES_DIR, LEDGER_NAME, PART_SUFFIX
 
-__all__ = ["check_output"]
+# What a file name under a folder can take: SEGMENT_MAX_BYTES, an extension that grows when
+# the image's format sets it (.png -> .webp), and the ``.part`` of the download.
+_FILE_ROOM = SEGMENT_MAX_BYTES + 8 + len(PART_SUFFIX)
+PATH_MAX = 4096  # Linux's; the filesystem's own is asked first
+
+__all__ = ["PATH_MAX", "check_output"]
 
 
 def check_output(out_dir: Path, folders: Collection[str] = ()) -> Path:
@@ -49,5 +56,29 @@ def check_output(out_dir: Path, folders: Collection[str] = ()) -> Path:
     ledger = root / LEDGER_NAME
     if os.path.lexists(ledger) and not ledger.is_file():
         raise UsageError(f"{out_dir / LEDGER_NAME} is not a regular file")
+    _check_lengths(root, out_dir, folders)
     return root
+
+
+def _path_max(root: Path) -> int:
+    """The longest path the filesystem of ``root`` opens, in bytes (with its NUL)."""
+    try:
+        return os.pathconf(root, "PC_PATH_MAX")
+    except (OSError, ValueError):  # not a POSIX system, or the filesystem does not say
+        return PATH_MAX
+
+
+def _check_lengths(root: Path, out_dir: Path, folders: Collection[str]) -> None:
+    """UsageError if an image of one of ``folders`` could get a path longer than the
+    filesystem opens: under a deep OUT, the run would pay for images it cannot write."""
+    limit = _path_max(root) - 1  # the limit counts the terminating NUL
+    images = os.fsencode(root / IMAGES_DIR)
+    for folder in {"", *folders}:
+        length = len(images) + len(os.fsencode(folder)) + 2 + _FILE_ROOM  # two slashes
+        if length > limit:
+            where = f"{IMAGES_DIR}/{folder}/" if folder else f"{IMAGES_DIR}/"
+            raise UsageError(
+                f"an image under {out_dir / where} could have a path of {length:,} bytes, more than this"
+                f" filesystem opens ({limit:,}): choose a shorter --out, or fewer folders in output.filename"
+            )
 

@@ -12,7 +12,10 @@ from batchgen.manifest.expand import expand
 from batchgen.manifest.job import Job
 from batchgen.manifest.load import load_manifest
 from batchgen.manifest.paths import (
+    MAX_DEPTH,
+    MAX_PATH_BYTES,
     SEGMENT_MAX_BYTES,
+    PathTooDeep,
     clash_key,
     clean_value,
     output_path,
@@ -75,6 +78,13 @@ def test_non_latin_names_are_kept(tmp_path: Path) -> None:
         (".hidden", "hidden.png"),
         ("CON.png", "_CON.png"),
         ("lpt1", "_lpt1.png"),
+        ("COM\u00b9.png", "_COM\u00b9.png"),
+        ("lpt\u00b3.tar.png", "_lpt\u00b3.tar.png"),
+        ("COM0", "_COM0.png"),
+        ("CONIN$.png", "_CONIN$.png"),
+        ("shots/conout$", "shots/_conout$.png"),
+        ("COM10.png", "COM10.png"),
+        ("CONSOLE.png", "CONSOLE.png"),
         ("", "image.png"),
         ("../..", "image.png"),
         ("cat.v2", "cat.v2.png"),
@@ -200,3 +210,30 @@ def test_validate_reports_clashes_and_exits_2(tmp_path: Path, capsys: pytest.Cap
         " case (macOS, Windows); add {key} or {index} to the template",
         "error: 2 problems; nothing was submitted",
     ]
+
+
+def test_a_path_deeper_than_max_depth_is_refused() -> None:
+    """MAX_DEPTH segments are a path; one more is PathTooDeep, saying how deep; none is longer
+    than MAX_PATH_BYTES however long its values."""
+    deepest = output_path("/".join(["x" * 300] * MAX_DEPTH))
+    assert deepest.count("/") == MAX_DEPTH - 1
+    assert len(deepest.encode()) <= MAX_PATH_BYTES < 4096 - 1024
+    with pytest.raises(
+        PathTooDeep, match=f"makes a path 2,101 levels deep .* more than the {MAX_DEPTH} allowed"
+    ):
+        output_path("a/" * 2100 + "cat.png")
+    assert output_path("//" * 30 + "a/./cat.png") == "a/cat.png"  # empty and dot segments are no level
+
+
+def test_a_template_thousands_of_folders_deep_fails_validate_located(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A filename template 2,100 folders deep is a located error at validate and plan (exit 2),
+    and run refuses it before anything is written or sent."""
+    path = tmp_path / "deep.yaml"
+    path.write_text("jobs:\n  - prompt: a cat\noutput:\n  filename: '" + "a/" * 2100 + "cat.png'\n")
+    for command in (["validate"], ["plan"], ["run", "--emulate", "--out", str(tmp_path / "out")]):
+        assert main([*command[:1], str(path), *command[1:]]) == 2
+        err = capsys.readouterr().err
+        assert f"{path}:4: output.filename: makes a path 2,101 levels deep" in err
+    assert not (tmp_path / "out").exists()

@@ -144,3 +144,23 @@ def test_lock_output_does_not_follow_a_symlinked_lock(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="is a symlink"), lock_output(tmp_path / "out"):
         pass
     assert target.read_text() == "keep me\n"
+
+
+def test_an_out_too_deep_for_the_image_paths_is_refused_before_anything_is_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An OUT so deep that OUT/images/<folder>/<name>.part could pass PATH_MAX: exit 2 saying
+    how long and what the limit is; no ledger, so nothing was sent."""
+    out = tmp_path
+    while len(os.fsencode(out)) < 3700:  # each level well under NAME_MAX, the whole under PATH_MAX
+        out = out / ("d" * 200)
+    out.mkdir(parents=True)
+    folders = "/".join(["f" * 100] * 3)
+    code = main(["run", str(manifest(tmp_path, folders + "/{index}.png")), "--emulate", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "more than this filesystem opens (4,095): choose a shorter --out" in err
+    assert not (out / "ledger.jsonl").exists()
+    assert not (out / "images").exists()
+    with lock_output(out):  # an image at the top of images/ still fits: that OUT is usable
+        assert check_output(out, [""]) == out.resolve()
