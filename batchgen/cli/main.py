@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 say(str(problem))
             noun = "problem" if len(exc.problems) == 1 else "problems"
             say(f"error: {len(exc.problems)} {noun}; nothing was submitted")
-        elif isinstance(exc, LocalWriteError):
+        elif isinstance(exc, LocalWriteError) and args.command == "run":
             say(f"error: {exc}; nothing was submitted")
         else:
             say(f"error: {exc}")

@@ -34,6 +34,9 @@ def handle(args: argparse.Namespace) -> int:
         status = read_status(Path(args.out), manifest=args.manifest, keep_jobs=True)
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from None
+    except OSError as exc:  # a ledger or manifest this user may not read
+        raise UsageError(f"cannot read {exc.filename or args.out}: {exc.strerror or exc}") from None
     print_warnings(status.warnings)  # the page shows them too
+    # A folder that refuses the page, its thumbnails or grids: LocalWriteError, exit 4.
     print(write_report(status))
     return ExitCode.OK

@@ -51,6 +51,7 @@ from batchgen.output.ledger import LedgerWriter
 from batchgen.output.lock import lock_output
 from batchgen.output.owner import check_owner
 from batchgen.output.replay import LedgerState, replay
+from batchgen.output.temporary import remove_stale_temporaries, temporary_path
 
 if TYPE_CHECKING:  # the emulator (Starlette) is imported only when a run uses it
     from batchgen.emulator import EmulatorConfig
@@ -298,10 +299,11 @@ async def run(
             raise LocalWriteError.from_os_error("remove the old", root / SUMMARY_JSON, exc) from None
         try:
             stale = await anyio.to_thread.run_sync(remove_stale_parts, root)
+            stale += await anyio.to_thread.run_sync(remove_stale_temporaries, root)
         except OSError as exc:
-            raise LocalWriteError.from_os_error("remove old .part files under", root, exc) from None
+            raise LocalWriteError.from_os_error("remove old .part and .tmp files under", root, exc) from None
         if stale:
-            log.info("removed %d unfinished .part files left by an earlier run", len(stale))
+            log.info("removed %d unfinished files (.part, .tmp) left by an earlier run", len(stale))
         summary.warnings.extend(state.warnings)
         removed = state.removed(job.key for job in jobs)
         summary.removed = len(removed)
@@ -446,7 +448,7 @@ def _write_summary(root: Path, summary: Summary, **fields: Any) -> None:
     """OUT/summary.json, atomically (a temporary file, fsync'ed, renamed over): a reader
     sees the previous whole file or the new one, never half of one."""
     path = root / SUMMARY_JSON
-    temporary = root / f".{SUMMARY_JSON}.{os.getpid()}.tmp"
+    temporary = temporary_path(path)
     text = json.dumps(summary_json(summary, **fields), indent=2, ensure_ascii=False) + "\n"
     try:
         with open(temporary, "w", encoding="utf-8") as file:

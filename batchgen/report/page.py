@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from functools import cache
@@ -34,12 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from batchgen import __version__
+from batchgen.errors import LocalWriteError
 from batchgen.manifest.template import render_value
 from batchgen.outcome.figures import format_duration, format_number
 from batchgen.outcome.status import Status
 from batchgen.output.layout import GRIDS_DIR, REPORT_HTML
 from batchgen.output.ledger import format_ts
 from batchgen.output.resume import leads_outside
+from batchgen.output.temporary import replace_whole
 from batchgen.report.sheets import ReportJob, Sheet, column_spans, contact_sheets, save_grid
 from batchgen.report.thumbs import make_thumbnails, thumb_relpath
 
@@ -116,6 +117,8 @@ def write_report(status: Status, *, stop: Callable[[], bool] = lambda: False) ->
     written from it and the images, and reads nothing else. ``stop`` is asked between
     thumbnails and grids: once it is true, :class:`ReportStopped` is raised and the page
     is left as it was (thumbnails and grids already made are kept for the next one).
+    A folder that refuses a write (read-only, full) raises
+    :class:`~batchgen.errors.LocalWriteError` naming the file (exit 4).
     """
 
     def check() -> None:
@@ -123,22 +126,23 @@ def write_report(status: Status, *, stop: Callable[[], bool] = lambda: False) ->
             raise ReportStopped("the report was stopped before it was written")
 
     out_dir = status.out_dir
-    jobs = _with_thumbs(out_dir, report_jobs(status), stop)
-    check()
-    report = status.manifest.report
-    sheets = contact_sheets(jobs, rows=report.get("rows"), columns=report.get("columns"))
-    grids = []
-    for i, sheet in enumerate(sheets):
+    try:
+        jobs = _with_thumbs(out_dir, report_jobs(status), stop)
         check()
-        grids.append(save_grid(sheet, out_dir, f"{i + 1:02d}-{sheet.slug}"))
-    check()
-    for stale in set((out_dir / GRIDS_DIR).glob("*.png")) - {out_dir / g for g in grids}:
-        stale.unlink(missing_ok=True)  # a sheet of an earlier report that is no longer drawn
-    page = render_page(status, jobs, sheets, grids)
-    target = out_dir / REPORT_HTML
-    part = target.with_name(target.name + ".part")
-    part.write_text(page, encoding="utf-8")
-    os.replace(part, target)
+        report = status.manifest.report
+        sheets = contact_sheets(jobs, rows=report.get("rows"), columns=report.get("columns"))
+        grids = []
+        for i, sheet in enumerate(sheets):
+            check()
+            grids.append(save_grid(sheet, out_dir, f"{i + 1:02d}-{sheet.slug}"))
+        check()
+        for stale in set((out_dir / GRIDS_DIR).glob("*.png")) - {out_dir / g for g in grids}:
+            stale.unlink(missing_ok=True)  # a sheet of an earlier report that is no longer drawn
+        page = render_page(status, jobs, sheets, grids)
+        target = out_dir / REPORT_HTML
+        replace_whole(target, lambda part: part.write_text(page, encoding="utf-8"))
+    except OSError as exc:  # a read-only folder, a full disk: say where, no traceback
+        raise LocalWriteError.from_os_error("write", exc.filename or out_dir, exc) from None
     return target
 
 

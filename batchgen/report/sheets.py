@@ -41,7 +41,6 @@ a font that has a glyph for every character it draws (:mod:`batchgen.report.glyp
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -53,6 +52,7 @@ from PIL import Image, ImageDraw, PngImagePlugin
 
 from batchgen.manifest.template import render_value
 from batchgen.output.layout import GRIDS_DIR
+from batchgen.output.temporary import replace_whole
 from batchgen.report.glyphs import Font, font
 
 __all__ = [
@@ -534,7 +534,6 @@ def save_grid(sheet: Sheet, out_dir: Path, name: str, *, cell: int = 192) -> str
     path.parent.mkdir(parents=True, exist_ok=True)
     info = PngImagePlugin.PngInfo()
     info.add_text(_SIGNATURE_KEY, signature)
-    part = path.with_name(path.name + ".part")
-    image.save(part, format="PNG", pnginfo=info)  # optimize=True would take about twice as long
-    os.replace(part, path)
+    # optimize=True would take about twice as long
+    replace_whole(path, lambda part: image.save(part, format="PNG", pnginfo=info))
     return f"{GRIDS_DIR}/{name}.png"

@@ -9,7 +9,6 @@ JPEG sources are decoded at a reduced scale (``draft``), which makes it cheap.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from batchgen.output.layout import THUMBS_DIR
+from batchgen.output.temporary import replace_whole
 
 __all__ = ["THUMB_SIZE", "make_thumbnails", "thumb_relpath"]
 
@@ -40,9 +40,7 @@ def _make(out_dir: Path, image: str, sha256: str) -> bool:
             thumb.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS)
     except (OSError, ValueError, Image.DecompressionBombError):
         return False
-    part = target.with_name(target.name + ".part")
-    thumb.save(part, format="JPEG", quality=80, optimize=True)
-    os.replace(part, target)
+    replace_whole(target, lambda part: thumb.save(part, format="JPEG", quality=80, optimize=True))
     return True
 
 
@@ -59,7 +57,8 @@ def make_thumbnails(
     Once ``stop()`` is true no more are made (the ones left are missing from the result).
     """
     (out_dir / THUMBS_DIR).mkdir(parents=True, exist_ok=True)
-    todo = list(dict.fromkeys(images))
+    # One per content: two threads must not write one thumbnail (its temporary is per process).
+    todo = list({sha: (image, sha) for image, sha in images}.values())
 
     def make(pair: tuple[str, str]) -> bool:
         return not (stop is not None and stop()) and _make(out_dir, *pair)
