@@ -28,6 +28,14 @@ job must not sit in the server's queue anywhere near an hour).
 
 The target sizes an :class:`anyio.CapacityLimiter` (``limiter``) that the scheduler's
 feeder acquires one token from per job (resized as the target moves).
+
+Whatever the rate, the machine bounds it too: each job in flight holds up to
+:data:`FILES_PER_JOB` open files (its connection, and while its image is saved, the
+``.part`` file), and the process may open only so many (``ulimit -n``). The ``ceiling``
+(:func:`file_ceiling`: what the open-file limit leaves after the files already open and
+:data:`RESERVED_FILES` for the rest of the run) caps the target and a fixed
+``--concurrency`` alike, so that a run under a low limit goes slower instead of failing
+with "Too many open files" (exit 4) on every rerun.
 """
 
 from __future__ import annotations
@@ -40,7 +48,16 @@ import anyio
 
 from batchgen.output.resume import DEFAULT_RETENTION
 
-__all__ = ["AUTO_CAP", "GROWTH", "HEADROOM", "INITIAL", "Admission"]
+__all__ = [
+    "AUTO_CAP",
+    "FILES_PER_JOB",
+    "GROWTH",
+    "HEADROOM",
+    "INITIAL",
+    "RESERVED_FILES",
+    "Admission",
+    "file_ceiling",
+]
 
 AUTO_CAP = 1000  # ``--concurrency auto``: the most jobs ever in flight
 INITIAL = 16  # in flight before anything is measured, when no rate is known
@@ -50,13 +67,32 @@ RETENTION_SHARE = 0.25
 QUEUEING = 0.25  # a wait in the server's queue above this share of the service time ends slow start
 _HOLD_WINDOW = 15
 _MAX_SPAN = 600.0
+FILES_PER_JOB = 2  # its connection, and while its image is saved, the .part file
+# Open files beside the jobs': idle keep-alive connections (16, api/wire.py), name
+# lookups, the request history, the report's thumbnail threads, a notification.
+RESERVED_FILES = 32
+
+
+def file_ceiling(limit: int, open_now: int) -> int:
+    """The most jobs in flight that ``limit`` open files leave room for, ``open_now`` being
+    open already (the ledger, the lock, the standard streams...); at least 1."""
+    return max(1, (limit - open_now - RESERVED_FILES) // FILES_PER_JOB)
 
 
 class Admission:
-    """The in-flight target and the limiter it sizes."""
+    """The in-flight target and the limiter it sizes.
 
-    def __init__(self, *, cap: int | None = None, retention: float = DEFAULT_RETENTION) -> None:
+    ``cap``: ``--concurrency`` (None: auto, at most :data:`AUTO_CAP`); ``ceiling``: what
+    the open-file limit allows (:func:`file_ceiling`; None: no limit known), which lowers
+    either.
+    """
+
+    def __init__(
+        self, *, cap: int | None = None, retention: float = DEFAULT_RETENTION, ceiling: int | None = None
+    ) -> None:
         self.cap = cap if cap is not None else AUTO_CAP
+        if ceiling is not None:
+            self.cap = max(1, min(self.cap, ceiling))
         self.fixed = cap is not None
         self.retention = retention
         self.target = min(self.cap, INITIAL)

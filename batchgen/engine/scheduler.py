@@ -50,6 +50,7 @@ from batchgen.control.flight import Flight, Phase
 from batchgen.control.gate import RateGate, RateState
 from batchgen.control.latency import LatencyModel
 from batchgen.control.retry import Action, Decision, RetryPolicy, StepName
+from batchgen.engine.open_files import in_flight_ceiling
 from batchgen.engine.plan import Plan, announce, plan
 from batchgen.engine.progress import Counts
 from batchgen.engine.reconcile import Absent, Found, Reconciler
@@ -101,7 +102,11 @@ class Scheduler:
         self.gate = RateGate(self.rate)
         self.latency = LatencyModel()
         self.cadence = Cadence(self.latency, self.rate)
-        self.admission = Admission(cap=settings.concurrency, retention=settings.retention)
+        self.admission = Admission(
+            cap=settings.concurrency,
+            retention=settings.retention,
+            ceiling=in_flight_ceiling(settings.concurrency),
+        )
         self.policy = RetryPolicy(
             max_attempts=settings.max_attempts,
             follow_patience=settings.follow_patience,
