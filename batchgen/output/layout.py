@@ -11,6 +11,9 @@
       thumbs/           its thumbnails (THUMBS_DIR)
       grids/            its contact sheets as PNG (GRIDS_DIR)
       removed/          images of jobs no longer in the manifest, set aside by ``batchgen tidy`` (REMOVED_DIR)
+
+summary.json, report.html, thumbnails and grids are written whole through
+``.<name>.<pid>.tmp`` beside them (:mod:`batchgen.output.temporary`).
 """
 
 from __future__ import annotations
