@@ -165,6 +165,8 @@ _SECONDS_AND_PRICES = (
     "ttl",
     "latency_ms",
     "answer_delay",
+    "status_outage",
+    "status_outage_every",
     "history_lag",
     "price",
     "history_ttl",

@@ -81,17 +81,18 @@ def in_flight_ceiling(concurrency: int | None) -> int | None:
     if ceiling >= wanted:
         return ceiling
     advice = "raise it (ulimit -n) to run more at once"
+    room = f"{ceiling} job" if ceiling == 1 else f"{ceiling} jobs"
     if concurrency is not None:
         log.warning(
-            "the open-file limit (%d, %d open already) leaves room for %d jobs in flight, not %d:"
+            "the open-file limit (%d, %d open already) leaves room for %s in flight, not %d:"
             " --concurrency lowered to %d; %s",
             limit,
             open_now,
-            ceiling,
+            room,
             concurrency,
             ceiling,
             advice,
         )
     else:
-        log.info("the open-file limit (%d) leaves room for %d jobs in flight; %s", limit, ceiling, advice)
+        log.info("the open-file limit (%d) leaves room for %s in flight; %s", limit, room, advice)
     return ceiling

@@ -83,6 +83,14 @@ LIMITS: dict[str, Limit] = {
         _DAY,
         why="a day; a job in flight is finished or expired within the server's hour of retention",
     ),
+    "request_timeout": Limit(
+        "request timeout",
+        "seconds",
+        0,
+        3600,
+        above=True,
+        why="an hour; a request unanswered that long will not be answered",
+    ),
     "history_lag": Limit(
         "history lag",
         "seconds",
@@ -168,7 +176,6 @@ class RunSettings:
             found.append(f"max attempts {self.max_attempts} must be at least 1")
         for name in (
             "retry_after_cap",
-            "request_timeout",
             "download_timeout",
             "follow_patience",
             "reconcile_patience",

@@ -32,6 +32,11 @@ REPO = Path(__file__).resolve().parents[2]
             "halt on failure rate 100.0 must be a number of percent, from 0 up",
         ),
         (["--halt-min-jobs", "0"], "halt min jobs 0 must be a whole number of jobs, at least 1"),
+        (
+            ["--request-timeout", "0"],
+            "request timeout 0.0 must be a number of seconds, above 0 and at most 3,600 (an hour;",
+        ),
+        (["--request-timeout", "1e9"], "request timeout 1000000000.0 must be a number of seconds, above 0"),
         (["--out", ""], "--out / out_dir is empty: name a folder (--out . for the current one)"),
         (["--out", "  "], "--out / out_dir is empty"),
     ],
@@ -69,6 +74,7 @@ def test_every_numeric_option_is_checked() -> None:
             "--halt-min-jobs",
             "--max-jobs",
             "--grace",
+            "--request-timeout",
             "--time-scale",
         ]
     )

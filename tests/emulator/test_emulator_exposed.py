@@ -233,4 +233,9 @@ async def test_infinite_times_and_prices_are_refused() -> None:
         assert answer.status_code == 400
         assert "time_scale: inf is not a finite number" in answer.json()["error"]
         assert "price: -inf is not a finite number" in answer.json()["error"]
+        outage = await local.post(
+            "/_emulator/config", content=b'{"status_outage": 1, "status_outage_every": 1e999}', headers=KEY
+        )
+        assert outage.status_code == 400
+        assert "status_outage_every: inf is not a finite number" in outage.json()["error"]
         assert (await local.post("/_emulator/config", json={})).json()["time_scale"] == 1.0
