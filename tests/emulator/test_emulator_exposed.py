@@ -30,6 +30,7 @@ def _emulator(*args: str) -> list[str]:
     return [sys.executable, "-m", "batchgen", "emulator", *args]
 
 
+@pytest.mark.e2e
 def test_every_interface_without_a_key_is_refused_at_once() -> None:
     """--host 0.0.0.0 without --api-key exits 2 naming the fix, before it listens."""
     port = _free_port()
@@ -44,6 +45,7 @@ def test_every_interface_without_a_key_is_refused_at_once() -> None:
         assert sock.connect_ex(("127.0.0.1", port)) != 0
 
 
+@pytest.mark.e2e
 def test_every_interface_with_a_key_serves_with_a_warning(tmp_path: Path) -> None:
     """--host 0.0.0.0 --api-key K listens, says on stderr that other machines can reach it,
     and answers this machine's /_emulator/ and keyed API requests."""
@@ -75,6 +77,7 @@ def test_every_interface_with_a_key_serves_with_a_warning(tmp_path: Path) -> Non
     assert "warning: the emulator on 0.0.0.0 is reachable from other machines" in log.read_text()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("port", ["99999", "-1"])
 def test_a_port_out_of_range_is_a_usage_error(port: str) -> None:
     """--port 99999 is one line and exit 2, not a traceback."""
@@ -111,9 +114,9 @@ async def test_control_routes_from_another_machine_need_the_key() -> None:
 
 
 @pytest.fixture
-def served(emulator_process: Callable[..., str]) -> str:
-    """A real emulator process (uvicorn) on loopback."""
-    return emulator_process("--time-scale", "0.001")
+def served(emulator_server: Callable[..., str]) -> str:
+    """The session's real emulator process (uvicorn) on loopback, reset for the test."""
+    return emulator_server(time_scale=0.001)
 
 
 def _rss_kib(pid: int) -> int:
@@ -137,6 +140,7 @@ def _pid_listening(port: int) -> int:
     raise AssertionError(f"no emulator process on port {port}")
 
 
+@pytest.mark.e2e
 def test_a_chunked_body_that_never_ends_gets_413_and_costs_a_mebibyte(served: str) -> None:
     """A chunked submit that keeps coming is answered 413 once past 1 MiB and the connection
     closed; the server's memory does not follow the body (64 MiB sent, RSS grows < 16 MiB)."""
@@ -183,6 +187,7 @@ def test_a_chunked_body_that_never_ends_gets_413_and_costs_a_mebibyte(served: st
     assert httpx.get(f"{served}/_emulator/stats").status_code == 200
 
 
+@pytest.mark.e2e
 def test_a_declared_length_above_the_cap_is_refused_unread(served: str) -> None:
     """Content-Length above 1 MiB: 413 before a byte of the body is read."""
     port = int(served.rsplit(":", 1)[1])
@@ -195,6 +200,7 @@ def test_a_declared_length_above_the_cap_is_refused_unread(served: str) -> None:
     assert answer.startswith(b"HTTP/1.1 413 ")
 
 
+@pytest.mark.e2e
 def test_a_body_at_the_cap_is_still_read(served: str) -> None:
     """A body of exactly 1 MiB is read whole and accepted (the API sets no prompt length)."""
     body = b'{"prompt": "' + b"a" * (MAX_BODY - 14) + b'"}'
@@ -206,6 +212,7 @@ def test_a_body_at_the_cap_is_still_read(served: str) -> None:
     assert answer.json()["status"] == "QUEUED"
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("route", [SUBMIT, "/_emulator/config"])
 def test_json_nested_100k_deep_is_400_without_a_traceback(
     emulator_process: Callable[..., str], tmp_path: Path, route: str

@@ -35,6 +35,7 @@ def _read_only(path: Path) -> None:
         sub.chmod(stat.S_IMODE(sub.stat().st_mode) & ~0o222)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("made", [False, True], ids=["first-report", "report-again"])
 def test_report_on_a_read_only_folder_exits_4_naming_the_file(tmp_path: Path, made: bool) -> None:
     """A run's folder made read-only: `batchgen report` says which file it cannot write (the
