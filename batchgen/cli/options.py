@@ -1,4 +1,5 @@
-"""Options several commands share: ``--shard``, ``--date`` and the manifest commands' ``--max-jobs``."""
+"""Options several commands share: ``--shard``, ``--date``, the manifest commands' ``--max-jobs``,
+and the OUT folder of ``report``, ``status`` and ``tidy``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from batchgen.manifest.shard import Shard
 
-__all__ = ["add_date", "add_max_jobs", "add_shard"]
+__all__ = ["add_date", "add_max_jobs", "add_shard", "out_folder"]
 
 
 def add_shard(p: argparse.ArgumentParser) -> None:
@@ -59,3 +60,11 @@ def _date(text: str) -> str:
         return run_date(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def out_folder(text: str) -> str:
+    """An OUT argument (argparse ``type``): refused when empty, as ``run --out ''`` is: an
+    unset shell variable (``batchgen report "$OUT"``) would otherwise mean the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty: name a run's output folder (. for the current one)")
+    return text

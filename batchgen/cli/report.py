@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from batchgen.cli.options import out_folder
 from batchgen.errors import UsageError
 from batchgen.outcome.exits import ExitCode
 
@@ -17,7 +18,9 @@ def configure(p: argparse.ArgumentParser) -> None:
         "offline), with thumbnails in OUT/thumbs/ and each contact sheet as a PNG in OUT/grids/. "
         "batchgen run writes it at the end of every run unless --no-report."
     )
-    p.add_argument("out", metavar="OUT", help="the output folder of a run (holds ledger.jsonl)")
+    p.add_argument(
+        "out", metavar="OUT", type=out_folder, help="the output folder of a run (holds ledger.jsonl)"
+    )
     p.add_argument("--manifest", metavar="PATH", help="the manifest, if not where the last run recorded it")
     p.set_defaults(handler=handle)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from batchgen.cli.options import out_folder
 from batchgen.errors import UsageError
 from batchgen.outcome.exits import ExitCode
 
@@ -20,6 +21,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "out",
         metavar="OUT",
+        type=out_folder,
         nargs="+",
         help="the output folder of a run (holds ledger.jsonl); several (the shards of a batch) are merged",
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from batchgen.cli.options import out_folder
 from batchgen.errors import UsageError
 from batchgen.outcome.exits import ExitCode
 
@@ -17,7 +18,9 @@ def configure(p: argparse.ArgumentParser) -> None:
         "edited or removed leaves its image behind) from OUT/images/ to OUT/removed/<UTC time>/, "
         "keeping their paths. Nothing is deleted unless --delete. `batchgen status OUT` lists them."
     )
-    p.add_argument("out", metavar="OUT", help="the output folder of a run (holds ledger.jsonl)")
+    p.add_argument(
+        "out", metavar="OUT", type=out_folder, help="the output folder of a run (holds ledger.jsonl)"
+    )
     p.add_argument("--manifest", metavar="PATH", help="the manifest, if not where the last run recorded it")
     p.add_argument("--dry-run", action="store_true", help="only list the images that would be moved")
     p.add_argument("--delete", action="store_true", help="delete them instead of moving them aside")

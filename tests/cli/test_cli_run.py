@@ -263,3 +263,22 @@ def test_a_base_url_every_request_would_fail_on_is_a_usage_error(
     assert message in err
     assert "hunter2" not in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["report", "status", "tidy"])
+@pytest.mark.parametrize("out", ["", "  "])
+def test_an_empty_out_folder_is_refused_by_every_command(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    out: str,
+) -> None:
+    """`batchgen report ""` (an unset $OUT) is exit 2 naming the argument, not a run of the current
+    folder, and leaves nothing in it (tidy's lock included)."""
+    monkeypatch.chdir(tmp_path)
+    assert run_cli([command, out]) == 2
+    assert (
+        "argument OUT: empty: name a run's output folder (. for the current one)" in capsys.readouterr().err
+    )
+    assert list(tmp_path.iterdir()) == []
