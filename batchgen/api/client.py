@@ -96,29 +96,32 @@ def _is_loopback(host: str) -> bool:
     return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
-def check_base_url(base_url: str, *, insecure: bool = False, warn: bool = False, base: bool = True) -> str:
+def check_base_url(
+    base_url: str, *, insecure: bool = False, warn: bool = False, base: bool = True, name: str = "base URL"
+) -> str:
     """``base_url`` without a trailing slash, or UsageError: https only, http only to loopback.
 
     The key travels in a header: over plain http anyone on the path reads it. ``insecure``
     allows plain http to any host, with a logged warning if ``warn``. A ``base`` URL (one
     that request paths are added to) also has a port from 1 to 65535 if any, and no
     user or password, query, fragment or whitespace in its path: any of them would make
-    every request of the run fail, or put a secret where URLs are logged.
+    every request of the run fail, or put a secret where URLs are logged. ``name`` is what
+    the messages call it ("history URL").
     """
     try:
         url = httpx.URL(base_url.strip())
     except httpx.InvalidURL as exc:
-        raise UsageError(f"base URL {base_url!r} is not a URL: {exc}") from None
+        raise UsageError(f"{name} {base_url!r} is not a URL: {exc}") from None
     if url.scheme not in ("http", "https") or not url.host:
-        raise UsageError(f"base URL {base_url!r} must start with https:// and name a host")
+        raise UsageError(f"{name} {base_url!r} must start with https:// and name a host")
     problem = _base_problem(url) if base else None
     if problem is not None:
         shown = url.copy_with(username=None, password=None) if url.userinfo else url
-        raise UsageError(f"base URL {str(shown)!r} {problem}")
+        raise UsageError(f"{name} {str(shown)!r} {problem}")
     if url.scheme == "http" and not _is_loopback(url.host):
         if not insecure:
             raise UsageError(
-                f"base URL {base_url!r} is plain http to {url.host}: the API key would travel"
+                f"{name} {base_url!r} is plain http to {url.host}: the API key would travel"
                 " unencrypted; use https://, or --insecure (insecure=True) if you really mean it"
             )
         if warn:

@@ -268,6 +268,8 @@ async def run(
         base_url = check_base_url(
             base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL, insecure=insecure, warn=True
         )
+        if history_url is not None:
+            history_url = check_base_url(history_url, insecure=insecure, name="history URL")
     settings = settings or RunSettings()
     problems = settings.problems()
     if problems:

@@ -246,20 +246,25 @@ def test_date_is_not_a_prompt_name(tmp_path: Path, capsys: pytest.CaptureFixture
         ("https://api.segmind.com/?region=eu", "has a query or fragment"),
     ],
 )
+@pytest.mark.parametrize("option", ["--base-url", "--history-url"])
 def test_a_base_url_every_request_would_fail_on_is_a_usage_error(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     url: str,
     message: str,
+    option: str,
 ) -> None:
-    """A base URL with a port out of range, a user and password, whitespace in its path or a
-    query exits 2 at once (nothing written, no password shown), instead of failing every job."""
+    """A base or history URL with a port out of range, a user and password, whitespace in its
+    path or a query exits 2 at once (nothing written, not even the lock; no password shown),
+    instead of failing every job or every history read."""
     monkeypatch.setenv("SEGMIND_API_KEY", "k")
     out = tmp_path / "out"
-    code = run_cli(["run", str(REPO / "manifests" / "demo.yaml"), "--base-url", url, "--out", str(out)])
+    code = run_cli(["run", str(REPO / "manifests" / "demo.yaml"), option, url, "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2
+    named = "base URL" if option == "--base-url" else "history URL"
+    assert f"{named} '" in err
     assert message in err
     assert "hunter2" not in err
     assert not out.exists()
