@@ -84,6 +84,8 @@ def serve(config: EmulatorConfig, *, host: str = "127.0.0.1", port: int = 8000) 
     """
     sock = _listen(host, port, keyed=config.api_key is not None)
     logging.getLogger("uvicorn.error").addFilter(_HideDrops())
-    print(f"batchgen emulator on http://{host}:{port} (Ctrl-C stops it)", flush=True)
+    port = sock.getsockname()[1]  # --port 0: the one the system chose
+    shown = f"[{host}]" if ":" in host else host  # an IPv6 address, as a URL writes it
+    print(f"batchgen emulator on http://{shown}:{port} (Ctrl-C stops it)", flush=True)
     server = uvicorn.Server(uvicorn.Config(create_app(config), log_level="warning", access_log=False))
     server.run(sockets=[sock])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -85,6 +86,28 @@ def test_a_port_out_of_range_is_a_usage_error(port: str) -> None:
     assert done.returncode == 2
     assert f"--port {port} is not a port" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.e2e
+def test_port_0_prints_the_port_the_system_chose() -> None:
+    """--port 0 listens on a free port and prints its URL with that port, which answers."""
+    proc = subprocess.Popen(_emulator("--port", "0"), stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        found = re.fullmatch(r"batchgen emulator on (http://127\.0\.0\.1:(\d+)) \(Ctrl-C stops it\)\n", line)
+        assert found is not None and int(found[2]) > 0, line
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                assert httpx.get(f"{found[1]}/_emulator/stats", timeout=1.0).status_code == 200
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)  # closes its stdout
 
 
 def _client(client_host: str, **options: object) -> httpx.AsyncClient:
