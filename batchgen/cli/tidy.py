@@ -34,11 +34,15 @@ def handle(args: argparse.Namespace) -> int:
 
     from batchgen.outcome.read import read_status
     from batchgen.output.aside import set_aside
+    from batchgen.output.layout import LEDGER_NAME
     from batchgen.output.lock import lock_output
 
     out = Path(args.out)
     if not out.is_dir():
         raise UsageError(f"{out}: no such folder")
+    if not (out / LEDGER_NAME).is_file():
+        # Before the lock, which would leave its file in a folder that is not a run's.
+        raise UsageError(f"{out}: not the output folder of a run (no {LEDGER_NAME})")
     # Held while the images are found and moved: no run writes the folder meanwhile.
     with lock_output(out):
         try:

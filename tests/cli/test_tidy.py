@@ -96,7 +96,8 @@ def test_a_new_job_written_over_an_old_name_is_not_listed(
 def test_tidy_refuses_a_folder_in_use_or_without_its_manifest(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A run holding the folder, a manifest gone, no ledger: exit 2 with the reason, nothing moved."""
+    """A run holding the folder, a manifest gone, no ledger: exit 2 with the reason, nothing moved
+    (and no lock file left in a folder that is not a run's)."""
     manifest, out = edited_demo(tmp_path)
     capsys.readouterr()
     with lock_output(out):
@@ -109,3 +110,4 @@ def test_tidy_refuses_a_folder_in_use_or_without_its_manifest(
     (tmp_path / "empty").mkdir()
     assert main(["tidy", str(tmp_path / "empty")]) == 2
     assert "no ledger" in capsys.readouterr().err
+    assert list((tmp_path / "empty").iterdir()) == []
