@@ -16,6 +16,11 @@ passes, even one carrying its own ``x-api-key`` header or set to follow redirect
   without the key;
 - the base URL must be ``https://``; plain ``http://`` only to a loopback host
   (``localhost``, ``127.0.0.0/8``, ``::1``), unless ``insecure`` (:func:`check_base_url`).
+
+Every answer is read once, within a cap on its decoded size and shape
+(:mod:`batchgen.api.answer`); request URLs are built from ids in one place
+(:func:`request_id_segment`); image URLs, which the server chose, are checked for where
+they lead (:mod:`batchgen.api.hosts`). No error text carries a header's value.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import json
 import logging
 import math
 import re
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -38,6 +44,17 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from batchgen.api.answer import (
+    MAX_ANSWER_BYTES,
+    MAX_RESULT_BYTES,
+    Answer,
+    Unreadable,
+    decoded,
+    parse_json,
+    read_answer,
+)
+from batchgen.api.hosts import CONNECT_GUARD, ImageHosts
+from batchgen.api.key import check_api_key, redact
 from batchgen.errors import (
     BadRequest,
     FatalApiError,
@@ -63,10 +80,12 @@ __all__ = [
     "ServerState",
     "StatusResult",
     "Submitted",
+    "Prices",
     "check_base_url",
     "find_image_urls",
     "parse_rate_limit_reset",
     "parse_retry_after",
+    "request_id_segment",
 ]
 
 log = logging.getLogger("batchgen")
@@ -158,6 +177,52 @@ _NOT_SENT = (
 
 # Codes that mean "the network or a gateway let us down", worth another try.
 _TRANSIENT_CODES = frozenset({408, 425, 500, 502, 503, 504})
+
+# What a request id may hold to be put in a URL path as is: RFC 3986's unreserved
+# characters, starting with a letter or digit (so never "." or ".."). Segmind's are UUIDs.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]{0,199}")
+
+
+def request_id_segment(request_id: str) -> str:
+    """``request_id`` as one URL path segment; :class:`TransientError` when it holds anything
+    else than letters, digits and ``._~-`` (a ``/``, ``?``, ``#``, ``..`` would take the key
+    to a path the API never meant). The one check every URL built from an id passes."""
+    if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
+        shown = repr(request_id)[:60]
+        raise TransientError(
+            f"request id {shown} is not one batchgen puts in a URL (letters, digits and ._~- only)",
+            request_id=None,
+        )
+    return request_id
+
+
+class Prices:
+    """Costs read from answers (``metrics.cost``, the history's ``credits_deduction``): a
+    finite, non-negative number (or a string of one), else not a price: ignored, and said
+    once per ``source`` (``NaN``, ``1e999`` or ``-1000`` must never reach a file as a cost)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.refused = 0
+
+    def read(self, value: Any) -> float | None:
+        """``value`` as USD, or None (absent, or not a price)."""
+        if value is None:
+            return None
+        number: float | None = None
+        if isinstance(value, str):
+            try:
+                number = float(value.strip())
+            except ValueError:
+                number = None
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            number = float(value)
+        if number is not None and math.isfinite(number) and number >= 0:
+            return number
+        self.refused += 1
+        if self.refused == 1:
+            log.warning("%s gave a cost that is not a price (%s); ignored", self.source, repr(value)[:40])
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,10 +346,10 @@ def _candidates(output: Any, depth: int = 0) -> list[str]:
             return [text]
         if text[:1] in ("{", "[", '"'):
             try:
-                decoded = json.loads(text)
-            except ValueError:
+                inner = parse_json(text.encode("utf-8", "replace"))
+            except Unreadable:
                 return []
-            return _candidates(decoded, depth + 1)
+            return _candidates(inner, depth + 1)
         uri = _bare_base64_image(text)
         return [uri] if uri else []
     if isinstance(output, Mapping):
@@ -324,37 +389,39 @@ def find_image_urls(output: Any) -> list[str]:
     return images or candidates
 
 
-def _body(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
-def _error_text(body: Any, response: httpx.Response) -> str:
+def _error_text(answer: Answer) -> str:
     """The server's own explanation: ``error`` (what the SDK reads), else ``detail``/``message``."""
+    body = answer.body
     if isinstance(body, Mapping):
         for name in ("error", "detail", "message"):
             value = body.get(name)
             if value:
-                return value if isinstance(value, str) else json.dumps(value)
-    text = response.text.strip() if response.content else ""
-    return text[:200] or (response.reason_phrase or f"HTTP {response.status_code}")
+                text = value if isinstance(value, str) else json.dumps(value)[:200]
+                return redact(text)
+    text = answer.text or answer.problem or ""
+    return redact(text) or (answer.reason_phrase or f"HTTP {answer.status_code}")
 
 
-def _metric(body: Mapping[str, Any], name: str) -> float | None:
-    """A finite, non-negative number of the answer's ``metrics``, or None."""
+def _metric(body: Mapping[str, Any], name: str) -> Any:
+    """The answer's ``metrics.<name>``, as sent (None when absent)."""
     metrics = body.get("metrics")
-    if isinstance(metrics, Mapping):
-        value = metrics.get(name)
-        if (
-            isinstance(value, int | float)
-            and not isinstance(value, bool)
-            and math.isfinite(value)
-            and value >= 0
-        ):
-            return float(value)
+    return metrics.get(name) if isinstance(metrics, Mapping) else None
+
+
+def _figure(value: Any) -> float | None:
+    """A finite, non-negative number, or None."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+        return float(value)
     return None
+
+
+def _fault(exc: httpx.HTTPError) -> str:
+    """A network fault as a message: its kind, and its text unless that could echo a
+    header's value (httpx's "Illegal header value b'...'" would copy the key)."""
+    if isinstance(exc, httpx.LocalProtocolError):
+        return f"{type(exc).__name__} (a request header is not valid HTTP)"
+    text = redact(str(exc))[:200]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class SegmindClient:
@@ -364,6 +431,8 @@ class SegmindClient:
     an ``httpx.ASGITransport`` on the emulator, or an ``httpx.MockTransport``) and its
     timeouts. ``api_key`` goes in ``x-api-key`` on requests to ``base_url``'s host.
     ``wall_clock`` turns an HTTP-date ``Retry-After`` into seconds (injectable for tests).
+    ``allow_private_image_hosts``: image URLs at loopback or private addresses are
+    fetched (None: only when the API itself is at one; see :mod:`batchgen.api.hosts`).
     """
 
     def __init__(
@@ -374,12 +443,15 @@ class SegmindClient:
         api_key: str | None = None,
         wall_clock: Callable[[], float] = time.time,
         insecure: bool = False,
+        allow_private_image_hosts: bool | None = None,
     ) -> None:
         self._http = http
         self.base_url = check_base_url(base_url, insecure=insecure)
         self._origin = _origin(self.base_url)
-        self._api_key = api_key
+        self._api_key = None if api_key is None else check_api_key(api_key, where="api_key")
         self._wall_clock = wall_clock
+        self.image_hosts = ImageHosts(self.base_url, allow_private=allow_private_image_hosts)
+        self.prices = Prices("the API")
         # Counters for the summary: API requests (submits, polls, result fetches, 429s and
         # retries included), status polls among them, and image downloads (not API requests).
         self.requests = 0
@@ -398,18 +470,22 @@ class SegmindClient:
         else:
             request.headers.pop(API_KEY_HEADER, None)
 
-    async def _exchange(
-        self, method: str, url: str, *, api: bool, stream: bool = False, **kwargs: Any
-    ) -> httpx.Response:
-        """Send one request, following redirects here, hop by hop, each hop guarded.
+    async def _exchange(self, method: str, url: str, *, api: bool, **kwargs: Any) -> httpx.Response:
+        """Send one request, following redirects here, hop by hop, each hop guarded; the
+        answer is streamed (its body not read: read it, or close it).
 
         ``api``: a request to the API, which may not be redirected to another origin
-        (:class:`FatalApiError`). ``stream``: the body is not read (close the response).
+        (:class:`FatalApiError`). Otherwise an image download: each hop's host is checked
+        before it is asked (:mod:`batchgen.api.hosts`), and so is the address it answered
+        from (:class:`ImageUnavailable`).
         """
         request = self._http.build_request(method, url, **kwargs)
         for _ in range(MAX_REDIRECTS + 1):
             self._guard(request)
-            response = await self._http.send(request, stream=stream, follow_redirects=False)
+            if api:
+                response = await self._http.send(request, stream=True, follow_redirects=False)
+            else:
+                response = await self._fetch(request)
             following = response.next_request
             if following is None:
                 return response
@@ -424,23 +500,42 @@ class SegmindClient:
             request = following
         raise TransientError(f"more than {MAX_REDIRECTS} redirects from {url.split('?', 1)[0]}")
 
-    async def _send(self, method: str, url: str, *, request_id: str | None, **kwargs: Any) -> httpx.Response:
+    async def _fetch(self, request: httpx.Request) -> httpx.Response:
+        """One hop of an image download, to an image host the rules allow (checked before the
+        request, at the connection and on the answer's peer address)."""
+        why = self.image_hosts.check_url(request.url)
+        guard = self.image_hosts.guard(request.url)
+        token = CONNECT_GUARD.set(guard)
+        try:
+            if why is None:
+                response = await self._http.send(request, stream=True, follow_redirects=False)
+                why = self.image_hosts.check_peer(response)
+                if why is None:
+                    return response
+                await response.aclose()
+        except httpx.ConnectError:
+            if guard is None or guard.refused is None:
+                raise
+            why = guard.refused
+        finally:
+            CONNECT_GUARD.reset(token)
+        raise ImageUnavailable(f"image URL refused: {why}; not fetched", detail=why)
+
+    async def _send(
+        self, method: str, url: str, *, request_id: str | None, limit: int = MAX_ANSWER_BYTES, **kwargs: Any
+    ) -> Answer:
         self.requests += 1
         try:
-            return await self._exchange(method, url, api=True, **kwargs)
+            return await read_answer(await self._exchange(method, url, api=True, **kwargs), limit=limit)
         except httpx.TimeoutException as exc:
             raise TransientError(f"timed out: {type(exc).__name__}", request_id=request_id) from None
         except httpx.TransportError as exc:
-            raise TransientError(
-                f"connection failed: {type(exc).__name__}: {exc}", request_id=request_id
-            ) from None
+            raise TransientError(f"connection failed: {_fault(exc)}", request_id=request_id) from None
 
-    def _raise_for(
-        self, response: httpx.Response, body: Any, *, on_submit: bool, request_id: str | None
-    ) -> None:
+    def _raise_for(self, answer: Answer, *, on_submit: bool, request_id: str | None) -> None:
         """Turn a non-2xx answer into the matching :mod:`batchgen.errors` exception."""
-        code = response.status_code
-        detail = _error_text(body, response)
+        code = answer.status_code
+        detail = _error_text(answer)
         kw: dict[str, Any] = {"status_code": code, "request_id": request_id, "detail": detail}
 
         def said(what: str) -> str:
@@ -471,9 +566,9 @@ class SegmindClient:
             raise RequestFailed(f"request failed: {detail}", **kw)
         if code == 429:
             now = self._wall_clock()
-            wait = parse_retry_after(response.headers.get("retry-after"), now=now)
+            wait = parse_retry_after(answer.headers.get("retry-after"), now=now)
             if wait is None:
-                wait = parse_rate_limit_reset(response.headers.get("x-rate-limit-reset-at-utc"), now=now)
+                wait = parse_rate_limit_reset(answer.headers.get("x-rate-limit-reset-at-utc"), now=now)
             raise RateLimited(said("429 rate limited"), retry_after=wait, **kw)
         if code in _TRANSIENT_CODES or code >= 500:
             raise TransientError(f"{code} server error: {detail}", **kw)
@@ -489,88 +584,95 @@ class SegmindClient:
         the error says which. Uncertain: the request may have reached the server and no
         usable answer came back (:class:`SubmitUncertain`): a timeout or a connection
         closed after sending, a 5xx (a gateway may have passed it on), a 2xx without a
-        usable request id.
+        usable request id (none, one that cannot go in a URL, or an answer over its size
+        or depth cap).
         """
         url = f"{self.base_url}/v2/{model.strip('/')}"
         self.requests += 1
         try:
-            response = await self._exchange("POST", url, api=True, json=dict(params))
+            answer = await read_answer(await self._exchange("POST", url, api=True, json=dict(params)))
         except _NOT_SENT as exc:
-            raise TransientError(f"submit not sent: {type(exc).__name__}") from None
+            raise TransientError(f"submit not sent: {_fault(exc)}") from None
         except httpx.TransportError as exc:
             raise SubmitUncertain(f"submit sent, no answer: {type(exc).__name__}", answered=False) from None
-        body = _body(response)
-        code = response.status_code
+        body = answer.body
+        code = answer.status_code
         if code >= 500:
-            detail = _error_text(body, response)
+            detail = _error_text(answer)
             raise SubmitUncertain(
                 f"submit answered {code}: {detail}", answered=True, status_code=code, detail=detail
             )
-        if not response.is_success:
-            self._raise_for(response, body, on_submit=True, request_id=None)
+        if not answer.is_success:
+            self._raise_for(answer, on_submit=True, request_id=None)
         if not isinstance(body, Mapping):
-            kind = response.headers.get("content-type", "no content type").split(";")[0]
+            why = answer.content_type + (f"; {answer.problem}" if answer.problem else "")
             raise SubmitUncertain(
-                f"submit answered {code} without a JSON object ({kind})", answered=True, status_code=code
+                f"submit answered {code} without a JSON object ({why})", answered=True, status_code=code
             )
         request_id = body.get("request_id")
         if not isinstance(request_id, str) or not request_id:
-            keys = sorted(str(k) for k in body)[:20]
+            keys = sorted(str(k)[:40] for k in body)[:20]
             raise SubmitUncertain(
                 f"submit answered {code} without a request_id (keys: {keys})", answered=True, status_code=code
             )
+        try:
+            request_id_segment(request_id)
+        except TransientError as exc:
+            raise SubmitUncertain(f"submit answered {code}: {exc}", answered=True, status_code=code) from None
         return Submitted(
             request_id=request_id,
-            status_url=str(body.get("status_url") or self.status_url(request_id)),
-            response_url=str(body.get("response_url") or self.response_url(request_id)),
+            status_url=self.status_url(request_id),
+            response_url=self.response_url(request_id),
         )
 
     def status_url(self, request_id: str) -> str:
         """Where the state of ``request_id`` is polled (built from the base URL, so a resumed
-        run needs nothing but the id from the ledger)."""
-        return f"{self.base_url}/v2/requests/{request_id}/status"
+        run needs nothing but the id from the ledger; :func:`request_id_segment`)."""
+        return f"{self.base_url}/v2/requests/{request_id_segment(request_id)}/status"
 
     def response_url(self, request_id: str) -> str:
         """Where the full body of ``request_id`` is fetched."""
-        return f"{self.base_url}/v2/requests/{request_id}"
+        return f"{self.base_url}/v2/requests/{request_id_segment(request_id)}"
 
-    async def _get_terminal_tolerant(self, url: str, request_id: str) -> Mapping[str, Any]:
-        response = await self._send("GET", url, request_id=request_id)
-        body = _body(response)
+    async def _get_terminal_tolerant(self, url: str, request_id: str, *, limit: int) -> Mapping[str, Any]:
+        answer = await self._send("GET", url, request_id=request_id, limit=limit)
+        body = answer.body
         # A body announcing COMPLETED or FAILED is authoritative whatever the HTTP code
         # (the API serves FAILED under 422), exactly as the segmind SDK reads it.
         if isinstance(body, Mapping) and body.get("status") in _TERMINAL:
             if body["status"] == "FAILED":
-                detail = _error_text(body, response)
+                detail = _error_text(answer)
                 raise RequestFailed(
                     f"request failed: {detail}",
-                    status_code=response.status_code,
+                    status_code=answer.status_code,
                     request_id=request_id,
                     detail=detail,
-                    cost=_metric(body, "cost"),
+                    cost=self.prices.read(_metric(body, "cost")),
                 )
             return body
-        if not response.is_success:
-            self._raise_for(response, body, on_submit=False, request_id=request_id)
+        if not answer.is_success:
+            self._raise_for(answer, on_submit=False, request_id=request_id)
         if not isinstance(body, Mapping):
+            why = answer.problem or "not a JSON object"
             raise TransientError(
-                "answer is not a JSON object", status_code=response.status_code, request_id=request_id
+                f"answer unusable: {why}", status_code=answer.status_code, request_id=request_id
             )
         return body
 
     async def status(self, request_id: str) -> StatusResult:
         """``GET /v2/requests/<id>/status``; raises :class:`RequestFailed` for FAILED."""
+        url = self.status_url(request_id)
         self.polls += 1
-        body = await self._get_terminal_tolerant(self.status_url(request_id), request_id)
+        body = await self._get_terminal_tolerant(url, request_id, limit=MAX_ANSWER_BYTES)
         state = body.get("status")
         if state not in _STATES:
-            raise TransientError(f"unknown status {state!r}", request_id=request_id)
+            raise TransientError(f"unknown status {repr(state)[:40]}", request_id=request_id)
         return StatusResult(
             request_id=request_id,
             state=state,
-            inference_time=_metric(body, "inference_time"),
-            cost=_metric(body, "cost"),
-            remaining_credits=_metric(body, "remaining_credits"),
+            inference_time=_figure(_metric(body, "inference_time")),
+            cost=self.prices.read(_metric(body, "cost")),
+            remaining_credits=_figure(_metric(body, "remaining_credits")),
         )
 
     async def result(self, request_id: str) -> RequestResult:
@@ -579,15 +681,16 @@ class SegmindClient:
         Raises :class:`RequestFailed` for FAILED and :class:`TransientError` if the request
         is not finished after all (the caller polls again).
         """
-        body = await self._get_terminal_tolerant(self.response_url(request_id), request_id)
+        url = self.response_url(request_id)
+        body = await self._get_terminal_tolerant(url, request_id, limit=MAX_RESULT_BYTES)
         if body.get("status") != "COMPLETED":
-            raise TransientError(f"result asked while {body.get('status')!r}", request_id=request_id)
+            raise TransientError(f"result asked while {repr(body.get('status'))[:40]}", request_id=request_id)
         return RequestResult(
             request_id=request_id,
             output=body.get("output"),
-            inference_time=_metric(body, "inference_time"),
-            cost=_metric(body, "cost"),
-            remaining_credits=_metric(body, "remaining_credits"),
+            inference_time=_figure(_metric(body, "inference_time")),
+            cost=self.prices.read(_metric(body, "cost")),
+            remaining_credits=_figure(_metric(body, "remaining_credits")),
         )
 
     @asynccontextmanager
@@ -597,15 +700,16 @@ class SegmindClient:
         Use as ``async with client.download(url) as d: async for chunk in d.chunks``.
         The image host's refusals are the job's, never the run's: 403/404/410 (and any
         other 4xx) are :class:`ImageUnavailable` (fetch the result again for a fresh
-        URL), 5xx and network faults :class:`TransientError`. More than ``max_bytes``
-        (announced or streamed) is :class:`ImageInvalid`: no image is that large, and an
-        endless body must not fill the disk.
+        URL), 5xx and network faults :class:`TransientError`; so is a URL that leads
+        where image URLs may not (:mod:`batchgen.api.hosts`: :class:`ImageUnavailable`,
+        never fetched). More than ``max_bytes`` decoded bytes (announced, streamed or in a
+        data URI, judged by its length before it is decoded) is :class:`ImageInvalid`: no
+        image is that large, and an endless body must not fill the disk or the memory.
         """
-        if url.lower().startswith("data:"):
+        limit = sys.maxsize if max_bytes is None else max_bytes
+        if url[:5].lower() == "data:":
             # A malformed data URI raises ImageInvalid, which is retried like a bad download.
-            data, media_type = decode_data_uri(url)
-            if max_bytes is not None and len(data) > max_bytes:
-                raise ImageInvalid(f"inline image of {len(data):,} bytes is over the {max_bytes:,}-byte cap")
+            data, media_type = decode_data_uri(url, max_bytes=max_bytes)
 
             async def inline() -> AsyncIterator[bytes]:
                 yield data
@@ -614,7 +718,7 @@ class SegmindClient:
             return
         self.downloads += 1
         try:
-            response = await self._exchange("GET", url, api=False, stream=True)
+            response = await self._exchange("GET", url, api=False)
             try:
                 # After redirects: the host that actually answered.
                 host = response.url.netloc.decode("ascii", "replace") or "the image host"
@@ -630,28 +734,25 @@ class SegmindClient:
                         f"{host} announced {int(announced):,} bytes, over the {max_bytes:,}-byte cap"
                     )
                 content_type = response.headers.get("content-type")
-                yield Download(
-                    content_type=content_type, chunks=_guarded(response.aiter_bytes(), max_bytes, host)
-                )
+                chunks = _guarded(decoded(response, limit=limit, what=f"the image from {host}"))
+                yield Download(content_type=content_type, chunks=chunks)
             finally:
                 await response.aclose()
         except httpx.TimeoutException as exc:
             raise TransientError(f"download timed out: {type(exc).__name__}") from None
         except httpx.TransportError as exc:
-            raise TransientError(f"download failed: {type(exc).__name__}: {exc}") from None
+            raise TransientError(f"download failed: {_fault(exc)}") from None
 
 
-async def _guarded(chunks: AsyncIterator[bytes], max_bytes: int | None, host: str) -> AsyncIterator[bytes]:
-    """Stop a body at ``max_bytes``; re-raise network faults met while streaming it as
-    :class:`TransientError`."""
-    seen = 0
+async def _guarded(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """An image body as it streams: past its cap (or not decodable) :class:`ImageInvalid`,
+    network faults met while streaming it :class:`TransientError`."""
     try:
         async for chunk in chunks:
-            seen += len(chunk)
-            if max_bytes is not None and seen > max_bytes:
-                raise ImageInvalid(f"{host} sent more than {max_bytes:,} bytes; not an image")
             yield chunk
+    except Unreadable as exc:
+        raise ImageInvalid(f"{exc} (not an image)") from None
     except httpx.TimeoutException as exc:
         raise TransientError(f"download timed out: {type(exc).__name__}") from None
     except httpx.TransportError as exc:
-        raise TransientError(f"download broke off: {type(exc).__name__}: {exc}") from None
+        raise TransientError(f"download broke off: {_fault(exc)}") from None

@@ -13,11 +13,14 @@ reads it for three things, never in the hot path of a run:
 - ``credits_deduction``, the cost of each request, read in pages at the end of a run.
 
 The page envelope and the timestamp names are not documented, so rows are read
-defensively (:func:`parse_row`). Every call is bounded: a timeout per request, a page
-cap per listing, a few tries on a 429, a 5xx or a broken connection (``Retry-After``
-capped). When the history
-cannot be read (401/403/404, the network) :class:`HistoryUnavailable` says why and the
-caller falls back to what it would have done without it.
+defensively (:func:`parse_row`: a ``credits_deduction`` that is not a price is
+ignored). Every call is bounded: a timeout per request (the body's reading included),
+each answer read once within :data:`~batchgen.api.answer.MAX_RESULT_BYTES` decoded and a
+depth cap (:mod:`batchgen.api.answer`), a page cap per listing, a few tries on a 429, a
+5xx or a broken connection (``Retry-After`` capped). When the history cannot be read
+(401/403/404, the network, an answer too large, too deep or not JSON)
+:class:`HistoryUnavailable` says why and the caller falls back to what it would have
+done without it.
 """
 
 from __future__ import annotations
@@ -29,13 +32,21 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import anyio
 import httpx
 
-from batchgen.api.client import DEFAULT_BASE_URL, check_base_url, parse_retry_after
-from batchgen.errors import HistoryUnavailable  # this module's error, drawn in errors.py's tree
+from batchgen.api.answer import MAX_RESULT_BYTES, Answer, Unreadable, parse_json, read_answer
+from batchgen.api.client import (
+    DEFAULT_BASE_URL,
+    Prices,
+    check_base_url,
+    parse_retry_after,
+    request_id_segment,
+)
+from batchgen.api.key import check_api_key
+from batchgen.errors import ApiError, HistoryUnavailable  # this module's error, drawn in errors.py's tree
 
 __all__ = [
     "DEFAULT_HISTORY_URL",
@@ -112,8 +123,12 @@ def _epoch(value: Any) -> float | None:
     return None
 
 
-def parse_row(obj: Any) -> HistoryRow | None:
-    """A history row from whatever the API sent; None when it has no request id."""
+def parse_row(obj: Any, *, prices: Prices | None = None) -> HistoryRow | None:
+    """A history row from whatever the API sent; None when it has no request id.
+
+    ``credits_deduction`` is read by ``prices`` (a new :class:`~batchgen.api.client.Prices`
+    if None): a value that is not a finite, non-negative number is no cost.
+    """
     if not isinstance(obj, Mapping):
         return None
     request_id = obj.get("request_id") or obj.get("requestId") or obj.get("id")
@@ -122,22 +137,17 @@ def parse_row(obj: Any) -> HistoryRow | None:
     body = obj.get("request_body")
     if isinstance(body, str):  # some APIs send the body as a JSON string
         try:
-            body = json.loads(body)
-        except ValueError:
+            body = parse_json(body.encode("utf-8", "replace"))
+        except Unreadable:
             body = None
-    cost = obj.get("credits_deduction")
-    if isinstance(cost, str):
-        try:
-            cost = float(cost)
-        except ValueError:
-            cost = None
+    cost = (prices or Prices("the request history")).read(obj.get("credits_deduction"))
     status = obj.get("model_status") or obj.get("status")
     url = obj.get("generation_url")
     created = next((c for c in map(_epoch, (obj.get(f) for f in _CREATED_FIELDS)) if c is not None), None)
     return HistoryRow(
         request_id=request_id,
         status=status.upper() if isinstance(status, str) else None,
-        cost=float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None,
+        cost=cost,
         body=body if isinstance(body, Mapping) else None,
         generation_url=url if isinstance(url, str) and url else None,
         created=created,
@@ -219,16 +229,16 @@ class History:
     ) -> None:
         self._http = http
         self.base_url = check_base_url(base_url, insecure=insecure)
-        self._api_key = api_key
+        self._api_key = None if api_key is None else check_api_key(api_key, where="api_key")
+        self.prices = Prices("the request history")
         self.requests = 0
 
     def __repr__(self) -> str:  # never show the key
         return f"History(base_url={self.base_url!r})"
 
-    async def _get(
-        self, path: str, params: Mapping[str, Any] | None = None, *, tries: int = TRIES
-    ) -> httpx.Response:
-        """One GET, tried up to ``tries`` times on a 429, a 5xx or a broken connection."""
+    async def _get(self, path: str, params: Mapping[str, Any] | None = None, *, tries: int = TRIES) -> Answer:
+        """One GET, read within its caps; tried up to ``tries`` times on a 429, a 5xx or a
+        broken connection."""
         url = f"{self.base_url}{path}"
         headers = {"x-api-key": self._api_key} if self._api_key else {}
         host = urlsplit(url).netloc
@@ -242,7 +252,14 @@ class History:
             request.headers.update(headers)
             try:
                 with anyio.fail_after(TIMEOUT):
-                    response = await self._http.send(request, follow_redirects=False)
+                    response = await self._http.send(request, stream=True, follow_redirects=False)
+                    if response.is_redirect:
+                        await response.aclose()
+                        raise HistoryUnavailable(
+                            f"{host} answered {response.status_code} with a redirect (not followed)",
+                            permanent=True,
+                        )
+                    answer = await read_answer(response, limit=MAX_RESULT_BYTES)
             except TimeoutError:
                 if last:
                     raise HistoryUnavailable(f"{host}: no answer within {TIMEOUT:g} s") from None
@@ -252,40 +269,41 @@ class History:
                     raise HistoryUnavailable(f"{host}: {type(exc).__name__}") from None
                 await anyio.sleep(min(RETRY_AFTER_CAP, 0.25 * 2.0**attempt))
                 continue
-            if response.is_redirect:
-                raise HistoryUnavailable(
-                    f"{host} answered {response.status_code} with a redirect (not followed)", permanent=True
-                )
-            if last or not (response.status_code == 429 or response.status_code >= 500):
-                return response
-            wait = (
-                parse_retry_after(response.headers.get("retry-after"))
-                if response.status_code == 429
-                else None
-            )
+            code = answer.status_code
+            if last or not (code == 429 or code >= 500):
+                return answer
+            wait = parse_retry_after(answer.headers.get("retry-after")) if code == 429 else None
             await anyio.sleep(min(RETRY_AFTER_CAP, wait if wait is not None else 0.25 * 2.0**attempt))
         raise AssertionError("unreachable")
 
     @staticmethod
-    def _refused(response: httpx.Response) -> HistoryUnavailable:
-        code = response.status_code
+    def _refused(answer: Answer) -> HistoryUnavailable:
+        code = answer.status_code
         return HistoryUnavailable(f"the request history answered {code}", permanent=code in _NO_HISTORY)
+
+    @staticmethod
+    def _body(answer: Answer) -> Any:
+        """The JSON of a 2xx answer, or :class:`HistoryUnavailable` saying why there is none."""
+        if answer.body is None:
+            raise HistoryUnavailable(f"the request history answered {answer.problem or 'no JSON'}")
+        return answer.body
 
     async def get(self, request_id: str) -> HistoryRow | None:
         """The row of ``request_id``; None when the history does not know it (404)."""
-        response = await self._get(f"{HISTORY_PATH}/{quote(request_id, safe='')}")
-        if response.status_code == 404:
+        try:
+            segment = request_id_segment(request_id)
+        except ApiError as exc:
+            raise HistoryUnavailable(str(exc), permanent=True) from None
+        answer = await self._get(f"{HISTORY_PATH}/{segment}")
+        if answer.status_code == 404:
             # Unknown request, or no history at this host at all: tell them apart by a listing.
             probe = await self._get(HISTORY_PATH, {"page": 1, "per_page": 1})
             if not probe.is_success:
                 raise self._refused(probe)
             return None
-        if not response.is_success:
-            raise self._refused(response)
-        try:
-            return parse_row(response.json())
-        except ValueError:
-            raise HistoryUnavailable("the request history answered something that is not JSON") from None
+        if not answer.is_success:
+            raise self._refused(answer)
+        return parse_row(self._body(answer), prices=self.prices)
 
     async def rows(self, *, since: float, until: float, model: str, tries: int = TRIES) -> list[HistoryRow]:
         """Every row of ``model`` created from ``since`` to ``until`` (epoch seconds), oldest first;
@@ -307,7 +325,7 @@ class History:
                         f"more than {MAX_PAGES * PER_PAGE} requests in the window", permanent=True
                     )
                 pages += 1
-                response = await self._get(
+                answer = await self._get(
                     HISTORY_PATH,
                     {
                         "page": page,
@@ -320,15 +338,10 @@ class History:
                     },
                     tries=tries,
                 )
-                if not response.is_success:
-                    raise self._refused(response)
-                try:
-                    raw = _rows_of(response.json())
-                except ValueError:
-                    raise HistoryUnavailable(
-                        "the request history answered something that is not JSON"
-                    ) from None
-                for row in filter(None, map(parse_row, raw)):
+                if not answer.is_success:
+                    raise self._refused(answer)
+                raw = _rows_of(self._body(answer))
+                for row in filter(None, (parse_row(item, prices=self.prices) for item in raw)):
                     found.setdefault(row.request_id, row)
                 if len(raw) < PER_PAGE:
                     break

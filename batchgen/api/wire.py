@@ -10,7 +10,11 @@ workers busy and not.
 :class:`AsyncioBackend` is an :class:`httpcore.AsyncNetworkBackend` on an
 :class:`asyncio.Protocol`: reads wait on one future, timeouts are
 :func:`asyncio.timeout`, ``is_readable`` is two attribute reads. It is asyncio-only,
-like the rest of batchgen (aiofiles). :func:`transport` builds the
+like the rest of batchgen (aiofiles). It is also where batchgen learns the address a
+connection actually goes to: during an image download (:data:`~batchgen.api.hosts.CONNECT_GUARD`
+set) a name is resolved here and only addresses the guard allows are connected to, so a
+name that resolves to a metadata address is refused before anything is sent.
+:func:`transport` builds the
 :class:`httpx.AsyncHTTPTransport` batchgen uses when the caller passes no client; a
 caller's own client keeps whatever transport it has.
 """
@@ -18,12 +22,15 @@ caller's own client keeps whatever transport it has.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
 import httpcore
 import httpx
+
+from batchgen.api.hosts import CONNECT_GUARD, ConnectGuard
 
 __all__ = ["LIMITS", "AsyncioBackend", "transport"]
 
@@ -200,9 +207,13 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
     ) -> httpcore.AsyncNetworkStream:
         local = (local_address, 0) if local_address else None
         loop = asyncio.get_running_loop()
-        stream = await _connected(
-            loop.create_connection(_Protocol, host, port, local_addr=local), f"{host}:{port}", timeout
-        )
+        guard = CONNECT_GUARD.get()
+        connecting: Coroutine[Any, Any, tuple[asyncio.BaseTransport, _Protocol]]
+        if guard is None:
+            connecting = loop.create_connection(_Protocol, host, port, local_addr=local)
+        else:
+            connecting = _guarded_connection(host, port, guard, local)
+        stream = await _connected(connecting, f"{host}:{port}", timeout)
         for option in socket_options or ():
             stream.get_extra_info("socket").setsockopt(*option)
         return stream
@@ -215,6 +226,28 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+async def _guarded_connection(
+    host: str, port: int, guard: ConnectGuard, local: tuple[str, int] | None
+) -> tuple[asyncio.BaseTransport, _Protocol]:
+    """A connection to the first address of ``host`` the guard allows, tried in the
+    resolver's order; OSError naming the refusal when it allows none."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    allowed = [info for info in infos if guard(str(info[4][0])) is None]
+    if not allowed:
+        raise OSError(f"{host}: {guard.refused or 'no address'}; not connected")
+    failure: OSError | None = None
+    for family, _kind, proto, _, address in allowed:
+        try:
+            return await loop.create_connection(
+                _Protocol, str(address[0]), port, family=family, proto=proto, local_addr=local
+            )
+        except OSError as exc:
+            failure = exc
+    assert failure is not None
+    raise failure
 
 
 async def _connected(

@@ -363,10 +363,12 @@ def file_matches(out_dir: Path, file: str, sha256: str) -> bool:
         return False
 
 
-def decode_data_uri(uri: str) -> tuple[bytes, str | None]:
+def decode_data_uri(uri: str, *, max_bytes: int | None = None) -> tuple[bytes, str | None]:
     """The bytes and media type of a ``data:`` URI (base64 or percent-encoded).
 
-    Raises :class:`ImageInvalid` when ``uri`` is not a well-formed data URI.
+    Raises :class:`ImageInvalid` when ``uri`` is not a well-formed data URI, or when its
+    length says it decodes to more than ``max_bytes``: judged before anything is decoded,
+    so a 200 MB URI costs no 150 MB of memory to refuse.
     """
     if not uri[:5].lower() == "data:":
         raise ImageInvalid("not a data: URI")
@@ -376,6 +378,14 @@ def decode_data_uri(uri: str) -> tuple[bytes, str | None]:
     parts = [p.strip() for p in header.split(";")]
     is_base64 = len(parts) > 1 and parts[-1].lower() == "base64"
     media_type = parts[0].lower() if parts[0] else None
+    if max_bytes is not None:
+        # At least this many bytes once decoded (whitespace in base64 is ignored: counted out).
+        if is_base64:
+            size = (len(payload) - sum(map(payload.count, " \t\r\n="))) * 3 // 4
+        else:
+            size = len(payload) // 3  # "%xx" is the longest spelling of one byte
+        if size > max_bytes:
+            raise ImageInvalid(f"inline image of about {size:,} bytes is over the {max_bytes:,}-byte cap")
     if is_base64:
         try:
             data = base64.b64decode("".join(payload.split()), validate=True)
@@ -383,4 +393,6 @@ def decode_data_uri(uri: str) -> tuple[bytes, str | None]:
             raise ImageInvalid(f"data: URI with invalid base64 ({exc})") from None
     else:
         data = urllib.parse.unquote_to_bytes(payload)
+    if max_bytes is not None and len(data) > max_bytes:
+        raise ImageInvalid(f"inline image of {len(data):,} bytes is over the {max_bytes:,}-byte cap")
     return data, media_type

@@ -626,3 +626,38 @@ def test_insecure_allows_plain_http_with_a_warning(caplog: pytest.LogCaptureFixt
     finally:
         logger.removeHandler(caplog.handler)
     assert "the API key goes to api.segmind.com over plain http, unencrypted" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "request_id", ["../../evil/x", "a?b", "a#b", "a/b", ".", "..", "", "a b", "é", "a%2Fb"]
+)
+def test_a_request_id_that_would_change_the_path_builds_no_url(request_id: str) -> None:
+    """Ids with `../`, `?`, `#`, `/` or anything outside letters, digits and `._~-` build no URL."""
+    client = SegmindClient(httpx.AsyncClient(), api_key="k")
+    with pytest.raises(TransientError, match="not one batchgen puts in a URL"):
+        client.status_url(request_id)
+    with pytest.raises(TransientError, match="not one batchgen puts in a URL"):
+        client.response_url(request_id)
+
+
+def test_a_uuid_request_id_builds_its_urls() -> None:
+    """Segmind's ids (UUIDs) go into the path as they are."""
+    client = SegmindClient(httpx.AsyncClient(), base_url="https://api.segmind.com/", api_key="k")
+    rid = "3f1c2a9e-7b1d-4c55-9a0e-1f2b3c4d5e6f"
+    assert client.status_url(rid) == f"https://api.segmind.com/v2/requests/{rid}/status"
+    assert client.response_url(rid) == f"https://api.segmind.com/v2/requests/{rid}"
+
+
+@pytest.mark.anyio
+async def test_a_submit_answered_with_a_path_changing_request_id_is_uncertain() -> None:
+    """A 200 whose request_id would leave the request's path is no usable answer: in doubt (issue 17)."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"request_id": "../../evil/x", "status": "QUEUED"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        client = SegmindClient(http, api_key="k")
+        with pytest.raises(
+            SubmitUncertain, match="submit answered 200: request id '../../evil/x' is not one"
+        ):
+            await client.submit("bria-text-to-image", {"prompt": "x"})
