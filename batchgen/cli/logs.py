@@ -9,10 +9,11 @@ in. Lines go through ``tqdm.write`` so they never tear a progress bar.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from typing import Literal
+
+from batchgen.output.jsontext import dumps
 
 # The ledger's own timestamp format, so a log line and the ledger line it explains match.
 from batchgen.output.ledger import format_ts
@@ -46,7 +47,7 @@ class JsonFormatter(logging.Formatter):
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             line.update({k: v for k, v in fields.items() if k not in line})
-        return json.dumps(line, ensure_ascii=False, default=str)
+        return dumps(line, default=str)  # strict JSON, the key taken out
 
 
 class _TqdmHandler(logging.Handler):

@@ -10,7 +10,6 @@ and returns a :class:`~batchgen.outcome.summary.Summary`.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import posixpath
@@ -46,6 +45,7 @@ from batchgen.outcome.status import run_status
 from batchgen.outcome.summary import Summary, outcome_fields, outcome_line, summary_json
 from batchgen.output.folder import check_output
 from batchgen.output.images import remove_stale_parts
+from batchgen.output.jsontext import dumps
 from batchgen.output.layout import IMAGES_DIR, LEDGER_NAME, SUMMARY_JSON
 from batchgen.output.ledger import LedgerWriter
 from batchgen.output.lock import lock_output
@@ -451,7 +451,7 @@ def _write_summary(root: Path, summary: Summary, **fields: Any) -> None:
     sees the previous whole file or the new one, never half of one."""
     path = root / SUMMARY_JSON
     temporary = temporary_path(path)
-    text = json.dumps(summary_json(summary, **fields), indent=2, ensure_ascii=False) + "\n"
+    text = dumps(summary_json(summary, **fields), indent=2) + "\n"
     try:
         with open(temporary, "w", encoding="utf-8") as file:
             file.write(text)

@@ -45,7 +45,9 @@ Events and their further fields:
 ``run_finished``   the run's counts
 =================  =========================================================================
 
-The API key is never written: the writer is never given it.
+The API key is never written: the writer is never given it, and should an error text
+copied from elsewhere hold it, it is written as ``***`` (:mod:`batchgen.output.jsontext`).
+Every line is strict JSON (no ``NaN`` or ``Infinity``).
 
 A job's state is the last of its job events; replaying the file is
 :mod:`batchgen.output.replay`, and what a rerun does with each job is
@@ -68,6 +70,7 @@ from typing import IO, Any, Literal
 import anyio
 
 from batchgen.errors import LocalWriteError
+from batchgen.output.jsontext import dumps
 
 __all__ = [
     "COST_EVENT",
@@ -273,7 +276,8 @@ class LedgerWriter:
         record: dict[str, Any] = {"event": event, "key": key, "ts": format_ts(self._clock())}
         record.update(fields)
         # Serialise before taking the lock so a bad value fails the caller, not the file.
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+        # Strict JSON, the key taken out (jsontext.dumps): a line any reader parses.
+        line = dumps(record, compact=True, default=_json_default)
         entry = _Entry(record, (line + "\n").encode("utf-8"), durable)
         if not durable and not self._lock.locked() and not self._waiting:
             # Nothing else is being written (that happens only under the lock), so this

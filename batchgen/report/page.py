@@ -24,7 +24,6 @@ alone still fetched all 8,000 of a 10,000-image run's sheets in headless Chromiu
 from __future__ import annotations
 
 import html
-import json
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from functools import cache
@@ -37,6 +36,7 @@ from batchgen.errors import LocalWriteError
 from batchgen.manifest.template import render_value
 from batchgen.outcome.figures import format_duration, format_number
 from batchgen.outcome.status import Status
+from batchgen.output.jsontext import dumps
 from batchgen.output.layout import GRIDS_DIR, REPORT_HTML
 from batchgen.output.ledger import format_ts
 from batchgen.output.resume import leads_outside
@@ -327,7 +327,7 @@ def render_page(
             " items (an aspect ratio, a seed, a style) with three quarters of its cells filled;"
             " <code>report: {rows, columns}</code> in the manifest chooses the axes.</p>"
         )
-    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+    payload = dumps(data, compact=True).replace("</", "<\\/")  # strict JSON: the page's script parses it
     title = _e(status.manifest.name or status.out_dir.name)
     count = len(data["items"])
     return f"""<!doctype html>
