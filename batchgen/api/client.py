@@ -519,7 +519,8 @@ class SegmindClient:
             why = guard.refused
         finally:
             CONNECT_GUARD.reset(token)
-        raise ImageUnavailable(f"image URL refused: {why}; not fetched", detail=why)
+        refused = f"image URL refused: {why}; not fetched"
+        raise ImageUnavailable(refused, detail=refused)
 
     async def _send(
         self, method: str, url: str, *, request_id: str | None, limit: int = MAX_ANSWER_BYTES, **kwargs: Any

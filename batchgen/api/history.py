@@ -285,7 +285,7 @@ class History:
     def _body(answer: Answer) -> Any:
         """The JSON of a 2xx answer, or :class:`HistoryUnavailable` saying why there is none."""
         if answer.body is None:
-            raise HistoryUnavailable(f"the request history answered {answer.problem or 'no JSON'}")
+            raise HistoryUnavailable(f"an unusable answer: {answer.problem or 'no JSON'}")
         return answer.body
 
     async def get(self, request_id: str) -> HistoryRow | None:

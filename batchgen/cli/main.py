@@ -12,8 +12,8 @@ below it prints tracebacks for expected failures.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
-import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -78,10 +78,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         say("interrupted")
         return exit_code_for(exc)
     except BrokenPipeError as exc:
-        # The reader went away (`batchgen plan --jsonl | head`): not an error. Point
-        # stdout at devnull so the interpreter's final flush does not fail again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # The reader went away (`batchgen plan --jsonl | head`): not an error.
+        _stdout_lost(exc)
         return exit_code_for(exc)
+    except OSError as exc:
+        if exc.errno not in _OUTPUT_LOST:
+            raise
+        # stdout is full or gone (`> /dev/full`, a closed terminal): the output is lost.
+        _stdout_lost(exc)
+        return 1
+    finally:
+        # Output still buffered goes now, not in the interpreter's last flush (whose
+        # failure would be a traceback-like message and exit 120): the code stays the command's.
+        try:
+            sys.stdout.flush()
+        except OSError as exc:
+            _stdout_lost(exc)
+
+
+# Errors of a write to stdout that mean the output is lost, not that the command failed.
+_OUTPUT_LOST = frozenset({errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG, errno.EBADF})
+
+
+def _stdout_lost(exc: OSError) -> None:
+    from batchgen.cli.printing import stdout_lost  # imported only when it is needed
+
+    stdout_lost(exc)
 
 
 def _errors_to(args: argparse.Namespace) -> Callable[[str], None]:

@@ -45,6 +45,12 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="allow a plain http:// --base-url to another machine (the key travels unencrypted)",
     )
     p.add_argument(
+        "--allow-private-image-hosts",
+        action="store_true",
+        help="fetch image URLs at loopback or private addresses (default: only when the API itself is at one;"
+        " link-local and cloud metadata addresses are never fetched)",
+    )
+    p.add_argument(
         "--concurrency",
         type=_concurrency,
         default=None,
@@ -182,13 +188,21 @@ def handle(args: argparse.Namespace) -> int:
     """Check the settings, then run the manifest and print the summary; the summary's exit code."""
     import os
 
+    from batchgen.api.key import read_api_key, redact
+
+    if not args.emulate:
+        # First of all, before the HTTP stack is imported: a key that cannot be one is
+        # refused at once (exit 2); run() reads it again, the same way.
+        read_api_key()
+
     import anyio
 
+    from batchgen.cli.printing import stdout_lost
     from batchgen.engine.runner import EMULATE_TIME_SCALE, emulator_config, run
     from batchgen.engine.settings import RunSettings, limit_problems
     from batchgen.manifest.pipeline import DEFAULT_MAX_JOBS
     from batchgen.outcome.notify import NOTIFY_URL_ENV
-    from batchgen.outcome.summary import format_summary
+    from batchgen.outcome.summary import Summary, format_summary
 
     settings = RunSettings(
         concurrency=args.concurrency,
@@ -220,8 +234,8 @@ def handle(args: argparse.Namespace) -> int:
     if args.emulate:
         emulate = emulator_config(args.time_scale or EMULATE_TIME_SCALE)
 
-    async def main() -> int:
-        summary = await run(
+    async def main() -> Summary:
+        return await run(
             args.manifest,
             out_dir=args.out,
             base_url=args.base_url,
@@ -235,8 +249,12 @@ def handle(args: argparse.Namespace) -> int:
             date=args.date,
             shard=args.shard,
             notify=args.notify or os.environ.get(NOTIFY_URL_ENV) or None,
+            allow_private_image_hosts=args.allow_private_image_hosts or None,
         )
-        print(format_summary(summary))
-        return summary.exit_code
 
-    return anyio.run(main)
+    summary = anyio.run(main)
+    try:
+        print(redact(format_summary(summary)), flush=True)
+    except OSError as exc:  # stdout full or gone: the run's outcome is its exit code and summary.json
+        stdout_lost(exc)
+    return summary.exit_code

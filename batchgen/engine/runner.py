@@ -30,6 +30,7 @@ from batchgen import __version__
 from batchgen.api import wire
 from batchgen.api.client import DEFAULT_BASE_URL, SegmindClient, check_base_url
 from batchgen.api.history import History, history_url_for
+from batchgen.api.key import API_KEY_ENV, read_api_key
 from batchgen.engine.progress import Progress
 from batchgen.engine.scheduler import Scheduler
 from batchgen.engine.settings import RunSettings
@@ -67,7 +68,6 @@ __all__ = [
 
 log = logging.getLogger("batchgen")
 
-API_KEY_ENV = "SEGMIND_API_KEY"
 BASE_URL_ENV = "BATCHGEN_BASE_URL"
 # ``--emulate`` runs the in-process emulator this much faster than the real API, so the
 # demo manifest finishes in about a second yet still shows queueing and polling. The run
@@ -192,6 +192,7 @@ async def run(
     date: str | None = None,
     shard: Shard | str | None = None,
     notify: str | None = None,
+    allow_private_image_hosts: bool | None = None,
 ) -> Summary:
     """Run every job of ``source`` not already done in ``out_dir``; return the summary.
 
@@ -201,7 +202,9 @@ async def run(
     to ``OUT/ledger.jsonl``. Running it again resumes (see :mod:`batchgen.output.ledger`).
 
     The API key is read from ``SEGMIND_API_KEY`` (required unless ``emulate`` or a
-    ``client`` is given: a caller's client may carry its own ``x-api-key`` header).
+    ``client`` is given: a caller's client may carry its own ``x-api-key`` header), first
+    of all: a key that cannot be one is refused before the manifest is read
+    (:mod:`batchgen.api.key`).
     ``base_url`` defaults to ``BATCHGEN_BASE_URL`` or https://api.segmind.com; it must be
     https (plain http only to a loopback host, unless ``insecure``). ``history_url``,
     where the account's request history is read (to find lost submits again, fetch
@@ -217,6 +220,10 @@ async def run(
     manifest's name, its ``output.filename`` and ``out_dir``. ``shard`` (a
     :class:`~batchgen.manifest.shard.Shard` or ``"K/N"``) runs only the jobs of that shard; the
     default ``out_dir`` is then ``output/<name>-shard-K-of-N/``.
+
+    ``allow_private_image_hosts``: fetch image URLs at loopback or private addresses (None:
+    only when the API itself is at one); link-local and cloud metadata addresses are never
+    fetched (:mod:`batchgen.api.hosts`).
 
     ``notify``: a webhook URL told the outcome at the end in one short JSON POST
     (:mod:`batchgen.outcome.notify`: bounded, never fatal, the URL never logged or written).
@@ -234,6 +241,7 @@ async def run(
     """
     started = anyio.current_time()
     started_wall = wall_clock()
+    key = None if emulate is not False else read_api_key()
     try:
         day = run_date(date, now=started_wall)
     except ValueError as exc:
@@ -261,7 +269,7 @@ async def run(
         base_url = _EMULATOR_URL
         api_key: str | None = "emulated"
     else:
-        api_key = os.environ.get(API_KEY_ENV) or None
+        api_key = key
         if api_key is None and client is None:
             raise UsageError(f"set {API_KEY_ENV} to your Segmind API key (or use --emulate to run offline)")
         # Checked before anything is written: plain http to another host is refused here.
@@ -332,7 +340,13 @@ async def run(
         ):
             # The in-process emulator's made-up http host never reaches a network.
             plain_ok = insecure or emulation is not None
-            api = SegmindClient(http, base_url=base_url, api_key=api_key, insecure=plain_ok)
+            api = SegmindClient(
+                http,
+                base_url=base_url,
+                api_key=api_key,
+                insecure=plain_ok,
+                allow_private_image_hosts=allow_private_image_hosts,
+            )
             history = History(
                 http, history_url or history_url_for(base_url), api_key=api_key, insecure=plain_ok
             )

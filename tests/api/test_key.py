@@ -75,8 +75,12 @@ def test_a_remembered_key_is_redacted_from_texts_json_and_log_records(
     assert redact(f"Illegal header value b'{key}'") == "Illegal header value b'***'"
     assert redact(f"header {key!r}") == "header '***'"
     assert json.loads(dumps({"error": f"x-api-key: {key}"})) == {"error": "x-api-key: ***"}
-    with caplog.at_level(logging.INFO, logger="batchgen"):
-        logging.getLogger("batchgen").warning("failed: %s", key)
+    logger = logging.getLogger("batchgen")
+    logger.addHandler(caplog.handler)  # directly: a CLI run in this process may have stopped propagation
+    try:
+        logger.warning("failed: %s", key)
+    finally:
+        logger.removeHandler(caplog.handler)
     assert key not in caplog.text and "failed: ***" in caplog.text
 
 

@@ -86,12 +86,14 @@ class DropAfterForward:
 
 @dataclass(frozen=True)
 class Respond:
-    """Answer this without asking the emulator (``forward``: ask it first, then answer this)."""
+    """Answer this without asking the emulator (``forward``: ask it first, then answer this);
+    ``headers`` are sent too (a ``content-encoding`` for a compressed body)."""
 
     status: int
     body: bytes
     content_type: str = "application/json"
     forward: bool = False
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -124,10 +126,13 @@ class Hostile:
         return (await self.upstream.get("/_emulator/stats")).json()  # type: ignore[no-any-return]
 
 
-def _response(status: int, body: bytes, content_type: str) -> bytes:
+def _response(
+    status: int, body: bytes, content_type: str, headers: tuple[tuple[str, str], ...] = ()
+) -> bytes:
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers)
     head = (
         f"HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {len(body)}\r\n"
-        "connection: keep-alive\r\n\r\n"
+        f"{extra}connection: keep-alive\r\n\r\n"
     )
     return head.encode("latin-1") + body
 
@@ -176,7 +181,7 @@ async def hostile_server(rule: Rule, **emulator: Any) -> AsyncIterator[Hostile]:
                     await reader.read()  # until the client gives up and closes
                     return
                 if isinstance(action, Respond) and not action.forward:
-                    writer.write(_response(action.status, action.body, action.content_type))
+                    writer.write(_response(action.status, action.body, action.content_type, action.headers))
                     await writer.drain()
                     continue
                 sent = {k: v for k, v in headers.items() if k not in ("content-length", "connection")}
@@ -187,12 +192,18 @@ async def hostile_server(rule: Rule, **emulator: Any) -> AsyncIterator[Hostile]:
                     await asyncio.sleep(action.seconds)
                 status, data = answer.status_code, answer.content
                 kind = answer.headers.get("content-type", "application/octet-stream")
+                extra: tuple[tuple[str, str], ...] = ()
                 if isinstance(action, Respond):
-                    status, data, kind = action.status, action.body, action.content_type
+                    status, data, kind, extra = (
+                        action.status,
+                        action.body,
+                        action.content_type,
+                        action.headers,
+                    )
                 elif isinstance(action, Replace):
                     status, rewritten = action.rewrite(status, answer.json())
                     data, kind = json.dumps(rewritten).encode(), "application/json"
-                writer.write(_response(status, data, kind))
+                writer.write(_response(status, data, kind, extra))
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
