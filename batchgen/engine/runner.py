@@ -74,6 +74,9 @@ BASE_URL_ENV = "BATCHGEN_BASE_URL"
 # itself is not told: it measures the emulator as it would measure Segmind.
 EMULATE_TIME_SCALE = 0.02
 _EMULATOR_URL = "http://emulator.local"
+# The signals that stop a run gently: Ctrl-C, a service manager's SIGTERM, and SIGHUP
+# (the terminal closed, the ssh session dropped), which would otherwise kill it outright.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []))
 
 
 def emulator_config(time_scale: float = EMULATE_TIME_SCALE) -> EmulatorConfig:
@@ -142,7 +145,7 @@ async def _http_client(
 
 
 async def _watch_signals(scheduler: Scheduler, summary: Summary, *, grace: float) -> None:
-    """First Ctrl-C / SIGTERM: stop submitting, give jobs in flight ``grace`` seconds.
+    """First Ctrl-C / SIGTERM / SIGHUP: stop submitting, give jobs in flight ``grace`` seconds.
     Second, or the grace over: stop now (the ledger says what was in flight)."""
 
     async def grace_over() -> None:
@@ -154,7 +157,7 @@ async def _watch_signals(scheduler: Scheduler, summary: Summary, *, grace: float
         )
         scheduler.cancel()
 
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with anyio.open_signal_receiver(*_STOP_SIGNALS) as signals:
         async with anyio.create_task_group() as tg:
             async for signum in signals:
                 summary.interrupted = True
@@ -495,9 +498,9 @@ def _report_unrecorded(writer: LedgerWriter, summary: Summary) -> None:
 
 
 async def _on_signal(callback: Callable[[], None], what: str) -> None:
-    """Call ``callback`` at each SIGINT / SIGTERM until cancelled: while the end of a run is
-    written, a signal cuts that short instead of killing the process before summary.json."""
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    """Call ``callback`` at each SIGINT / SIGTERM / SIGHUP until cancelled: while the end of a
+    run is written, a signal cuts that short instead of killing the process before summary.json."""
+    with anyio.open_signal_receiver(*_STOP_SIGNALS) as signals:
         async for signum in signals:
             log.warning("%s: %s", signal.Signals(signum).name, what)
             callback()

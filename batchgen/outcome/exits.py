@@ -51,7 +51,7 @@ EXIT_MEANINGS: Mapping[int, str] = {
     ExitCode.WRITE_FAILED: "a file under the output folder could not be written (disk full?); rerun then",
     ExitCode.BUDGET: "--budget reached: nothing more submitted, jobs in flight finished",
     ExitCode.FAILURE_RATE: "--halt-on-failure-rate: too many jobs failed; nothing more submitted",
-    ExitCode.INTERRUPTED: "interrupted (Ctrl-C / SIGTERM): rerun the same command to finish",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C / SIGTERM / SIGHUP): rerun the same command to finish",
 }
 
 # One row per exception class of batchgen.errors (a test checks none is missing), and the

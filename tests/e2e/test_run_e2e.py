@@ -106,11 +106,14 @@ def test_sigkill_mid_run_then_rerun_completes(tmp_path: Path, emulator_server: C
     assert all(finished_as[k] == rid for k, rid in in_flight.items())
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    "signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["SIGINT", "SIGTERM", "SIGHUP"]
+)
 def test_signal_finishes_in_flight_and_exits_130(
     tmp_path: Path, emulator_server: Callable[..., str], signum: signal.Signals
 ) -> None:
-    """Ctrl-C / SIGTERM stops submitting, waits for the jobs in flight, leaves the ledger whole, exit 130."""
+    """Ctrl-C / SIGTERM / SIGHUP (the terminal closed, ssh dropped) stops submitting, waits for the
+    jobs in flight, leaves the ledger whole, writes summary.json, exit 130."""
     base_url = emulator_server(time_scale=SCALE, workers=3)
     manifest = write_manifest(tmp_path, seeds=24)
     out = tmp_path / "out"
