@@ -13,6 +13,7 @@ import logging
 import sys
 from typing import Literal
 
+from batchgen.api.key import redact
 from batchgen.output.jsontext import dumps
 
 # The ledger's own timestamp format, so a log line and the ledger line it explains match.
@@ -55,7 +56,9 @@ class _TqdmHandler(logging.Handler):
         from tqdm import tqdm
 
         try:
-            tqdm.write(self.format(record), file=sys.stderr)
+            # The whole line, a traceback included, without the key: the logger's own filter
+            # sees only the message.
+            tqdm.write(redact(self.format(record)), file=sys.stderr)
         except Exception:
             self.handleError(record)
 

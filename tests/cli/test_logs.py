@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from batchgen.api.client import SegmindClient
+from batchgen.cli.logs import LogFormat
 from batchgen.cli.main import main
 from batchgen.errors import InsufficientCredits
 
@@ -81,3 +82,26 @@ async def test_a_406_does_not_repeat_its_detail() -> None:
         with pytest.raises(InsufficientCredits) as caught:
             await api.submit("bria-text-to-image", {"prompt": "x"})
     assert str(caught.value) == "406 insufficient credits"
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_key_in_a_traceback_or_a_field_never_reaches_stderr(
+    fmt: LogFormat, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The key inside a logged exception or a line's fields never reaches stderr: the whole line is
+    redacted at the handler, not only the message (JSON lines show the field as ***)."""
+    from batchgen.api.key import keep_secret
+    from batchgen.cli.logs import configure
+
+    key = "sk-log-secret-0123456789"
+    keep_secret(key)
+    configure(fmt=fmt)
+    log = logging.getLogger("batchgen")
+    try:
+        raise ValueError(f"Illegal header value b'{key}'")
+    except ValueError:
+        log.exception("a request failed", extra={"fields": {"header": key}})
+    err = capsys.readouterr().err
+    assert "a request failed" in err and key not in err
+    if fmt == "json":
+        assert json.loads(err.splitlines()[-1])["header"] == "***"
