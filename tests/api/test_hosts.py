@@ -194,3 +194,43 @@ async def test_an_api_on_a_private_address_allows_private_image_hosts() -> None:
         assert await fetch(client, f"http://127.0.0.1:{server.port}/x.png") == PNG
         with pytest.raises(ImageUnavailable, match="link-local"):
             await fetch(client, "http://169.254.3.4/x.png")
+
+
+def resolving(monkeypatch: pytest.MonkeyPatch, name: str, *addresses: str) -> None:
+    """The running loop's resolver answers ``addresses`` for ``name`` (a DNS record the server's
+    owner controls), and the real resolver for any other name."""
+    import socket
+
+    loop = asyncio.get_running_loop()
+    real = loop.getaddrinfo
+
+    async def getaddrinfo(host: object, port: object, *args: object, **kw: object) -> list[object]:
+        if host != name:
+            return await real(host, port, *args, **kw)  # type: ignore[arg-type]
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in addresses]
+
+    monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
+
+
+async def test_a_name_that_resolves_to_the_metadata_address_is_refused_at_the_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`images.example.test` resolving to 169.254.169.254 (the URL looks harmless): batchgen's own
+    transport checks the address after DNS and refuses it, even with private hosts allowed."""
+    resolving(monkeypatch, "images.example.test", "169.254.169.254")
+    async with batchgen_http() as http:
+        client = SegmindClient(http, api_key="k", allow_private_image_hosts=True)
+        with pytest.raises(ImageUnavailable, match="169.254.169.254 is a cloud metadata address"):
+            await fetch(client, "http://images.example.test:8080/x.png")
+
+
+async def test_a_name_with_a_metadata_and_an_allowed_address_connects_only_to_the_allowed_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A name resolving to 169.254.169.254 first and to the image server second: only the
+    image server is connected to, and the image is fetched."""
+    async with image_server() as server, batchgen_http() as http:
+        resolving(monkeypatch, "cdn.example.test", "169.254.169.254", "127.0.0.1")
+        client = SegmindClient(http, api_key="k", allow_private_image_hosts=True)
+        assert await fetch(client, f"http://cdn.example.test:{server.port}/x.png") == PNG
+        assert server.connections == 1
