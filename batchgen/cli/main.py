@@ -83,10 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_code_for(exc)
     except OSError as exc:
         if exc.errno not in _OUTPUT_LOST:
-            raise
+            return _bug()
         # stdout is full or gone (`> /dev/full`, a closed terminal): the output is lost.
         _stdout_lost(exc)
         return 1
+    except Exception:
+        return _bug()
     finally:
         # Output still buffered goes now, not in the interpreter's last flush (whose
         # failure would be a traceback-like message and exit 120): the code stays the command's.
@@ -98,6 +100,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # Errors of a write to stdout that mean the output is lost, not that the command failed.
 _OUTPUT_LOST = frozenset({errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG, errno.EBADF})
+
+
+def _bug() -> int:
+    """An exception batchgen did not expect: its traceback on stderr as Python would print it
+    (it is a bug to report), but without the key, should its text hold it; exit 1."""
+    import traceback
+
+    from batchgen.api.key import redact
+
+    print(redact(traceback.format_exc()), file=sys.stderr, end="")
+    return 1
 
 
 def _stdout_lost(exc: OSError) -> None:

@@ -79,3 +79,24 @@ def test_the_top_level_help_lists_every_command(
     out = capsys.readouterr().out
     for name, summary in COMMANDS.items():
         assert f"    {name.ljust(8)}  {summary}" in out
+
+
+def test_an_unexpected_exception_prints_its_traceback_without_the_key(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bug (an exception batchgen does not expect) still shows its traceback, exit 1, but the
+    key in its text is written as ***."""
+    import batchgen.cli.status
+    from batchgen.api.key import keep_secret
+
+    key = "sk-main-secret-0123456789"
+    keep_secret(key)
+
+    def broken(args: object) -> int:
+        raise RuntimeError(f"Illegal header value b'{key}'")
+
+    monkeypatch.setattr(batchgen.cli.status, "handle", broken)
+    assert main(["status", "."]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "RuntimeError: Illegal header value b'***'" in err
+    assert key not in err
