@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 
 __all__ = [
+    "ACCEPT_ENCODING",
     "MAX_ANSWER_BYTES",
     "MAX_DEPTH",
     "MAX_RESULT_BYTES",
@@ -47,6 +48,10 @@ MAX_ANSWER_BYTES = 1 * MIB  # a submit or status answer
 MAX_RESULT_BYTES = 8 * MIB  # a result (an inline image) or a page of the request history
 MAX_DEPTH = 64  # nesting of arrays and objects (an answer needs 5)
 MAX_VALUES = 100_000  # arrays, objects and separators (a history page of 100 rows has a few thousand)
+# What every request asks for: the encodings decoded() reads. Said explicitly because httpx
+# adds br and zstd to its default whenever brotli or zstandard happens to be installed, and
+# an answer so encoded would be Unreadable: every request of the run would fail.
+ACCEPT_ENCODING = "gzip, deflate"
 _PIECE = 64 * 1024  # at most this many bytes are inflated at a time
 _TEXT = 200  # characters of a body kept for an error message
 

@@ -45,6 +45,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from batchgen.api.answer import (
+    ACCEPT_ENCODING,
     MAX_ANSWER_BYTES,
     MAX_RESULT_BYTES,
     Answer,
@@ -482,6 +483,7 @@ class SegmindClient:
         request = self._http.build_request(method, url, **kwargs)
         for _ in range(MAX_REDIRECTS + 1):
             self._guard(request)
+            request.headers["accept-encoding"] = ACCEPT_ENCODING
             if api:
                 response = await self._http.send(request, stream=True, follow_redirects=False)
             else:

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 
-from batchgen.api.answer import MAX_RESULT_BYTES, Answer, Unreadable, parse_json, read_answer
+from batchgen.api.answer import ACCEPT_ENCODING, MAX_RESULT_BYTES, Answer, Unreadable, parse_json, read_answer
 from batchgen.api.client import (
     DEFAULT_BASE_URL,
     Prices,
@@ -250,6 +250,7 @@ class History:
             request = self._http.build_request("GET", url, params=params)
             request.headers.pop("x-api-key", None)
             request.headers.update(headers)
+            request.headers["accept-encoding"] = ACCEPT_ENCODING
             try:
                 with anyio.fail_after(TIMEOUT):
                     response = await self._http.send(request, stream=True, follow_redirects=False)

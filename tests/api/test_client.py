@@ -661,3 +661,31 @@ async def test_a_submit_answered_with_a_path_changing_request_id_is_uncertain() 
             SubmitUncertain, match="submit answered 200: request id '../../evil/x' is not one"
         ):
             await client.submit("bria-text-to-image", {"prompt": "x"})
+
+
+@pytest.mark.anyio
+async def test_every_request_asks_only_for_the_encodings_batchgen_decodes() -> None:
+    """A client whose defaults ask for `br, zstd` (httpx does so whenever brotli or zstandard is
+    installed): the API, the image host and the history are asked for `gzip, deflate` only, the
+    encodings the bounded reader inflates, so no answer comes in one it would refuse."""
+    from batchgen.api.history import History
+
+    asked: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.headers["accept-encoding"])
+        if request.url.path.startswith("/v2/requests"):
+            return httpx.Response(200, json={"status": "PROCESSING"})
+        if request.url.path.endswith(".png"):
+            return httpx.Response(200, content=PNG, headers={"content-type": "image/png"})
+        return httpx.Response(200, json={"data": []} if "history" in request.url.path else SUBMIT_OK)
+
+    headers = {"accept-encoding": "br, zstd, gzip, deflate"}
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler), headers=headers)
+    client = SegmindClient(http, base_url=BASE, api_key="secret-key", allow_private_image_hosts=True)
+    await client.submit("bria-text-to-image", {"prompt": "a cat"})
+    await client.status("r-1")
+    async with client.download("https://cdn.example.test/x.png") as download:
+        assert b"".join([c async for c in download.chunks]) == PNG
+    await History(http, BASE, api_key="secret-key").rows(since=0.0, until=1.0, model="m")
+    assert len(asked) == 4 and set(asked) == {"gzip, deflate"}
