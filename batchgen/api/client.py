@@ -55,7 +55,7 @@ from batchgen.api.answer import (
     read_answer,
 )
 from batchgen.api.hosts import CONNECT_GUARD, ImageHosts
-from batchgen.api.key import check_api_key, redact
+from batchgen.api.key import check_api_key, keep_secret, redact
 from batchgen.errors import (
     BadRequest,
     FatalApiError,
@@ -450,6 +450,8 @@ class SegmindClient:
         self.base_url = check_base_url(base_url, insecure=insecure)
         self._origin = _origin(self.base_url)
         self._api_key = None if api_key is None else check_api_key(api_key, where="api_key")
+        if (default := http.headers.get(API_KEY_HEADER)) is not None:
+            keep_secret(default)  # a key the caller's client carries is kept out of every text too
         self._wall_clock = wall_clock
         self.image_hosts = ImageHosts(self.base_url, allow_private=allow_private_image_hosts)
         self.prices = Prices("the API")

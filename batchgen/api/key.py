@@ -24,7 +24,7 @@ from collections.abc import Mapping
 
 from batchgen.errors import UsageError
 
-__all__ = ["API_KEY_ENV", "REDACTED", "check_api_key", "read_api_key", "redact"]
+__all__ = ["API_KEY_ENV", "REDACTED", "check_api_key", "keep_secret", "read_api_key", "redact"]
 
 API_KEY_ENV = "SEGMIND_API_KEY"
 REDACTED = "***"

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 
+import httpx
 import pytest
 
+from batchgen.api.client import SegmindClient
 from batchgen.api.key import API_KEY_ENV, check_api_key, keep_secret, read_api_key, redact
 from batchgen.errors import UsageError
 from batchgen.output.jsontext import dumps
@@ -88,3 +90,11 @@ def test_a_short_secret_is_not_searched_for() -> None:
     """A key too short to be a Segmind key is not redacted (replacing every "k" would garble every text)."""
     keep_secret("k")
     assert redact("keep the k") == "keep the k"
+
+
+def test_a_key_carried_by_a_callers_client_is_redacted_too() -> None:
+    """An x-api-key default header on the caller's own httpx client (run(client=...) with no
+    SEGMIND_API_KEY) is kept out of every text like the environment's key."""
+    carried = "sk-carried-by-client-0123"
+    SegmindClient(httpx.AsyncClient(headers={"x-api-key": carried}), api_key=None)
+    assert redact(f"failed: {carried}") == "failed: ***"
