@@ -25,9 +25,6 @@ they lead (:mod:`batchgen.api.hosts`). No error text carries a header's value.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import email.utils
 import ipaddress
 import json
 import logging
@@ -38,9 +35,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -51,11 +46,12 @@ from batchgen.api.answer import (
     Answer,
     Unreadable,
     decoded,
-    parse_json,
     read_answer,
 )
 from batchgen.api.hosts import CONNECT_GUARD, ImageHosts
 from batchgen.api.key import check_api_key, keep_secret, redact
+from batchgen.api.prices import Prices
+from batchgen.api.retry_after import parse_rate_limit_reset, parse_retry_after
 from batchgen.errors import (
     BadRequest,
     FatalApiError,
@@ -81,11 +77,7 @@ __all__ = [
     "ServerState",
     "StatusResult",
     "Submitted",
-    "Prices",
     "check_base_url",
-    "find_image_urls",
-    "parse_rate_limit_reset",
-    "parse_retry_after",
     "request_id_segment",
 ]
 
@@ -197,35 +189,6 @@ def request_id_segment(request_id: str) -> str:
     return request_id
 
 
-class Prices:
-    """Costs read from answers (``metrics.cost``, the history's ``credits_deduction``): a
-    finite, non-negative number (or a string of one), else not a price: ignored, and said
-    once per ``source`` (``NaN``, ``1e999`` or ``-1000`` must never reach a file as a cost)."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.refused = 0
-
-    def read(self, value: Any) -> float | None:
-        """``value`` as USD, or None (absent, or not a price)."""
-        if value is None:
-            return None
-        number: float | None = None
-        if isinstance(value, str):
-            try:
-                number = float(value.strip())
-            except ValueError:
-                number = None
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            number = float(value)
-        if number is not None and math.isfinite(number) and number >= 0:
-            return number
-        self.refused += 1
-        if self.refused == 1:
-            log.warning("%s gave a cost that is not a price (%s); ignored", self.source, repr(value)[:40])
-        return None
-
-
 @dataclass(frozen=True, slots=True)
 class Submitted:
     """The answer to a submit: the request id and where to poll and fetch it."""
@@ -263,131 +226,6 @@ class Download:
 
     content_type: str | None
     chunks: AsyncIterator[bytes]
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), or None."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:  # an HTTP date is GMT even when it forgets to say so
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
-
-
-def parse_rate_limit_reset(value: str | None, *, now: float) -> float | None:
-    """Seconds until ``x-rate-limit-reset-at-utc`` (third parties report Segmind sends it on a
-    429, often without ``Retry-After``), or None. Its format is not documented: an ISO-8601
-    time (UTC when it names no zone), an HTTP date, or epoch seconds or milliseconds."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    when: float | None = None
-    try:
-        number = float(text)
-    except ValueError:
-        try:
-            stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            try:
-                stamp = email.utils.parsedate_to_datetime(text)
-            except (TypeError, ValueError, IndexError):
-                return None
-        if stamp.tzinfo is None:
-            stamp = stamp.replace(tzinfo=UTC)
-        when = stamp.timestamp()
-    else:
-        if math.isfinite(number):
-            when = number / 1000 if number > 1e11 else number
-    if when is None:
-        return None
-    return max(0.0, when - now)
-
-
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
-_BASE64_TEXT = re.compile(r"[A-Za-z0-9+/=\s_-]+")
-# Magic numbers of the formats an image model can plausibly return.
-_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"RIFF", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
-
-
-def _bare_base64_image(text: str) -> str | None:
-    """A data URI for a bare base64 image, or None if ``text`` is not one."""
-    if len(text) < 32 or not _BASE64_TEXT.fullmatch(text):
-        return None
-    compact = "".join(text.split())
-    try:
-        raw = base64.b64decode(compact + "=" * (-len(compact) % 4), altchars=b"-_", validate=False)
-    except (binascii.Error, ValueError):
-        return None
-    if not raw.startswith(_IMAGE_MAGIC):
-        return None
-    return "data:application/octet-stream;base64," + base64.b64encode(raw).decode("ascii")
-
-
-def _candidates(output: Any, depth: int = 0) -> list[str]:
-    """Every URL, data URI or base64 image found anywhere in ``output``, in document order."""
-    if depth > 8:  # a provider body is shallow; deeper nesting is not worth following
-        return []
-    if isinstance(output, str):
-        text = output.strip()
-        lowered = text.lower()
-        if lowered.startswith(("http://", "https://")):
-            return [text]
-        if lowered.startswith("data:"):
-            return [text]
-        if text[:1] in ("{", "[", '"'):
-            try:
-                inner = parse_json(text.encode("utf-8", "replace"))
-            except Unreadable:
-                return []
-            return _candidates(inner, depth + 1)
-        uri = _bare_base64_image(text)
-        return [uri] if uri else []
-    if isinstance(output, Mapping):
-        found: list[str] = []
-        for value in output.values():
-            found.extend(_candidates(value, depth + 1))
-        return found
-    if isinstance(output, list | tuple):
-        found = []
-        for item in output:
-            found.extend(_candidates(item, depth + 1))
-        return found
-    return []
-
-
-def _looks_like_image(candidate: str) -> bool:
-    lowered = candidate.lower()
-    if lowered.startswith("data:"):
-        return lowered.startswith(("data:image/", "data:application/octet-stream"))
-    return urlsplit(lowered).path.endswith(_IMAGE_SUFFIXES)
-
-
-def find_image_urls(output: Any) -> list[str]:
-    """The image URL(s) in a model ``output``, whatever its shape, best first.
-
-    Shapes handled (docs/segmind-api.md): a URL string, a list of URLs, a JSON object, a
-    stringified JSON copy of the provider's body, a data URI, bare base64 image bytes
-    (returned as a data URI). When some candidates look like images (an image file
-    suffix or an image data URI) only those are returned, so that a provider body's
-    other links (a status URL, a webhook) are not mistaken for the picture.
-    """
-    seen: dict[str, None] = {}
-    for candidate in _candidates(output):
-        seen.setdefault(candidate, None)
-    candidates = list(seen)
-    images = [c for c in candidates if _looks_like_image(c)]
-    return images or candidates
 
 
 def _error_text(answer: Answer) -> str:

@@ -38,14 +38,10 @@ import anyio
 import httpx
 
 from batchgen.api.answer import ACCEPT_ENCODING, MAX_RESULT_BYTES, Answer, Unreadable, parse_json, read_answer
-from batchgen.api.client import (
-    DEFAULT_BASE_URL,
-    Prices,
-    check_base_url,
-    parse_retry_after,
-    request_id_segment,
-)
+from batchgen.api.client import DEFAULT_BASE_URL, check_base_url, request_id_segment
 from batchgen.api.key import check_api_key
+from batchgen.api.prices import Prices
+from batchgen.api.retry_after import parse_retry_after
 from batchgen.errors import ApiError, HistoryUnavailable  # this module's error, drawn in errors.py's tree
 
 __all__ = [
@@ -126,7 +122,7 @@ def _epoch(value: Any) -> float | None:
 def parse_row(obj: Any, *, prices: Prices | None = None) -> HistoryRow | None:
     """A history row from whatever the API sent; None when it has no request id.
 
-    ``credits_deduction`` is read by ``prices`` (a new :class:`~batchgen.api.client.Prices`
+    ``credits_deduction`` is read by ``prices`` (a new :class:`~batchgen.api.prices.Prices`
     if None): a value that is not a finite, non-negative number is no cost.
     """
     if not isinstance(obj, Mapping):

@@ -24,7 +24,8 @@ from typing import Any, TypeVar
 import anyio
 
 from batchgen import __version__
-from batchgen.api.client import SegmindClient, find_image_urls
+from batchgen.api.client import SegmindClient
+from batchgen.api.image_urls import find_image_urls
 from batchgen.control.breaker import FIRST_PAUSE, MAX_PAUSE, Go, SubmitBreaker
 from batchgen.control.cadence import Cadence
 from batchgen.control.flight import Flight, Phase
