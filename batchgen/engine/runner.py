@@ -58,7 +58,6 @@ if TYPE_CHECKING:  # the emulator (Starlette) is imported only when a run uses i
     from batchgen.emulator import EmulatorConfig
 
 __all__ = [
-    "API_KEY_ENV",
     "BASE_URL_ENV",
     "EMULATE_TIME_SCALE",
     "default_out_dir",
