@@ -18,7 +18,6 @@ output folder (a refusal over ``--budget`` included), and it is
 
 from __future__ import annotations
 
-import json
 import logging
 import urllib.parse
 from collections.abc import Mapping
@@ -30,6 +29,7 @@ import httpx
 from batchgen import __version__
 from batchgen.errors import UsageError
 from batchgen.outcome.summary import Summary, outcome_fields, outcome_line
+from batchgen.output.jsontext import dumps
 from batchgen.output.layout import SUMMARY_JSON
 
 __all__ = [
@@ -123,7 +123,7 @@ async def send(
     ``transport`` is the one to send through (default: a fresh ``httpx.AsyncHTTPTransport``,
     closed after).
     """
-    body = json.dumps(_cut(message), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    body = dumps(_cut(message), compact=True).encode("utf-8")  # strict JSON, the key taken out
     own = transport is None
     sender = transport or httpx.AsyncHTTPTransport(retries=0)
     request = httpx.Request(

@@ -20,7 +20,6 @@ prints is :mod:`batchgen.outcome.status_text`; :meth:`Status.to_json` is its JSO
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from batchgen.manifest.job import Job
 from batchgen.outcome.figures import per_image, per_minute, percentile, rounded
+from batchgen.output.jsontext import dumps
 from batchgen.output.ledger import format_ts
 from batchgen.output.replay import JobRecord, LedgerState, RunRecord
 from batchgen.output.resume import DEFAULT_MARGIN, DEFAULT_RETENTION
@@ -344,5 +344,5 @@ def run_status(
 
 
 def status_json(status: Status) -> str:
-    """``batchgen status --json``: one JSON object."""
-    return json.dumps(status.to_json(), ensure_ascii=False, indent=2)
+    """``batchgen status --json``: one JSON object (strict JSON, :mod:`batchgen.output.jsontext`)."""
+    return dumps(status.to_json(), indent=2)
