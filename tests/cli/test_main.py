@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -79,3 +80,21 @@ def test_the_top_level_help_lists_every_command(
     out = capsys.readouterr().out
     for name, summary in COMMANDS.items():
         assert f"    {name.ljust(8)}  {summary}" in out
+
+
+def test_console_exit_keeps_piped_output_and_exit_code(tmp_path: Path) -> None:
+    """`python -m batchgen` exits without teardown yet loses no buffered stdout and keeps the exit code."""
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text('jobs:\n  - prompt: "a cat"\n    grid:\n      seed: "1-2000"\n')
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    done = subprocess.run(
+        [sys.executable, "-m", "batchgen", "plan", str(manifest), "--jsonl"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode == 0
+    assert len(done.stdout.splitlines()) == 2000  # stdout is a pipe: block-buffered until the flush
+    bad = subprocess.run([sys.executable, "-m", "batchgen", "validate", str(tmp_path / "missing.yaml")],
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 2 and "missing.yaml" in bad.stderr
