@@ -11,13 +11,14 @@ Before anything is learned (no job of the run has finished yet):
 
 Once the model knows the job's class (:mod:`batchgen.control.latency`), two regimes:
 
-- **polls are free** (nothing shows they count against the rate limit): the first poll
+- **polls are free** (nothing shows they count, and no rate is told): the first poll
   goes when the job has a 5 % chance of being done, then one every 10 % of its
   expected latency (of the time elapsed, once it runs late), so a finished job is
   noticed within about 10 % of its latency (5 % median); about five polls per image.
-- **polls count** (told, or learned from a 429 on a poll): the first poll goes when the
-  job is done with 85 % probability, the next at 97 %, 99.5 %, then backing off, which
-  is about 1.2 polls per image.
+- **polls count** (told, or learned from a 429 on a poll), or may count and the run is
+  told a rate (:attr:`RateState.polls_scarce`): the first poll goes when the job is done
+  with 85 % probability, the next at 97 %, 99.5 %, then backing off, which is about 1.2
+  polls per image.
 
 A poll that found the job ``QUEUED`` moves the next one to no sooner than it could
 possibly finish (queued until then, plus a short service time). Every gap is at least
@@ -64,7 +65,7 @@ class Cadence:
         assert flight.accepted_at is not None, "a flight is polled only once submitted"
         base = flight.accepted_at
         last = flight.last_poll_at if flight.last_poll_at is not None else base
-        counted = self.rate.polls_count
+        counted = self.rate.polls_scarce
         service = self.model.service_time(flight.service_class)
         if service is None:
             when = self._unlearned(flight, base, last, counted)

@@ -158,6 +158,14 @@ class RateState:
         """Whether requests of ``kind`` count against the account's rate (so are paced)."""
         return kind == "submit" or self.polls_count
 
+    @property
+    def polls_scarce(self) -> bool:
+        """Whether polls should be spent sparingly: they count (told or learned), or they may
+        and the run is told a rate: a poll that turns out to count takes a slot a submit
+        needs, and a burst of free-looking polls can spend a sliding window's whole minute
+        before a 429 says they count (then nothing is accepted until the burst ages out)."""
+        return self.polls_count or self._told is not None
+
     def submit_rate(self) -> float | None:
         """Submits per second the gate lets through at its current pace; None if unpaced."""
         if self.rate is None:

@@ -144,3 +144,18 @@ def test_a_late_job_is_polled_every_tenth_of_its_age_and_at_least_every_30_s() -
     assert cadence.next_poll(f, 100.0) == pytest.approx(110.0)
     f.polled("PROCESSING", sent_at=1000.0, received_at=1000.0)
     assert cadence.next_poll(f, 1000.0) == pytest.approx(1030.0)
+
+
+def test_told_a_rate_polls_that_may_count_are_spent_sparingly() -> None:
+    """Told an rpm, not whether polls count: the counted cadence (about 1.2 polls/image), not the free one."""
+    assert RateState(rpm=600).polls_scarce and not RateState().polls_scarce
+    cadence = Cadence(taught(22.0), RateState(rpm=600))
+    rng = random.Random(12)
+    polls = [follow(cadence, flight(i), 22.0 * rng.lognormvariate(0, 0.25))[0] for i in range(500)]
+    assert statistics.mean(polls) <= 1.35
+    free = Cadence(taught(22.0), RateState())
+    rng = random.Random(12)
+    assert (
+        statistics.mean(follow(free, flight(i), 22.0 * rng.lognormvariate(0, 0.25))[0] for i in range(500))
+        > 3
+    )
