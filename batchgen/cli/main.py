@@ -95,6 +95,11 @@ def console() -> NoReturn:
     Threads still running are waited for, the streams flushed and logging shut down
     first: all an orderly exit would have done that anyone can see.
     """
+    # httpx's __init__ tries to import its own command line (httpx._main), which imports
+    # click and pygments when they are installed (uvicorn brings click): 25 ms and more of
+    # every start, for a function this process never calls. Marked absent, httpx falls
+    # back to a stub (its documented behaviour without the `cli` extra).
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     code = main()
     import logging
     import threading

@@ -98,3 +98,19 @@ def test_console_exit_keeps_piped_output_and_exit_code(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "batchgen", "validate", str(tmp_path / "missing.yaml")],
                          capture_output=True, text=True)  # fmt: skip
     assert bad.returncode == 2 and "missing.yaml" in bad.stderr
+
+
+def test_console_skips_the_httpx_command_line() -> None:
+    """console() keeps httpx from importing its own CLI (click, pygments) and exits with main's code."""
+    probe = (
+        "import sys\n"
+        "import batchgen.cli.main as cli\n"
+        "def fake(argv=None):\n"
+        "    import httpx\n"
+        "    print([name for name in ('httpx._main', 'click', 'pygments') if sys.modules.get(name)])\n"
+        "    return 3\n"
+        "cli.main = fake\n"
+        "cli.console()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert (done.returncode, done.stdout) == (3, "[]\n")
