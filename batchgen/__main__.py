@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from batchgen.cli.main import main
+from batchgen.cli.main import console
 
-raise SystemExit(main())
+console()

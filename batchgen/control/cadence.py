@@ -6,18 +6,20 @@ Before anything is learned (no job of the run has finished yet):
   :data:`PROBE_FIRST` s, then each look when the time since the submit has grown by
   half), so the first completion is seen within half its latency, whether jobs take
   20 ms or 2 minutes;
-- the other jobs do not: they look on a slow doubling schedule (1 s, 2 s, 4 s, ...) as a
-  fallback and are woken the moment the probe's completion teaches the model.
+- the other jobs do not: they look on a slow doubling schedule (1 s, 2 s, 4 s, ...; from
+  30 s when polls are scarce) as a fallback and are woken the moment the probe's
+  completion teaches the model.
 
 Once the model knows the job's class (:mod:`batchgen.control.latency`), two regimes:
 
-- **polls are free** (nothing shows they count against the rate limit): the first poll
+- **polls are free** (nothing shows they count): the first poll
   goes when the job has a 5 % chance of being done, then one every 10 % of its
   expected latency (of the time elapsed, once it runs late), so a finished job is
   noticed within about 10 % of its latency (5 % median); about five polls per image.
-- **polls count** (told, or learned from a 429 on a poll): the first poll goes when the
-  job is done with 85 % probability, the next at 97 %, 99.5 %, then backing off, which
-  is about 1.2 polls per image.
+- **polls count** (told, or learned from a 429 on a poll), or may count and the whole
+  batch fits in one minute of the told rate if they are (:attr:`RateState.polls_scarce`):
+  the first poll goes when the job is done with 85 % probability, the next at 97 %,
+  99.5 %, then backing off, which is about 1.2 polls per image.
 
 A poll that found the job ``QUEUED`` moves the next one to no sooner than it could
 possibly finish (queued until then, plus a short service time). Every gap is at least
@@ -37,6 +39,9 @@ MAX_INTERVAL = 30.0
 PROBE_FIRST = 0.05  # seconds after the submit: the probe's first look when polls are free
 PROBE_FIRST_COUNTED = 0.5  # ... and when each poll costs a slot of the rate limit
 FALLBACK_FIRST = 1.0  # the first look of a job waiting for the probe to teach the model
+# ... when polls are scarce: every job waiting would otherwise spend a poll a second, then
+# one each doubling, before the first completion (five each for 22 s jobs)
+FALLBACK_FIRST_SCARCE = 30.0
 DETECT = 0.1  # free polls: notice a finished job within this fraction of its latency
 FIRST_FREE_QUANTILE = 0.05  # free polls: the first look when 5 % of such jobs are done
 COUNTED_QUANTILES = (0.85, 0.97, 0.995)
@@ -64,7 +69,7 @@ class Cadence:
         assert flight.accepted_at is not None, "a flight is polled only once submitted"
         base = flight.accepted_at
         last = flight.last_poll_at if flight.last_poll_at is not None else base
-        counted = self.rate.polls_count
+        counted = self.rate.polls_scarce
         service = self.model.service_time(flight.service_class)
         if service is None:
             when = self._unlearned(flight, base, last, counted)
@@ -83,9 +88,10 @@ class Cadence:
                 return base + first
             growth = 1.0 if counted else 0.5  # the next look after 2x / 1.5x the time elapsed
             return last + max(first, (last - base) * growth)
+        fallback = FALLBACK_FIRST_SCARCE if counted else FALLBACK_FIRST
         if flight.polls == 0:
-            return base + FALLBACK_FIRST
-        return last + max(FALLBACK_FIRST, last - base)
+            return base + fallback
+        return last + max(fallback, last - base)
 
     def _free(self, flight: Flight, base: float, last: float, service: float) -> float:
         model = self.model

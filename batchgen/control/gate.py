@@ -131,6 +131,7 @@ class RateState:
         self.polls_count_learned = False  # a poll or result fetch was answered 429
         self.polls_count_since = -math.inf if polls_count else math.inf  # when they started to count
         self.followups = 2.2  # counted requests a submit causes when polls count (polls + result)
+        self.planned: int | None = None  # submits the batch is expected to make (see polls_scarce)
         self.refused = 0  # 429s, for the summary
         self.events = 0  # congestion events (cuts)
         self._retry_after_cap = retry_after_cap
@@ -157,6 +158,21 @@ class RateState:
     def counts(self, kind: Kind) -> bool:
         """Whether requests of ``kind`` count against the account's rate (so are paced)."""
         return kind == "submit" or self.polls_count
+
+    @property
+    def polls_scarce(self) -> bool:
+        """Whether polls should be spent sparingly: they count (told or learned), or they may
+        and the whole batch fits in one minute of the told rate if they are (``planned``
+        submits, each with its ``followups``). Polled freely, such a batch spends a sliding
+        window's minute in a burst before a 429 says polls count, and then nothing is
+        accepted until the burst ages out; polled sparingly it never meets a 429 at all,
+        and noticing a job a little later costs it nothing. A longer batch polls freely
+        until a 429 says otherwise (a later poll would slow how fast it re-learns latency)."""
+        if self.polls_count:
+            return True
+        if self.ceiling is None or self.planned is None:
+            return False
+        return self.planned * (1.0 + self.followups) <= self.ceiling
 
     def submit_rate(self) -> float | None:
         """Submits per second the gate lets through at its current pace; None if unpaced."""

@@ -204,6 +204,7 @@ class Scheduler:
             )
             self.steps.in_doubt.add(flight.job.key)
         doubted = [flight for flight, _ in in_transit]
+        self.rate.planned = len(new) + len(resumed) + len(doubted)
         limiter = self.admission.limiter
         try:
             self._on_change()

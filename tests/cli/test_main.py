@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -100,3 +101,37 @@ def test_an_unexpected_exception_prints_its_traceback_without_the_key(
     err = capsys.readouterr().err
     assert "Traceback" in err and "RuntimeError: Illegal header value b'***'" in err
     assert key not in err
+
+
+def test_console_exit_keeps_piped_output_and_exit_code(tmp_path: Path) -> None:
+    """`python -m batchgen` exits without teardown yet loses no buffered stdout and keeps the exit code."""
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text('jobs:\n  - prompt: "a cat"\n    grid:\n      seed: "1-2000"\n')
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    done = subprocess.run(
+        [sys.executable, "-m", "batchgen", "plan", str(manifest), "--jsonl"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode == 0
+    assert len(done.stdout.splitlines()) == 2000  # stdout is a pipe: block-buffered until the flush
+    bad = subprocess.run([sys.executable, "-m", "batchgen", "validate", str(tmp_path / "missing.yaml")],
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 2 and "missing.yaml" in bad.stderr
+
+
+def test_console_skips_the_httpx_command_line() -> None:
+    """console() keeps httpx from importing its own CLI (click, pygments) and exits with main's code."""
+    probe = (
+        "import sys\n"
+        "import batchgen.cli.main as cli\n"
+        "def fake(argv=None):\n"
+        "    import httpx\n"
+        "    print([name for name in ('httpx._main', 'click', 'pygments') if sys.modules.get(name)])\n"
+        "    return 3\n"
+        "cli.main = fake\n"
+        "cli.console()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert (done.returncode, done.stdout) == (3, "[]\n")

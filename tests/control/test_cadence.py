@@ -144,3 +144,28 @@ def test_a_late_job_is_polled_every_tenth_of_its_age_and_at_least_every_30_s() -
     assert cadence.next_poll(f, 100.0) == pytest.approx(110.0)
     f.polled("PROCESSING", sent_at=1000.0, received_at=1000.0)
     assert cadence.next_poll(f, 1000.0) == pytest.approx(1030.0)
+
+
+def test_a_batch_that_fits_a_minute_of_the_told_rate_polls_sparingly() -> None:
+    """Told an rpm, not whether polls count: a batch that fits a minute of it polls at the counted cadence."""
+    told = RateState(rpm=600)
+    assert not told.polls_scarce  # the batch's size not known yet
+    told.planned = 100  # 100 x (1 + 2.2) = 320 requests <= 594
+    assert told.polls_scarce
+    told.planned = 450  # 1,440 requests: polls stay free until a 429 says they count
+    assert not told.polls_scarce
+    unpaced = RateState()
+    unpaced.planned = 10
+    assert not unpaced.polls_scarce and RateState(polls_count=True).polls_scarce
+    told.planned = 100
+    cadence = Cadence(taught(22.0), told)
+    rng = random.Random(12)
+    polls = [follow(cadence, flight(i), 22.0 * rng.lognormvariate(0, 0.25))[0] for i in range(500)]
+    assert statistics.mean(polls) <= 1.35
+    told.planned = 450
+    free = Cadence(taught(22.0), told)
+    rng = random.Random(12)
+    assert (
+        statistics.mean(follow(free, flight(i), 22.0 * rng.lognormvariate(0, 0.25))[0] for i in range(500))
+        > 3
+    )

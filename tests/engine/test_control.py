@@ -153,3 +153,15 @@ async def test_latency_4x_up_mid_run_keeps_detection_prompt(tmp_path: Path) -> N
     slow = [r for r in records if r["inference_time"] > 25]
     delays = [(r["first_completed_at"] - r["end"]) / (r["end"] - r["submitted"]) for r in slow]
     assert statistics.median(delays) <= 0.1
+
+
+@pytest.mark.anyio
+async def test_a_short_batch_told_only_rpm_does_not_spend_the_window_on_polls(tmp_path: Path) -> None:
+    """12 jobs on a 50 rpm server counting polls, told only --rpm 50: sparse polls, no 429, no idle minute."""
+    async with emulator(rpm=50, rpm_counts_polls=True, workers=64, time_scale=1.0) as emu:
+        summary = await run_jobs(emu, make_jobs(12), tmp_path, rpm=50)
+        records = await emu.requests()
+    assert summary.completed == 12 and summary.rate_limited == 0
+    assert summary.polls_per_image is not None and summary.polls_per_image <= 2.0  # free: about 5
+    # 12 submits at 50 rpm take 14 s, the last job 22 s more: no wait for a full window to age out.
+    assert max(r["end"] for r in records) - records[0]["submitted"] < 60
