@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,12 @@ class Counts:
 
     summary: Summary
     in_flight: int = 0
+    doubts: Collection[str] = ()  # keys of the jobs whose submit is in doubt (the steps' live set)
+
+    @property
+    def in_doubt(self) -> int:
+        """Jobs whose submit may have been paid, waiting for the request history to say."""
+        return len(self.doubts)
 
     @property
     def total(self) -> int:
@@ -88,7 +94,8 @@ class Progress:
             return
         finished = self.counts.done + self.counts.failed
         self._bar.set_postfix_str(
-            f"in flight {self.counts.in_flight}, failed {self.counts.failed}, 429s {self._rate_limited()}",
+            f"in flight {self.counts.in_flight},{self._doubts('in doubt {}')} failed {self.counts.failed}, "
+            f"429s {self._rate_limited()}",
             refresh=False,
         )
         if finished != self._shown:
@@ -104,9 +111,14 @@ class Progress:
         remaining = c.total - finished
         eta = format_duration(remaining / rate) if rate > 0 else "?"
         return (
-            f"progress: {c.done}/{c.total} done, {c.in_flight} in flight, {c.failed} failed, "
-            f"{self._rate_limited()} 429s, ETA {eta}"
+            f"progress: {c.done}/{c.total} done, {c.in_flight} in flight,{self._doubts('{} in doubt')} "
+            f"{c.failed} failed, {self._rate_limited()} 429s, ETA {eta}"
         )
+
+    def _doubts(self, shape: str) -> str:
+        """The jobs in doubt in ``shape`` (`` N in doubt,``) while submits wait for the request
+        history; nothing otherwise."""
+        return f" {shape.format(self.counts.in_doubt)}," if self.counts.in_doubt else ""
 
     def fields(self) -> dict[str, int]:
         """The progress line's figures, for a JSON log line."""
@@ -115,6 +127,7 @@ class Progress:
             "done": c.done,
             "total": c.total,
             "in_flight": c.in_flight,
+            "in_doubt": c.in_doubt,
             "failed": c.failed,
             "rate_limited": self._rate_limited(),
         }

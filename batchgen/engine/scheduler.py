@@ -136,6 +136,8 @@ class Scheduler:
             wall_clock=wall_clock,
             manifest_sha256=manifest_sha256,
         )
+        self.counts.doubts = self.steps.in_doubt
+        self._admitted: set[str] = set()  # keys of the jobs holding an admission token
         self.recovery = Recovery(history, ledger, summary, accepted=self.accepted, wall_clock=wall_clock)
         self._ledger_ids: set[str] = set()
         self.reconciler = Reconciler(
@@ -205,22 +207,20 @@ class Scheduler:
             self.steps.in_doubt.add(flight.job.key)
         doubted = [flight for flight, _ in in_transit]
         self.rate.planned = len(new) + len(resumed) + len(doubted)
-        limiter = self.admission.limiter
         try:
             self._on_change()
             # Requests already on the server are polled at once, whatever the target; so
-            # are submits in doubt looked for in the history.
-            self.admission.make_room(len(resumed) + len(doubted))
+            # are submits in doubt looked for in the history (_admit_now).
             with anyio.CancelScope() as scope:
                 self._scope = scope
                 async with anyio.create_task_group() as followers:
                     self._followers = followers
                     for flight in resumed:
-                        limiter.acquire_on_behalf_of_nowait(flight)
+                        self._admit_now(flight)
                         self._in_flight(+1)
                         followers.start_soon(self._follow, flight)
                     for flight in doubted:
-                        limiter.acquire_on_behalf_of_nowait(flight)
+                        self._admit_now(flight)
                         followers.start_soon(self._follow, flight)
                     with anyio.CancelScope() as feeding:
                         self._feeding = feeding
@@ -228,7 +228,7 @@ class Scheduler:
                             feeding.cancel()
                         async with anyio.create_task_group() as submitters:
                             for flight in new:
-                                await limiter.acquire_on_behalf_of(flight)
+                                await self._admit(flight)
                                 submitters.start_soon(self._submit_then_follow, flight)
             if self.summary.write_error is None and not self.summary.interrupted:
                 try:
@@ -282,12 +282,22 @@ class Scheduler:
                 step = flight.step
                 assert step is not None
                 if step == "reconcile":
+                    # A submit in doubt waits for the history, not for the server: its place
+                    # goes to another job meanwhile (a burst of doubts, each waiting minutes,
+                    # held every place and stopped the run), and is taken again after.
+                    self._unadmit(flight)
                     try:
                         if not await self._settle(flight):
                             break
                     except LocalWriteError as error:  # the ``submitted`` line of an adopted request
                         self.halt(error)
                         break
+                    if flight.step == "submit":  # absent: submitted again, in turn
+                        if not self._submitting:
+                            break
+                        await self._admit(flight)
+                    else:  # adopted: on the server already, polled at once as a resumed job is
+                        self._admit_now(flight)
                     continue
                 try:
                     if step == "submit":  # expired, or its submit in doubt proven absent
@@ -370,8 +380,26 @@ class Scheduler:
             self.admission.finished(now, hold=hold, service=flight.inference_time, queue=queue)
         if flight.accepted_at is not None:
             self._in_flight(-1)
-        self.admission.limiter.release_on_behalf_of(flight)
+        self._unadmit(flight)
         self._retarget()
+
+    async def _admit(self, flight: Flight) -> None:
+        """Wait for an admission token for ``flight`` (a place among the jobs in flight)."""
+        await self.admission.limiter.acquire_on_behalf_of(flight)
+        self._admitted.add(flight.job.key)
+
+    def _admit_now(self, flight: Flight) -> None:
+        """A token for a job already on the server (resumed, adopted): above the target if need be."""
+        limiter = self.admission.limiter
+        self.admission.make_room(int(limiter.borrowed_tokens) + 1)
+        limiter.acquire_on_behalf_of_nowait(flight)
+        self._admitted.add(flight.job.key)
+
+    def _unadmit(self, flight: Flight) -> None:
+        """Give ``flight``'s token back, if it holds one."""
+        if flight.job.key in self._admitted:
+            self._admitted.discard(flight.job.key)
+            self.admission.limiter.release_on_behalf_of(flight)
 
     def _in_flight(self, delta: int) -> None:
         counts = self.counts

@@ -145,6 +145,27 @@ async def test_a_200_html_page_that_never_reached_the_api_is_submitted_again_aft
 
 
 @pytest.mark.anyio
+async def test_submits_in_doubt_give_their_places_to_the_other_jobs_meanwhile(tmp_path: Path) -> None:
+    """Three jobs in flight at most and the first three submits answered 502 (never passed
+    on): while those wait out the history's lag, the nine other jobs are submitted and
+    finished; the three then go again, once each."""
+    jobs = make_jobs(12)
+    async with hostile_server(first("submit", Respond(502, b'{"error": "bad gateway"}'), times=3)) as hostile:
+        summary = await run_against(hostile, jobs, tmp_path, concurrency=3, history_lag=2.0)
+        await assert_paid_once(hostile, jobs, tmp_path)
+    assert summary.completed == 12 and summary.uncertain == 0
+    events = ledger(tmp_path)
+    doubted = {e["key"] for e in events if e["event"] == "uncertain"}
+    assert len(doubted) == 3
+    first_resend = min(
+        i for i, e in enumerate(events) if e["event"] == "submitting" and e["key"] in doubted and
+        any(d["event"] == "uncertain" and d["key"] == e["key"] for d in events[:i])
+    )  # fmt: skip
+    others_done = [i for i, e in enumerate(events) if e["event"] == "completed" and e["key"] not in doubted]
+    assert len(others_done) == 9 and max(others_done) < first_resend
+
+
+@pytest.mark.anyio
 async def test_a_200_html_page_after_the_api_took_the_submit_is_adopted(tmp_path: Path) -> None:
     """The proxy passed the submit on, then answered HTML: found in the history, one POST."""
     jobs = make_jobs(1)
