@@ -154,16 +154,17 @@ def bombs(*, status: int, result: int, submit: int) -> tuple[Callable[[Request],
 # child is forked (vfork) from this test process, and Linux carries the peak of the memory it
 # started in across exec, so a child of a 400 MB pytest "peaks" at 400 MB. VmHWM is the peak
 # of the process's memory since its exec, nothing inherited.
+# The command's main() is called, not the console entry point: that one ends the process
+# with os._exit, which runs no exit hook.
 _PEAK_OF_ITSELF = """
-import atexit, os, runpy, sys
-def peak():
-    with open("/proc/self/status") as status:
-        kib = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
-    with open(os.environ["PEAK_RSS_FILE"], "w") as out:
-        out.write(kib)
-atexit.register(peak)
-sys.argv[0] = "batchgen"
-runpy.run_module("batchgen", run_name="__main__", alter_sys=True)
+import os, sys
+from batchgen.cli.main import main
+code = main(sys.argv[1:])
+with open("/proc/self/status") as status:
+    kib = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+with open(os.environ["PEAK_RSS_FILE"], "w") as out:
+    out.write(kib)
+sys.exit(code)
 """
 
 
