@@ -142,11 +142,13 @@ class Recovery:
             key = requests[request_id][0]
             await self.ledger.write("cost", key, request_id=request_id, usd=row.cost, status=row.status)
         orphan_usd = dict(state.orphan_costs())
+        found_orphans = 0
         for row, key in self._orphans(
             rows.values(), doubts, in_doubt, known=set(requests) | set(state.orphans)
         ):
             usd = row.cost if row.cost is not None else 0.0
             orphan_usd[row.request_id] = usd
+            found_orphans += 1
             await self.ledger.write(
                 "cost", key, request_id=row.request_id, usd=usd, status=row.status, orphan=True
             )
@@ -162,7 +164,10 @@ class Recovery:
             self.summary.cost_failed_usd = round(sum(usd for usd, status in priced if status == "FAILED"), 6)
         self.summary.orphans = len(orphan_usd)
         self.summary.orphan_usd = round(sum(orphan_usd.values()), 6)
-        self.summary.cost_unknown = len(requests) - len(priced)
+        # A submit in doubt that was not settled (left not known, or sent again unchecked)
+        # may have been paid: unpriced too, unless found here as an orphan.
+        unsettled = self.summary.uncertain + self.summary.unreconciled - found_orphans
+        self.summary.cost_unknown = len(requests) - len(priced) + max(0, unsettled)
 
     @staticmethod
     def _orphans(

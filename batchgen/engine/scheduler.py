@@ -152,6 +152,7 @@ class Scheduler:
         self._scope: anyio.CancelScope | None = None
         self._followers: anyio.abc.TaskGroup | None = None
         self._resubmitted: set[str] = set()
+        self._resent_unchecked: set[str] = set()  # keys sent again unchecked (--resubmit-uncertain)
         self._plan: Plan | None = None
 
     # --- control ---------------------------------------------------------------------
@@ -354,7 +355,10 @@ class Scheduler:
                 self.reconciler.lag,
             )
             return True
-        if self.settings.resubmit_uncertain:
+        if self.settings.resubmit_uncertain and job.key not in self._resent_unchecked:
+            # Once per job and run: a resend whose answer is lost as well stays in doubt
+            # (sent again and again, one job was paid three times).
+            self._resent_unchecked.add(job.key)
             log.warning(
                 "job %s: %s; submitting again (--resubmit-uncertain: it may be paid twice)",
                 job.short_key,

@@ -263,9 +263,10 @@ class Steps:
 
     def committed_usd(self, model: str) -> float:
         """What this run has committed to: the known cost of each accepted request, the price
-        per image for the others, and for every submit in doubt (it may have been paid)."""
+        per image for the others, and for every submit in doubt (it may have been paid), those
+        sent again unchecked included."""
         price = price_of(model, self.settings.price_per_image) or 0.0
-        unknown = len(self.accepted) - len(self.costs) + len(self.in_doubt)
+        unknown = len(self.accepted) - len(self.costs) + len(self.in_doubt) + self.summary.unreconciled
         return sum(usd for usd, _ in self.costs.values()) + price * unknown
 
     async def adopt(self, flight: Flight, request_id: str, created: float) -> None:

@@ -79,7 +79,7 @@ class Summary:
     from_history: int = 0  # images fetched from the history's generation_url (result gone)
     cost_usd: float | None = None  # the batch's cost so far (every request in the ledger)
     cost_failed_usd: float | None = None  # of which requests that FAILED
-    cost_unknown: int = 0  # requests the history did not price (yet)
+    cost_unknown: int = 0  # requests not priced (yet): accepted ones, and submits in doubt not settled
     estimated_cost: float | None = None  # before the run: jobs to submit x price per image
     budget_reached: bool = False
     refused: str | None = None  # why the run was refused before it sent anything (over --budget)
@@ -324,7 +324,9 @@ def format_summary(summary: Summary) -> str:
         counted = "all requests" if s.polls_counted else "submits"
         lines.append(f"rate limit found: about {s.learned_rpm:.0f} {counted} per minute")
     if s.cost_usd is not None:
-        cost = f"cost of the batch so far {s.cost_usd:.2f} USD"
+        # Requests that may have been paid and are not priced: the figure is a floor.
+        floor = "at least " if s.cost_unknown else ""
+        cost = f"cost of the batch so far {floor}{s.cost_usd:.2f} USD"
         if s.remaining_credits is not None:
             cost += f" ({s.remaining_credits:g} credits left)"
         if s.emulated:
@@ -332,7 +334,7 @@ def format_summary(summary: Summary) -> str:
         if s.cost_failed_usd:
             cost += f" ({s.cost_failed_usd:.2f} USD on requests that failed)"
         if s.cost_unknown:
-            cost += f"; {s.cost_unknown} requests not priced yet"
+            cost += f"; {s.cost_unknown} requests not priced yet (a submit in doubt counts: it may be paid)"
         lines.append(cost)
     if s.recovered or s.unreconciled or s.from_history:
         lines.append(
