@@ -309,6 +309,22 @@ async def test_without_a_history_a_submit_in_doubt_is_not_sent_again_unless_the_
 
 
 @pytest.mark.anyio
+async def test_resubmit_uncertain_sends_a_job_again_once_per_run(tmp_path: Path) -> None:
+    """--resubmit-uncertain against a server that answers every submit after the timeout and
+    a history that lags: each job is sent again once (paid twice at most, as the user
+    accepted), the resend's doubt is left not known, and the cost says what it cannot price."""
+    jobs = make_jobs(2)
+    async with hostile_server(lambda r: None, answer_delay=1.0, history_lag=1000.0) as hostile:
+        summary = await run_against(
+            hostile, jobs, tmp_path, request_timeout=0.3, resubmit_uncertain=True, history_lag=60.0
+        )
+        stats = await hostile.stats()
+    assert stats["submits_accepted"] == 4 and hostile.seen["submit"] == 4
+    assert (summary.unreconciled, summary.uncertain, summary.completed) == (2, 2, 0)
+    assert summary.cost_unknown == 4 and summary.exit_code == ExitCode.JOBS_FAILED
+
+
+@pytest.mark.anyio
 async def test_a_request_paid_twice_is_counted_in_the_cost_as_an_orphan(tmp_path: Path) -> None:
     """The history shows requests late; a submit in doubt is sent again under
     --resubmit-uncertain: at the end both requests are in the history, and the summary's
