@@ -28,9 +28,9 @@ from batchgen.manifest.params import (
     PARAMETER_NAMES,
     SEED_MAX,
     SEED_MIN,
-    BriaParams,
+    ValuesCache,
     prompt_problems,
-    validate_params,
+    trusted_params,
 )
 from batchgen.manifest.paths import PathTooDeep, clash_key, clean_value, image_extension, output_path
 from batchgen.manifest.prompts import Prompts
@@ -145,6 +145,7 @@ class Expansion:
         self.duplicates = 0
         self._templates: dict[str, Template] = {}
         self._prompts = _prompts_of(manifest)
+        self._values = ValuesCache()
 
     def __iter__(self) -> Iterator[Job]:
         """Every job in index order; ManifestError after the last one if any two clash."""
@@ -236,9 +237,11 @@ class Expansion:
             what + "; add {key} or {index} to the template",
         )
 
-    def _resolved(self, spec: JobSpec) -> Iterator[tuple[BriaParams, dict[str, LabelValue], Row | None, str]]:
-        """Parameters (prompt a field template, its dynamic parts chosen), labels, CSV row and
-        the prompt as written, of every job of one entry."""
+    def _resolved(
+        self, spec: JobSpec
+    ) -> Iterator[tuple[dict[str, Scalar], dict[str, LabelValue], Row | None, str]]:
+        """Parameters (validated, every one in table order; the prompt a field template, its
+        dynamic parts chosen), labels, CSV row and the prompt as written, of every job of one entry."""
         model = self.manifest.model
         for row in spec.rows.rows if spec.rows is not None else (None,):
             params: dict[str, Scalar] = {k: v.value for k, v in spec.fields.items()}
@@ -259,18 +262,18 @@ class Expansion:
                     for axis, value in zip(axes, combo, strict=True):
                         (params if axis.name in PARAMETER_NAMES else labels)[axis.name] = value
                     base = self._validate(spec, row, params)
-                    written = base.prompt
+                    written = str(base["prompt"])
                     for text in self._prompt_texts(spec, written, labels):
-                        one = base if text == written else base.model_copy(update={"prompt": text})
+                        one = base if text == written else {**base, "prompt": text}
                         if seeded or spec.seeds is None:
                             yield one, dict(labels), row, written
                             continue
                         # Derived from the prompt with its choices made, fields not yet
                         # filled: a plain prompt's seeds are what they always were.
-                        content = one.to_api()
+                        content = dict(one)
                         del content["seed"]
                         for seed in derive_seeds(canonical_json(model, content, labels), spec.seeds):
-                            yield one.model_copy(update={"seed": seed}), dict(labels), row, written
+                            yield {**one, "seed": seed}, dict(labels), row, written
 
     def _prompt_texts(self, spec: JobSpec, written: str, labels: dict[str, LabelValue]) -> Iterator[str]:
         """The prompts (field templates) a job's written prompt stands for: every combination,
@@ -281,9 +284,9 @@ class Expansion:
         salt = canonical_json("", {}, labels)
         yield from self._prompts.sample(written, spec.sample.count, seed=spec.sample.seed, salt=salt)
 
-    def _validate(self, spec: JobSpec, row: Row | None, params: dict[str, Scalar]) -> BriaParams:
+    def _validate(self, spec: JobSpec, row: Row | None, params: dict[str, Scalar]) -> dict[str, Scalar]:
         try:
-            return validate_params(params)
+            return self._values.api_values(params)
         except ParamsInvalid as exc:  # every value was checked at load; this is a safety net
             raise ManifestError(
                 [self._problem(spec, row, spec.where or p.field, p.message) for p in exc.problems]
@@ -306,13 +309,14 @@ class Expansion:
         spec: JobSpec,
         row: Row | None,
         index: int,
-        params: BriaParams,
+        params: dict[str, Scalar],
         labels: dict[str, LabelValue],
         written: str,
     ) -> Job:
-        values: dict[str, object] = {k: v for k, v in params.to_api().items() if k != "prompt"}
+        values: dict[str, object] = dict(params)
+        del values["prompt"]
         values.update(labels)
-        prompt = self._template(params.prompt).render(values, missing="")
+        prompt = self._template(str(params["prompt"])).render(values, missing="")
         if not prompt.strip():
             raise ManifestError([self._problem(spec, row, spec.where, "a prompt renders empty")])
         # Each piece was checked at load; filled in, the whole may still be too long.
@@ -322,7 +326,8 @@ class Expansion:
             raise ManifestError(
                 [self._problem(spec, row, where, f"filled in, it {what}") for what in problems]
             )
-        final = params.model_copy(update={"prompt": prompt})
+        final = dict(params)
+        final["prompt"] = prompt
         key = job_key(self.manifest.model, final, labels)
         names: dict[str, object] = {"name": self.manifest.name, "date": self.manifest.date, "prompt": prompt}
         names.update(values)
@@ -336,7 +341,7 @@ class Expansion:
             index=index,
             key=key,
             model=self.manifest.model,
-            params=final,
+            params=trusted_params(final),
             labels=labels,
             filename=filename,
             template=written if written != prompt else None,

@@ -91,9 +91,13 @@ def _members(values: Mapping[str, Any]) -> str:
     return ",".join(parts)
 
 
-def job_key(model: str, params: BriaParams, labels: Mapping[str, LabelValue]) -> str:
-    """sha256 (hex) of the canonical JSON of model, resolved parameters and labels."""
-    return hashlib.sha256(canonical_json(model, params.to_api(), labels).encode("utf-8")).hexdigest()
+def job_key(model: str, params: BriaParams | Mapping[str, Any], labels: Mapping[str, LabelValue]) -> str:
+    """sha256 (hex) of the canonical JSON of model, resolved parameters and labels.
+
+    ``params`` is a BriaParams, or what its ``to_api()`` gives (expansion builds that first).
+    """
+    api = params.to_api() if isinstance(params, BriaParams) else params
+    return hashlib.sha256(canonical_json(model, api, labels).encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
