@@ -301,9 +301,9 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 def control_characters(text: str) -> str | None:
     """What is wrong if ``text`` holds control characters (tab and newline are fine), else None."""
-    found = sorted(set(_CONTROL.findall(text)))
-    if not found:
+    if _CONTROL.search(text) is None:
         return None
+    found = sorted(set(_CONTROL.findall(text)))
     names = ", ".join("NUL" if ch == "\0" else f"U+{ord(ch):04X}" for ch in found[:5])
     plural = "s" if len(found) > 1 else ""
     return f"contains the control character{plural} {names}; only tab and newline are allowed"
@@ -330,7 +330,7 @@ def prompt_warnings(prompt: str) -> list[str]:
     """Warnings for a prompt the API may reject or rewrite (English only, no special characters)."""
     warnings: list[str] = []
     prompt = _CONTROL.sub("", prompt)  # an error of its own (prompt_problems), not also a warning
-    if any(ord(ch) > 127 for ch in prompt):
+    if not prompt.isascii():
         warnings.append("contains non-ASCII characters; the API accepts English prompts only")
     elif not _ALLOWED_PROMPT.fullmatch(prompt):
         odd = sorted({ch for ch in prompt if not _ALLOWED_PROMPT.fullmatch(ch)})
