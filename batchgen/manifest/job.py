@@ -69,25 +69,28 @@ _WRITERS: dict[type, Callable[[Any], str]] = {
     float: _finite,
     type(None): lambda _: "null",
 }
-_NAMES: dict[str, str] = {}  # name -> its JSON text and the colon: names repeat in every job
+# ``"name":value`` of the values jobs share (every parameter but the prompt and the seed,
+# mostly), written once; bounded, since a CSV column may hold a value per row.
+_MEMBERS: dict[tuple[str, type, Any], str] = {}
 
 
 def _members(values: Mapping[str, Any]) -> str:
     """``"name":value`` pairs of a mapping of scalars, sorted by name (``sort_keys``), comma-joined."""
     parts = []
     for name in sorted(values):
-        prefix = _NAMES.get(name)
-        if prefix is None:
-            if type(name) is not str:  # json.dumps would turn it into a string first
-                raise _NotScalar
-            if len(_NAMES) > 10_000:
-                _NAMES.clear()
-            prefix = _NAMES[name] = encode_basestring(name) + ":"
         value = values[name]
-        writer = _WRITERS.get(type(value))
-        if writer is None:
-            raise _NotScalar
-        parts.append(prefix + writer(value))
+        known = (name, type(value), value)  # the type too: 1, 1.0 and True are equal
+        member = _MEMBERS.get(known)
+        if member is None or type(value) is float:  # 0.0 == -0.0, written apart: floats are not kept
+            writer = _WRITERS.get(type(value))
+            if writer is None or type(name) is not str:  # json.dumps would make a name text first
+                raise _NotScalar
+            member = encode_basestring(name) + ":" + writer(value)
+            if type(value) is not float:
+                if len(_MEMBERS) >= 10_000:
+                    _MEMBERS.clear()
+                _MEMBERS[known] = member
+        parts.append(member)
     return ",".join(parts)
 
 

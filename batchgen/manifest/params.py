@@ -264,6 +264,8 @@ class ValuesCache:
         if "prompt" not in values:
             validate_params(values)  # raises: the prompt is required
         for name, value in values.items():
+            # The type too: 1, 1.0 and True are equal. (0.0 and -0.0 are too, but no float
+            # parameter accepts zero.)
             key = (name, type(value), value)
             valid = self._valid.get(key, _MISSING)
             if valid is _MISSING:
