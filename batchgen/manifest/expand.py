@@ -143,7 +143,9 @@ class Expansion:
     def __init__(self, manifest: Manifest) -> None:
         self.manifest = manifest
         self.duplicates = 0
-        self._templates: dict[str, Template] = {}
+        self._templates: dict[str, tuple[Template, tuple[str, ...]]] = {}
+        self._rendered: dict[tuple[object, ...], str] = {}  # see _job
+        self._filename_names = manifest.filename.names
         self._prompts = _prompts_of(manifest)
         self._values = ValuesCache()
 
@@ -298,11 +300,13 @@ class Expansion:
             return Problem(spec.rows.display, row.line, where, what)
         return Problem(self.manifest.display, spec.line, where, what)
 
-    def _template(self, text: str) -> Template:
-        template = self._templates.get(text)
-        if template is None:
-            template = self._templates[text] = parse_template(text)
-        return template
+    def _template(self, text: str) -> tuple[Template, tuple[str, ...]]:
+        """The parsed template of ``text`` and the names it uses."""
+        found = self._templates.get(text)
+        if found is None:
+            template = parse_template(text)
+            found = self._templates[text] = (template, template.names)
+        return found
 
     def _job(
         self,
@@ -313,25 +317,38 @@ class Expansion:
         labels: dict[str, LabelValue],
         written: str,
     ) -> Job:
-        values: dict[str, object] = dict(params)
-        del values["prompt"]
-        values.update(labels)
-        prompt = self._template(str(params["prompt"])).render(values, missing="")
-        if not prompt.strip():
-            raise ManifestError([self._problem(spec, row, spec.where, "a prompt renders empty")])
-        # Each piece was checked at load; filled in, the whole may still be too long.
-        problems = prompt_problems(prompt)
-        if problems:
-            where = f"{spec.where}.prompt" if spec.where else "prompt"
-            raise ManifestError(
-                [self._problem(spec, row, where, f"filled in, it {what}") for what in problems]
-            )
+        template, used = self._template(str(params["prompt"]))
+        values = _fields(used, params, labels)
+        # Jobs that differ only in their seed or a label the prompt does not use share
+        # its text: each distinct prompt is rendered and checked once.
+        known = (template.text, *((type(v), v) for v in values.values()), *values)
+        prompt = self._rendered.get(known)
+        if prompt is None:
+            prompt = self._render_prompt(spec, row, template, values)
+            if len(self._rendered) >= 10_000:
+                self._rendered.clear()
+            self._rendered[known] = prompt
         final = dict(params)
         final["prompt"] = prompt
         key = job_key(self.manifest.model, final, labels)
-        names: dict[str, object] = {"name": self.manifest.name, "date": self.manifest.date, "prompt": prompt}
-        names.update(values)
-        names.update(index=index, key=key[:12])
+        # The filename's names: index and key, then a label, a parameter, and the prompt,
+        # the run's name and date.
+        names: dict[str, object] = {}
+        for name in self._filename_names:
+            if name == "index":
+                names[name] = index
+            elif name == "key":
+                names[name] = key[:12]
+            elif name in labels:
+                names[name] = labels[name]
+            elif name in params and name != "prompt":
+                names[name] = params[name]
+            elif name == "prompt":
+                names[name] = prompt
+            elif name == "name":
+                names[name] = self.manifest.name
+            elif name == "date":
+                names[name] = self.manifest.date
         try:
             filename = output_path(self.manifest.filename.render(names, missing="", convert=clean_value))
         except PathTooDeep as exc:
@@ -346,6 +363,36 @@ class Expansion:
             filename=filename,
             template=written if written != prompt else None,
         )
+
+    def _render_prompt(
+        self, spec: JobSpec, row: Row | None, template: Template, values: dict[str, object]
+    ) -> str:
+        """A job's prompt, its fields filled in; ManifestError if it renders empty or too long."""
+        prompt = template.render(values, missing="")
+        if not prompt.strip():
+            raise ManifestError([self._problem(spec, row, spec.where, "a prompt renders empty")])
+        # Each piece was checked at load; filled in, the whole may still be too long.
+        problems = prompt_problems(prompt)
+        if problems:
+            where = f"{spec.where}.prompt" if spec.where else "prompt"
+            raise ManifestError(
+                [self._problem(spec, row, where, f"filled in, it {what}") for what in problems]
+            )
+        return prompt
+
+
+def _fields(
+    names: Sequence[str], params: dict[str, Scalar], labels: dict[str, LabelValue]
+) -> dict[str, object]:
+    """The values a prompt's ``names`` take in one job: a label's, else a parameter's (not the
+    prompt's own); a name the job lacks is left out."""
+    values: dict[str, object] = {}
+    for name in names:
+        if name in labels:
+            values[name] = labels[name]
+        elif name in params and name != "prompt":
+            values[name] = params[name]
+    return values
 
 
 def expand(manifest: Manifest) -> Expansion:
