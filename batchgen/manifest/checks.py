@@ -65,6 +65,8 @@ class Checker:
         self.prompts = Prompts(None)  # the loader gives it the manifest's wildcards
         self._axis_labels: list[tuple[JobSpec, set[str]]] = []  # for unused_axes
         self._noted: set[Problem] = set()  # problems and warnings found in wildcard files, once each
+        # Parameter values found valid: a CSV column repeats a few values over many rows.
+        self._valid: set[tuple[str, type, Scalar]] = set()
 
     # --- reporting ---------------------------------------------------------------
 
@@ -98,6 +100,9 @@ class Checker:
         self, name: str, value: Scalar, line: int | None, where: str, *, file: str | None = None
     ) -> bool:
         """Validate one parameter value on its own; report with this location."""
+        known = (name, type(value), value)  # the type too: 1, 1.0 and True are equal
+        if known in self._valid:
+            return True
         try:
             validate_params({"prompt": value} if name == "prompt" else {"prompt": "x", name: value})
         except ParamsInvalid as exc:
@@ -108,7 +113,11 @@ class Checker:
             problems = prompt_problems(value)
             for message in problems:
                 self.error(line, where, message, file=file)
-            return not problems
+            if problems:
+                return False
+        if len(self._valid) >= 10_000:  # a column of one value per row must not grow it without end
+            self._valid.clear()
+        self._valid.add(known)
         return True
 
     def check_label(self, value: Scalar, line: int | None, where: str, *, file: str | None = None) -> bool:
@@ -213,6 +222,7 @@ class Checker:
         if rows is None:
             return used_anywhere
         # Rows: an empty cell is "not set", so each row is checked against its own cells.
+        warnings: dict[str, list[str]] = {}  # a column repeats a few values over many rows
         for row in rows.rows:
             row_names = names
             if cell_prompts and "prompt" in row.cells:
@@ -238,7 +248,13 @@ class Checker:
                         file=rows.display,
                     )
                 else:
-                    for message in prompt_warnings(row.cells[name]):
+                    cell = row.cells[name]
+                    found = warnings.get(cell)
+                    if found is None:
+                        found = prompt_warnings(cell)
+                        if len(warnings) < 10_000:
+                            warnings[cell] = found
+                    for message in found:
                         self.warn(row.line, f"column {name}", message, file=rows.display)
         return used_anywhere
 

@@ -28,9 +28,9 @@ from batchgen.manifest.params import (
     PARAMETER_NAMES,
     SEED_MAX,
     SEED_MIN,
-    BriaParams,
+    ValuesCache,
     prompt_problems,
-    validate_params,
+    trusted_params,
 )
 from batchgen.manifest.paths import PathTooDeep, clash_key, clean_value, image_extension, output_path
 from batchgen.manifest.prompts import Prompts
@@ -143,8 +143,11 @@ class Expansion:
     def __init__(self, manifest: Manifest) -> None:
         self.manifest = manifest
         self.duplicates = 0
-        self._templates: dict[str, Template] = {}
+        self._templates: dict[str, tuple[Template, tuple[str, ...]]] = {}
+        self._rendered: dict[tuple[object, ...], str] = {}  # see _job
+        self._filename_names = manifest.filename.names
         self._prompts = _prompts_of(manifest)
+        self._values = ValuesCache()
 
     def __iter__(self) -> Iterator[Job]:
         """Every job in index order; ManifestError after the last one if any two clash."""
@@ -236,9 +239,11 @@ class Expansion:
             what + "; add {key} or {index} to the template",
         )
 
-    def _resolved(self, spec: JobSpec) -> Iterator[tuple[BriaParams, dict[str, LabelValue], Row | None, str]]:
-        """Parameters (prompt a field template, its dynamic parts chosen), labels, CSV row and
-        the prompt as written, of every job of one entry."""
+    def _resolved(
+        self, spec: JobSpec
+    ) -> Iterator[tuple[dict[str, Scalar], dict[str, LabelValue], Row | None, str]]:
+        """Parameters (validated, every one in table order; the prompt a field template, its
+        dynamic parts chosen), labels, CSV row and the prompt as written, of every job of one entry."""
         model = self.manifest.model
         for row in spec.rows.rows if spec.rows is not None else (None,):
             params: dict[str, Scalar] = {k: v.value for k, v in spec.fields.items()}
@@ -259,18 +264,18 @@ class Expansion:
                     for axis, value in zip(axes, combo, strict=True):
                         (params if axis.name in PARAMETER_NAMES else labels)[axis.name] = value
                     base = self._validate(spec, row, params)
-                    written = base.prompt
+                    written = str(base["prompt"])
                     for text in self._prompt_texts(spec, written, labels):
-                        one = base if text == written else base.model_copy(update={"prompt": text})
+                        one = base if text == written else {**base, "prompt": text}
                         if seeded or spec.seeds is None:
                             yield one, dict(labels), row, written
                             continue
                         # Derived from the prompt with its choices made, fields not yet
                         # filled: a plain prompt's seeds are what they always were.
-                        content = one.to_api()
+                        content = dict(one)
                         del content["seed"]
                         for seed in derive_seeds(canonical_json(model, content, labels), spec.seeds):
-                            yield one.model_copy(update={"seed": seed}), dict(labels), row, written
+                            yield {**one, "seed": seed}, dict(labels), row, written
 
     def _prompt_texts(self, spec: JobSpec, written: str, labels: dict[str, LabelValue]) -> Iterator[str]:
         """The prompts (field templates) a job's written prompt stands for: every combination,
@@ -281,9 +286,9 @@ class Expansion:
         salt = canonical_json("", {}, labels)
         yield from self._prompts.sample(written, spec.sample.count, seed=spec.sample.seed, salt=salt)
 
-    def _validate(self, spec: JobSpec, row: Row | None, params: dict[str, Scalar]) -> BriaParams:
+    def _validate(self, spec: JobSpec, row: Row | None, params: dict[str, Scalar]) -> dict[str, Scalar]:
         try:
-            return validate_params(params)
+            return self._values.api_values(params)
         except ParamsInvalid as exc:  # every value was checked at load; this is a safety net
             raise ManifestError(
                 [self._problem(spec, row, spec.where or p.field, p.message) for p in exc.problems]
@@ -295,38 +300,55 @@ class Expansion:
             return Problem(spec.rows.display, row.line, where, what)
         return Problem(self.manifest.display, spec.line, where, what)
 
-    def _template(self, text: str) -> Template:
-        template = self._templates.get(text)
-        if template is None:
-            template = self._templates[text] = parse_template(text)
-        return template
+    def _template(self, text: str) -> tuple[Template, tuple[str, ...]]:
+        """The parsed template of ``text`` and the names it uses."""
+        found = self._templates.get(text)
+        if found is None:
+            template = parse_template(text)
+            found = self._templates[text] = (template, template.names)
+        return found
 
     def _job(
         self,
         spec: JobSpec,
         row: Row | None,
         index: int,
-        params: BriaParams,
+        params: dict[str, Scalar],
         labels: dict[str, LabelValue],
         written: str,
     ) -> Job:
-        values: dict[str, object] = {k: v for k, v in params.to_api().items() if k != "prompt"}
-        values.update(labels)
-        prompt = self._template(params.prompt).render(values, missing="")
-        if not prompt.strip():
-            raise ManifestError([self._problem(spec, row, spec.where, "a prompt renders empty")])
-        # Each piece was checked at load; filled in, the whole may still be too long.
-        problems = prompt_problems(prompt)
-        if problems:
-            where = f"{spec.where}.prompt" if spec.where else "prompt"
-            raise ManifestError(
-                [self._problem(spec, row, where, f"filled in, it {what}") for what in problems]
-            )
-        final = params.model_copy(update={"prompt": prompt})
+        template, used = self._template(str(params["prompt"]))
+        values = _fields(used, params, labels)
+        # Jobs that differ only in their seed or a label the prompt does not use share
+        # its text: each distinct prompt is rendered and checked once.
+        known = (template.text, *((type(v), v) for v in values.values()), *values)
+        prompt = self._rendered.get(known)
+        if prompt is None:
+            prompt = self._render_prompt(spec, row, template, values)
+            if len(self._rendered) >= 10_000:
+                self._rendered.clear()
+            self._rendered[known] = prompt
+        final = dict(params)
+        final["prompt"] = prompt
         key = job_key(self.manifest.model, final, labels)
-        names: dict[str, object] = {"name": self.manifest.name, "date": self.manifest.date, "prompt": prompt}
-        names.update(values)
-        names.update(index=index, key=key[:12])
+        # The filename's names: index and key, then a label, a parameter, and the prompt,
+        # the run's name and date.
+        names: dict[str, object] = {}
+        for name in self._filename_names:
+            if name == "index":
+                names[name] = index
+            elif name == "key":
+                names[name] = key[:12]
+            elif name in labels:
+                names[name] = labels[name]
+            elif name in params and name != "prompt":
+                names[name] = params[name]
+            elif name == "prompt":
+                names[name] = prompt
+            elif name == "name":
+                names[name] = self.manifest.name
+            elif name == "date":
+                names[name] = self.manifest.date
         try:
             filename = output_path(self.manifest.filename.render(names, missing="", convert=clean_value))
         except PathTooDeep as exc:
@@ -336,11 +358,41 @@ class Expansion:
             index=index,
             key=key,
             model=self.manifest.model,
-            params=final,
+            params=trusted_params(final),
             labels=labels,
             filename=filename,
             template=written if written != prompt else None,
         )
+
+    def _render_prompt(
+        self, spec: JobSpec, row: Row | None, template: Template, values: dict[str, object]
+    ) -> str:
+        """A job's prompt, its fields filled in; ManifestError if it renders empty or too long."""
+        prompt = template.render(values, missing="")
+        if not prompt.strip():
+            raise ManifestError([self._problem(spec, row, spec.where, "a prompt renders empty")])
+        # Each piece was checked at load; filled in, the whole may still be too long.
+        problems = prompt_problems(prompt)
+        if problems:
+            where = f"{spec.where}.prompt" if spec.where else "prompt"
+            raise ManifestError(
+                [self._problem(spec, row, where, f"filled in, it {what}") for what in problems]
+            )
+        return prompt
+
+
+def _fields(
+    names: Sequence[str], params: dict[str, Scalar], labels: dict[str, LabelValue]
+) -> dict[str, object]:
+    """The values a prompt's ``names`` take in one job: a label's, else a parameter's (not the
+    prompt's own); a name the job lacks is left out."""
+    values: dict[str, object] = {}
+    for name in names:
+        if name in labels:
+            values[name] = labels[name]
+        elif name in params and name != "prompt":
+            values[name] = params[name]
+    return values
 
 
 def expand(manifest: Manifest) -> Expansion:

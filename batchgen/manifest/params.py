@@ -39,7 +39,9 @@ __all__ = [
     "control_characters",
     "prompt_problems",
     "prompt_warnings",
+    "ValuesCache",
     "suggest_name",
+    "trusted_params",
     "validate_params",
 ]
 
@@ -217,6 +219,77 @@ def validate_params(values: Mapping[str, Any]) -> BriaParams:
         raise ParamsInvalid(problems) from None
 
 
+def trusted_params(values: dict[str, Any]) -> BriaParams:
+    """The BriaParams of ``values`` that validation already gave (every parameter, table order).
+
+    What :meth:`BriaParams.model_construct` does, without its per-field work: for a
+    100,000-job manifest, whose values :class:`ValuesCache` validated once each. The
+    dict becomes the model's own (not copied); every instance shares one set of the
+    names given (pydantic copies that set before it adds to it, in ``model_copy``).
+    """
+    params = BriaParams.__new__(BriaParams)
+    object.__setattr__(params, "__dict__", values)
+    object.__setattr__(params, "__pydantic_fields_set__", _ALL_GIVEN)
+    object.__setattr__(params, "__pydantic_extra__", None)
+    object.__setattr__(params, "__pydantic_private__", None)
+    return params
+
+
+_ALL_GIVEN = set(PARAMETER_NAMES)
+# Every parameter in table order, with its default (the required prompt's stands in until set).
+_DEFAULTS: dict[str, Any] = {
+    name: None if info.is_required() else info.default for name, info in BriaParams.model_fields.items()
+}
+_MISSING = object()
+
+
+class ValuesCache:
+    """:func:`validate_params` for many jobs that share most values: each distinct value of a
+    parameter is validated once, and a job's parameters are put together from validated values.
+
+    The table has no rule across fields, so a value valid on its own is valid beside any
+    other; anything unknown, missing or invalid is left to :func:`validate_params`, for
+    its error (every problem, in table order).
+    """
+
+    _LIMIT = 10_000  # distinct values kept: a column of one value per row must not grow it without end
+
+    def __init__(self) -> None:
+        self._valid: dict[tuple[str, type, Any], Any] = {}
+
+    def api_values(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """What ``validate_params(values).to_api()`` gives (every parameter, table order), or its
+        :class:`ParamsInvalid`."""
+        out = dict(_DEFAULTS)
+        if "prompt" not in values:
+            validate_params(values)  # raises: the prompt is required
+        for name, value in values.items():
+            # The type too: 1, 1.0 and True are equal. (0.0 and -0.0 are too, but no float
+            # parameter accepts zero.)
+            key = (name, type(value), value)
+            valid = self._valid.get(key, _MISSING)
+            if valid is _MISSING:
+                valid = self._one(name, value, values)
+                if len(self._valid) >= self._LIMIT:
+                    self._valid.clear()
+                self._valid[key] = valid
+            out[name] = valid
+        return out
+
+    @staticmethod
+    def _one(name: str, value: Any, values: Mapping[str, Any]) -> Any:
+        """One value validated on its own (beside a stand-in prompt); if it is wrong, the
+        error of all ``values``."""
+        if name not in BriaParams.model_fields:
+            validate_params(values)  # raises: not a parameter
+        alone = {"prompt": value} if name == "prompt" else {"prompt": "-", name: value}
+        try:
+            return validate_params(alone).to_api()[name]
+        except ParamsInvalid:
+            validate_params(values)  # raises every problem of the job, as it always did
+            raise
+
+
 # batchgen's own limit, not the API's (Segmind documents none): text encoders of image
 # models read a few hundred tokens at most (CLIP 77, T5 a few hundred), so text beyond a
 # couple of thousand characters cannot change the image, yet every request is paid for.
@@ -230,9 +303,9 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 def control_characters(text: str) -> str | None:
     """What is wrong if ``text`` holds control characters (tab and newline are fine), else None."""
-    found = sorted(set(_CONTROL.findall(text)))
-    if not found:
+    if _CONTROL.search(text) is None:
         return None
+    found = sorted(set(_CONTROL.findall(text)))
     names = ", ".join("NUL" if ch == "\0" else f"U+{ord(ch):04X}" for ch in found[:5])
     plural = "s" if len(found) > 1 else ""
     return f"contains the control character{plural} {names}; only tab and newline are allowed"
@@ -259,7 +332,7 @@ def prompt_warnings(prompt: str) -> list[str]:
     """Warnings for a prompt the API may reject or rewrite (English only, no special characters)."""
     warnings: list[str] = []
     prompt = _CONTROL.sub("", prompt)  # an error of its own (prompt_problems), not also a warning
-    if any(ord(ch) > 127 for ch in prompt):
+    if not prompt.isascii():
         warnings.append("contains non-ASCII characters; the API accepts English prompts only")
     elif not _ALLOWED_PROMPT.fullmatch(prompt):
         odd = sorted({ch for ch in prompt if not _ALLOWED_PROMPT.fullmatch(ch)})

@@ -155,13 +155,16 @@ def image_extension(name: str) -> str:
 
 def _shorten(segment: str, suffix: str) -> str:
     """``segment`` (its ``suffix`` kept) cut to SEGMENT_MAX_BYTES with a hash of the whole."""
-    if len(segment.encode("utf-8")) <= SEGMENT_MAX_BYTES:
-        return segment
+    if len(segment) * 4 <= SEGMENT_MAX_BYTES or len(segment.encode("utf-8")) <= SEGMENT_MAX_BYTES:
+        return segment  # (at most 4 bytes a character)
     digest = hashlib.sha256(segment.encode("utf-8")).hexdigest()[:_HASH_HEX]
     stem = segment[: len(segment) - len(suffix)] if suffix else segment
     room = SEGMENT_MAX_BYTES - len(suffix.encode("utf-8")) - 1 - _HASH_HEX
     cut = stem.encode("utf-8")[:room].decode("utf-8", "ignore").rstrip("._-")
     return f"{cut}-{digest}{suffix}"
+
+
+_FOLDERS: dict[str, tuple[str, ...]] = {}  # a rendered folder path -> its cleaned segments
 
 
 def output_path(rendered: str) -> str:
@@ -172,12 +175,19 @@ def output_path(rendered: str) -> str:
     absolute, never with a ``..``, never more than :data:`MAX_DEPTH` segments
     (:class:`PathTooDeep`); the last segment always has an image extension.
     """
-    text = unicodedata.normalize("NFC", rendered)
-    parts: list[str] = []
-    for raw in text.replace("\\", "/").split("/"):
-        segment = _clean_segment(raw)
-        if segment:
-            parts.append(segment)
+    text = unicodedata.normalize("NFC", rendered).replace("\\", "/")
+    folder, _, name = text.rpartition("/")
+    # Many jobs share a folder (``{color}/...``): its segments are cleaned once.
+    folders = _FOLDERS.get(folder)
+    if folders is None:
+        folders = tuple(segment for segment in map(_clean_segment, folder.split("/")) if segment)
+        if len(_FOLDERS) >= 10_000:
+            _FOLDERS.clear()
+        _FOLDERS[folder] = folders
+    parts = list(folders)
+    segment = _clean_segment(name)
+    if segment:
+        parts.append(segment)
     if len(parts) > MAX_DEPTH:
         raise PathTooDeep(
             f"makes a path {len(parts):,} levels deep (folders and file), more than the {MAX_DEPTH} allowed:"

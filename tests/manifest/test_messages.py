@@ -94,3 +94,16 @@ def test_an_explicit_label_is_not_a_misspelt_parameter(tmp_path: Path) -> None:
     """labels: {code: ...} is a label on purpose: no "did you mean mode?" warning."""
     path = write(tmp_path / "m.yaml", "jobs:\n  - prompt: a {code} mug\n    labels: {code: X1, seeds: 2}\n")
     assert load_manifest(path).warnings == []
+
+
+def test_repeated_values_are_each_reported_where_they_are(tmp_path: Path) -> None:
+    """Values checked once each still report every wrong cell at its row, and true is no seed after 1."""
+    write(tmp_path / "rows.csv", "prompt,mode,seed\na,fast,1\nb,slow,2\nc,fast,1\nd,slow,x\n")
+    path = write(tmp_path / "m.yaml", "jobs:\n  - rows: rows.csv\n  - prompt: p\n    seed: [1, true, 1]\n")
+    found = problems(path)
+    assert [p.split(": ", 2)[:2] for p in found] == [
+        [f"{tmp_path}/rows.csv:3", "column mode"],
+        [f"{tmp_path}/rows.csv:5", "column mode"],
+        [f"{tmp_path}/rows.csv:5", "column seed"],
+        [f"{path}:4", "jobs[1].seed[1]"],
+    ]

@@ -12,11 +12,13 @@ from batchgen.manifest.params import (
     PARAMETER_NAMES,
     TEXT_PARAMS,
     BriaParams,
+    ValuesCache,
     aspect_ratio_size,
     control_characters,
     prompt_problems,
     prompt_warnings,
     suggest_name,
+    trusted_params,
     validate_params,
 )
 
@@ -146,3 +148,77 @@ def test_aspect_ratio_size_keeps_the_ratio(ratio: str) -> None:
     rw, rh = (int(x) for x in ratio.split(":"))
     assert max(w, h) == 512
     assert abs(w / h - rw / rh) < 0.01
+
+
+_GOOD: list[dict[str, object]] = [
+    {"prompt": "a cat"},
+    {"prompt": "a cat", "seed": 1, "mode": "fast", "aspect_ratio": "4:5"},
+    {
+        "prompt": "a cat",
+        "seed": "42",
+        "steps_num": "40",
+        "text_guidance_scale": "7.5",
+        "enhance_image": "false",
+    },
+    {"prompt": "a cat", "text_guidance_scale": 7, "prompt_enhancement": True, "ip_signal": "true"},
+    {"negative_prompt": "blur", "prompt": "a dog", "medium": "art", "content_moderation": False},
+]
+
+
+def test_values_cache_gives_what_validation_gives() -> None:
+    """Made of values validated once each, a job's parameters are validate_params's, in table order."""
+    cache = ValuesCache()
+    for _ in range(2):  # the second round from the cache
+        for values in _GOOD:
+            api = cache.api_values(values)
+            assert api == validate_params(values).to_api()
+            assert list(api) == list(PARAMETER_NAMES)
+            assert [type(v) for v in api.values()] == [
+                type(v) for v in validate_params(values).to_api().values()
+            ]
+
+
+def test_values_cache_tells_equal_values_of_other_types_apart() -> None:
+    """1, 1.0 and True hash alike; a valid seed 1 does not let seed True through, nor "true" a steps_num."""
+    cache = ValuesCache()
+    assert cache.api_values({"prompt": "a", "seed": 1})["seed"] == 1
+    with pytest.raises(ParamsInvalid):
+        cache.api_values({"prompt": "a", "seed": True})
+    assert cache.api_values({"prompt": "a", "enhance_image": True})["enhance_image"] is True
+    with pytest.raises(ParamsInvalid):
+        cache.api_values({"prompt": "a", "steps_num": True})
+    assert type(cache.api_values({"prompt": "a", "text_guidance_scale": 7})["text_guidance_scale"]) is float
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"prompt": "a", "seed": 0, "mode": "slow", "step_num": 3},
+        {"seed": 5},
+        {"prompt": "", "aspect_ratio": "16x9"},
+        {"prompt": "a", "steps_num": "forty"},
+    ],
+)
+def test_values_cache_raises_what_validation_raises(values: dict[str, object]) -> None:
+    """A wrong, unknown or missing value raises validate_params's error: every problem, in table order."""
+    cache = ValuesCache()
+    cache.api_values({"prompt": "a", "seed": 3})  # a cache with something in it
+    with pytest.raises(ParamsInvalid) as got:
+        cache.api_values(values)
+    with pytest.raises(ParamsInvalid) as want:
+        validate_params(values)
+    assert got.value.problems == want.value.problems
+
+
+def test_trusted_params_is_the_validated_model() -> None:
+    """trusted_params of validated values equals, dumps, hashes and copies like validate_params's model."""
+    for values in _GOOD:
+        validated = validate_params(values)
+        trusted = trusted_params(ValuesCache().api_values(values))
+        assert trusted == validated
+        assert hash(trusted) == hash(validated)
+        assert trusted.to_api() == validated.to_api()
+        assert trusted.model_dump_json() == validated.model_dump_json()
+        copied = trusted.model_copy(update={"seed": 9})
+        assert (copied.seed, trusted.seed) == (9, validated.seed)
+    assert trusted_params(ValuesCache().api_values({"prompt": "x"})).model_fields_set == set(PARAMETER_NAMES)
