@@ -15,7 +15,7 @@ passes, even one carrying its own ``x-api-key`` header or set to follow redirect
   follow it without the key or with it; an image download may be redirected anywhere,
   without the key;
 - the base URL must be ``https://``; plain ``http://`` only to a loopback host
-  (``localhost``, ``127.0.0.0/8``, ``::1``), unless ``insecure`` (:func:`check_base_url`).
+  (``localhost``, ``127.0.0.0/8``, ``::1``), unless ``insecure`` (:func:`~batchgen.api.origin.check_base_url`).
 
 Every answer is read once, within a cap on its decoded size and shape
 (:mod:`batchgen.api.answer`); request URLs are built from ids in one place
@@ -25,7 +25,6 @@ they lead (:mod:`batchgen.api.hosts`). No error text carries a header's value.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import math
@@ -50,6 +49,7 @@ from batchgen.api.answer import (
 )
 from batchgen.api.hosts import CONNECT_GUARD, ImageHosts
 from batchgen.api.key import check_api_key, keep_secret, redact
+from batchgen.api.origin import check_base_url, origin
 from batchgen.api.prices import Prices
 from batchgen.api.retry_after import parse_rate_limit_reset, parse_retry_after
 from batchgen.errors import (
@@ -63,7 +63,6 @@ from batchgen.errors import (
     RequestNotFound,
     SubmitUncertain,
     TransientError,
-    UsageError,
 )
 from batchgen.output.images import decode_data_uri
 
@@ -77,7 +76,6 @@ __all__ = [
     "ServerState",
     "StatusResult",
     "Submitted",
-    "check_base_url",
     "request_id_segment",
 ]
 
@@ -86,73 +84,6 @@ log = logging.getLogger("batchgen")
 DEFAULT_BASE_URL = "https://api.segmind.com"
 API_KEY_HEADER = "x-api-key"
 MAX_REDIRECTS = 5
-
-Origin = tuple[str, str, int | None]
-
-
-def _origin(url: httpx.URL | str) -> Origin:
-    """Scheme, host and port (the default one written out) of ``url``."""
-    url = httpx.URL(url)
-    port = url.port if url.port is not None else {"http": 80, "https": 443}.get(url.scheme)
-    return url.scheme, url.host.lower(), port
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 is 127.0.0.1
-    return address.is_loopback or (mapped is not None and mapped.is_loopback)
-
-
-def check_base_url(
-    base_url: str, *, insecure: bool = False, warn: bool = False, base: bool = True, name: str = "base URL"
-) -> str:
-    """``base_url`` without a trailing slash, or UsageError: https only, http only to loopback.
-
-    The key travels in a header: over plain http anyone on the path reads it. ``insecure``
-    allows plain http to any host, with a logged warning if ``warn``. A ``base`` URL (one
-    that request paths are added to) also has a port from 1 to 65535 if any, and no
-    user or password, query, fragment or whitespace in its path: any of them would make
-    every request of the run fail, or put a secret where URLs are logged. ``name`` is what
-    the messages call it ("history URL").
-    """
-    try:
-        url = httpx.URL(base_url.strip())
-    except httpx.InvalidURL as exc:
-        raise UsageError(f"{name} {base_url!r} is not a URL: {exc}") from None
-    if url.scheme not in ("http", "https") or not url.host:
-        raise UsageError(f"{name} {base_url!r} must start with https:// and name a host")
-    problem = _base_problem(url) if base else None
-    if problem is not None:
-        shown = url.copy_with(username=None, password=None) if url.userinfo else url
-        raise UsageError(f"{name} {str(shown)!r} {problem}")
-    if url.scheme == "http" and not _is_loopback(url.host):
-        if not insecure:
-            raise UsageError(
-                f"{name} {base_url!r} is plain http to {url.host}: the API key would travel"
-                " unencrypted; use https://, or --insecure (insecure=True) if you really mean it"
-            )
-        if warn:
-            log.warning("warning: --insecure: the API key goes to %s over plain http, unencrypted", url.host)
-    return str(url).rstrip("/")
-
-
-def _base_problem(url: httpx.URL) -> str | None:
-    """What makes ``url`` unusable as a base URL, as the end of a sentence, or None."""
-    if url.port is not None and not 1 <= url.port <= 65535:
-        return f"has port {url.port}: a port is from 1 to 65535"
-    if url.userinfo:
-        return "carries a user name or password (user:pass@host): the key goes in a header; remove it"
-    if url.query or url.fragment:
-        return "has a query or fragment (? or #): request paths are added to a base URL; remove it"
-    if any(ch.isspace() for ch in url.path):
-        return "has whitespace in its path (a URL pasted in pieces?)"
-    return None
-
 
 ServerState = Literal["QUEUED", "PROCESSING", "COMPLETED"]  # what a status answer can say (FAILED raises)
 _STATES: tuple[ServerState, ...] = ("QUEUED", "PROCESSING", "COMPLETED")
@@ -286,7 +217,7 @@ class SegmindClient:
     ) -> None:
         self._http = http
         self.base_url = check_base_url(base_url, insecure=insecure)
-        self._origin = _origin(self.base_url)
+        self._origin = origin(self.base_url)
         self._api_key = None if api_key is None else check_api_key(api_key, where="api_key")
         if (default := http.headers.get(API_KEY_HEADER)) is not None:
             keep_secret(default)  # a key the caller's client carries is kept out of every text too
@@ -305,7 +236,7 @@ class SegmindClient:
     def _guard(self, request: httpx.Request) -> None:
         """The key on a request to the API origin, and on no other (the caller's client
         may carry it as a default header: it is taken off here)."""
-        if _origin(request.url) == self._origin:
+        if origin(request.url) == self._origin:
             if self._api_key:
                 request.headers[API_KEY_HEADER] = self._api_key
         else:
@@ -332,7 +263,7 @@ class SegmindClient:
             if following is None:
                 return response
             await response.aclose()
-            if api and _origin(following.url) != self._origin:
+            if api and origin(following.url) != self._origin:
                 target = f"{following.url.scheme}://{following.url.netloc.decode('ascii', 'replace')}"
                 raise FatalApiError(
                     f"the API answered {response.status_code} with a redirect to {target}, another host;"

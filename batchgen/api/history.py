@@ -38,8 +38,9 @@ import anyio
 import httpx
 
 from batchgen.api.answer import ACCEPT_ENCODING, MAX_RESULT_BYTES, Answer, Unreadable, parse_json, read_answer
-from batchgen.api.client import DEFAULT_BASE_URL, check_base_url, request_id_segment
+from batchgen.api.client import DEFAULT_BASE_URL, request_id_segment
 from batchgen.api.key import check_api_key
+from batchgen.api.origin import check_base_url
 from batchgen.api.prices import Prices
 from batchgen.api.retry_after import parse_retry_after
 from batchgen.errors import ApiError, HistoryUnavailable  # this module's error, drawn in errors.py's tree

@@ -32,6 +32,8 @@ from typing import Any
 
 import httpx
 
+from batchgen.api.origin import origin
+
 __all__ = ["CONNECT_GUARD", "ConnectGuard", "ImageHosts", "refusal"]
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -121,11 +123,6 @@ def refusal(address: str, *, allow_private: bool) -> str | None:
     return None
 
 
-def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
-    port = url.port if url.port is not None else {"http": 80, "https": 443}.get(url.scheme)
-    return url.scheme, url.host.lower(), port
-
-
 def _private_host(host: str) -> bool:
     """Whether ``host`` (a URL's) is ``localhost`` or a loopback/private address literal."""
     if host.lower().rstrip(".") == "localhost":
@@ -160,12 +157,12 @@ class ImageHosts:
     is ``localhost`` or such an address."""
 
     def __init__(self, api_url: str, *, allow_private: bool | None = None) -> None:
-        self._api = _origin(httpx.URL(api_url))
+        self._api = origin(httpx.URL(api_url))
         self.private_allowed = _private_host(self._api[1]) if allow_private is None else allow_private
 
     def exempt(self, url: httpx.URL) -> bool:
         """Whether ``url`` is at the API's origin (never checked)."""
-        return _origin(url) == self._api
+        return origin(url) == self._api
 
     def check_url(self, url: httpx.URL) -> str | None:
         """Why ``url`` is refused before any request (its host an address literal or a metadata

@@ -28,9 +28,10 @@ import httpx
 
 from batchgen import __version__
 from batchgen.api import wire
-from batchgen.api.client import DEFAULT_BASE_URL, SegmindClient, check_base_url
+from batchgen.api.client import DEFAULT_BASE_URL, SegmindClient
 from batchgen.api.history import History, history_url_for
 from batchgen.api.key import API_KEY_ENV, read_api_key
+from batchgen.api.origin import check_base_url
 from batchgen.engine.progress import Progress
 from batchgen.engine.scheduler import Scheduler
 from batchgen.engine.settings import RunSettings

@@ -85,7 +85,7 @@ def check_notify_url(url: str, *, insecure: bool = False) -> str:
     """``url`` if a notification may go there, else :class:`~batchgen.errors.UsageError`
     (that never shows it): ``https://``, or plain ``http://`` to this machine (any host
     with ``insecure``), the same rule as the API's base URL."""
-    from batchgen.api.client import check_base_url
+    from batchgen.api.origin import check_base_url
 
     parts = urllib.parse.urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:

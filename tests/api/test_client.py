@@ -13,8 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from batchgen.api.client import SegmindClient, check_base_url
+from batchgen.api.client import SegmindClient
 from batchgen.api.image_urls import find_image_urls
+from batchgen.api.origin import check_base_url
 from batchgen.api.retry_after import parse_rate_limit_reset, parse_retry_after
 from batchgen.errors import (
     BadRequest,
