@@ -1,7 +1,9 @@
-"""Shared fixtures: anyio on asyncio (aiofiles is asyncio-only) or virtual time; real emulator processes."""
+"""Shared fixtures: anyio on asyncio (aiofiles is asyncio-only) or virtual time; real emulator
+processes; the batchgen logger captured."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -74,3 +76,17 @@ def emulator_server(_shared_emulator: EmulatorProcess) -> Callable[..., str]:
         return _shared_emulator.reset(**settings)
 
     return use
+
+
+@pytest.fixture
+def batchgen_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """Capture the `batchgen` logger even if a CLI run in this process stopped propagation."""
+    logger = logging.getLogger("batchgen")
+    logger.addHandler(caplog.handler)
+    old = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        yield caplog
+    finally:
+        logger.removeHandler(caplog.handler)
+        logger.setLevel(old)

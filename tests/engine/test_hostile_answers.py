@@ -9,8 +9,6 @@ not prices. A good run still ends with its images, a valid ``summary.json`` and 
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,20 +37,6 @@ async def run_against(hostile: Hostile, n: int, out: Path, **kw: Any) -> Summary
     kw.setdefault("reconcile_patience", 10.0)
     settings = RunSettings(seed=1, **kw)
     return await run(make_jobs(n), out_dir=out, base_url=hostile.base_url, settings=settings, progress=False)
-
-
-@pytest.fixture
-def batchgen_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    """Capture the `batchgen` logger even if a CLI run in this process stopped propagation."""
-    logger = logging.getLogger("batchgen")
-    logger.addHandler(caplog.handler)
-    old = logger.level
-    logger.setLevel(logging.INFO)
-    try:
-        yield caplog
-    finally:
-        logger.removeHandler(caplog.handler)
-        logger.setLevel(old)
 
 
 async def assert_paid_once(hostile: Hostile, n: int, out: Path) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -39,20 +37,6 @@ def make_jobs(n: int, *, mode: str = "fast") -> list[Job]:
 def settings(**kw: float) -> RunSettings:
     """Default settings: nothing about the emulator's speed."""
     return RunSettings(**kw)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def batchgen_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    """Capture the `batchgen` logger even if a CLI run in this process stopped propagation."""
-    logger = logging.getLogger("batchgen")
-    logger.addHandler(caplog.handler)
-    old = logger.level
-    logger.setLevel(logging.INFO)
-    try:
-        yield caplog
-    finally:
-        logger.removeHandler(caplog.handler)
-        logger.setLevel(old)
 
 
 @pytest.mark.anyio
