@@ -15,7 +15,8 @@ passes, even one carrying its own ``x-api-key`` header or set to follow redirect
   follow it without the key or with it; an image download may be redirected anywhere,
   without the key;
 - the base URL must be ``https://``; plain ``http://`` only to a loopback host
-  (``localhost``, ``127.0.0.0/8``, ``::1``), unless ``insecure`` (:func:`~batchgen.api.origin.check_base_url`).
+  (``localhost``, ``127.0.0.0/8``, ``::1``), unless ``insecure``
+  (:func:`~batchgen.api.origin.check_base_url`).
 
 Every answer is read once, within a cap on its decoded size and shape
 (:mod:`batchgen.api.answer`); request URLs are built from ids in one place

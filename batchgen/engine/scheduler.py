@@ -211,7 +211,8 @@ class Scheduler:
         try:
             self._on_change()
             # Requests already on the server are polled at once, whatever the target; so
-            # are submits in doubt looked for in the history (_admit_now).
+            # are submits in doubt looked for in the history.
+            self.admission.make_room(len(resumed) + len(doubted))
             with anyio.CancelScope() as scope:
                 self._scope = scope
                 async with anyio.create_task_group() as followers:
@@ -297,8 +298,8 @@ class Scheduler:
                         if not self._submitting:
                             break
                         await self._admit(flight)
-                    else:  # adopted: on the server already, polled at once as a resumed job is
-                        self._admit_now(flight)
+                    # Adopted: on the server already, so polled at once rather than made to
+                    # wait for a place (its own went to another job meanwhile).
                     continue
                 try:
                     if step == "submit":  # expired, or its submit in doubt proven absent
@@ -393,10 +394,8 @@ class Scheduler:
         self._admitted.add(flight.job.key)
 
     def _admit_now(self, flight: Flight) -> None:
-        """A token for a job already on the server (resumed, adopted): above the target if need be."""
-        limiter = self.admission.limiter
-        self.admission.make_room(int(limiter.borrowed_tokens) + 1)
-        limiter.acquire_on_behalf_of_nowait(flight)
+        """A token for a job already on the server at the start (room made for it: no one waits yet)."""
+        self.admission.limiter.acquire_on_behalf_of_nowait(flight)
         self._admitted.add(flight.job.key)
 
     def _unadmit(self, flight: Flight) -> None:
