@@ -166,6 +166,18 @@ async def test_submits_in_doubt_give_their_places_to_the_other_jobs_meanwhile(tm
 
 
 @pytest.mark.anyio
+async def test_doubts_found_while_other_jobs_wait_for_a_place_are_polled_at_once(tmp_path: Path) -> None:
+    """Three jobs in flight at most and the first three submits taken but unanswered (the
+    connection dropped): found in the history while the feeder waits for a place, each
+    is adopted and polled; twelve jobs, twelve payments, every image."""
+    jobs = make_jobs(12)
+    async with hostile_server(first("submit", DropAfterForward(), times=3)) as hostile:
+        summary = await run_against(hostile, jobs, tmp_path, concurrency=3)
+        await assert_paid_once(hostile, jobs, tmp_path)
+    assert summary.completed == 12 and summary.recovered == 3 and summary.uncertain == 0
+
+
+@pytest.mark.anyio
 async def test_a_200_html_page_after_the_api_took_the_submit_is_adopted(tmp_path: Path) -> None:
     """The proxy passed the submit on, then answered HTML: found in the history, one POST."""
     jobs = make_jobs(1)
