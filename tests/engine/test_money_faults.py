@@ -167,14 +167,15 @@ async def test_submits_in_doubt_give_their_places_to_the_other_jobs_meanwhile(tm
 
 @pytest.mark.anyio
 async def test_doubts_found_while_other_jobs_wait_for_a_place_are_polled_at_once(tmp_path: Path) -> None:
-    """Three jobs in flight at most and the first three submits taken but unanswered (the
-    connection dropped): found in the history while the feeder waits for a place, each
-    is adopted and polled; twelve jobs, twelve payments, every image."""
-    jobs = make_jobs(12)
-    async with hostile_server(first("submit", DropAfterForward(), times=3)) as hostile:
+    """Three jobs in flight at most and the first six submits taken but answered with an
+    HTML page (a proxy): found in the history while the feeder waits for a place, each is
+    adopted and polled; every job one payment, one image."""
+    jobs = make_jobs(60)
+    rule = first("submit", Respond(200, HTML, "text/html", forward=True), times=6)
+    async with hostile_server(rule, time_scale=0.01) as hostile:
         summary = await run_against(hostile, jobs, tmp_path, concurrency=3)
         await assert_paid_once(hostile, jobs, tmp_path)
-    assert summary.completed == 12 and summary.recovered == 3 and summary.uncertain == 0
+    assert summary.completed == 60 and summary.recovered == 6 and summary.uncertain == 0
 
 
 @pytest.mark.anyio
