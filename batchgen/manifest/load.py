@@ -122,7 +122,7 @@ def load_manifest(path: str | os.PathLike[str], *, date: str | None = None) -> M
     if check.problems or manifest is None:
         fallback = [Problem(display, None, "", "invalid manifest")]
         raise ManifestError(in_file_order(check.problems) or fallback)
-    sources = walk.sources(Source(display, sha))
+    sources = walk.sources(Source(display, sha, None if stdin else p))
     return replace(
         manifest,
         warnings=in_file_order(check.warnings),
@@ -134,12 +134,33 @@ def load_manifest(path: str | os.PathLike[str], *, date: str | None = None) -> M
 
 
 def sources_sha256(sources: tuple[Source, ...]) -> str:
-    """The sha256 a run records for a manifest: the file's own when the jobs come from it
-    alone, else that of a ``sha256sum``-style listing of every file (manifest first)."""
+    """THE sha256 of a manifest, which a run records and ``status``, the report and the
+    owner check compare: the file's own when the jobs come from it alone, else that of a
+    ``sha256sum``-style listing of every file (the manifest first).
+
+    The listing names each file by its path relative to the manifest's folder (the
+    manifest by its file name; ``-`` for standard input), as ``sha256sum`` run in that
+    folder would: the same sha256 whether the manifest was given as ``m.yaml``, ``./m.yaml``
+    or an absolute path, and from whichever folder.
+    """
     if len(sources) == 1:
         return sources[0].sha256
-    listing = "".join(f"{s.sha256}  {s.display}\n" for s in sources)
+    manifest = sources[0].path
+    folder = os.path.abspath(manifest.parent if manifest is not None else ".")
+    listing = "".join(f"{s.sha256}  {_listed_name(s.path, folder)}\n" for s in sources)
     return hashlib.sha256(listing.encode("utf-8")).hexdigest()
+
+
+def _listed_name(path: Path | None, folder: str) -> str:
+    """How the sha256 listing names a file: relative to the manifest's ``folder``, with ``/``."""
+    if path is None:
+        return STDIN
+    full = os.path.abspath(path)
+    try:
+        relative = os.path.relpath(full, folder)
+    except ValueError:  # another drive (Windows): no relative path
+        relative = full
+    return Path(relative).as_posix()
 
 
 def _yaml_error(text: str, exc: yaml.MarkedYAMLError) -> tuple[int | None, str, int | None]:
@@ -206,8 +227,8 @@ class _Walk:
             found.setdefault(source.display, source)
         wildcards = self.check.prompts.wildcards
         if wildcards is not None:
-            for display, sha in sorted(wildcards.used.items()):
-                found.setdefault(display, Source(display, sha))
+            for display, source in sorted(wildcards.used.items()):
+                found.setdefault(display, source)
         return tuple(found.values())
 
     def use_wildcards(self, written: list[str] | None, line: int | None) -> None:

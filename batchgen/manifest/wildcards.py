@@ -18,8 +18,8 @@ the same name in a YAML/JSON file (so looking a ``.txt`` name up reads no YAML);
 same name in two YAML/JSON files is an error where it is used.
 
 Files are listed once and read only when a prompt uses them, each within a size cap;
-every file read is remembered with its sha256 (:attr:`Wildcards.used`): the manifest's
-sha256 covers them.
+every file read for a collection used is remembered as a :class:`~batchgen.manifest.model.Source`
+(:attr:`Wildcards.used`): the manifest's sha256 covers them.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from pathlib import Path
 import yaml
 
 from batchgen.errors import Problem
-from batchgen.manifest.model import Origin
+from batchgen.manifest.model import Origin, Source
 from batchgen.manifest.params import control_characters
 from batchgen.manifest.reads import MAX_YAML_BYTES, Unreadable, read_bounded
 from batchgen.manifest.yamlnodes import MAX_DEPTH, TooDeep, compose, text_origin
@@ -97,13 +97,13 @@ class Wildcards:
     def __init__(self, folders: list[tuple[Path, str]]) -> None:
         """``folders``: each folder's path and its name in messages, first wins."""
         self.folders = [_Folder(path, display) for path, display in folders]
-        self.used: dict[str, str] = {}  # display -> sha256 of every file read for a collection used
+        self.used: dict[str, Source] = {}  # display -> every file read for a collection used
         self._index: _Index | None = None
         self._text: dict[str, Collection | Problem] = {}
         self._structured: dict[str, list[Collection]] | None = None
         self._structured_problems: list[Problem] = []
         self._file_problems: dict[str, list[Problem]] = {}  # bad values, by file
-        self._sha: dict[str, str] = {}
+        self._read_files: dict[str, Source] = {}  # display -> every file read
 
     # --- lookup ------------------------------------------------------------------
 
@@ -143,8 +143,7 @@ class Wildcards:
     def _use(self, collections: list[Collection]) -> list[Collection]:
         """Note the files of ``collections`` as used."""
         for one in collections:
-            if one.file not in self.used:
-                self.used[one.file] = self._sha[one.file]
+            self.used.setdefault(one.file, self._read_files[one.file])
         return collections
 
     def problems(self, collections: list[Collection]) -> list[Problem]:
@@ -220,7 +219,7 @@ class Wildcards:
             data = read_bounded(path, cap, "a wildcard file")
         except Unreadable as exc:
             return Problem(display, None, "", f"wildcard file {exc}")
-        self._sha[display] = hashlib.sha256(data).hexdigest()
+        self._read_files[display] = Source(display, hashlib.sha256(data).hexdigest(), path)
         try:
             return data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:

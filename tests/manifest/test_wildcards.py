@@ -198,3 +198,21 @@ def test_an_alias_bomb_is_bounded(tmp_path: Path) -> None:
     write(tmp_path / "wildcards/bomb.yaml", "\n".join(lines) + "\n")
     path = write(tmp_path / "m.yaml", "jobs:\n  - prompt: a __l0/a__\n")
     assert problems(path) == [f"{tmp_path}/wildcards/bomb.yaml: holds more than 200,000 entries (aliases?)"]
+
+
+def test_sha256_does_not_depend_on_how_the_manifest_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sha256 over several files is the same from any path to the manifest: sha256sum in its folder."""
+    write(tmp_path / "wildcards/colours.txt", "red\n")
+    write(tmp_path / "p.csv", "sku\nA1\n")
+    path = write(tmp_path / "m.yaml", "jobs:\n  - prompt: a __colours__ {sku}\n    rows: p.csv\n")
+    listing = "".join(
+        f"{hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()}  {name}\n"
+        for name in ("m.yaml", "p.csv", "wildcards/colours.txt")
+    )
+    expected = hashlib.sha256(listing.encode()).hexdigest()
+    assert load_manifest(path).sha256 == expected
+    monkeypatch.chdir(tmp_path)
+    assert load_manifest("m.yaml").sha256 == expected
+    assert load_manifest("./../" + tmp_path.name + "/m.yaml").sha256 == expected
