@@ -233,22 +233,28 @@ class _Walk:
 
     def use_wildcards(self, written: list[str] | None, line: int | None) -> None:
         """Give the checker the wildcard folders: those the manifest names, else ``wildcards/``
-        beside it if there is one."""
+        beside it if there is one; a folder looked for and not there is said where a wildcard
+        is not found (and, when the manifest names it, is an error at ``line``)."""
         base, shown = self.folder
         if written is None:
+            default = os.path.join(shown, DEFAULT_WILDCARDS)
             if not (base / DEFAULT_WILDCARDS).is_dir():
+                absent = f"there is no {default}/ folder, and the manifest names none (wildcards: PATH)"
+                self.check.prompts = Prompts(Wildcards([], absent=[absent]))
                 return
             written = [DEFAULT_WILDCARDS]
         folders = []
+        missing = []
         for rel in written:
             path = base / Path(rel).expanduser()
             display = os.path.join(shown, rel) if not Path(rel).expanduser().is_absolute() else rel
             if not path.is_dir():
                 what = "does not exist" if not path.exists() else "is not a folder"
                 self.check.error(line, "wildcards", f"{display} {what}")
+                missing.append(f"the wildcards folder {display} {what} ({self.display}:{line})")
                 continue
             folders.append((path, display))
-        self.check.prompts = Prompts(Wildcards(folders))
+        self.check.prompts = Prompts(Wildcards(folders, absent=missing))
 
     def name_from_file(self) -> str:
         """The run name a manifest without ``name:`` gets: its file name without the extension.

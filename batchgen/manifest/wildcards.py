@@ -28,6 +28,7 @@ import difflib
 import fnmatch
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,9 +95,12 @@ class _Index:
 class Wildcards:
     """The wildcard collections of some folders, listed and read on first use."""
 
-    def __init__(self, folders: list[tuple[Path, str]]) -> None:
-        """``folders``: each folder's path and its name in messages, first wins."""
+    def __init__(self, folders: list[tuple[Path, str]], *, absent: Sequence[str] = ()) -> None:
+        """``folders``: each folder's path and its name in messages, first wins; ``absent``:
+        the folders looked for that are not there, each said with where it is named, so that
+        a wildcard not found says where it was looked for."""
         self.folders = [_Folder(path, display) for path, display in folders]
+        self.absent = tuple(absent)
         self.used: dict[str, Source] = {}  # display -> every file read for a collection used
         self._index: _Index | None = None
         self._text: dict[str, Collection | Problem] = {}
@@ -153,10 +157,12 @@ class Wildcards:
             found.update(dict.fromkeys(self._file_problems.get(one.file, ())))
         return list(found)
 
-    def _where(self) -> str:
-        if not self.folders:
-            return " (there is no wildcards/ folder beside the manifest, and it names none)"
-        return " in " + ", ".join(f.display for f in self.folders)
+    def _where(self, hint: str = "") -> str:
+        """Where a wildcard was looked for (the folders, then ``hint``), and the folders not there."""
+        text = (" in " + ", ".join(f.display for f in self.folders) if self.folders else "") + hint
+        if self.absent:
+            text += ("; " if self.folders else ": ") + "; ".join(self.absent)
+        return text
 
     def _not_found(self, pattern: str, name: str) -> str:
         names = sorted({*self._listed().text_files, *self._parsed()})
@@ -170,7 +176,7 @@ class Wildcards:
             hint = f" (did you mean __{close[0]}__?)"
         elif nested:
             hint = f" (did you mean __{nested[0]}__?)"
-        return f"no wildcard __{pattern}__{self._where()}{hint}"
+        return f"no wildcard __{pattern}__{self._where(hint)}"
 
     def _problems(self) -> list[Problem]:
         return [*self._listed().problems, *self._structured_problems]
