@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import re
+import unicodedata
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from batchgen.manifest.model import Axis, JobSpec, Manifest, Sample, Source, Val
 from batchgen.manifest.params import PARAMETER_NAMES
 from batchgen.manifest.prompts import Prompts
 from batchgen.manifest.reads import MAX_CSV_BYTES, MAX_YAML_BYTES, Unreadable, read_bounded, read_stdin
+from batchgen.manifest.runname import run_name_problem
 from batchgen.manifest.template import parse_template
 from batchgen.manifest.values import param_value, sample_setting, seed_count
 from batchgen.manifest.wildcards import Wildcards
@@ -65,7 +67,6 @@ REPORT_KEYS = ("rows", "columns")
 FILENAME_BUILTINS = ("date", "index", "key", "name")
 DEFAULT_FILENAME = "{index:05d}-{key}.png"
 
-_RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 _MODEL = re.compile(r"[a-z0-9][a-z0-9._-]*")
 
 
@@ -372,14 +373,13 @@ class _Walk:
             node = top["name"]
             value = nodes.scalar(node) if isinstance(node, yaml.ScalarNode) else None
             run_name = str(value).replace("{date}", self.date) if isinstance(value, (str, int)) else None
-            if run_name is not None and _RUN_NAME.fullmatch(run_name):
+            # NFC, as filenames are: one name typed two ways (é, e + U+0301) is one folder.
+            run_name = unicodedata.normalize("NFC", run_name) if run_name is not None else None
+            problem = run_name_problem(run_name) if run_name is not None else "is not text"
+            if problem is None and run_name is not None:
                 name = run_name
             else:
-                check.error(
-                    nodes.at(node),
-                    "name",
-                    "must be a plain name (letters, digits, . _ -, and {date}), used as the output folder",
-                )
+                check.error(nodes.at(node), "name", f"{problem} (the run name is the output folder's name)")
         model = DEFAULT_MODEL
         if "model" in top:
             node = top["model"]
