@@ -69,8 +69,14 @@ def test_status_after_a_run_from_a_relative_path_sees_no_change_until_a_source_c
     capsys.readouterr()
     shown = status_json(tmp_path / "out", capsys)
     assert (shown["manifest_changed"], shown["warnings"]) == (False, [])
+    assert main(["report", "out"]) == 0
+    capsys.readouterr()
+    assert "changed since the run" not in (tmp_path / "out/report.html").read_text()
     (tmp_path / "wildcards/colours.txt").write_text("red\nblue\ngreen\n")
     assert status_json(tmp_path / "out", capsys)["manifest_changed"] is True
+    assert main(["report", "out"]) == 0
+    capsys.readouterr()
+    assert "changed since the run" in (tmp_path / "out/report.html").read_text()
     (tmp_path / "wildcards/colours.txt").write_text("red\nblue\n")
     assert status_json(tmp_path / "out", capsys)["manifest_changed"] is False
     (tmp_path / "p.csv").write_text("sku\nA2\n")
