@@ -45,7 +45,7 @@ def undefined(name: str, known: Iterable[str], rows: RowSource | None = None) ->
         what = "{prompt} is not defined: a prompt cannot use itself"
         if rows is not None and name in rows.columns:
             what += (
-                f"; {rows.display}'s prompt column sets each row's whole prompt, in place of the job's:"
+                f"; {rows.display}'s prompt column sets each row's whole prompt:"
                 " to build prompts from a column, give it another name (e.g. subject) and use {subject}"
             )
         return what

@@ -118,12 +118,18 @@ def test_prompt_is_the_one_name_a_prompt_cannot_use(tmp_path: Path) -> None:
         path = write(tmp_path / "m.yaml", f"jobs:\n  - prompt: '{{prompt}} studio'\n    rows: {csv}\n")
         assert problems(path) == [
             f"{path}:2: jobs[0].prompt: {{prompt}} is not defined: a prompt cannot use itself;"
-            f" {tmp_path}/{csv}'s prompt column sets each row's whole prompt, in place of the job's:"
+            f" {tmp_path}/{csv}'s prompt column sets each row's whole prompt:"
             " to build prompts from a column, give it another name (e.g. subject) and use {subject}"
         ]
     plain = write(tmp_path / "n.yaml", "jobs:\n  - prompt: '{prompt} studio'\n")
     assert problems(plain) == [
         f"{plain}:2: jobs[0].prompt: {{prompt}} is not defined: a prompt cannot use itself"
+    ]
+    cells = write(tmp_path / "c.csv", "prompt,sku\n{prompt} studio,A1\n")
+    assert problems(cells) == [
+        f"{cells}:2: column prompt: {{prompt}} is not defined: a prompt cannot use itself; {cells}'s prompt"
+        " column sets each row's whole prompt: to build prompts from a column, give it another name"
+        " (e.g. subject) and use {subject}"
     ]
     renamed = write(tmp_path / "s.csv", '"subject","sku"\r\n"a red mug",SKU/1\r\n')
     ok = write(tmp_path / "o.yaml", f"jobs:\n  - prompt: '{{subject}} studio'\n    rows: {renamed.name}\n")
