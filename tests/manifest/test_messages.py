@@ -131,6 +131,12 @@ def test_prompt_is_the_one_name_a_prompt_cannot_use(tmp_path: Path) -> None:
         " column sets each row's whole prompt: to build prompts from a column, give it another name"
         " (e.g. subject) and use {subject}"
     ]
+    cased = write(tmp_path / "k.csv", "Prompt,sku\na red mug,A1\n")
+    path = write(tmp_path / "k.yaml", f"jobs:\n  - prompt: '{{prompt}} studio'\n    rows: {cased.name}\n")
+    assert problems(path) == [
+        f"{path}:2: jobs[0].prompt: {{prompt}} is not defined: a prompt cannot use itself"
+        " (did you mean {Prompt}?)"
+    ]
     renamed = write(tmp_path / "s.csv", '"subject","sku"\r\n"a red mug",SKU/1\r\n')
     ok = write(tmp_path / "o.yaml", f"jobs:\n  - prompt: '{{subject}} studio'\n    rows: {renamed.name}\n")
     assert [job.params.prompt for job in expand(load_manifest(ok))] == ["a red mug studio"]
