@@ -35,9 +35,22 @@ _SUGGESTED = tuple(name for name in PARAMETER_NAMES if name != "prompt")
 
 def undefined(name: str, known: Iterable[str], rows: RowSource | None = None) -> str:
     """The problem of a template naming ``{name}``, which nothing defines (with a "did you mean");
-    for a job reading a CSV, that the CSV has no such column, and the columns it has."""
+    for a job reading a CSV, that the CSV has no such column, and the columns it has.
+
+    ``{prompt}`` is the one parameter a template cannot use: a prompt cannot hold itself.
+    A CSV's ``prompt`` column is no exception (it sets each row's whole prompt, in place of
+    the job's), so the message says that rather than that the column is missing.
+    """
     close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
     hint = f" (did you mean {{{close[0]}}}?)" if close else ""
+    if name == "prompt":
+        what = f"{{prompt}} is not defined: a prompt cannot use itself{hint}"
+        if rows is not None and name in rows.columns:
+            what += (
+                f"; {rows.display}'s prompt column sets each row's whole prompt:"
+                " to build prompts from a column, give it another name (e.g. subject) and use {subject}"
+            )
+        return what
     if rows is not None:
         columns = ", ".join(rows.columns)
         return (

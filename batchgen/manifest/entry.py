@@ -95,7 +95,7 @@ def read_entry(
             shown = os.path.join(display, rel)
             rows = read_rows(check, csv_path, shown, nodes.at(value_node), f"{where}.rows")
             if rows is not None and sources is not None:
-                sources.append(Source(rows.display, rows.sha256))
+                sources.append(Source(rows.display, rows.sha256, rows.path))
 
     sample = default_sample
     if "sample" in items:

@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import re
+import unicodedata
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from batchgen.manifest.model import Axis, JobSpec, Manifest, Sample, Source, Val
 from batchgen.manifest.params import PARAMETER_NAMES
 from batchgen.manifest.prompts import Prompts
 from batchgen.manifest.reads import MAX_CSV_BYTES, MAX_YAML_BYTES, Unreadable, read_bounded, read_stdin
+from batchgen.manifest.runname import run_name_problem
 from batchgen.manifest.template import parse_template
 from batchgen.manifest.values import param_value, sample_setting, seed_count
 from batchgen.manifest.wildcards import Wildcards
@@ -65,7 +67,6 @@ REPORT_KEYS = ("rows", "columns")
 FILENAME_BUILTINS = ("date", "index", "key", "name")
 DEFAULT_FILENAME = "{index:05d}-{key}.png"
 
-_RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 _MODEL = re.compile(r"[a-z0-9][a-z0-9._-]*")
 
 
@@ -122,7 +123,7 @@ def load_manifest(path: str | os.PathLike[str], *, date: str | None = None) -> M
     if check.problems or manifest is None:
         fallback = [Problem(display, None, "", "invalid manifest")]
         raise ManifestError(in_file_order(check.problems) or fallback)
-    sources = walk.sources(Source(display, sha))
+    sources = walk.sources(Source(display, sha, None if stdin else p))
     return replace(
         manifest,
         warnings=in_file_order(check.warnings),
@@ -134,12 +135,33 @@ def load_manifest(path: str | os.PathLike[str], *, date: str | None = None) -> M
 
 
 def sources_sha256(sources: tuple[Source, ...]) -> str:
-    """The sha256 a run records for a manifest: the file's own when the jobs come from it
-    alone, else that of a ``sha256sum``-style listing of every file (manifest first)."""
+    """THE sha256 of a manifest, which a run records and ``status``, the report and the
+    owner check compare: the file's own when the jobs come from it alone, else that of a
+    ``sha256sum``-style listing of every file (the manifest first).
+
+    The listing names each file by its path relative to the manifest's folder (the
+    manifest by its file name; ``-`` for standard input), as ``sha256sum`` run in that
+    folder would: the same sha256 whether the manifest was given as ``m.yaml``, ``./m.yaml``
+    or an absolute path, and from whichever folder.
+    """
     if len(sources) == 1:
         return sources[0].sha256
-    listing = "".join(f"{s.sha256}  {s.display}\n" for s in sources)
+    manifest = sources[0].path
+    folder = os.path.abspath(manifest.parent if manifest is not None else ".")
+    listing = "".join(f"{s.sha256}  {_listed_name(s.path, folder)}\n" for s in sources)
     return hashlib.sha256(listing.encode("utf-8")).hexdigest()
+
+
+def _listed_name(path: Path | None, folder: str) -> str:
+    """How the sha256 listing names a file: relative to the manifest's ``folder``, with ``/``."""
+    if path is None:
+        return STDIN
+    full = os.path.abspath(path)
+    try:
+        relative = os.path.relpath(full, folder)
+    except ValueError:  # another drive (Windows): no relative path
+        relative = full
+    return Path(relative).as_posix()
 
 
 def _yaml_error(text: str, exc: yaml.MarkedYAMLError) -> tuple[int | None, str, int | None]:
@@ -206,28 +228,34 @@ class _Walk:
             found.setdefault(source.display, source)
         wildcards = self.check.prompts.wildcards
         if wildcards is not None:
-            for display, sha in sorted(wildcards.used.items()):
-                found.setdefault(display, Source(display, sha))
+            for display, source in sorted(wildcards.used.items()):
+                found.setdefault(display, source)
         return tuple(found.values())
 
     def use_wildcards(self, written: list[str] | None, line: int | None) -> None:
         """Give the checker the wildcard folders: those the manifest names, else ``wildcards/``
-        beside it if there is one."""
+        beside it if there is one; a folder looked for and not there is said where a wildcard
+        is not found (and, when the manifest names it, is an error at ``line``)."""
         base, shown = self.folder
         if written is None:
+            default = os.path.join(shown, DEFAULT_WILDCARDS)
             if not (base / DEFAULT_WILDCARDS).is_dir():
+                absent = f"there is no {default}/ folder, and the manifest names none (wildcards: PATH)"
+                self.check.prompts = Prompts(Wildcards([], absent=[absent]))
                 return
             written = [DEFAULT_WILDCARDS]
         folders = []
+        missing = []
         for rel in written:
             path = base / Path(rel).expanduser()
             display = os.path.join(shown, rel) if not Path(rel).expanduser().is_absolute() else rel
             if not path.is_dir():
                 what = "does not exist" if not path.exists() else "is not a folder"
                 self.check.error(line, "wildcards", f"{display} {what}")
+                missing.append(f"the wildcards folder {display} {what} ({self.display}:{line})")
                 continue
             folders.append((path, display))
-        self.check.prompts = Prompts(Wildcards(folders))
+        self.check.prompts = Prompts(Wildcards(folders, absent=missing))
 
     def name_from_file(self) -> str:
         """The run name a manifest without ``name:`` gets: its file name without the extension.
@@ -345,14 +373,13 @@ class _Walk:
             node = top["name"]
             value = nodes.scalar(node) if isinstance(node, yaml.ScalarNode) else None
             run_name = str(value).replace("{date}", self.date) if isinstance(value, (str, int)) else None
-            if run_name is not None and _RUN_NAME.fullmatch(run_name):
+            # NFC, as filenames are: one name typed two ways (é, e + U+0301) is one folder.
+            run_name = unicodedata.normalize("NFC", run_name) if run_name is not None else None
+            problem = run_name_problem(run_name) if run_name is not None else "is not text"
+            if problem is None and run_name is not None:
                 name = run_name
             else:
-                check.error(
-                    nodes.at(node),
-                    "name",
-                    "must be a plain name (letters, digits, . _ -, and {date}), used as the output folder",
-                )
+                check.error(nodes.at(node), "name", f"{problem} (the run name is the output folder's name)")
         model = DEFAULT_MODEL
         if "model" in top:
             node = top["model"]

@@ -101,10 +101,16 @@ class Sample:
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """A file the jobs come from (the manifest, a ``rows:`` CSV, a wildcard file) and its sha256."""
+    """A file the jobs come from (the manifest, a ``rows:`` CSV, a wildcard file) and its sha256.
+
+    ``path`` is where it was read (None for standard input); the manifest's sha256 names
+    each file by it, relative to the manifest's folder, never by ``display``, which
+    depends on how the manifest was named on the command line.
+    """
 
     display: str
     sha256: str
+    path: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)

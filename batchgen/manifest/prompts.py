@@ -237,11 +237,8 @@ class Prompts:
         if found is None:
             try:
                 if self.wildcards is None:
-                    raise Missing(
-                        f"no wildcard __{pattern}__: there is no wildcards/ folder beside the manifest,"
-                        " and it names none (wildcards: PATH)",
-                        [],
-                    )
+                    # A loaded manifest always has its Wildcards, which say where they were looked for.
+                    raise Missing(f"no wildcard __{pattern}__: no wildcard folder is in use", [])
                 merged: dict[str, WildValue] = {}
                 collections = self.wildcards.find(pattern)
                 for collection in collections:

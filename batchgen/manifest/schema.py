@@ -12,6 +12,7 @@ from typing import Any
 
 from batchgen.manifest.load import REPORT_KEYS
 from batchgen.manifest.params import BriaParams
+from batchgen.manifest.runname import MAX_RUN_NAME_BYTES
 from batchgen.manifest.values import MAX_SAMPLE, MAX_SEEDS
 
 __all__ = ["SCHEMA_ID", "manifest_schema"]
@@ -97,7 +98,14 @@ def manifest_schema() -> dict[str, Any]:
         "title": "batchgen manifest",
         "type": "object",
         "properties": {
-            "name": {"type": "string", "pattern": r"^([A-Za-z0-9_]|\{date\})([A-Za-z0-9._-]|\{date\})*$"},
+            "name": {
+                "type": "string",
+                # ASCII as the loader's rule; other characters left to it (letters and digits
+                # of any script), which a regex without Unicode classes cannot say.
+                "pattern": r"^([A-Za-z0-9_\u0080-\uffff]|\{date\})([A-Za-z0-9._\u0080-\uffff-]|\{date\})*$",
+                "description": "the run name, the output folder's: letters and digits of any script, . _ -"
+                f" and {{date}}; at most {MAX_RUN_NAME_BYTES} bytes of UTF-8",
+            },
             "model": {"type": "string", "default": "bria-text-to-image"},
             "defaults": {
                 "type": "object",

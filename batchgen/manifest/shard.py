@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 from batchgen.manifest.job import Job
 
-__all__ = ["Shard"]
+__all__ = ["MAX_SHARDS", "Shard"]
 
+MAX_SHARDS = 999_999  # the largest N: _SPEC reads six digits
 _SPEC = re.compile(r"\s*(\d{1,6})\s*/\s*(\d{1,6})\s*")
 
 

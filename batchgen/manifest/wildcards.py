@@ -18,8 +18,8 @@ the same name in a YAML/JSON file (so looking a ``.txt`` name up reads no YAML);
 same name in two YAML/JSON files is an error where it is used.
 
 Files are listed once and read only when a prompt uses them, each within a size cap;
-every file read is remembered with its sha256 (:attr:`Wildcards.used`): the manifest's
-sha256 covers them.
+every file read for a collection used is remembered as a :class:`~batchgen.manifest.model.Source`
+(:attr:`Wildcards.used`): the manifest's sha256 covers them.
 """
 
 from __future__ import annotations
@@ -28,13 +28,14 @@ import difflib
 import fnmatch
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from batchgen.errors import Problem
-from batchgen.manifest.model import Origin
+from batchgen.manifest.model import Origin, Source
 from batchgen.manifest.params import control_characters
 from batchgen.manifest.reads import MAX_YAML_BYTES, Unreadable, read_bounded
 from batchgen.manifest.yamlnodes import MAX_DEPTH, TooDeep, compose, text_origin
@@ -94,16 +95,19 @@ class _Index:
 class Wildcards:
     """The wildcard collections of some folders, listed and read on first use."""
 
-    def __init__(self, folders: list[tuple[Path, str]]) -> None:
-        """``folders``: each folder's path and its name in messages, first wins."""
+    def __init__(self, folders: list[tuple[Path, str]], *, absent: Sequence[str] = ()) -> None:
+        """``folders``: each folder's path and its name in messages, first wins; ``absent``:
+        the folders looked for that are not there, each said with where it is named, so that
+        a wildcard not found says where it was looked for."""
         self.folders = [_Folder(path, display) for path, display in folders]
-        self.used: dict[str, str] = {}  # display -> sha256 of every file read for a collection used
+        self.absent = tuple(absent)
+        self.used: dict[str, Source] = {}  # display -> every file read for a collection used
         self._index: _Index | None = None
         self._text: dict[str, Collection | Problem] = {}
         self._structured: dict[str, list[Collection]] | None = None
         self._structured_problems: list[Problem] = []
         self._file_problems: dict[str, list[Problem]] = {}  # bad values, by file
-        self._sha: dict[str, str] = {}
+        self._read_files: dict[str, Source] = {}  # display -> every file read
 
     # --- lookup ------------------------------------------------------------------
 
@@ -143,8 +147,7 @@ class Wildcards:
     def _use(self, collections: list[Collection]) -> list[Collection]:
         """Note the files of ``collections`` as used."""
         for one in collections:
-            if one.file not in self.used:
-                self.used[one.file] = self._sha[one.file]
+            self.used.setdefault(one.file, self._read_files[one.file])
         return collections
 
     def problems(self, collections: list[Collection]) -> list[Problem]:
@@ -154,10 +157,12 @@ class Wildcards:
             found.update(dict.fromkeys(self._file_problems.get(one.file, ())))
         return list(found)
 
-    def _where(self) -> str:
-        if not self.folders:
-            return " (there is no wildcards/ folder beside the manifest, and it names none)"
-        return " in " + ", ".join(f.display for f in self.folders)
+    def _where(self, hint: str = "") -> str:
+        """Where a wildcard was looked for (the folders, then ``hint``), and the folders not there."""
+        text = (" in " + ", ".join(f.display for f in self.folders) if self.folders else "") + hint
+        if self.absent:
+            text += ("; " if self.folders else ": ") + "; ".join(self.absent)
+        return text
 
     def _not_found(self, pattern: str, name: str) -> str:
         names = sorted({*self._listed().text_files, *self._parsed()})
@@ -171,7 +176,7 @@ class Wildcards:
             hint = f" (did you mean __{close[0]}__?)"
         elif nested:
             hint = f" (did you mean __{nested[0]}__?)"
-        return f"no wildcard __{pattern}__{self._where()}{hint}"
+        return f"no wildcard __{pattern}__{self._where(hint)}"
 
     def _problems(self) -> list[Problem]:
         return [*self._listed().problems, *self._structured_problems]
@@ -220,7 +225,7 @@ class Wildcards:
             data = read_bounded(path, cap, "a wildcard file")
         except Unreadable as exc:
             return Problem(display, None, "", f"wildcard file {exc}")
-        self._sha[display] = hashlib.sha256(data).hexdigest()
+        self._read_files[display] = Source(display, hashlib.sha256(data).hexdigest(), path)
         try:
             return data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:

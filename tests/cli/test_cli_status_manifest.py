@@ -53,3 +53,31 @@ def test_status_of_an_older_ledger_applies_the_default_cap(
     assert "expands to 1,000,000,000,000 jobs, more than the limit of 100,000" in str(
         shown["manifest_problem"]
     )
+
+
+def test_status_after_a_run_from_a_relative_path_sees_no_change_until_a_source_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A manifest with wildcards and rows run as `m.yaml` is unchanged for status; an edit to either shows."""
+    (tmp_path / "wildcards").mkdir()
+    (tmp_path / "wildcards/colours.txt").write_text("red\nblue\n")
+    (tmp_path / "p.csv").write_text("sku\nA1\n")
+    (tmp_path / "m.yaml").write_text("jobs:\n  - prompt: a __colours__ {sku}\n    rows: p.csv\n")
+    monkeypatch.chdir(tmp_path)
+    argv = ["run", "m.yaml", "--emulate", "--time-scale", "0.001", "--out", "out"]
+    assert main([*argv, "--no-report", "--no-progress", "-q"]) == 0
+    capsys.readouterr()
+    shown = status_json(tmp_path / "out", capsys)
+    assert (shown["manifest_changed"], shown["warnings"]) == (False, [])
+    assert main(["report", "out"]) == 0
+    capsys.readouterr()
+    assert "changed since the run" not in (tmp_path / "out/report.html").read_text()
+    (tmp_path / "wildcards/colours.txt").write_text("red\nblue\ngreen\n")
+    assert status_json(tmp_path / "out", capsys)["manifest_changed"] is True
+    assert main(["report", "out"]) == 0
+    capsys.readouterr()
+    assert "changed since the run" in (tmp_path / "out/report.html").read_text()
+    (tmp_path / "wildcards/colours.txt").write_text("red\nblue\n")
+    assert status_json(tmp_path / "out", capsys)["manifest_changed"] is False
+    (tmp_path / "p.csv").write_text("sku\nA2\n")
+    assert status_json(tmp_path / "out", capsys)["manifest_changed"] is True

@@ -10,6 +10,8 @@ import pytest
 from batchgen.errors import ManifestError
 from batchgen.manifest.load import load_manifest
 from batchgen.manifest.model import Manifest
+from batchgen.manifest.runname import MAX_RUN_NAME_BYTES
+from batchgen.manifest.shard import MAX_SHARDS, Shard
 from batchgen.manifest.values import parse_range
 
 
@@ -399,4 +401,24 @@ def test_report_axes_name_only_what_the_jobs_have(tmp_path: Path) -> None:
         f"{path}:5: report.rows: must name a parameter or a label of the jobs, or a list of them ('sede')",
         f"{path}:6: report.columns: must name a parameter or a label of the jobs, or a list of them"
         " (a name listed twice)",
+    ]
+
+
+def test_a_run_name_is_any_folder_name_every_os_can_hold(tmp_path: Path) -> None:
+    """Letters and digits of any script make a run name; the longest allowed still makes a shard's folder."""
+    for name in ("ünï-名前", "नमस्ते_2", "Ærø.v2", "_x"):
+        path = tmp_path / "m.yaml"
+        path.write_text(f"name: {name}\njobs:\n  - prompt: hi\n", encoding="utf-8")
+        assert load_manifest(path).name == name
+    longest = "名" * 77 + "a"  # 232 bytes of UTF-8
+    assert len(longest.encode()) == MAX_RUN_NAME_BYTES
+    path.write_text(f"name: {longest}\njobs:\n  - prompt: hi\n", encoding="utf-8")
+    folder = tmp_path / (load_manifest(path).name + Shard(MAX_SHARDS, MAX_SHARDS).suffix)
+    folder.mkdir()  # 255 bytes: what the filesystem holds
+    path.write_text(f"name: {longest}a\njobs:\n  - prompt: hi\n", encoding="utf-8")
+    with pytest.raises(ManifestError) as info:
+        load_manifest(path)
+    assert [str(p) for p in info.value.problems] == [
+        f"{path}:1: name: is 233 bytes long in UTF-8, over the 232 a run name may have: a folder name holds"
+        " 255, and a shard's folder adds -shard-K-of-N (the run name is the output folder's name)"
     ]

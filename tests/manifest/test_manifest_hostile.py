@@ -259,6 +259,26 @@ CASES = [
         + ["m.yaml:9: unknown key 'a8'"],
     ),
     Case(
+        "run-name-too-long-for-a-folder",
+        {"m.yaml": f"name: {'n' * 300}\njobs:\n  - prompt: hi\n"},
+        ["m.yaml:1: name: is 300 bytes long in UTF-8, over the 232 a run name may have"],
+    ),
+    Case(
+        "run-name-multibyte-too-long",
+        {"m.yaml": f"name: {'名' * 78}\njobs:\n  - prompt: hi\n"},
+        ["m.yaml:1: name: is 234 bytes long in UTF-8"],
+    ),
+    Case(
+        "run-name-windows-device",
+        {"m.yaml": "name: Con.x\njobs:\n  - prompt: hi\n"},
+        ["m.yaml:1: name: is a device name on Windows (Con)"],
+    ),
+    Case(
+        "run-name-with-a-separator",
+        {"m.yaml": "name: 'a/../b c'\njobs:\n  - prompt: hi\n"},
+        ["m.yaml:1: name: holds '/' (U+002F), ' ' (U+0020): only letters and digits (of any script)"],
+    ),
+    Case(
         "raw-nul-byte-in-yaml",
         {"m.yaml": b"jobs:\n  - prompt: a\x00cat\n"},
         ["m.yaml:2: a NUL character is not allowed in YAML"],

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from batchgen.errors import ManifestError
+from batchgen.manifest.expand import expand
 from batchgen.manifest.load import load_manifest
 
 
@@ -107,3 +108,35 @@ def test_repeated_values_are_each_reported_where_they_are(tmp_path: Path) -> Non
         [f"{tmp_path}/rows.csv:5", "column seed"],
         [f"{path}:4", "jobs[1].seed[1]"],
     ]
+
+
+def test_prompt_is_the_one_name_a_prompt_cannot_use(tmp_path: Path) -> None:
+    """{prompt} with a CSV holding a prompt column says why it cannot be used, not that the column lacks."""
+    write(tmp_path / "p2.csv", '"prompt","sku","seed"\r\n"a red mug",SKU/1,5\r\n')
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + (tmp_path / "p2.csv").read_bytes())
+    for csv in ("p2.csv", "bom.csv"):
+        path = write(tmp_path / "m.yaml", f"jobs:\n  - prompt: '{{prompt}} studio'\n    rows: {csv}\n")
+        assert problems(path) == [
+            f"{path}:2: jobs[0].prompt: {{prompt}} is not defined: a prompt cannot use itself;"
+            f" {tmp_path}/{csv}'s prompt column sets each row's whole prompt:"
+            " to build prompts from a column, give it another name (e.g. subject) and use {subject}"
+        ]
+    plain = write(tmp_path / "n.yaml", "jobs:\n  - prompt: '{prompt} studio'\n")
+    assert problems(plain) == [
+        f"{plain}:2: jobs[0].prompt: {{prompt}} is not defined: a prompt cannot use itself"
+    ]
+    cells = write(tmp_path / "c.csv", "prompt,sku\n{prompt} studio,A1\n")
+    assert problems(cells) == [
+        f"{cells}:2: column prompt: {{prompt}} is not defined: a prompt cannot use itself; {cells}'s prompt"
+        " column sets each row's whole prompt: to build prompts from a column, give it another name"
+        " (e.g. subject) and use {subject}"
+    ]
+    cased = write(tmp_path / "k.csv", "Prompt,sku\na red mug,A1\n")
+    path = write(tmp_path / "k.yaml", f"jobs:\n  - prompt: '{{prompt}} studio'\n    rows: {cased.name}\n")
+    assert problems(path) == [
+        f"{path}:2: jobs[0].prompt: {{prompt}} is not defined: a prompt cannot use itself"
+        " (did you mean {Prompt}?)"
+    ]
+    renamed = write(tmp_path / "s.csv", '"subject","sku"\r\n"a red mug",SKU/1\r\n')
+    ok = write(tmp_path / "o.yaml", f"jobs:\n  - prompt: '{{subject}} studio'\n    rows: {renamed.name}\n")
+    assert [job.params.prompt for job in expand(load_manifest(ok))] == ["a red mug studio"]

@@ -84,9 +84,25 @@ def test_a_typo_is_located_with_did_you_mean(tmp_path: Path) -> None:
 def test_no_wildcards_folder(tmp_path: Path) -> None:
     """Without any wildcard folder, a wildcard says where it would have been looked for."""
     path = write(tmp_path / "m.yaml", "jobs:\n  - prompt: a __colours__\n")
-    (problem,) = problems(path)
-    assert problem.startswith(
-        f"{path}:2:15: jobs[0].prompt: no wildcard __colours__: there is no wildcards/ folder"
+    assert problems(path) == [
+        f"{path}:2:15: jobs[0].prompt: no wildcard __colours__: there is no {tmp_path}/wildcards/ folder,"
+        " and the manifest names none (wildcards: PATH)"
+    ]
+
+
+def test_a_named_folder_that_does_not_exist(tmp_path: Path) -> None:
+    """A wildcard not found names the folder the manifest named and where, not "it names none"."""
+    path = write(tmp_path / "m.yaml", "wildcards: nosuchdir\njobs:\n  - prompt: x __colours__\n")
+    assert problems(path) == [
+        f"{path}:1: wildcards: {tmp_path}/nosuchdir does not exist",
+        f"{path}:3:15: jobs[0].prompt: no wildcard __colours__: the wildcards folder {tmp_path}/nosuchdir"
+        f" does not exist ({path}:1)",
+    ]
+    write(tmp_path / "lists/colors.txt", "red\n")
+    both = write(tmp_path / "n.yaml", "wildcards: [lists, nope]\njobs:\n  - prompt: x __colours__\n")
+    assert problems(both)[1] == (
+        f"{both}:3:15: jobs[0].prompt: no wildcard __colours__ in {tmp_path}/lists"
+        f" (did you mean __colors__?); the wildcards folder {tmp_path}/nope does not exist ({both}:1)"
     )
 
 
@@ -198,3 +214,21 @@ def test_an_alias_bomb_is_bounded(tmp_path: Path) -> None:
     write(tmp_path / "wildcards/bomb.yaml", "\n".join(lines) + "\n")
     path = write(tmp_path / "m.yaml", "jobs:\n  - prompt: a __l0/a__\n")
     assert problems(path) == [f"{tmp_path}/wildcards/bomb.yaml: holds more than 200,000 entries (aliases?)"]
+
+
+def test_sha256_does_not_depend_on_how_the_manifest_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sha256 over several files is the same from any path to the manifest: sha256sum in its folder."""
+    write(tmp_path / "wildcards/colours.txt", "red\n")
+    write(tmp_path / "p.csv", "sku\nA1\n")
+    path = write(tmp_path / "m.yaml", "jobs:\n  - prompt: a __colours__ {sku}\n    rows: p.csv\n")
+    listing = "".join(
+        f"{hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()}  {name}\n"
+        for name in ("m.yaml", "p.csv", "wildcards/colours.txt")
+    )
+    expected = hashlib.sha256(listing.encode()).hexdigest()
+    assert load_manifest(path).sha256 == expected
+    monkeypatch.chdir(tmp_path)
+    assert load_manifest("m.yaml").sha256 == expected
+    assert load_manifest("./../" + tmp_path.name + "/m.yaml").sha256 == expected
