@@ -31,6 +31,11 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--rpm", type=float, metavar="N", help="the plan's rate limit, for the time estimate (default 50)"
     )
     p.add_argument(
+        "--rpm-counts-polls",
+        action="store_true",
+        help="status polls and result fetches count against --rpm too (the estimate then counts them)",
+    )
+    p.add_argument(
         "--price-per-image",
         type=float,
         metavar="USD",
@@ -95,7 +100,12 @@ def handle(args: argparse.Namespace) -> int:
                 )
             yield job
 
-    guess = estimate(tabulated(), rpm=args.rpm, price_per_image=args.price_per_image)
+    guess = estimate(
+        tabulated(),
+        rpm=args.rpm,
+        price_per_image=args.price_per_image,
+        polls="told" if args.rpm_counts_polls else "unknown",
+    )
     total = guess.jobs
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
     for r in (header, *rows):

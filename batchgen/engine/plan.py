@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from batchgen.control.flight import Flight
-from batchgen.engine.estimate import estimate
+from batchgen.engine.estimate import PollsCount, estimate
 from batchgen.engine.settings import RunSettings
 from batchgen.errors import UsageError
 from batchgen.manifest.job import Job
@@ -22,7 +22,7 @@ from batchgen.output.layout import IMAGES_DIR
 from batchgen.output.replay import LedgerState
 from batchgen.output.resume import Poll, Reconcile, Skip, decide
 
-__all__ = ["Plan", "announce", "plan"]
+__all__ = ["Plan", "announce", "plan", "polls_known"]
 
 log = logging.getLogger("batchgen")
 
@@ -36,6 +36,7 @@ class Plan:
     in_transit: list[tuple[Flight, Reconcile]] = field(default_factory=list)  # look for in the history first
     resubmitted: set[str] = field(default_factory=set)  # keys of jobs submitted before
     model_names: set[str] = field(default_factory=set)  # Segmind models of the run's jobs
+    polls: PollsCount = "unknown"  # whether status polls are known to count against the rate
 
     def to_submit(self) -> list[Job]:
         """Every job that may be submitted (those in transit too, if the history lacks them)."""
@@ -58,7 +59,7 @@ def plan(
     request's age comes from the ledger. Checking finished jobs hashes their files: call
     it off the event loop.
     """
-    result = Plan()
+    result = Plan(polls=polls_known(settings, state))
     for job in jobs:
         result.model_names.add(job.model)
         action = decide(
@@ -94,11 +95,27 @@ def plan(
     return result
 
 
-def announce(jobs: list[Job], settings: RunSettings, summary: Summary) -> None:
-    """Log the cost and time of what is to be submitted; refuse it if over ``--budget``."""
+def polls_known(settings: RunSettings, state: LedgerState) -> PollsCount:
+    """Whether status polls count against the rate: told (``--rpm-counts-polls``), learned by
+    an earlier run of this folder (a 429 on a poll), or not known."""
+    if settings.rpm_counts_polls:
+        return "told"
+    if any(run.counts and run.counts.get("polls_counted") is True for run in state.runs):
+        return "learned"
+    return "unknown"
+
+
+def announce(
+    jobs: list[Job], settings: RunSettings, summary: Summary, *, polls: PollsCount = "unknown"
+) -> None:
+    """Log the cost and time of what is to be submitted; refuse it if over ``--budget``.
+
+    ``polls``: whether status polls are known to count against the rate (:func:`polls_known`);
+    the estimate counts them only then.
+    """
     if not jobs:
         return
-    guess = estimate(jobs, rpm=settings.rpm, price_per_image=settings.price_per_image)
+    guess = estimate(jobs, rpm=settings.rpm, price_per_image=settings.price_per_image, polls=polls)
     summary.estimated_cost = guess.cost
     if summary.emulated:  # a demo must not read as a quote: nothing is paid, the emulator keeps its own time
         log.info(

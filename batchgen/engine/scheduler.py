@@ -190,7 +190,7 @@ class Scheduler:
         # Checking finished jobs hashes their files: keep that off the event loop.
         self._plan = await anyio.to_thread.run_sync(sort)
         self._resubmitted |= self._plan.resubmitted
-        announce(self._plan.to_submit(), settings, summary)
+        announce(self._plan.to_submit(), settings, summary, polls=self._plan.polls)
 
     async def run(self, jobs: Iterable[Job], state: LedgerState) -> None:
         """Run every job not already done according to ``state`` (the replayed ledger)."""
