@@ -67,6 +67,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--price", type=float, default=0.04, help="USD each accepted request costs (default 0.04)")
     p.add_argument(
+        "--answer-cost",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="put each request's cost in its answers' metrics (default on; off: only the history prices it)",
+    )
+    p.add_argument(
         "--history-ttl",
         type=float,
         default=7 * 24 * 3600.0,
@@ -117,6 +123,7 @@ def handle(args: argparse.Namespace) -> int:
             stall_rate=args.stall_rate,
             answer_delay=args.answer_delay,
             price=args.price,
+            answer_cost=args.answer_cost,
             history_ttl=args.history_ttl,
             history=args.history,
             history_lag=args.history_lag,

@@ -106,6 +106,7 @@ class _Gateway:
             await _error(fault, _FAULT_MESSAGES[fault])(scope, receive, counting_send)
             return
         if path.startswith(HISTORY_PATH):
+            state.stats.history_requests += 1
             refusal = self._refuse_history(scope)
             if refusal is not None:
                 await refusal(scope, receive, counting_send)
@@ -358,10 +359,9 @@ class _Routes:
     def _metrics(self, job: EmulatedJob) -> dict[str, Any]:
         """A finished request's metrics: its inference time and, as third parties report
         Segmind's v2 answers carry them, its cost (USD) and the credits left."""
-        metrics: dict[str, Any] = {
-            "inference_time": round(job.inference_time, 6),
-            "cost": self.state.config.price,
-        }
+        metrics: dict[str, Any] = {"inference_time": round(job.inference_time, 6)}
+        if self.state.config.answer_cost:
+            metrics["cost"] = self.state.config.price
         if self.state.credits is not None:
             metrics["remaining_credits"] = self.state.credits
         return metrics

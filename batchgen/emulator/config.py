@@ -62,6 +62,8 @@ class EmulatorConfig:
     each accepted request costs ``price`` USD (``credits_deduction``, and ``cost`` in the
     metrics of its status and result answers) and its row is kept ``history_ttl``
     seconds; it shows in the history only ``history_lag`` seconds after its submit.
+    ``answer_cost`` off leaves ``cost`` out of the answers' metrics (Segmind does not
+    document it), so only the request history prices a request.
     ``retired`` answers every submit 410 (the model was retired). ``retry_after`` is
     sent verbatim as the ``Retry-After`` of every 429 (``"none"``: no such header; every
     429 also carries ``x-rate-limit-reset-at-utc``).
@@ -91,6 +93,7 @@ class EmulatorConfig:
     history_lag: float = 0.0
     retired: bool = False
     price: float = 0.04
+    answer_cost: bool = True
     history_ttl: float = 7 * 24 * 3600.0
     image_format: ImageFormat = "png"
     image_size: int = 512

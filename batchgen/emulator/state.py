@@ -28,6 +28,7 @@ class Stats:
     status_polls: int = 0
     result_fetches: int = 0
     image_downloads: int = 0
+    history_requests: int = 0  # listings and single rows of the request history served
 
 
 class EmulatorState:
@@ -72,6 +73,7 @@ class EmulatorState:
             "status_polls": self.stats.status_polls,
             "result_fetches": self.stats.result_fetches,
             "image_downloads": self.stats.image_downloads,
+            "history_requests": self.stats.history_requests,
             "jobs": self.queue.counts(now=now, ttl=self.config.ttl),
             "peak_queue_depth": self.queue.peak_queue_depth,
             "duplicate_submits": self.queue.duplicate_submits,

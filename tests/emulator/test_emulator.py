@@ -413,6 +413,7 @@ async def test_stats_count_every_kind_of_request(clock: FakeClock) -> None:
         output = (await client.get(jobs[0]["response_url"])).json()["output"]
         await client.get(output)
         await client.get(output)
+        await client.get("/inference-request/request-history")
         counts = await stats(client)
     assert counts == {
         "submits_accepted": 5,
@@ -420,6 +421,7 @@ async def test_stats_count_every_kind_of_request(clock: FakeClock) -> None:
         "status_polls": 2,
         "result_fetches": 1,
         "image_downloads": 2,
+        "history_requests": 1,
         "jobs": {"QUEUED": 0, "PROCESSING": 0, "COMPLETED": 5, "FAILED": 0, "EXPIRED": 0},
         "peak_queue_depth": 3,
         "duplicate_submits": 1,

@@ -87,6 +87,20 @@ async def test_paging_filters_and_sorting() -> None:
     assert other["total"] == 0
 
 
+@pytest.mark.anyio
+async def test_without_answer_cost_only_the_history_prices_a_request() -> None:
+    """answer_cost off: the status and result metrics carry no cost; the history row still does."""
+    async with emulator(answer_cost=False, price=0.05) as (http, offset):
+        rid = await submit(http, prompt="a quiet harbour", mode="fast")
+        offset[0] += 5
+        status = (await http.get(f"{BASE}/v2/requests/{rid}/status")).json()
+        result = (await http.get(f"{BASE}/v2/requests/{rid}")).json()
+        row = (await http.get(f"{HISTORY}/{rid}")).json()
+    assert status["status"] == "COMPLETED" and "inference_time" in status["metrics"]
+    assert "cost" not in status["metrics"] and "cost" not in result["metrics"]
+    assert row["credits_deduction"] == 0.05
+
+
 @pytest.mark.parametrize(
     ("params", "says"),
     [
