@@ -14,11 +14,13 @@ reads it for three things, never in the hot path of a run:
 
 The page envelope and the timestamp names are not documented, so rows are read
 defensively (:func:`parse_row`: a ``credits_deduction`` that is not a price is
-ignored). Every call is bounded: a timeout per request (the body's reading included),
-each answer read once within :data:`~batchgen.api.answer.MAX_RESULT_BYTES` decoded and a
-depth cap (:mod:`batchgen.api.answer`), a page cap per listing, a few tries on a 429, a
-5xx or a broken connection (``Retry-After`` capped). When the history cannot be read
-(401/403/404, the network, an answer too large, too deep or not JSON)
+ignored). A listing is read newest first and stops at the start of the caller's window,
+never paging an account's older past (:meth:`History.scan`). Every call is bounded: a
+timeout per request (the body's reading included), each answer read once within
+:data:`~batchgen.api.answer.MAX_RESULT_BYTES` decoded and a depth cap
+(:mod:`batchgen.api.answer`), a row cap per listing (scaled to the batch), a few tries on
+a 429, a 5xx or a broken connection (``Retry-After`` capped). When the history cannot be
+read (401/403/404, the network, an answer too large, too deep or not JSON)
 :class:`HistoryUnavailable` says why and the caller falls back to what it would have
 done without it.
 """
@@ -28,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -60,7 +62,9 @@ __all__ = [
 DEFAULT_HISTORY_URL = "https://api.spotprod.segmind.com"
 HISTORY_PATH = "/inference-request/request-history"
 PER_PAGE = 100  # the most the API gives per page
-MAX_PAGES = 200  # 20,000 rows: the most one listing reads
+# Rows one listing reads beyond twice the requests the caller made in its window: room for
+# other work of the same key, without paging an account's whole day.
+MAX_ROWS = 20_000
 TIMEOUT = 30.0  # seconds, one history request
 TRIES = 5  # a 429, a 5xx or a broken connection is tried again, this many times in all
 RETRY_AFTER_CAP = 30.0
@@ -303,26 +307,68 @@ class History:
             raise self._refused(answer)
         return parse_row(self._body(answer), prices=self.prices)
 
-    async def rows(self, *, since: float, until: float, model: str, tries: int = TRIES) -> list[HistoryRow]:
-        """Every row of ``model`` created from ``since`` to ``until`` (epoch seconds), oldest first;
-        each page read is tried ``tries`` times at most.
+    async def rows(
+        self,
+        *,
+        since: float,
+        until: float,
+        model: str,
+        wanted: Collection[str] = (),
+        expected: int = 0,
+        tries: int = TRIES,
+    ) -> list[HistoryRow]:
+        """Every row :meth:`scan` reads, oldest first."""
+        found = [
+            row
+            async for row in self.scan(
+                since=since, until=until, model=model, wanted=wanted, expected=expected, tries=tries
+            )
+        ]
+        return sorted(found, key=lambda r: (r.created is None, r.created or 0.0))
 
-        Dates are whole UTC days, so the listing reads from the day of ``since`` less the
-        clock skew to the day of ``until``, in windows of at most 31 days.
+    async def scan(
+        self,
+        *,
+        since: float,
+        until: float,
+        model: str,
+        wanted: Collection[str] = (),
+        expected: int = 0,
+        tries: int = TRIES,
+    ) -> AsyncIterator[HistoryRow]:
+        """The rows of ``model`` created from ``since`` to ``until`` (epoch seconds, each widened
+        by the clock skew), newest first, each request once, as the pages come.
+
+        The API filters by whole UTC days only, and one day of a busy key can hold far more
+        than a batch, so the listing is read newest first (``sort_order=desc``), in windows
+        of at most 31 days from the day of ``until`` back, and stops at the first row created
+        before ``since`` (less :data:`CLOCK_SKEW`): the rest of the day, older still, is
+        never paged. With ``wanted`` (request ids) it also stops once every one of them has
+        been read. A listing that is not newest first (a row newer than the one before it)
+        is read to the end of its days instead. ``expected``: the requests the caller knows
+        it made in the window; a read raises :class:`HistoryUnavailable` after
+        ``MAX_ROWS + 2 * expected`` rows (a key busy with other work at more than twice the
+        batch's rate) rather than page on. Each page read is tried ``tries`` times at most.
         """
-        start = datetime.fromtimestamp(since - CLOCK_SKEW, tz=UTC).date()
-        end = datetime.fromtimestamp(until + CLOCK_SKEW, tz=UTC).date()
-        found: dict[str, HistoryRow] = {}
-        pages = 0
-        while start <= end:
-            stop = min(end, start + timedelta(days=30))
+        floor = since - CLOCK_SKEW
+        first = datetime.fromtimestamp(floor, tz=UTC).date()
+        stop = datetime.fromtimestamp(until + CLOCK_SKEW, tz=UTC).date()
+        cap = MAX_ROWS + 2 * max(0, expected)
+        missing = set(wanted)
+        seen: set[str] = set()
+        read = 0
+        newest_first = True
+        previous: float | None = None  # created time of the last dated row read
+        while stop >= first:
+            start = max(first, stop - timedelta(days=30))
             page = 1
+            past = False
             while True:
-                if pages >= MAX_PAGES:
+                if read >= cap:
                     raise HistoryUnavailable(
-                        f"more than {MAX_PAGES * PER_PAGE} requests in the window", permanent=True
+                        f"more than {cap:,} requests of {model} from {_minute(floor)} to {_minute(until)}",
+                        permanent=True,
                     )
-                pages += 1
                 answer = await self._get(
                     HISTORY_PATH,
                     {
@@ -332,17 +378,36 @@ class History:
                         "to_date": stop.isoformat(),
                         "model_name": model,
                         "sort_by": "model_created",
-                        "sort_order": "asc",
+                        "sort_order": "desc",
                     },
                     tries=tries,
                 )
                 if not answer.is_success:
                     raise self._refused(answer)
                 raw = _rows_of(self._body(answer))
+                read += len(raw)
                 for row in filter(None, (parse_row(item, prices=self.prices) for item in raw)):
-                    found.setdefault(row.request_id, row)
-                if len(raw) < PER_PAGE:
+                    if row.created is not None:
+                        if previous is not None and row.created > previous:
+                            newest_first = False  # not sorted as asked: no early stop on time
+                        previous = row.created
+                        if row.created < floor:
+                            past = True
+                            continue
+                    if row.request_id in seen:
+                        continue  # a row that moved to the next page while it was read
+                    seen.add(row.request_id)
+                    missing.discard(row.request_id)
+                    yield row
+                if wanted and not missing:
+                    return
+                if (past and newest_first) or len(raw) < PER_PAGE:
                     break
                 page += 1
-            start = stop + timedelta(days=1)
-        return sorted(found.values(), key=lambda r: (r.created is None, r.created or 0.0))
+            if past and newest_first:
+                return
+            stop = start - timedelta(days=1)
+
+
+def _minute(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -34,13 +34,16 @@ from batchgen.api.history import (
     match,
 )
 from batchgen.control.flight import Flight
+from batchgen.engine.reconcile import DEFAULT_HISTORY_LAG
 from batchgen.outcome.summary import Summary
-from batchgen.output.ledger import LedgerWriter
-from batchgen.output.replay import LedgerState
+from batchgen.output.ledger import HISTORY_EVENT, LedgerWriter, format_ts
+from batchgen.output.replay import HistoryRead, LedgerState
 
 __all__ = ["Accepted", "Costs", "Recovery"]
 
 log = logging.getLogger("batchgen")
+
+HISTORY_PATIENCE = 600.0  # seconds the end of a run may spend reading the history for its cost
 
 # Request id -> (job key, wall time it was accepted): every request this run knows it paid for.
 Accepted = dict[str, tuple[str, float]]
@@ -49,7 +52,10 @@ Costs = dict[str, tuple[float, str | None]]
 
 
 class Recovery:
-    """Reads the request history for one run (``history`` None: no history to read)."""
+    """Reads the request history for one run (``history`` None: no history to read).
+
+    ``lag``: how long the history may take to show a request (``--history-lag``).
+    """
 
     def __init__(
         self,
@@ -59,8 +65,10 @@ class Recovery:
         *,
         accepted: Accepted,
         wall_clock: Callable[[], float],
+        lag: float = DEFAULT_HISTORY_LAG,
     ) -> None:
         self.history = history
+        self.lag = lag
         self.ledger = ledger
         self.summary = summary
         self._accepted = accepted
@@ -109,43 +117,77 @@ class Recovery:
         this run's answers said, already in the ledger's lines), orphans of this run's
         submits in doubt (``doubts``; ``in_doubt``: the keys still in doubt), and the total
         in the summary. ``failing``: the history did not answer the run's last read (why);
-        it is then tried once, not waited for again."""
+        it is then tried once, not waited for again.
+
+        The history is read only when something needs it, newest first and only back to
+        the oldest request looked for (:meth:`~batchgen.api.history.History.scan`):
+        a batch priced by its answers, with nothing in doubt, reads nothing. Requests an
+        earlier read should have shown and did not price (``history_read`` lines) are not
+        looked for again; each read that went all the way back is recorded as one.
+        """
         requests = dict(state.requests)
         requests.update(self._accepted)
-        costs = dict(state.costs)
-        for request_id, priced_by_answer in answered.items():
-            costs.setdefault(request_id, priced_by_answer)
-        unpriced = {rid: at for rid, (_, at) in requests.items() if rid not in costs}
-        rows: dict[str, HistoryRow] = {}
-        if (unpriced or doubts) and self.history is not None:
-            since = min([*unpriced.values(), *(d.at for d in doubts)])
+        costs = state.costs
+        models = sorted(models)
+        look = {
+            request_id: at
+            for request_id, (_, at) in requests.items()
+            if request_id not in costs
+            and request_id not in answered
+            and not _settled(at, state.history_reads, models, lag=self.lag)
+        }
+        found: dict[str, tuple[float, str | None]] = {}
+        rows: list[HistoryRow] = []
+        if (look or doubts) and self.history is not None:
+            since = min([*look.values(), *(d.at for d in doubts)])
+            began = self._wall_clock()
+            expected = sum(1 for _, at in requests.values() if at >= since)
+            bodies = [d.body for d in doubts]
             tries = 1 if failing else TRIES
             try:
-                with anyio.fail_after(30 if failing else 120):
-                    rows = {
-                        row.request_id: row
-                        for model in sorted(models)
-                        for row in await self.history.rows(
+                with anyio.fail_after(30 if failing else HISTORY_PATIENCE):
+                    for model in models:
+                        # Orphans need every row back to the first doubt; costs only until all are read.
+                        wanted = () if doubts else set(look) - found.keys()
+                        seen: set[str] = set()
+                        read = 0
+                        async for row in self.history.scan(
                             since=since,
-                            until=self._wall_clock(),
+                            until=began,
                             model=model,
+                            wanted=wanted,
+                            expected=expected,
                             tries=tries,
+                        ):
+                            read += 1
+                            if row.request_id in look:
+                                seen.add(row.request_id)
+                                if row.cost is not None:
+                                    found[row.request_id] = (row.cost, row.status)
+                            elif row.body is not None and any(body_matches(b, row.body) for b in bodies):
+                                rows.append(row)
+                        if wanted and wanted <= seen:
+                            break  # stopped at the last one: every request looked for was read
+                        # Read back to `since`: what it did not price is not in the history.
+                        await self.ledger.write(
+                            HISTORY_EVENT,
+                            "",
+                            model=model,
+                            since=format_ts(since - CLOCK_SKEW),
+                            until=format_ts(began),
+                            rows=read,
+                            durable=False,
                         )
-                    }
             except (HistoryUnavailable, TimeoutError) as exc:
                 self.unavailable(str(exc) or "timed out", "the cost of the run is not known")
-        for request_id in unpriced:
-            row = rows.get(request_id)
-            if row is None or row.cost is None:
-                continue
-            costs[request_id] = (row.cost, row.status)
-            key = requests[request_id][0]
-            await self.ledger.write("cost", key, request_id=request_id, usd=row.cost, status=row.status)
+        for request_id, (usd, status) in found.items():
+            await self.ledger.write(
+                "cost", requests[request_id][0], request_id=request_id, usd=usd, status=status
+            )
         orphan_usd = dict(state.orphan_costs())
         found_orphans = 0
-        for row, key in self._orphans(
-            rows.values(), doubts, in_doubt, known=set(requests) | set(state.orphans)
-        ):
+        known = set(requests) | set(state.orphans)
+        for row, key in self._orphans(rows, doubts, in_doubt, known=known):
             usd = row.cost if row.cost is not None else 0.0
             orphan_usd[row.request_id] = usd
             found_orphans += 1
@@ -158,7 +200,7 @@ class Recovery:
                 row.status or "state unknown",
                 key[:12],
             )
-        priced = [costs[rid] for rid in requests if rid in costs]
+        priced = [p for rid in requests if (p := costs.get(rid) or answered.get(rid) or found.get(rid))]
         if priced or orphan_usd:
             self.summary.cost_usd = round(sum(usd for usd, _ in priced) + sum(orphan_usd.values()), 6)
             self.summary.cost_failed_usd = round(sum(usd for usd, status in priced if status == "FAILED"), 6)
@@ -190,3 +232,15 @@ class Recovery:
             if owner is not None:
                 found.append((row, owner))
         return found
+
+
+def _settled(at: float, reads: Sequence[HistoryRead], models: Sequence[str], *, lag: float) -> bool:
+    """Whether a request accepted at ``at`` (the ledger's clock) was looked for already: a
+    read of each model went back past it and was made long enough after it (the lag, and
+    the clock skew both ways) that the history must have shown it."""
+    if not reads or not models:
+        return False
+    return all(
+        any(r.model == model and r.since + CLOCK_SKEW <= at <= r.until - lag - CLOCK_SKEW for r in reads)
+        for model in models
+    )

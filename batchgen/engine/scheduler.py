@@ -138,7 +138,9 @@ class Scheduler:
         )
         self.counts.doubts = self.steps.in_doubt
         self._admitted: set[str] = set()  # keys of the jobs holding an admission token
-        self.recovery = Recovery(history, ledger, summary, accepted=self.accepted, wall_clock=wall_clock)
+        self.recovery = Recovery(
+            history, ledger, summary, accepted=self.accepted, wall_clock=wall_clock, lag=settings.history_lag
+        )
         self._ledger_ids: set[str] = set()
         self.reconciler = Reconciler(
             history,

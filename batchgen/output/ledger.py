@@ -42,6 +42,13 @@ Events and their further fields:
                    doubt, found in the history after the job was settled otherwise)
 ``expired``        ``request_id``: that request is past retention or unknown (404); the
                    job is about to be resubmitted
+``history_read``   ``model``, ``since``, ``until`` (ISO-8601 UTC), ``rows``: the account's
+                   request history of ``model`` was read (at the end of a run, for the
+                   cost) from the newest request back to those created at ``since``, as
+                   it stood at ``until``; ``key`` is ``""``. A request of the batch that
+                   this read should have shown (created from ``since`` to ``until`` less
+                   the history's lag, give or take the clock skew) and did not price is
+                   not looked for again by a rerun
 ``run_finished``   the run's counts
 =================  =========================================================================
 
@@ -74,6 +81,7 @@ from batchgen.output.jsontext import dumps
 
 __all__ = [
     "COST_EVENT",
+    "HISTORY_EVENT",
     "JOB_EVENTS",
     "RUN_EVENTS",
     "JobState",
@@ -88,6 +96,7 @@ JOB_EVENTS: frozenset[str] = frozenset(
     {"submitting", "uncertain", "refused", "submitted", "completed", "failed", "expired"}
 )
 COST_EVENT = "cost"
+HISTORY_EVENT = "history_read"
 RUN_EVENTS: frozenset[str] = frozenset({"run_started", "run_finished"})
 
 

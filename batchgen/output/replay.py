@@ -22,9 +22,9 @@ from typing import Any
 
 from batchgen.errors import UsageError
 from batchgen.output.layout import IMAGES_DIR
-from batchgen.output.ledger import COST_EVENT, JOB_EVENTS, RUN_EVENTS, JobState, parse_ts
+from batchgen.output.ledger import COST_EVENT, HISTORY_EVENT, JOB_EVENTS, RUN_EVENTS, JobState, parse_ts
 
-__all__ = ["JobRecord", "LedgerState", "RunRecord", "replay"]
+__all__ = ["HistoryRead", "JobRecord", "LedgerState", "RunRecord", "replay"]
 
 
 @dataclass(slots=True)
@@ -68,6 +68,16 @@ class RunRecord:
     counts: dict[str, Any] | None = None  # the ``run_finished`` figures
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryRead:
+    """A ``history_read`` line: the request history of ``model`` was read back to requests
+    created at ``since``, as it stood at ``until`` (epoch seconds)."""
+
+    model: str
+    since: float
+    until: float
+
+
 @dataclass(slots=True)
 class LedgerState:
     """The ledger replayed: one record per job key, the runs in order, and what could not be read."""
@@ -79,6 +89,7 @@ class LedgerState:
     requests: dict[str, tuple[str, float]] = field(default_factory=dict)  # id -> (job key, submitted ts)
     costs: dict[str, tuple[float, str | None]] = field(default_factory=dict)  # id -> (USD, status)
     orphans: dict[str, str] = field(default_factory=dict)  # paid, held by no job: id -> the job key of its body
+    history_reads: list[HistoryRead] = field(default_factory=list)  # the history as far as runs read it
 
     @property
     def request_ids(self) -> set[str]:
@@ -169,6 +180,9 @@ def _apply(state: LedgerState, where: str, obj: dict[str, Any]) -> None:
         else:
             state.warnings.append(f"{where}: cost event without request_id and usd, line skipped")
         return
+    if event == HISTORY_EVENT:
+        _apply_history_read(state, where, obj)
+        return
     if event not in JOB_EVENTS:
         state.warnings.append(f"{where}: unknown event {event!r}, line skipped")
         return
@@ -256,6 +270,19 @@ def _answered_cost(state: LedgerState, request_id: str | None, usd: object, stat
     """A ``completed`` / ``failed`` line's ``usd``: what the API's answer said the request cost."""
     if request_id is not None and isinstance(usd, int | float) and not isinstance(usd, bool):
         state.costs.setdefault(request_id, (float(usd), status))
+
+
+def _apply_history_read(state: LedgerState, where: str, obj: dict[str, Any]) -> None:
+    """Fold a ``history_read`` event: how far a run read the request history of one model."""
+    model = obj.get("model")
+    try:
+        since, until = parse_ts(obj["since"]), parse_ts(obj["until"])
+    except (KeyError, TypeError, ValueError):
+        model = None
+    if not isinstance(model, str):
+        state.warnings.append(f"{where}: history_read event without model, since and until, line skipped")
+        return
+    state.history_reads.append(HistoryRead(model, since, until))
 
 
 def _apply_run(state: LedgerState, where: str, event: str, obj: dict[str, Any]) -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from batchgen.errors import UsageError
 from batchgen.manifest.job import DEFAULT_MODEL, Job, job_key
@@ -149,6 +153,53 @@ async def test_the_cost_is_what_the_history_charged(tmp_path: Path) -> None:
     }
     assert priced == {r["request_id"] for r in rows}  # each by its answer's metrics or the history
     assert summary.estimated_cost == pytest.approx(0.20)  # the price table: 0.04 per image
+
+
+@pytest.mark.anyio
+async def test_a_batch_the_answers_do_not_price_reads_the_history_once(tmp_path: Path) -> None:
+    """Answers without metrics.cost: one newest-first page prices all 30 requests; a no-op rerun
+    reads no history at all and still knows the cost."""
+    jobs = make_jobs(30)
+    async with emulator(answer_cost=False, price=0.05) as emu:
+        summary = await run_jobs(emu, jobs, tmp_path)
+        first = (await emu.stats())["history_requests"]
+        again = await run_jobs(emu, jobs, tmp_path)
+        second = (await emu.stats())["history_requests"]
+    assert summary.cost_usd == pytest.approx(1.50) and summary.cost_unknown == 0
+    assert len(events(tmp_path, "cost")) == 30
+    assert first == 1 and second == 1  # the rerun made none
+    assert (again.skipped, again.cost_usd, again.cost_unknown) == (30, pytest.approx(1.50), 0)
+
+
+@pytest.mark.anyio
+async def test_a_request_the_history_does_not_have_is_looked_for_once(tmp_path: Path) -> None:
+    """A request the history never shows: the run that looks for it records how far it read
+    (history_read), and the rerun does not read the history again for it."""
+    jobs = make_jobs(3)
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(png, format="PNG")
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / jobs[2].filename).write_bytes(png.getvalue())
+    past = time.time() - 1000  # accepted well over the clock skew before the reads
+    async with await LedgerWriter.open(tmp_path / "ledger.jsonl", clock=lambda: past) as ledger:
+        await ledger.write("submitted", jobs[2].key, request_id="ghost-1", index=2, seed=3)
+        await ledger.write(
+            "completed",
+            jobs[2].key,
+            request_id="ghost-1",
+            file=f"images/{jobs[2].filename}",
+            sha256=hashlib.sha256(png.getvalue()).hexdigest(),
+            bytes=len(png.getvalue()),
+        )
+    async with emulator() as emu:
+        summary = await run_jobs(emu, jobs, tmp_path, history_lag=0.0)
+        first = (await emu.stats())["history_requests"]
+        again = await run_jobs(emu, jobs, tmp_path, history_lag=0.0)
+        second = (await emu.stats())["history_requests"]
+    (read,) = events(tmp_path, "history_read")
+    assert read["model"] == DEFAULT_MODEL and read["rows"] == 2  # this run's two, priced by their answers
+    assert summary.cost_unknown == 1 and again.cost_unknown == 1
+    assert first == 1 and second == 1
 
 
 @pytest.mark.anyio
