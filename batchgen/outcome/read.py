@@ -56,6 +56,7 @@ def _manifest(
     path: str | None,
     recorded_sha256: str | None,
     *,
+    state: LedgerState,
     keep_jobs: bool = False,
     shard: object = None,
     max_jobs: object = None,
@@ -63,7 +64,10 @@ def _manifest(
     """Load the manifest to learn its jobs' keys (and the jobs); say why not when it cannot be.
 
     ``shard`` is what the run recorded (``"K/N"``): only that shard's jobs are the run's;
-    ``max_jobs`` is the job cap the run recorded (the default cap if none).
+    ``max_jobs`` is the job cap the run recorded (the default cap if none). The jobs are
+    streamed, not held: only their keys are kept (the ledger's copy of each, where it has
+    one), and ``keep_jobs`` keeps the expansion itself, which gives them again when
+    iterated.
     """
     if path is None:
         problem = "no manifest recorded (jobs given from Python or standard input)"
@@ -78,9 +82,11 @@ def _manifest(
         selected = Shard.parse(shard) if isinstance(shard, str) else None
     except ValueError as exc:
         return Manifested(path, recorded_sha256, problem=f"the recorded shard: {exc}")
+    records = state.records
     try:
         found = manifest_jobs(path, max_jobs=cap, shard=selected)
-        jobs = tuple(found)
+        # The ledger's key object where it has one: 100,000 keys are 11 MB a copy.
+        keys = frozenset(record.key if (record := records.get(job.key)) else job.key for job in found)
         manifest = found.manifest
     except BatchgenError as exc:
         return Manifested(path, recorded_sha256, problem=f"{path} does not load: {str(exc).splitlines()[0]}")
@@ -88,10 +94,10 @@ def _manifest(
         path,
         recorded_sha256,
         sha256=manifest.sha256,
-        keys=frozenset(job.key for job in jobs),
+        keys=keys,
         name=manifest.name,
         report=dict(manifest.report),
-        jobs=jobs if keep_jobs else None,
+        jobs=found if keep_jobs else None,
     )
 
 
@@ -108,7 +114,9 @@ def read_status(
     """The status of the run in ``out_dir``, read without the lock.
 
     ``manifest`` overrides the path the last run recorded. ``now`` is the wall clock
-    (epoch seconds). ``keep_jobs`` keeps the manifest's jobs in ``status.manifest.jobs``.
+    (epoch seconds). ``keep_jobs`` keeps the manifest's jobs in ``status.manifest.jobs``
+    (an expansion that gives them when iterated: the report places them all); without a
+    manifest the ledger's records keep the parameters and labels they were sent with.
     Raises FileNotFoundError when ``out_dir`` has no ledger.
     """
     ledger = out_dir / LEDGER_NAME
@@ -122,10 +130,14 @@ def read_status(
     found = _manifest(
         manifest or recorded,
         latest.manifest_sha256 if latest else None,
+        state=state,
         keep_jobs=keep_jobs,
         shard=latest.settings.get("shard") if latest else None,
         max_jobs=latest.settings.get("max_jobs") if latest else None,
     )
+    if keep_jobs and found.keys is None:
+        # No manifest to place the jobs: the report shows them as the ledger recorded them.
+        state = replay(ledger, details=True)
     status = Status(out_dir, now, state, found, running_pid=pid, retention=retention, margin=margin)
     # A run appending right now may have half a line out: that is not damage.
     status.warnings = [w for w in state.warnings if not (pid is not None and _TORN in w)]

@@ -21,7 +21,7 @@ prints is :mod:`batchgen.outcome.status_text`; :meth:`Status.to_json` is its JSO
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,7 +60,9 @@ class Manifested:
     problem: str | None = None  # why it could not be, if it could not
     name: str | None = None  # the run name
     report: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # its ``report: {rows, columns}``
-    jobs: tuple[Job, ...] | None = None  # every job, when asked for (the report places them all)
+    # Every job, when asked for (the report places them all): the run's own list, or the
+    # manifest's expansion, which gives them again each time it is iterated.
+    jobs: Iterable[Job] | None = None
 
     @property
     def changed(self) -> bool:
@@ -336,7 +338,7 @@ def run_status(
         keys=frozenset(job.key for job in jobs),
         name=manifest.name if manifest else None,
         report=dict(manifest.report) if manifest else {},
-        jobs=tuple(jobs),
+        jobs=jobs,
     )
     status = Status(out_dir, now, state, found, retention=retention, margin=margin)
     status.warnings = list(state.warnings)

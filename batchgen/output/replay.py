@@ -10,6 +10,12 @@ and reported with its line number in :attr:`LedgerState.warnings`, never a trace
 
 Jobs in the ledger that are no longer in the manifest are left alone and reported
 (:meth:`LedgerState.removed`).
+
+Memory: a 100,000-job ledger is about 130 MB of text, so replay streams it a line at a
+time and keeps per job only what the resume rule, ``batchgen status`` and the report
+read: the body of a submit only while that submit is in doubt, the parameters and
+labels only when asked for (``details``: a report whose manifest cannot be loaded), and
+every repeated string (states, steps, error details, prices) once.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from batchgen.errors import UsageError
@@ -38,19 +44,22 @@ class JobRecord:
     submitted_at: float | None = None  # epoch seconds of the last ``submitted``
     finished_at: float | None = None  # epoch seconds of ``completed`` / ``failed``
     seed: int | None = None
-    params: dict[str, Any] | None = None
-    labels: dict[str, Any] | None = None
+    params: dict[str, Any] | None = None  # as sent; kept only by a replay with ``details``
+    labels: dict[str, Any] | None = None  # kept only by a replay with ``details``
     file: str | None = None
     sha256: str | None = None
     bytes: int | None = None
+    mtime_ns: int | None = None  # the file's modification time when ``completed`` was written
     inference_time: float | None = None
     code: int | None = None
     error: str | None = None
     retryable: bool | None = None
     step: str | None = None  # where a ``failed`` job failed
-    body: dict[str, Any] | None = None  # the body of the last ``submitting``
+    # The last ``submitting``'s body and time, while its submit is in doubt (the last event
+    # is ``submitting`` or ``uncertain``): what the request history is searched for.
+    body: dict[str, Any] | None = None
     doubt: str | None = None  # ``uncertain``: why its submit's outcome is not known
-    intent_at: float | None = None  # epoch seconds of the last ``submitting``
+    intent_at: float | None = None
     attempts: int = 0  # number of ``submitted`` events: > 1 means it was resubmitted
     expirations: int = 0  # number of ``expired`` events
 
@@ -88,8 +97,12 @@ class LedgerState:
     lines: int = 0  # complete lines read
     requests: dict[str, tuple[str, float]] = field(default_factory=dict)  # id -> (job key, submitted ts)
     costs: dict[str, tuple[float, str | None]] = field(default_factory=dict)  # id -> (USD, status)
-    orphans: dict[str, str] = field(default_factory=dict)  # paid, held by no job: id -> the job key of its body
+    orphans: dict[str, str] = field(
+        default_factory=dict
+    )  # paid, held by no job: id -> the job key of its body
     history_reads: list[HistoryRead] = field(default_factory=list)  # the history as far as runs read it
+    details: bool = False  # keep each job's parameters and labels (see replay)
+    _strings: dict[Any, Any] = field(default_factory=dict, repr=False)  # one copy of each repeated value
 
     @property
     def request_ids(self) -> set[str]:
@@ -114,12 +127,21 @@ class LedgerState:
         self.lines += 1
         _apply(self, where, event)
 
+    def shared(self, value: Any) -> Any:
+        """``value``, or the equal value seen before: states, steps, error details and prices
+        repeat across thousands of jobs, and each copy would cost its bytes again."""
+        if len(self._strings) >= _SHARED_MAX:
+            return value
+        return self._strings.setdefault(value, value)
+
     def removed(self, manifest_keys: Iterable[str]) -> list[JobRecord]:
         """Records of jobs no longer in the manifest (left alone, only reported), by index."""
         keep = set(manifest_keys)
         gone = [r for k, r in self.records.items() if k not in keep]
         return sorted(gone, key=lambda r: (r.index is None, r.index or 0, r.key))
 
+
+_SHARED_MAX = 4096  # distinct repeated values kept (error details, prices); more are not shared
 
 # Types of the job-event fields replay relies on (null is always allowed).
 _FIELD_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -131,6 +153,7 @@ _FIELD_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
     "file": (str, "a string"),
     "sha256": (str, "a string"),
     "bytes": (int, "an integer"),
+    "mtime_ns": (int, "an integer"),
     "inference_time": ((int, float), "a number"),
     "code": (int, "an integer"),
     "error": (str, "a string"),
@@ -150,17 +173,16 @@ def _has_type(value: object, expected: type | tuple[type, ...]) -> bool:
 
 def _inside_images(file: object) -> bool:
     """Whether a ledger ``file`` is a plain relative path under ``images/`` (no ``..``)."""
-    if not isinstance(file, str):
+    if not isinstance(file, str) or file.startswith("/") or "\\" in file or "\0" in file:
         return False
-    path = PurePosixPath(file)
-    return (
-        not path.is_absolute()
-        and "\\" not in file
-        and "\0" not in file
-        and len(path.parts) >= 2
-        and path.parts[0] == IMAGES_DIR
-        and ".." not in path.parts
-    )
+    # The parts PurePosixPath would see (empty and "." ones dropped), without building one:
+    # this runs for every completed line, 100,000 of them in a big ledger.
+    parts = [part for part in file.split("/") if part and part != "."]
+    return len(parts) >= 2 and parts[0] == IMAGES_DIR and ".." not in parts
+
+
+# Each job state once (a record holds the constant, not the copy each line's JSON made).
+_STATES: dict[str, JobState] = {name: name for name in JOB_EVENTS}  # type: ignore[misc]
 
 
 def _apply(state: LedgerState, where: str, obj: dict[str, Any]) -> None:
@@ -173,7 +195,7 @@ def _apply(state: LedgerState, where: str, obj: dict[str, Any]) -> None:
         request_id, usd = obj.get("request_id"), obj.get("usd")
         if isinstance(request_id, str) and isinstance(usd, int | float) and not isinstance(usd, bool):
             status = obj.get("status")
-            state.costs[request_id] = (float(usd), status if isinstance(status, str) else None)
+            state.costs[request_id] = state.shared((float(usd), status if isinstance(status, str) else None))
             key = obj.get("key")
             if obj.get("orphan") is True and isinstance(key, str):
                 state.orphans[request_id] = key
@@ -209,8 +231,8 @@ def _apply(state: LedgerState, where: str, obj: dict[str, Any]) -> None:
         return
     record = state.records.get(key)
     if record is None:
-        record = state.records[key] = JobRecord(key=key, state=event)
-    record.state = event
+        record = state.records[key] = JobRecord(key=key, state=_STATES[event])
+    record.state = _STATES[event]
     if event == "submitting":
         record.body = obj.get("body")
         record.intent_at = ts
@@ -218,19 +240,20 @@ def _apply(state: LedgerState, where: str, obj: dict[str, Any]) -> None:
         if "index" in obj:
             record.index = obj["index"]
         return
-    if event == "refused":
-        # The last submit was answered with a refusal (or never left): nothing in doubt.
-        record.doubt = None
-        return
     if event == "uncertain":
         # The submit of the last ``submitting`` line got no usable answer: it may be paid.
         error = obj.get("error")
-        record.doubt = error if isinstance(error, str) else "no usable answer"
+        record.doubt = state.shared(error) if isinstance(error, str) else "no usable answer"
+        return
+    # No submit of this job is in doubt any more: what the history would be searched for goes.
+    record.body = record.intent_at = record.doubt = None
+    if event == "refused":
+        # The last submit was answered with a refusal (or never left): nothing in doubt.
         return
     if obj.get("request_id") is not None or event != "failed":
         record.request_id = obj.get("request_id", record.request_id)
     if event == "submitted" and isinstance(record.request_id, str):
-        state.requests[record.request_id] = (key, ts)
+        state.requests[record.request_id] = (record.key, ts)
     if "seed" in obj:
         record.seed = obj["seed"]
     if "index" in obj:
@@ -238,12 +261,13 @@ def _apply(state: LedgerState, where: str, obj: dict[str, Any]) -> None:
     if event == "submitted":
         record.submitted_at = ts
         record.attempts += 1
-        record.params = obj.get("params", record.params)
-        record.labels = obj.get("labels", record.labels)
+        if state.details:
+            record.params = obj.get("params", record.params)
+            record.labels = obj.get("labels", record.labels)
         # A new attempt: the outcome of an earlier one no longer describes the job.
         record.finished_at = None
         record.file = record.sha256 = None
-        record.bytes = None
+        record.bytes = record.mtime_ns = None
         record.inference_time = None
         record.code = None
         record.error = None
@@ -254,14 +278,17 @@ def _apply(state: LedgerState, where: str, obj: dict[str, Any]) -> None:
         record.file = obj.get("file")
         record.sha256 = obj.get("sha256")
         record.bytes = obj.get("bytes")
+        record.mtime_ns = obj.get("mtime_ns")
         record.inference_time = obj.get("inference_time")
     elif event == "failed":
         _answered_cost(state, record.request_id, obj.get("usd"), "FAILED")
         record.finished_at = ts
         record.code = obj.get("code")
-        record.error = obj.get("error")
+        error = obj.get("error")
+        record.error = state.shared(error) if isinstance(error, str) else None
         record.retryable = bool(obj.get("retryable", False))
-        record.step = obj.get("step")
+        step = obj.get("step")
+        record.step = state.shared(step) if isinstance(step, str) else None
     else:  # expired
         record.expirations += 1
 
@@ -269,7 +296,7 @@ def _apply(state: LedgerState, where: str, obj: dict[str, Any]) -> None:
 def _answered_cost(state: LedgerState, request_id: str | None, usd: object, status: str) -> None:
     """A ``completed`` / ``failed`` line's ``usd``: what the API's answer said the request cost."""
     if request_id is not None and isinstance(usd, int | float) and not isinstance(usd, bool):
-        state.costs.setdefault(request_id, (float(usd), status))
+        state.costs.setdefault(request_id, state.shared((float(usd), status)))
 
 
 def _apply_history_read(state: LedgerState, where: str, obj: dict[str, Any]) -> None:
@@ -313,51 +340,52 @@ def _apply_run(state: LedgerState, where: str, event: str, obj: dict[str, Any]) 
         run.counts = {k: v for k, v in obj.items() if k not in ("event", "key", "ts")}
 
 
-def replay(path: Path) -> LedgerState:
+def replay(path: Path, *, details: bool = False) -> LedgerState:
     """Read a ledger into a :class:`LedgerState`; a missing file is an empty ledger.
 
     Never raises on bad content: a half-written last line is ignored, any other line
     that is not a JSON object (or not a valid event) is skipped and reported in
     ``warnings`` as ``PATH:LINE: what``. A ledger that exists but cannot be read is a
-    :class:`~batchgen.errors.UsageError`.
+    :class:`~batchgen.errors.UsageError`. The file is read a line at a time; ``details``
+    also keeps each job's parameters and labels (:attr:`JobRecord.params`), which only a
+    report without its manifest needs.
     """
-    state = LedgerState()
+    state = LedgerState(details=details)
     try:
-        data = path.read_bytes()
+        file = path.open("rb")
     except FileNotFoundError:
         return state
     except OSError as exc:
         # Not an empty ledger: reading it as one would resubmit (and pay for) every job.
         raise UsageError(f"cannot read the ledger {path}: {exc.strerror or exc}") from None
-    if not data:
-        return state
-    torn = not data.endswith(b"\n")
-    lines = data.split(b"\n")
-    if not torn:
-        lines.pop()  # the empty string after the final newline
-    for number, raw in enumerate(lines, start=1):
-        last = number == len(lines)
-        where = f"{path}:{number}"
-        if not raw.strip():
-            continue
+    name = str(path)
+    with file:
+        number = 0
         try:
-            obj = json.loads(raw)
-        except (ValueError, RecursionError):  # RecursionError: nested thousands deep, not ours
-            obj = None
-        if torn and last:
-            if isinstance(obj, dict):
-                # The object is whole; only its newline was lost. Keep the event.
+            for raw in file:
+                number += 1
+                if not raw.strip():
+                    continue
+                try:
+                    obj = json.loads(raw)
+                except (ValueError, RecursionError):  # RecursionError: nested thousands deep, not ours
+                    obj = None
+                if not raw.endswith(b"\n"):  # the last line, torn unless its object is whole
+                    if isinstance(obj, dict):
+                        # The object is whole; only its newline was lost. Keep the event.
+                        state.lines += 1
+                        _apply(state, f"{name}:{number}", obj)
+                    else:
+                        state.warnings.append(
+                            f"{name}:{number}: incomplete last line ignored"
+                            " (a run was killed while writing it)"
+                        )
+                    continue
+                if not isinstance(obj, dict):
+                    state.warnings.append(f"{name}:{number}: not a JSON object, line skipped")
+                    continue
                 state.lines += 1
-                _apply(state, where, obj)
-            else:
-                state.warnings.append(
-                    f"{where}: incomplete last line ignored (a run was killed while writing it)"
-                )
-            continue
-        if not isinstance(obj, dict):
-            state.warnings.append(f"{where}: not a JSON object, line skipped")
-            continue
-        state.lines += 1
-        _apply(state, where, obj)
+                _apply(state, f"{name}:{number}", obj)
+        except OSError as exc:
+            raise UsageError(f"cannot read the ledger {path}: {exc.strerror or exc}") from None
     return state
-

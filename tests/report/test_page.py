@@ -123,6 +123,23 @@ def test_the_report_of_a_run_is_the_one_its_folder_gives(tmp_path: Path) -> None
     assert without_stamp((out / "report.html").read_text()) == without_stamp(at_the_end)
 
 
+def test_a_report_without_its_manifest_shows_the_jobs_the_ledger_recorded(tmp_path: Path) -> None:
+    """The manifest file is gone: `batchgen report OUT` still shows every image with the
+    parameters and labels its submit recorded (replay keeps them only for this)."""
+    from batchgen.outcome.read import read_status
+    from batchgen.report.page import write_report
+
+    out = run_manifest(tmp_path)
+    (tmp_path / "m.yaml").unlink()
+    status = read_status(out, keep_jobs=True)
+    assert status.manifest.jobs is None and status.manifest.problem
+    write_report(status)
+    page = (out / "report.html").read_text()
+    data = json.loads(re.search(r'<script type="application/json" id="data">(.*?)</script>', page, re.S)[1])
+    assert len(data["items"]) == 8 and data["common"]["seed"] == 7
+    assert {item["p"]["prompt"] for item in data["items"]} >= {"A fox in ink", "A owl in clay"}
+
+
 def test_the_report_of_a_run_does_not_read_its_manifest_again(tmp_path: Path) -> None:
     """A run's report places every job from the jobs it holds, even once its manifest file is gone."""
     from batchgen.manifest.load import load_manifest
