@@ -410,6 +410,7 @@ class Steps:
             file=saved.file,
             sha256=saved.sha256,
             bytes=saved.bytes,
+            mtime_ns=saved.mtime_ns,
             **cost_field(self.costs.get(flight.request_id, (None, None))[0]),
         )
         flight.saved()

@@ -31,7 +31,9 @@ Events and their further fields:
                    account's request history after a ``submitting`` with no answer
 ``completed``      ``request_id``, ``seed``, ``inference_time`` (server seconds),
                    ``file`` (path relative to OUT, e.g. ``images/cat.png``), ``sha256``,
-                   ``bytes``, and ``usd`` when the API's answer said what it cost
+                   ``bytes``, ``mtime_ns`` (the file's modification time once in place,
+                   nanoseconds: a rerun trusts a file with that size and time without
+                   hashing it), and ``usd`` when the API's answer said what it cost
 ``failed``         ``request_id`` (or null when the submit itself was refused), ``seed``,
                    ``code`` (HTTP status or null), ``error`` (the detail), ``retryable``,
                    ``step`` (where it failed: submit, status, result or download),

@@ -9,7 +9,9 @@ For each job of the manifest, by its key:
   no usable answer): the submit is in doubt; look for the request in the account's
   request history before anything is submitted (``Reconcile``): adopted if found,
   submitted again only if the history, past its lag window, does not hold it;
-- ``completed`` and ``OUT/<file>`` exists with the recorded sha256: skip; a ``file``
+- ``completed`` and ``OUT/<file>`` exists with the recorded sha256 (or, without reading
+  it, the size and modification time recorded when it was saved:
+  :func:`~batchgen.output.images.file_matches`): skip; a ``file``
   that resolves outside ``OUT/images`` (through a symlink) never counts as done and is
   submitted again (``file-outside``), and replay skips a ``completed`` line whose
   ``file`` is not a plain path under ``images/`` at all;
@@ -33,6 +35,8 @@ Jobs in the ledger that are no longer in the manifest are left alone and reporte
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,8 +156,28 @@ def rerun_verb(decision: ResumeDecision) -> RerunVerb:
 def leads_outside(out_dir: Path, file: str) -> bool:
     """Whether ``OUT/<file>`` resolves outside ``OUT/images`` (a symlink that leads out of
     the output folder): such a file is not our image, whatever its bytes."""
+    if _plainly_inside(out_dir, file):
+        return False
     images = (out_dir / IMAGES_DIR).resolve()
     return not (out_dir / file).resolve().is_relative_to(images)
+
+
+def _plainly_inside(out_dir: Path, file: str) -> bool:
+    """Whether ``file`` (``images/...``, no ``..``) reaches its target without a symlink from
+    ``OUT/images`` down: then it resolves inside without resolving both paths, which costs
+    a system call per folder from the root, for every image of a rerun and ``status``."""
+    parts = file.split("/")
+    if len(parts) < 2 or parts[0] != IMAGES_DIR or ".." in parts:
+        return False
+    path = os.fspath(out_dir)
+    for part in parts:
+        path = os.path.join(path, part)
+        try:
+            if stat.S_ISLNK(os.lstat(path).st_mode):
+                return False
+        except OSError:
+            return False  # missing: the careful way says what it means
+    return True
 
 
 # Steps that follow a request already paid for: a failure there (an outage of status or
@@ -194,7 +218,9 @@ def decide(
             return recover("file-missing")
         if leads_outside(out_dir, record.file):
             return Submit("file-outside", record.request_id)
-        if record.sha256 is None or not file_matches(out_dir, record.file, record.sha256):
+        if record.sha256 is None or not file_matches(
+            out_dir, record.file, record.sha256, size=record.bytes, mtime_ns=record.mtime_ns
+        ):
             return recover("file-changed")
         return Skip("completed")
     if record.state == "submitted":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import io
 from pathlib import Path
 
@@ -151,6 +152,36 @@ def test_file_matches_checks_presence_and_content(tmp_path: Path) -> None:
     assert not file_matches(tmp_path, "images/a.png", hashlib.sha256(b"abd").hexdigest())
     assert not file_matches(tmp_path, "images/missing.png", digest)
     assert not file_matches(tmp_path, "images", digest)
+
+
+def test_file_matches_trusts_the_recorded_size_and_time_only_to_the_nanosecond(tmp_path: Path) -> None:
+    """With the size and mtime_ns recorded at save, an unchanged file is not read; a rewrite of
+    the same size with any other time, or a recorded time in whole seconds, is hashed."""
+    image = tmp_path / "images" / "a.png"
+    image.parent.mkdir()
+    image.write_bytes(b"abc")
+    digest = hashlib.sha256(b"abc").hexdigest()
+    recorded = image.stat().st_mtime_ns // 1000 * 1000 + 123  # a time with a fraction of a second
+    os.utime(image, ns=(recorded, recorded))
+    wrong = hashlib.sha256(b"xyz").hexdigest()
+    # Size and time as recorded: trusted without reading, whatever the digest says.
+    assert file_matches(tmp_path, "images/a.png", wrong, size=3, mtime_ns=recorded)
+    image.write_bytes(b"abd")  # same size, a new time: hashed, and found changed
+    assert not file_matches(tmp_path, "images/a.png", digest, size=3, mtime_ns=recorded)
+    whole = 1_700_000_000 * 1_000_000_000
+    os.utime(image, ns=(whole, whole))  # a coarse filesystem: never trusted
+    assert not file_matches(tmp_path, "images/a.png", digest, size=3, mtime_ns=whole)
+    assert file_matches(tmp_path, "images/a.png", hashlib.sha256(b"abd").hexdigest(), size=3, mtime_ns=whole)
+    assert not file_matches(tmp_path, "images/gone.png", digest, size=3, mtime_ns=recorded)
+
+
+@pytest.mark.anyio
+async def test_a_saved_image_records_its_modification_time(tmp_path: Path) -> None:
+    """SavedImage.mtime_ns is the time of the file in place (what the completed line records)."""
+    async with open_part(tmp_path, "t.png") as part:
+        await part.write(make_image("PNG"))
+        saved = await part.commit()
+    assert saved.mtime_ns == (tmp_path / saved.file).stat().st_mtime_ns
 
 
 def test_decode_data_uri() -> None:

@@ -496,6 +496,27 @@ async def test_completed_with_its_file_intact_is_skipped(tmp_path: Path) -> None
 
 
 @pytest.mark.anyio
+async def test_completed_with_its_recorded_size_and_time_is_skipped_without_reading_it(tmp_path: Path) -> None:
+    """completed with bytes and mtime_ns as the file still has them: skipped without hashing
+    (content swapped behind an unchanged size and time is trusted: the documented limit);
+    the same content with its time changed is hashed, and still skipped."""
+    digest = saved_image(tmp_path)
+    image = tmp_path / "images" / "a.png"
+    stamp = image.stat().st_mtime_ns // 1000 * 1000 + 7
+    os.utime(image, ns=(stamp, stamp))
+    done = {"request_id": "r-1", "file": "images/a.png", "sha256": digest, "bytes": 11, "mtime_ns": stamp}
+    record = replay(await ledger_with(tmp_path, SUBMITTED, ("completed", "k", done))).get("k")
+    assert record is not None and record.mtime_ns == stamp
+    image.write_bytes(b"IMAGE BYTES")  # same size, other bytes, time set back
+    os.utime(image, ns=(stamp, stamp))
+    assert decide(record, out_dir=tmp_path, now=T0) == Skip("completed")
+    image.write_bytes(b"image bytes")  # the recorded bytes again, a new time: hashed, and they match
+    assert decide(record, out_dir=tmp_path, now=T0) == Skip("completed")
+    image.write_bytes(b"IMAGE BYTES")  # new time and other bytes: changed
+    assert decide(record, out_dir=tmp_path, now=T0) == Poll("r-1", T0, recover=True)
+
+
+@pytest.mark.anyio
 async def test_completed_with_file_missing_or_changed_is_recovered_from_its_request(tmp_path: Path) -> None:
     """completed but the file is gone or its content differs: ask its request again, don't pay."""
     digest = saved_image(tmp_path)
