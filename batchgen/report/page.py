@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import html
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
@@ -52,16 +52,54 @@ def report_jobs(status: Status) -> list[ReportJob]:
     records = status.state.records
     jobs: list[ReportJob] = []
     listed: set[str] = set()
+    values = _SharedNames()
     for job in status.manifest.jobs or ():
         listed.add(job.key)
         jobs.append(
-            _report_job(job.key, job.index, job.params.to_api(), dict(job.labels), records.get(job.key))
+            _report_job(job.key, job.index, values(job.params.to_api()), job.labels, records.get(job.key))
         )
     for key, record in records.items():
         if key not in listed and record.params is not None and status.manifest.jobs is None:
             jobs.append(_report_job(key, record.index, record.params, record.labels or {}, record))
     jobs.sort(key=lambda j: (j.index is None, j.index or 0))
     return jobs
+
+
+class _Values(Mapping[str, Any]):
+    """A job's parameters, read-only: its values in the order of names every job shares.
+
+    A dict of 13 parameters is 656 bytes a job; this is a tuple of the values and a
+    reference to the shared names (about 200 bytes), for reports of 100,000 jobs.
+    """
+
+    __slots__ = ("_at", "_values")
+
+    def __init__(self, at: Mapping[str, int], values: tuple[Any, ...]) -> None:
+        self._at = at
+        self._values = values
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[self._at[name]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._at)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+class _SharedNames:
+    """Makes :class:`_Values` of parameter dicts, sharing one name table per set of names."""
+
+    def __init__(self) -> None:
+        self._tables: dict[tuple[str, ...], dict[str, int]] = {}
+
+    def __call__(self, params: Mapping[str, Any]) -> Mapping[str, Any]:
+        names = tuple(params)
+        at = self._tables.get(names)
+        if at is None:
+            at = self._tables[names] = {name: i for i, name in enumerate(names)}
+        return _Values(at, tuple(params.values()))
 
 
 def _report_job(
@@ -91,21 +129,19 @@ class ReportStopped(Exception):
 
 
 def _with_thumbs(out_dir: Path, jobs: list[ReportJob], stop: Callable[[], bool]) -> list[ReportJob]:
-    from dataclasses import replace
-
+    """Make the thumbnails of the jobs' images and set each job's ``thumb`` (in place)."""
     # An image that leads outside OUT/images (a symlink) is not the run's: it is neither
     # read nor shown (`batchgen status` and the page's warnings name it).
     wanted = [
-        (j.file, j.sha256)
+        j
         for j in jobs
         if j.file and j.sha256 and (out_dir / j.file).is_file() and not leads_outside(out_dir, j.file)
     ]
-    made = make_thumbnails(out_dir, wanted, stop=stop)
-    shown = {pair for pair in wanted if pair[1] in made}
-    return [
-        replace(j, thumb=thumb_relpath(j.sha256)) if (j.file, j.sha256) in shown and j.sha256 else j
-        for j in jobs
-    ]
+    made = make_thumbnails(out_dir, ((j.file or "", j.sha256 or "") for j in wanted), stop=stop)
+    for job in wanted:
+        if job.sha256 in made:
+            job.thumb = thumb_relpath(job.sha256)
+    return jobs
 
 
 def write_report(status: Status, *, stop: Callable[[], bool] = lambda: False) -> Path:
@@ -138,9 +174,14 @@ def write_report(status: Status, *, stop: Callable[[], bool] = lambda: False) ->
         check()
         for stale in set((out_dir / GRIDS_DIR).glob("*.png")) - {out_dir / g for g in grids}:
             stale.unlink(missing_ok=True)  # a sheet of an earlier report that is no longer drawn
-        page = render_page(status, jobs, sheets, grids)
         target = out_dir / REPORT_HTML
-        replace_whole(target, lambda part: part.write_text(page, encoding="utf-8"))
+
+        def write(part: Path) -> None:
+            # Written as it is made: the page of 100,000 jobs is tens of megabytes of text.
+            with part.open("w", encoding="utf-8") as file:
+                file.writelines(_page(status, jobs, sheets, grids))
+
+        replace_whole(target, write)
     except OSError as exc:  # a read-only folder, a full disk: say where, no traceback
         raise LocalWriteError.from_os_error("write", exc.filename or out_dir, exc) from None
     return target
@@ -281,30 +322,38 @@ def _sheet_html(sheet: Sheet, grid: str, number: int, item_of: Mapping[str, int]
     )
 
 
-def _data(jobs: Sequence[ReportJob]) -> tuple[dict[str, Any], dict[str, int]]:
-    """The gallery's data: parameters common to every shown job once, the rest per item."""
+def _gallery(jobs: Sequence[ReportJob]) -> tuple[list[ReportJob], dict[str, Any]]:
+    """The jobs the gallery shows (those with a thumbnail), and the parameters they all share."""
     shown = [j for j in jobs if j.thumb and j.file]
     common: dict[str, Any] = {}
     if shown:
         first = shown[0].params
         common = {k: v for k, v in first.items() if all(j.params.get(k) == v for j in shown)}
-    items: list[dict[str, Any]] = []
-    item_of: dict[str, int] = {}
-    for j in shown:
-        item_of[j.key] = len(items)
-        items.append(
-            {
-                "i": j.index,
-                "k": j.key,
-                "f": _url(j.file or ""),
-                "t": _url(j.thumb or ""),
-                "p": {k: v for k, v in j.params.items() if k not in common},
-                "l": dict(j.labels),
-                "r": j.request_id,
-                "s": j.inference_time,
-            }
-        )
-    return {"common": common, "items": items}, item_of
+    return shown, common
+
+
+def _items(shown: Sequence[ReportJob], common: Mapping[str, Any]) -> Iterator[str]:
+    """The gallery's data as JSON text, a piece at a time: the common parameters once, the
+    rest per item (each object as strict JSON, without holding the whole)."""
+    yield '{"common":' + _json(common) + ',"items":['
+    for n, j in enumerate(shown):
+        item = {
+            "i": j.index,
+            "k": j.key,
+            "f": _url(j.file or ""),
+            "t": _url(j.thumb or ""),
+            "p": {k: v for k, v in j.params.items() if k not in common},
+            "l": dict(j.labels),
+            "r": j.request_id,
+            "s": j.inference_time,
+        }
+        yield ("," if n else "") + _json(item)
+    yield "]}"
+
+
+def _json(value: Any) -> str:
+    # Strict JSON (the page's script parses it); inside <script>, "</" would end it.
+    return dumps(value, compact=True).replace("</", "<\\/")
 
 
 @cache
@@ -317,7 +366,16 @@ def render_page(
     status: Status, jobs: Sequence[ReportJob], sheets: Sequence[Sheet], grids: Sequence[str]
 ) -> str:
     """The whole page as one string."""
-    data, item_of = _data(jobs)
+    return "".join(_page(status, jobs, sheets, grids))
+
+
+def _page(
+    status: Status, jobs: Sequence[ReportJob], sheets: Sequence[Sheet], grids: Sequence[str]
+) -> Iterator[str]:
+    """The page, a piece at a time (:func:`write_report` writes them as they come)."""
+    shown, common = _gallery(jobs)
+    in_sheets = {job.key for sheet in sheets for job in sheet.cells.values()}
+    item_of = {j.key: n for n, j in enumerate(shown) if j.key in in_sheets}
     sheets_html = "".join(
         _sheet_html(s, g, i + 1, item_of) for i, (s, g) in enumerate(zip(sheets, grids, strict=True))
     )
@@ -327,10 +385,9 @@ def render_page(
             " items (an aspect ratio, a seed, a style) with three quarters of its cells filled;"
             " <code>report: {rows, columns}</code> in the manifest chooses the axes.</p>"
         )
-    payload = dumps(data, compact=True).replace("</", "<\\/")  # strict JSON: the page's script parses it
     title = _e(status.manifest.name or status.out_dir.name)
-    count = len(data["items"])
-    return f"""<!doctype html>
+    count = len(shown)
+    yield f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>batchgen report: {title}</title>
@@ -352,7 +409,9 @@ def render_page(
 <dialog id="viewer"><form method="dialog"><button class="close" aria-label="close">×</button></form>
 <div class="view"><a id="full-link" target="_blank"><img id="full" alt=""></a>
 <div class="info"><p id="copied" role="status"></p><table id="params"></table></div></div></dialog>
-<script type="application/json" id="data">{payload}</script>
+<script type="application/json" id="data">"""
+    yield from _items(shown, common)
+    yield f"""</script>
 <script>{_asset("report.js")}</script>
 </body></html>
 """

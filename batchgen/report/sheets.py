@@ -80,9 +80,13 @@ _ORDINAL = " #"  # a level of ordinals is named after the name that repeats: "se
 _NOTES = 2  # companions shown in a row header
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class ReportJob:
-    """One job as the report shows it: identity, values, and what became of it."""
+    """One job as the report shows it: identity, values, and what became of it.
+
+    ``thumb`` is filled in once the thumbnails are made, in place: a report of 100,000
+    jobs holds one record each, not a copy per step.
+    """
 
     key: str
     index: int | None
