@@ -47,6 +47,7 @@ from typing import Any
 from PIL import Image
 
 from batchgen.manifest.template import render_value
+from batchgen.output.structure import PNG_SIGNATURE, png_chunks
 
 __all__ = [
     "INFO_KEY",
@@ -76,7 +77,6 @@ _INFOTEXT_NAMES: tuple[tuple[str, str], ...] = (
 )
 
 _FREE_TEXT = frozenset({"prompt", "negative_prompt"})  # written on lines of their own
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_TEXT_TYPES = (b"tEXt", b"iTXt", b"zTXt")
 _SEGMENT_MAX = 65533  # a JPEG segment's payload: a 16-bit length that counts itself
 
@@ -167,27 +167,6 @@ def _png_text(keyword: str, text: str) -> bytes:
         return _png_chunk(b"iTXt", key + b"\0\0\0\0\0" + text.encode("utf-8"))
 
 
-def _png_chunks(data: bytes) -> list[tuple[int, int, bytes]]:
-    """(start, end, type) of every chunk; ValueError if the structure is broken."""
-    if not data.startswith(_PNG_SIGNATURE):
-        raise ValueError("not a PNG")
-    chunks = []
-    pos = len(_PNG_SIGNATURE)
-    while pos < len(data):
-        if pos + 8 > len(data):
-            raise ValueError("truncated PNG chunk header")
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        kind = data[pos + 4 : pos + 8]
-        end = pos + 12 + length
-        if end > len(data):
-            raise ValueError("truncated PNG chunk")
-        chunks.append((pos, end, kind))
-        pos = end
-        if kind == b"IEND":
-            break
-    return chunks
-
-
 def _png_keyword(data: bytes, start: int) -> bytes:
     (length,) = struct.unpack(">I", data[start : start + 4])
     body = data[start + 8 : start + 8 + length]
@@ -195,12 +174,12 @@ def _png_keyword(data: bytes, start: int) -> bytes:
 
 
 def _embed_png(data: bytes, texts: Mapping[str, str]) -> bytes:
-    chunks = _png_chunks(data)
+    chunks = png_chunks(data)
     first_idat = next((start for start, _, kind in chunks if kind == b"IDAT"), None)
     if first_idat is None:
         raise ValueError("PNG without image data")
     keywords = {k.encode("latin-1") for k in texts}
-    out = [data[: len(_PNG_SIGNATURE)]]
+    out = [data[: len(PNG_SIGNATURE)]]
     for start, end, kind in chunks:
         if start == first_idat:
             out.extend(_png_text(k, v) for k, v in texts.items())
