@@ -397,10 +397,11 @@ def file_matches(
     ``batchgen status`` would read it all (about 150 GB at Bria's sizes). What this
     trusts: nothing rewrites an image with the same number of bytes *and* sets its
     modification time back to the nanosecond (``touch -r``, or ``cp -p`` / ``rsync -t``
-    of another file of the same size, would). A time in whole seconds (a filesystem that
-    keeps no finer times, where a rewrite within the second would not show) is not
-    trusted; any other difference, or no recorded time (older ledgers), is settled by
-    the hash.
+    of another file of the same size, would), and after a power cut, a filesystem that
+    does not show a file's new size before its data (ext4's default ``data=ordered``
+    does not; images are not fsync'ed). A time in whole seconds (a filesystem that keeps
+    no finer times, where a rewrite within the second would not show) is not trusted;
+    any other difference, or no recorded time (older ledgers), is settled by the hash.
     """
     path = out_dir / file
     try:
