@@ -44,7 +44,7 @@ from typing import Any
 import anyio
 import httpx
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 MODEL = "bria-text-to-image"
 PROMPT = "A lighthouse on a cliff at dawn"
 KEY = "bench-dummy-key"  # the emulator takes any non-empty key
