@@ -23,6 +23,7 @@ from batchgen.output.temporary import replace_whole
 __all__ = ["THUMB_SIZE", "make_thumbnails", "thumb_relpath"]
 
 THUMB_SIZE = 256
+_ORIENTATION = 0x0112  # the EXIF tag of how the camera was turned
 
 
 def thumb_relpath(sha256: str) -> str:
@@ -38,8 +39,16 @@ def _make(out_dir: Path, image: str, sha256: str) -> bool:
     try:
         with Image.open(out_dir / image) as im:
             im.draft("RGB", (THUMB_SIZE, THUMB_SIZE))  # JPEG: decode at 1/2, 1/4, 1/8 scale
-            thumb = ImageOps.exif_transpose(im).convert("RGB")
-            thumb.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS)
+            if im.mode == "RGB" and im.getexif().get(_ORIENTATION, 1) == 1:
+                # Bria's images: reduced in place, then copied small. Transposing and
+                # converting first made two full-size copies: 15.7 -> 9.2 ms of CPU for
+                # a 1024-pixel PNG, the same pixels. Other modes and rotated images take
+                # the general way (a palette must not be resized as indices).
+                im.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS)
+                thumb = im.convert("RGB")
+            else:
+                thumb = ImageOps.exif_transpose(im).convert("RGB")
+                thumb.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS)
     except (OSError, ValueError, Image.DecompressionBombError):
         return False
     replace_whole(target, lambda part: thumb.save(part, format="JPEG", quality=80, optimize=True))
