@@ -41,7 +41,7 @@ def _make(out_dir: Path, image: str, sha256: str) -> bool:
             im.draft("RGB", (THUMB_SIZE, THUMB_SIZE))  # JPEG: decode at 1/2, 1/4, 1/8 scale
             if im.mode == "RGB" and im.getexif().get(_ORIENTATION, 1) == 1:
                 # Bria's images: reduced in place, then copied small. Transposing and
-                # converting first made two full-size copies: 15.7 -> 9.2 ms of CPU for
+                # converting first made two full-size copies: 13.7 -> 8.7-9.0 ms of CPU for
                 # a 1024-pixel PNG, the same pixels. Other modes and rotated images take
                 # the general way (a palette must not be resized as indices).
                 im.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS)
