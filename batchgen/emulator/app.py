@@ -1,9 +1,7 @@
-"""The Starlette app of the emulated Segmind API: routes and the gateway in front of them."""
+"""The Starlette app of the emulated Segmind API: its routes, behind the gateway (:mod:`.gateway`)."""
 
 from __future__ import annotations
 
-import ipaddress
-from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -14,11 +12,10 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from batchgen.emulator.bodies import MAX_BODY, Disconnected, TooLarge, parse_json, read_body, replay
+from batchgen.emulator.bodies import parse_json
 from batchgen.emulator.config import EmulatorConfig
-from batchgen.emulator.faults import ConnectionDropped
+from batchgen.emulator.gateway import HISTORY_PATH, Gateway, api_key, error
 from batchgen.emulator.history import HistoryQueryError
 from batchgen.emulator.image_faults import (
     STREAMING,
@@ -34,144 +31,9 @@ from batchgen.manifest.params import BriaParams, ParamsInvalid, validate_params
 __all__ = ["HISTORY_PATH", "MODEL", "create_app"]
 
 MODEL = DEFAULT_MODEL
-# Where Segmind serves the request history (on api.spotprod.segmind.com; here, on this host).
-HISTORY_PATH = "/inference-request/request-history"
 
 # States whose answer tells the client the job is over.
 _FINISHED = frozenset({"COMPLETED", "FAILED"})
-
-_FAULT_MESSAGES = {
-    500: "internal server error (injected fault)",
-    502: "bad gateway (injected fault)",
-    504: "gateway timeout (injected fault)",
-}
-
-
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
-class _Gateway:
-    """What sits in front of every route: the body cap, the control routes' guard, and in
-    front of the model routes latency, faults, auth, rate limit, counters.
-
-    It is plain ASGI (not BaseHTTPMiddleware) to keep per-request overhead low, and so
-    that a dropped connection can start a response and then abort it.
-    """
-
-    def __init__(self, app: ASGIApp, *, state: EmulatorState) -> None:
-        self.app = app
-        self.state = state
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        try:
-            body = await read_body(scope, receive)
-        except TooLarge:
-            message = f"body: larger than the emulator takes ({MAX_BODY // 1024} KiB)"
-            # The rest of the body is never read: the connection cannot carry another request.
-            await _error(413, message, headers={"connection": "close"})(scope, receive, send)
-            return
-        except Disconnected:
-            return  # nobody to answer
-        receive = replay(body, receive)
-        path: str = scope.get("path", "")
-        if path.startswith("/_emulator/"):
-            refusal = self._refuse_control(scope)
-            await (refusal or self.app)(scope, receive, send)
-            return
-        state = self.state
-        config = state.config
-        rejected = state.stats.rejected
-
-        async def counting_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                # 422 carries a FAILED job's body: an answer, not a rejection.
-                if status >= 400 and status != 422:
-                    rejected[str(status)] += 1
-            await send(message)
-
-        if config.latency_ms > 0:
-            await anyio.sleep(config.latency_ms / 1000)
-        fault = state.faults.draw(fault_rate=config.fault_rate, drop_rate=config.drop_rate)
-        if fault == "drop":
-            # Start the answer, then abort it: uvicorn closes the socket mid-response,
-            # and in process httpx re-raises this transport error to the client.
-            await send({"type": "http.response.start", "status": 500, "headers": []})
-            raise ConnectionDropped()
-        if fault is not None:
-            await _error(fault, _FAULT_MESSAGES[fault])(scope, receive, counting_send)
-            return
-        if path.startswith(HISTORY_PATH):
-            state.stats.history_requests += 1
-            refusal = self._refuse_history(scope)
-            if refusal is not None:
-                await refusal(scope, receive, counting_send)
-                return
-        if path.startswith(("/v1/", "/v2/")):
-            refusal = self._refuse(scope)
-            if refusal is not None:
-                await refusal(scope, receive, counting_send)
-                return
-        await self.app(scope, receive, counting_send)
-
-    def _refuse_control(self, scope: Scope) -> Response | None:
-        """A 403 or 401 answer for a control route (``/_emulator/*``) asked from another
-        machine without the emulator's key, or None: they change and reveal everything."""
-        if _from_this_machine(scope):
-            return None
-        expected = self.state.config.api_key
-        if expected is None:
-            return _error(
-                403, "/_emulator/ answers only this machine (an emulator started with --api-key: its key too)"
-            )
-        if _api_key(scope) != expected:
-            return _error(401, "/_emulator/ from another machine needs the emulator's --api-key in x-api-key")
-        return None
-
-    def _refuse_history(self, scope: Scope) -> Response | None:
-        """A 404 (history off) or 401 answer for a history request, or None."""
-        if not self.state.config.history:
-            return _error(404, "request history is not available")
-        return self._refuse_key(scope)
-
-    def _refuse_key(self, scope: Scope) -> Response | None:
-        """A 401 answer when the request's key is missing or wrong, or None."""
-        config = self.state.config
-        key = _api_key(scope)
-        if not key:
-            return _error(401, "missing API key: send it in the x-api-key header")
-        if config.api_key is not None and key != config.api_key:
-            return _error(401, "invalid API key")
-        return None
-
-    def _refuse(self, scope: Scope) -> Response | None:
-        """A 401 or 429 answer for this API request, or None to let it through."""
-        config = self.state.config
-        refusal = self._refuse_key(scope)
-        if refusal is not None:
-            return refusal
-        key = _api_key(scope)
-        counts = scope["method"] == "POST" or config.rpm_counts_polls
-        if config.rpm is not None and counts:
-            wait = self.state.limiter.acquire(key, limit=config.rpm, now=self.state.clock())
-            if wait is not None:
-                headers = {}
-                if config.retry_after != "none":
-                    headers["Retry-After"] = str(wait) if config.retry_after is None else config.retry_after
-                reset = self.state.history.wall(self.state.clock() + wait)
-                headers["x-rate-limit-reset-at-utc"] = (
-                    datetime.fromtimestamp(reset, tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-                )
-                return _error(
-                    429,
-                    f"rate limit exceeded: {config.rpm} requests per minute; retry in {wait} s",
-                    headers=headers,
-                )
-        return None
 
 
 class _Routes:
@@ -185,23 +47,23 @@ class _Routes:
         state = self.state
         slug = request.path_params["slug"]
         if slug != MODEL:
-            return _error(404, f"model {slug!r} not found; the emulator serves {MODEL!r}")
+            return error(404, f"model {slug!r} not found; the emulator serves {MODEL!r}")
         if state.config.retired:
-            return _error(410, f"the model {slug!r} has been retired")
+            return error(410, f"the model {slug!r} has been retired")
         if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
-            return _error(406, "invalid content type: send application/json")
+            return error(406, "invalid content type: send application/json")
         body, problem = parse_json(await request.body())
         if problem is not None:
-            return _error(400, problem)
+            return error(400, problem)
         if not isinstance(body, dict):
-            return _error(400, "body: must be a JSON object of parameters")
+            return error(400, "body: must be a JSON object of parameters")
         try:
             params = validate_params(body)
         except ParamsInvalid as exc:
-            return _error(400, "; ".join(f"{p.field}: {p.message}" for p in exc.problems))
+            return error(400, "; ".join(f"{p.field}: {p.message}" for p in exc.problems))
         if state.credits is not None:
             if state.credits <= 0:
-                return _error(406, "insufficient credits")
+                return error(406, "insufficient credits")
             state.credits -= 1
         now = state.clock()
         state.queue.expire(now=now, ttl=state.config.ttl)
@@ -210,7 +72,7 @@ class _Routes:
         state.stats.submits_accepted += 1
         state.requests.add(job)
         state.history.prune(now=now, history_ttl=state.config.history_ttl)
-        state.history.add(job, api_key=_api_key(request.scope), body=body, price=state.config.price)
+        state.history.add(job, api_key=api_key(request.scope), body=body, price=state.config.price)
         return job
 
     def _moderate(self, params: BriaParams) -> str | None:
@@ -252,7 +114,7 @@ class _Routes:
             # It never finishes: hold the request until the job expires, then time
             # out as a gateway would (a bounded wait, so nothing is held forever).
             await anyio.sleep(max(0.0, job.submitted + self.state.config.ttl - self.state.clock()))
-            return _error(504, "gateway timeout: the request did not finish")
+            return error(504, "gateway timeout: the request did not finish")
         await anyio.sleep(max(0.0, job.end - self.state.clock()))
         record = self.state.requests.get(job.request_id)
         if record is not None:
@@ -266,7 +128,7 @@ class _Routes:
         state = self.state
         job = state.queue.get(request_id, now=now, ttl=state.config.ttl)
         if job is None:
-            return _error(404, f"request {request_id!r} not found (unknown or expired)")
+            return error(404, f"request {request_id!r} not found (unknown or expired)")
         return job
 
     async def status(self, request: Request) -> Response:
@@ -280,7 +142,7 @@ class _Routes:
             record.status_polls += 1
         every = state.config.status_outage_every
         if every and now % every < state.config.status_outage:
-            return _error(502, "bad gateway (status outage)")
+            return error(502, "bad gateway (status outage)")
         job = self._find(request_id, now=now)
         if isinstance(job, Response):
             return job
@@ -340,7 +202,7 @@ class _Routes:
         state = self.state
         job = state.queue.get(request_id, now=state.clock(), ttl=state.config.ttl)
         if job is None or ext != state.images.extension or job.state(state.clock()) != "COMPLETED":
-            return _error(404, f"image {name!r} not found (unknown, expired or not ready)")
+            return error(404, f"image {name!r} not found (unknown, expired or not ready)")
         record = state.requests.get(request_id)
         if record is not None:
             record.downloads += 1
@@ -392,7 +254,7 @@ class _Routes:
         state.history.prune(now=now, history_ttl=state.config.history_ttl)
         row = state.history.public(request_id)  # a CDN-like URL: no key needed
         if row is None or ext != state.images.extension or row.status(now, state.config.ttl) != "COMPLETED":
-            return _error(404, f"generation {name!r} not found")
+            return error(404, f"generation {name!r} not found")
         return Response(await self._image_bytes(row.job), media_type=state.images.content_type)
 
     async def history_page(self, request: Request) -> Response:
@@ -403,13 +265,13 @@ class _Routes:
         try:
             rows, total = state.history.query(
                 dict(request.query_params),
-                api_key=_api_key(request.scope),
+                api_key=api_key(request.scope),
                 now=now,
                 ttl=state.config.ttl,
                 lag=state.config.history_lag,
             )
         except HistoryQueryError as exc:
-            return _error(400, str(exc))
+            return error(400, str(exc))
         page = int(request.query_params.get("page", "1"))
         per_page = int(request.query_params.get("per_page", "20"))
         base, ext = _base_url(request), state.images.extension
@@ -433,10 +295,10 @@ class _Routes:
         now = state.clock()
         state.history.prune(now=now, history_ttl=state.config.history_ttl)
         row = state.history.get(
-            request_id, api_key=_api_key(request.scope), now=now, lag=state.config.history_lag
+            request_id, api_key=api_key(request.scope), now=now, lag=state.config.history_lag
         )
         if row is None:
-            return _error(404, f"request {request_id!r} not found in your history")
+            return error(404, f"request {request_id!r} not found in your history")
         return JSONResponse(
             state.history.to_json(
                 row,
@@ -459,39 +321,18 @@ class _Routes:
         """``POST /_emulator/config``: change the settings in ``RUNTIME_SETTINGS`` at run time."""
         changes, problem = parse_json(await request.body() or b"{}")
         if problem is not None:
-            return _error(400, problem)
+            return error(400, problem)
         if not isinstance(changes, dict):
-            return _error(400, "body: must be a JSON object of settings")
+            return error(400, "body: must be a JSON object of settings")
         problems = self.state.update(changes)
         if problems:
-            return _error(400, "; ".join(problems))
+            return error(400, "; ".join(problems))
         return JSONResponse(self.state.runtime_settings())
 
     async def reset(self, request: Request) -> Response:
         """``POST /_emulator/reset``: back to the start, as if the emulator had just been started."""
         self.state.reset()
         return JSONResponse(self.state.runtime_settings())
-
-
-def _api_key(scope: Scope) -> str:
-    """The request's ``x-api-key`` header, or ``""``."""
-    for name, value in scope["headers"]:
-        if name == b"x-api-key":
-            return str(value.decode("latin-1"))
-    return ""
-
-
-def _from_this_machine(scope: Scope) -> bool:
-    """Whether the request came over loopback (or from no network peer at all, in process)."""
-    client = scope.get("client")
-    if not client:
-        return True
-    try:
-        address = ipaddress.ip_address(client[0])
-    except ValueError:  # a name, as some test transports give ("testclient")
-        return False
-    mapped = getattr(address, "ipv4_mapped", None)
-    return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 def _base_url(request: Request) -> str:
@@ -502,7 +343,7 @@ def _base_url(request: Request) -> str:
 async def _http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own 404/405 answers, as the JSON error bodies clients expect."""
     assert isinstance(exc, HTTPException)
-    return _error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}")
+    return error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}")
 
 
 def create_app(config: EmulatorConfig | None = None) -> Starlette:
@@ -525,7 +366,7 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
             Route("/_emulator/config", routes.configure, methods=["POST"]),
             Route("/_emulator/reset", routes.reset, methods=["POST"]),
         ],
-        middleware=[Middleware(_Gateway, state=state)],
+        middleware=[Middleware(Gateway, state=state)],
         exception_handlers={HTTPException: _http_error},
     )
     app.state.emulator = state
