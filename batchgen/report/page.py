@@ -41,7 +41,8 @@ from batchgen.output.layout import GRIDS_DIR, REPORT_HTML
 from batchgen.output.ledger import format_ts
 from batchgen.output.resume import leads_outside
 from batchgen.output.temporary import replace_whole
-from batchgen.report.sheets import ReportJob, Sheet, column_spans, contact_sheets, save_grid
+from batchgen.report.grids import save_grid
+from batchgen.report.sheets import ReportJob, Sheet, column_spans, contact_sheets
 from batchgen.report.thumbs import make_thumbnails, thumb_relpath
 
 __all__ = ["ReportStopped", "report_jobs", "write_report"]

@@ -12,7 +12,8 @@ from PIL import Image, ImageDraw
 
 from batchgen.manifest.pipeline import manifest_jobs
 from batchgen.report import glyphs
-from batchgen.report.sheets import MAX_ROWS, ReportJob, Sheet, contact_sheets, save_grid
+from batchgen.report.grids import save_grid
+from batchgen.report.sheets import MAX_ROWS, ReportJob, Sheet, contact_sheets
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -289,7 +290,7 @@ def test_every_character_a_grid_draws_has_a_glyph(
     """Labels in any script and the grid's own signs render in the font used (no missing-glyph boxes),
     with a system font and with Pillow's own (which lacks é, — and →)."""
     chosen = glyphs.font.__wrapped__  # uncached, so each case gets the font it asks for
-    monkeypatch.setattr("batchgen.report.sheets.font", lambda size: chosen(size, files))
+    monkeypatch.setattr("batchgen.report.grids.font", lambda size: chosen(size, files))
     jobs = [
         job(i, labels={"style": style, "subject": subject}, prompt=f"{subject} {style}", seed=7)
         for i, (subject, style) in enumerate(itertools.product(HOSTILE, ["ink ✓", "oil—paint"]))
