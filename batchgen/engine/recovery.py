@@ -112,12 +112,16 @@ class Recovery:
         doubts: Sequence[Intent],
         in_doubt: Collection[str],
         failing: str | None = None,
+        read_history: bool = True,
     ) -> None:
         """Price the batch: a ``cost`` line for each request not yet priced (``answered``: what
         this run's answers said, already in the ledger's lines), orphans of this run's
         submits in doubt (``doubts``; ``in_doubt``: the keys still in doubt), and the total
         in the summary. ``failing``: the history did not answer the run's last read (why);
-        it is then tried once, not waited for again.
+        it is then tried once, not waited for again. Without ``read_history`` (an interrupted
+        run, whose end is bounded by its grace; a run that cannot write) the history is not
+        read and nothing is written: the summary gets what is known, the rest counted
+        unpriced.
 
         The history is read only when something needs it, newest first and only back to
         the oldest request looked for (:meth:`~batchgen.api.history.History.scan`):
@@ -138,7 +142,7 @@ class Recovery:
         }
         found: dict[str, tuple[float, str | None]] = {}
         rows: list[HistoryRow] = []
-        if (look or doubts) and self.history is not None:
+        if read_history and (look or doubts) and self.history is not None:
             since = min([*look.values(), *(d.at for d in doubts)])
             began = self._wall_clock()
             expected = sum(1 for _, at in requests.values() if at >= since)

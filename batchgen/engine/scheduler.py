@@ -234,18 +234,21 @@ class Scheduler:
                             for flight in new:
                                 await self._admit(flight)
                                 submitters.start_soon(self._submit_then_follow, flight)
-            if self.summary.write_error is None and not self.summary.interrupted:
-                try:
-                    await self.recovery.record_costs(
-                        state,
-                        self._plan.model_names,
-                        answered=self.steps.costs,
-                        doubts=self.reconciler.asked,
-                        in_doubt=self.steps.in_doubt,
-                        failing=self.reconciler.failing,
-                    )
-                except LocalWriteError as error:
-                    self.halt(error)
+            # An interrupted run ends within its grace, a halted one cannot write: neither
+            # reads the history, yet both say what the answers priced.
+            stopped = self.summary.write_error is not None or self.summary.interrupted
+            try:
+                await self.recovery.record_costs(
+                    state,
+                    self._plan.model_names,
+                    answered=self.steps.costs,
+                    doubts=self.reconciler.asked,
+                    in_doubt=self.steps.in_doubt,
+                    failing=self.reconciler.failing,
+                    read_history=not stopped,
+                )
+            except LocalWriteError as error:
+                self.halt(error)
         finally:
             self._scope = self._feeding = self._followers = None
             self.summary.not_run = self.counts.not_run

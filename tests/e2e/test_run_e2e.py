@@ -145,6 +145,9 @@ def test_signal_finishes_in_flight_and_exits_130(
     assert summary["stopped"]["interrupted"] is True
     assert summary["jobs"]["completed"] == len(keys(out, "completed"))
     assert summary["jobs"]["not_run"] == 24 - summary["jobs"]["completed"]
+    # Priced by the answers (the interrupted end reads no history), not null.
+    assert summary["cost"]["usd"] == pytest.approx(0.04 * summary["jobs"]["completed"])
+    assert summary["cost"]["unpriced_requests"] == 0
     configure(base_url, time_scale=FAST)  # the rest of the batch need not be slow
     result = run_cli(run_args(manifest, out, base_url))
     assert result.returncode == 0, result.stderr
