@@ -145,32 +145,40 @@ async def _http_client(
 
 
 async def _watch_signals(scheduler: Scheduler, summary: Summary, *, grace: float) -> None:
-    """First Ctrl-C / SIGTERM / SIGHUP: stop submitting, give jobs in flight ``grace`` seconds.
-    Second, or the grace over: stop now (the ledger says what was in flight)."""
+    """First Ctrl-C / SIGTERM / SIGHUP: stop submitting, give jobs in flight ``grace`` seconds
+    (:meth:`Scheduler.wind_down`: no longer than they take). Second, or the grace over: stop
+    now (the ledger says what was in flight)."""
 
-    async def grace_over() -> None:
-        await anyio.sleep(grace)
-        log.warning(
-            "%s of grace over with %d jobs in flight: stopping now; rerun the same command to finish",
-            format_duration(grace),
-            scheduler.counts.in_flight,
-        )
-        scheduler.cancel()
+    async def grace_over(flying: int) -> None:
+        left = await scheduler.wind_down(grace)
+        if left:
+            log.warning(
+                "%s of grace over with %d jobs in flight: stopping now; rerun the same command to finish",
+                format_duration(grace),
+                left,
+            )
+        else:
+            done = "every job in flight finished: " if flying else ""
+            log.warning("%sstopping now; rerun the same command to finish the batch", done)
 
     with anyio.open_signal_receiver(*_STOP_SIGNALS) as signals:
         async with anyio.create_task_group() as tg:
             async for signum in signals:
                 summary.interrupted = True
                 if scheduler.submitting:
-                    log.warning(
-                        "%s: submitting nothing more; waiting up to %s for %d jobs in flight "
-                        "(Ctrl-C again to quit now)",
-                        signal.Signals(signum).name,
-                        format_duration(grace),
-                        scheduler.counts.in_flight,
-                    )
+                    name, flying = signal.Signals(signum).name, scheduler.in_flight
+                    if flying:
+                        log.warning(
+                            "%s: submitting nothing more; waiting up to %s for %d jobs in flight "
+                            "(Ctrl-C again to quit now)",
+                            name,
+                            format_duration(grace),
+                            flying,
+                        )
+                    else:
+                        log.warning("%s: submitting nothing more; no job in flight to wait for", name)
                     scheduler.stop_submitting()
-                    tg.start_soon(grace_over)
+                    tg.start_soon(grace_over, flying)
                 else:
                     log.warning("stopping now; rerun the same command to finish the batch")
                     scheduler.cancel()

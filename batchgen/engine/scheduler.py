@@ -133,6 +133,7 @@ class Scheduler:
             submitting=lambda: self._submitting,
             on_accepted=lambda: self._in_flight(+1),
             retarget=self._retarget,
+            on_sent=self._moved,
             wall_clock=wall_clock,
             manifest_sha256=manifest_sha256,
         )
@@ -150,6 +151,7 @@ class Scheduler:
             wall_clock=wall_clock,
         )
         self._submitting = True
+        self._moves = anyio.Event()  # set when a job may have left flight (see wind_down)
         self._feeding: anyio.CancelScope | None = None
         self._scope: anyio.CancelScope | None = None
         self._followers: anyio.abc.TaskGroup | None = None
@@ -176,6 +178,31 @@ class Scheduler:
         self.stop_submitting()
         if self._scope is not None:
             self._scope.cancel()
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs in flight: accepted and not finished, or their submit on its way (it may be)."""
+        return self.counts.in_flight + self.steps.sending
+
+    async def wind_down(self, grace: float) -> int:
+        """Submit nothing more, give the jobs in flight up to ``grace`` seconds to finish, then
+        stop everything (:meth:`cancel`); the jobs still in flight then.
+
+        Only jobs in flight are waited for: they are paid for. A job waiting for a retry
+        delay or for the request history (its submit in doubt) is not: it is stopped at
+        once, its ``submitting`` or ``uncertain`` line left for the rerun, which looks in
+        the history before it pays again."""
+        self.stop_submitting()
+        with anyio.move_on_after(grace):
+            while self.in_flight:
+                await self._moves.wait()
+                self._moves = anyio.Event()
+        left = self.in_flight
+        self.cancel()
+        return left
+
+    def _moved(self) -> None:
+        self._moves.set()
 
     # --- the run ---------------------------------------------------------------------
 
@@ -413,6 +440,7 @@ class Scheduler:
         counts = self.counts
         counts.in_flight += delta
         self.summary.peak_in_flight = max(self.summary.peak_in_flight, counts.in_flight)
+        self._moved()
         self._on_change()
 
     def _retarget(self) -> None:

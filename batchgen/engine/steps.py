@@ -53,7 +53,8 @@ class Steps:
     """The request steps of every job of one run, sharing its client, gate and ledger.
 
     ``submitting`` says whether new submits are still allowed; ``on_accepted`` is called
-    once a submit was accepted (the job is now in flight); ``retarget`` after anything
+    once a submit was accepted (the job is now in flight); ``on_sent`` once a submit that
+    left got its answer, or none (:attr:`sending` went down); ``retarget`` after anything
     that may change the in-flight target.
     """
 
@@ -74,6 +75,7 @@ class Steps:
         submitting: Callable[[], bool],
         on_accepted: Callable[[], None],
         retarget: Callable[[], None],
+        on_sent: Callable[[], None] = lambda: None,
         wall_clock: Callable[[], float] = time.time,
         manifest_sha256: str | None = None,
     ) -> None:
@@ -91,6 +93,8 @@ class Steps:
         self._submitting = submitting
         self._on_accepted = on_accepted
         self._retarget = retarget
+        self._on_sent = on_sent
+        self.sending = 0  # submits that left and have no answer yet: they may be in flight
         self._wall_clock = wall_clock
         self.manifest_sha256 = manifest_sha256  # embedded in every image
         self._first_submit = anyio.Lock()
@@ -203,6 +207,7 @@ class Steps:
                 slot.sending()
                 self.summary.submits += 1
                 sent = anyio.current_time()
+                self.sending += 1
                 try:
                     submitted = await self._answered(
                         slot, "submit", lambda: self.client.submit(job.model, body)
@@ -217,6 +222,9 @@ class Steps:
                     self.accepted[submitted.request_id] = (job.key, self._wall_clock())
                     self._on_accepted()
                     await self._record_submitted(job, submitted.request_id, body)
+                finally:
+                    self.sending -= 1
+                    self._on_sent()
         if outcome is not None:
             with anyio.CancelScope(shield=True):
                 await self._not_accepted(flight, body, intent_at, outcome)

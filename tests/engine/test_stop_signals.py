@@ -18,10 +18,11 @@ import pytest
 from batchgen.engine.runner import run
 from batchgen.manifest.job import Job
 from batchgen.outcome.summary import Summary, format_summary
+from batchgen.output.ledger import LedgerWriter
 from tests.support import inprocess
 from tests.support.clock import current_loop
 from tests.support.inprocess import BASE, Emu, make_jobs, settings
-from tests.support.outdir import events
+from tests.support.outdir import events, ledger
 
 emulator = partial(inprocess.emulator, image_size=16)
 
@@ -93,3 +94,25 @@ async def test_an_interrupted_run_says_what_the_answers_priced(tmp_path: Path) -
     printed = format_summary(summary)
     assert f"cost of the batch so far at least {summary.cost_usd:.2f} USD" in printed
     assert f"{summary.cost_unknown} requests not priced yet" in printed
+
+
+@pytest.mark.anyio
+async def test_the_grace_ends_when_nothing_is_in_flight(tmp_path: Path) -> None:
+    """SIGTERM while the only job waits for the history to settle its submit in doubt: the run
+    stops at once, not after --grace; the submit is not sent again and its intent stays."""
+    jobs = make_jobs(1)
+    async with await LedgerWriter.open(tmp_path / "ledger.jsonl", clock=current_loop().wall) as writer:
+        # A killed run's submit, never answered: in doubt until the history says.
+        await writer.write("submitting", jobs[0].key, index=0, body=jobs[0].params.to_api())
+    async with emulator() as emu:
+
+        def ready() -> bool:
+            return len(ledger(tmp_path)) >= 2  # run_started written: the run is going
+
+        summary, took = await run_interrupted(emu, jobs, tmp_path, ready, grace=600.0)
+        stats = await emu.stats()
+    assert summary.interrupted and summary.exit_code == 130
+    assert took < 1.0, f"waited {took:.1f} s of a 600 s grace with nothing in flight"
+    assert summary.uncertain == 1 and stats["submits_accepted"] == 0
+    job_lines = [e for e in ledger(tmp_path) if e["key"] == jobs[0].key]
+    assert [e["event"] for e in job_lines] == ["submitting"]
