@@ -7,6 +7,7 @@ served as it is, and nothing is fetched from elsewhere. The page has:
 - a header: the run, its manifest and sha256, jobs by state, wall time, images per
   minute, inference p50 / p95, requests per image, 429s (:mod:`batchgen.outcome.status`);
 - a failures table: labels, prompt, seed, code, the server's detail;
+- the jobs not known whether paid (their submit in doubt), why, and what to do;
 - contact sheets (:mod:`batchgen.report.sheets`), each also saved as a labelled PNG in
   ``OUT/grids/``, a failed cell a marked blank;
 - a gallery of thumbnails (:mod:`batchgen.report.thumbs`), filtered by a text box over labels
@@ -203,10 +204,9 @@ def _header(status: Status, jobs: Sequence[ReportJob]) -> str:
     s = status
     num = format_number
     name = s.manifest.name or s.out_dir.name
-    counts: dict[str, int] = {}
-    for job in jobs:
-        counts[job.state] = counts.get(job.state, 0) + 1
     total = len(jobs) if s.manifest.jobs is not None else s.total
+    not_started = s.not_started
+    doubts = len(s.in_doubt)
     sha = s.manifest.recorded_sha256 or ""
     running = (
         f'<p class="live">A run is going (pid {s.running_pid}): this page shows it as of '
@@ -225,10 +225,12 @@ def _header(status: Status, jobs: Sequence[ReportJob]) -> str:
          + (f' <code title="{_e(sha)}">sha256 {_e(sha[:12])}</code>' if sha else "")
          + (' <span class="warn">changed since the run</span>' if s.manifest.changed else "")),
         ("jobs", f"{total if total is not None else '?'}"),
-        ("completed", str(counts.get("completed", 0))),
-        ("failed", str(counts.get("failed", 0))),
-        ("in flight", str(counts.get("in flight", 0) + counts.get("expired", 0))),
-        ("not started", str(counts.get("not started", 0)) if s.manifest.jobs is not None else "?"),
+        # Jobs by state as `batchgen status` counts them (outcome/status.py), every job in one.
+        ("completed", str(s.completed)),
+        ("failed", str(len(s.failed))),
+        *([("not known whether paid", f'<a class="warn" href="#in-doubt">{doubts}</a>')] if doubts else []),
+        ("in flight", str(len(s.in_flight) + s.expired)),
+        ("not started", str(not_started) if not_started is not None else "?"),
         ("runs", str(len(s.runs))),
         ("wall time", format_duration(s.wall_time)),
         ("images/min", num(s.overall_images_per_minute, ".1f")),
@@ -269,6 +271,44 @@ def _failures(jobs: Sequence[ReportJob]) -> str:
     if len(failed) > 20:  # a long list should not push the sheets and the gallery off the page
         table = f"<details><summary>Show all {len(failed)} failed jobs</summary>{table}</details>"
     return f'<section id="failures"><h2>Failures <small>({len(failed)})</small></h2>{table}</section>'
+
+
+def _in_doubt(status: Status, jobs: Sequence[ReportJob]) -> str:
+    """The jobs not known whether paid (their submit in doubt), and what to do about them;
+    nothing when there are none."""
+    doubts = status.in_doubt
+    if not doubts:
+        return ""
+    shown = {j.key: j for j in jobs}
+    rows = []
+    for record in sorted(doubts, key=lambda r: (r.index is None, r.index or 0)):
+        job = shown.get(record.key)
+        params = job.params if job is not None else (record.body or {})
+        labels = _labels_text(job) if job is not None else ""
+        why = record.doubt or "no answer recorded (the run ended while it was sent)"
+        rows.append(
+            f'<tr data-key="{_e(record.key)}"><td>{_e(record.index)}</td><td>{_e(labels)}</td>'
+            f'<td class="prompt">{_e(params.get("prompt", ""))}</td><td>{_e(params.get("seed", ""))}</td>'
+            f"<td>{_e(why)}</td></tr>"
+        )
+    table = (
+        '<table class="failures"><thead><tr><th>#</th><th>labels</th><th>prompt</th><th>seed</th>'
+        f"<th>why not known</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+    if len(rows) > 20:
+        table = f"<details><summary>Show all {len(rows)} jobs</summary>{table}</details>"
+    advice = (
+        '<p class="note">Their submit got no usable answer and the request history did not hold it'
+        " (yet): each may have been paid for, so none was submitted again. Run the same command"
+        " again later: it looks for them in the request history first, polls those it finds, and"
+        " submits again only those a read past <code>--history-lag</code> proves were never"
+        " accepted. <code>--resubmit-uncertain</code> submits them at once, accepting that some"
+        " may be paid twice (docs/running.md, Submits in doubt).</p>"
+    )
+    return (
+        f'<section id="in-doubt"><h2>Not known whether paid <small>({len(rows)})</small></h2>'
+        f"{advice}{table}</section>"
+    )
 
 
 def _sheet_html(sheet: Sheet, grid: str, number: int, item_of: Mapping[str, int]) -> str:
@@ -388,6 +428,8 @@ def _page(
         )
     title = _e(status.manifest.name or status.out_dir.name)
     count = len(shown)
+    doubts = len(status.in_doubt)
+    doubts_link = f' <a href="#in-doubt">Not known whether paid ({doubts})</a>' if doubts else ""
     yield f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -395,10 +437,11 @@ def _page(
 <style>{_asset("report.css")}</style></head>
 <body>
 {_header(status, jobs)}
-<nav><a href="#failures">Failures</a> <a href="#sheets">Contact sheets ({len(sheets)})</a>
+<nav><a href="#failures">Failures</a>{doubts_link} <a href="#sheets">Contact sheets ({len(sheets)})</a>
 <a href="#gallery">Gallery ({count})</a></nav>
 <main>
 {_failures(jobs)}
+{_in_doubt(status, jobs)}
 <section id="sheets"><h2>Contact sheets <small>({len(sheets)})</small></h2>
 <div class="sheets">{sheets_html}</div></section>
 <section id="gallery"><h2>Gallery <small>({count})</small></h2>

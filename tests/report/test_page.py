@@ -367,3 +367,51 @@ def test_a_csv_catalog_sheet_in_a_real_browser(tmp_path: Path) -> None:
         [("sku \\ seed #", 1), ("#1", 1), ("#2", 1), ("#1", 1), ("#2", 1)],
     ]
     assert len(pivot.body) == 30 and all(row == ["done"] * 4 for row in pivot.body)
+
+
+class TestNotKnownWhetherPaid:
+    """Jobs whose submit is in doubt at the end: a figure of their own, listed with what to do."""
+
+    @pytest.fixture
+    def anyio_backend(self, virtual_time: object) -> object:
+        """On virtual time (tests/support/clock.py): the answers held back cost nothing."""
+        return virtual_time
+
+    @pytest.mark.anyio
+    async def test_the_header_counts_them_and_the_page_lists_them(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Half the submits' answers come after --request-timeout and the history lags: the
+        header shows them apart (the figures add up to the jobs), a section lists each with why."""
+        from tests.support.clock import current_loop
+        from tests.support.inprocess import BASE, emulator
+
+        monkeypatch.setenv("SEGMIND_API_KEY", "test-key")
+        manifest = tmp_path / "m.yaml"
+        manifest.write_text(MANIFEST)
+        out = tmp_path / "out"
+        async with emulator(
+            time_scale=0.001, workers=8, answer_delay=3.0, answer_delay_rate=0.5, history_lag=100000.0
+        ) as emu:
+            summary = await run(
+                manifest,
+                out_dir=out,
+                client=emu.http,
+                base_url=BASE,
+                settings=RunSettings(seed=1, request_timeout=1.0),
+                progress=False,
+                wall_clock=current_loop().wall,
+            )
+        assert summary.uncertain > 0 and summary.exit_code == 1
+        page = (out / "report.html").read_text()
+        header = page[page.index("<header>") : page.index("</header>")]
+        figures = dict(re.findall(r"<dt>([^<]+)</dt><dd>(?:<a[^>]*>)?([0-9?]+)", header))
+        assert figures["not known whether paid"] == str(summary.uncertain)
+        assert figures["completed"] == str(summary.completed)
+        states = ("completed", "failed", "not known whether paid", "in flight", "not started")
+        assert sum(int(figures[s]) for s in states) == int(figures["jobs"]) == 9
+        section = page[page.index('<section id="in-doubt">') : page.index('<section id="sheets">')]
+        assert f"Not known whether paid <small>({summary.uncertain})</small>" in section
+        assert section.count("<tr data-key=") == summary.uncertain
+        assert "no answer within 1 s" in section
+        assert "Run the same command" in section and "--resubmit-uncertain" in section
