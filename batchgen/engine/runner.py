@@ -393,20 +393,16 @@ async def run(
                 if not ledger_existed:
                     with contextlib.suppress(OSError):
                         (root / LEDGER_NAME).unlink()
-                await anyio.to_thread.run_sync(
-                    partial(
-                        _write_summary,
-                        root,
-                        summary,
-                        started_at=started_wall,
-                        finished_at=wall_clock(),
-                        **facts,
-                    )
+                await _tell_outcome(
+                    root,
+                    summary,
+                    notify=notify,
+                    manifest=manifest,
+                    facts=facts,
+                    started_at=started_wall,
+                    finished_at=wall_clock(),
+                    watch_signals=handle_signals,
                 )
-                if notify is not None:
-                    await _notify(
-                        notify, summary, manifest=manifest, facts=facts, watch_signals=handle_signals
-                    )
                 raise
             await writer.write(
                 "run_started",
@@ -457,11 +453,16 @@ async def run(
                 settings=settings,
                 watch_signals=handle_signals,
             )
-        await anyio.to_thread.run_sync(
-            partial(_write_summary, root, summary, started_at=started_wall, finished_at=wall_clock(), **facts)
+        await _tell_outcome(
+            root,
+            summary,
+            notify=notify,
+            manifest=manifest,
+            facts=facts,
+            started_at=started_wall,
+            finished_at=wall_clock(),
+            watch_signals=handle_signals,
         )
-        if notify is not None:
-            await _notify(notify, summary, manifest=manifest, facts=facts, watch_signals=handle_signals)
     # The last line of the run's log (what a Python caller that set up logging sees last).
     log.info(
         "finished: %s",
@@ -469,6 +470,33 @@ async def run(
         extra={"fields": {"outcome": outcome_fields(summary)}},
     )
     return summary
+
+
+async def _tell_outcome(
+    root: Path,
+    summary: Summary,
+    *,
+    notify: str | None,
+    manifest: Manifest | None,
+    facts: dict[str, Any],
+    started_at: float,
+    finished_at: float,
+    watch_signals: bool,
+) -> None:
+    """OUT/summary.json, then the notification (``notify``), then summary.json again if the
+    notification failed, so that the file records it.
+
+    The file comes first because the notification names it: a hook that reads it at once
+    finds it. Rewritten whole (atomically), it then says what became of the notification.
+    """
+    write = partial(_write_summary, root, summary, started_at=started_at, finished_at=finished_at, **facts)
+    await anyio.to_thread.run_sync(write)
+    if notify is None:
+        return
+    warned = len(summary.warnings)
+    await _notify(notify, summary, manifest=manifest, facts=facts, watch_signals=watch_signals)
+    if len(summary.warnings) > warned:
+        await anyio.to_thread.run_sync(write)
 
 
 def _write_summary(root: Path, summary: Summary, **fields: Any) -> None:

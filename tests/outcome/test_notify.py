@@ -26,7 +26,13 @@ SECRET = "T000/B000/XXXXsecretTOKENXXXX"
 class Hook:
     """A webhook on a real loopback socket: what it received, and how it answers."""
 
-    def __init__(self, status: int = 200, answer: bytes = b"ok", delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        status: int = 200,
+        answer: bytes = b"ok",
+        delay: float = 0.0,
+        on_post: Callable[[], None] = lambda: None,
+    ) -> None:
         self.received: list[tuple[str, dict[str, str], bytes]] = []
         self.cut_off = threading.Event()  # the client hung up before the whole answer was sent
         hook = self
@@ -35,6 +41,7 @@ class Hook:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
                 hook.received.append((self.path, dict(self.headers), body))
+                on_post()
                 time.sleep(delay)
                 self.send_response(status)
                 self.send_header("content-length", str(len(answer)))
@@ -126,6 +133,31 @@ def test_a_failed_notification_is_a_warning_not_the_runs_outcome(
     assert main(["run", DEMO, "--emulate", "--out", str(out), "--no-report", "--notify", url]) == 0
     printed = capsys.readouterr()
     assert "notification to http://127.0.0.1 not delivered: ConnectError" in printed.err
+    secret_nowhere(out, printed.out, printed.err)
+
+
+def test_summary_json_is_there_for_the_hook_and_records_a_failed_notification(
+    tmp_path: Path, hook: Callable[..., Hook], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """summary.json is written before the notification (which names it) and again after it,
+    with the failure in its warnings, as the log and the printed summary say."""
+    out = tmp_path / "out"
+    seen: list[dict[str, Any]] = []
+
+    def on_post() -> None:
+        seen.append(json.loads((out / "summary.json").read_text()))
+
+    h = hook(status=404, answer=b"no such hook", on_post=on_post)
+    assert main(["run", DEMO, "--emulate", "--out", str(out), "--no-report", "--notify", h.url]) == 0
+    printed = capsys.readouterr()
+    failure = "notification to http://127.0.0.1 not delivered: HTTP 404 (no such hook)"
+    assert f"warning: {failure}" in printed.out
+    assert len(seen) == 1 and seen[0]["exit_code"] == 0 and seen[0]["warnings"] == []
+    written = json.loads((out / "summary.json").read_text())
+    assert written["warnings"] == [failure]
+    assert {k: v for k, v in written.items() if k != "warnings"} == {
+        k: v for k, v in seen[0].items() if k != "warnings"
+    }
     secret_nowhere(out, printed.out, printed.err)
 
 
