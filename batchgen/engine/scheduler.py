@@ -408,6 +408,10 @@ class Scheduler:
         """The job leaves the run: free its place, tell admission how long it held it."""
         if flight.phase is Phase.UNCERTAIN:
             self.summary.uncertain += 1  # not known whether paid: the rerun looks again
+            # Settled by nothing: the run stopped (a signal, a halt) while the history was asked.
+            self.summary.uncertain_why = self.summary.uncertain_why or (
+                "the run stopped before the request history settled it"
+            )
         flight.abandon()
         self.cadence.release(flight)
         queue = self.steps.queue_wait(flight)

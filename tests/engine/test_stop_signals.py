@@ -114,5 +114,6 @@ async def test_the_grace_ends_when_nothing_is_in_flight(tmp_path: Path) -> None:
     assert summary.interrupted and summary.exit_code == 130
     assert took < 1.0, f"waited {took:.1f} s of a 600 s grace with nothing in flight"
     assert summary.uncertain == 1 and stats["submits_accepted"] == 0
+    assert summary.uncertain_why == "the run stopped before the request history settled it"
     job_lines = [e for e in ledger(tmp_path) if e["key"] == jobs[0].key]
     assert [e["event"] for e in job_lines] == ["submitting"]
