@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -152,6 +153,44 @@ def test_signal_finishes_in_flight_and_exits_130(
     result = run_cli(run_args(manifest, out, base_url))
     assert result.returncode == 0, result.stderr
     assert_all_images_decode(out, 24)
+    assert stats(base_url)["duplicate_submits"] == 0
+
+
+def test_sigterm_with_nothing_in_flight_stops_without_waiting_the_grace(
+    tmp_path: Path, emulator_server: Callable[..., str]
+) -> None:
+    """SIGTERM when every job is done or waits for the history (its submit in doubt): exit 130
+    at once, not after --grace; nothing sent twice, each intent left for the rerun."""
+    # Half the submits are answered after 3 s, past --request-timeout 1: in doubt, and the
+    # history (lagging a day) never settles them within the run.
+    base_url = emulator_server(
+        time_scale=FAST, workers=8, answer_delay=3.0, answer_delay_rate=0.5, history_lag=86400.0
+    )
+    manifest = write_manifest(tmp_path, seeds=8)
+    out = tmp_path / "out"
+    args = run_args(manifest, out, base_url, "--request-timeout", "1", "--grace", "60")
+    proc = subprocess.Popen(
+        args, env=env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_for(lambda: keys(out, "uncertain") and len(keys(out, "completed") | keys(out, "uncertain")) == 8)
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+        took = time.monotonic() - signalled
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    assert took < 15, f"stopped {took:.1f} s after SIGTERM with nothing in flight (grace 60 s)"
+    assert "no job in flight to wait for" in stderr
+    doubts = keys(out, "uncertain") - keys(out, "completed")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["jobs"]["not_known_whether_paid"] == len(doubts) > 0
+    assert summary["submits_in_doubt"]["why_not_known"]
+    last = {e["key"]: e["event"] for e in ledger(out) if e["key"]}
+    assert all(last[key] == "uncertain" for key in doubts)
     assert stats(base_url)["duplicate_submits"] == 0
 
 
