@@ -144,11 +144,11 @@ def test_answers_later_than_the_timeout_and_status_outages(
     tmp_path: Path, emulator_process: Callable[..., str]
 ) -> None:
     """A tenth of the submits answered after the client's timeout (accepted, paid, the answer
-    never read) and status polls answered 502 for 1 s of every 2 (the run lasts longer):
+    never read) and status polls answered 502 for 0.3 s of every 2 (the run lasts longer):
     every job one image, no duplicate submit, every accepted request followed, exit 0."""
     base_url = emulator_process(
         "--time-scale", "0.02", "--workers", "8", "--image-size", "16", "--fault-seed", "5",
-        "--answer-delay", "1.5", "--answer-delay-rate", "0.1", "--status-outage", "1/2",
+        "--answer-delay", "1.5", "--answer-delay-rate", "0.1", "--status-outage", "0.3/2",
     )  # fmt: skip
     jobs = 40
     manifest = write_manifest(tmp_path, seeds=jobs)

@@ -323,14 +323,14 @@ async def test_without_a_history_a_submit_in_doubt_is_not_sent_again_unless_the_
 
 @pytest.mark.anyio
 async def test_resubmit_uncertain_sends_a_job_again_once_per_run(tmp_path: Path) -> None:
-    """--resubmit-uncertain against a server that answers every submit after the timeout and
-    a history that lags: each job is sent again once (paid twice at most, as the user
-    accepted), the resend's doubt is left not known, and the cost says what it cannot price."""
+    """--resubmit-uncertain against a proxy that answers every submit with an HTML page after
+    passing it on, and a history that lags: each job is sent again once (paid twice at most,
+    as the user accepted), the resend's doubt is left not known, and the cost says what it
+    cannot price."""
     jobs = make_jobs(2)
-    async with hostile_server(lambda r: None, answer_delay=1.0, history_lag=1000.0) as hostile:
-        summary = await run_against(
-            hostile, jobs, tmp_path, request_timeout=0.3, resubmit_uncertain=True, history_lag=60.0
-        )
+    rule = first("submit", Respond(200, HTML, "text/html", forward=True), times=100)
+    async with hostile_server(rule, history_lag=1000.0) as hostile:
+        summary = await run_against(hostile, jobs, tmp_path, resubmit_uncertain=True, history_lag=60.0)
         stats = await hostile.stats()
     assert stats["submits_accepted"] == 4 and hostile.seen["submit"] == 4
     assert (summary.unreconciled, summary.uncertain, summary.completed) == (2, 2, 0)
