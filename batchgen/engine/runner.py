@@ -13,15 +13,13 @@ import contextlib
 import logging
 import os
 import posixpath
-import signal
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 import httpx
@@ -32,28 +30,27 @@ from batchgen.api.client import DEFAULT_BASE_URL, SegmindClient
 from batchgen.api.history import History, history_url_for
 from batchgen.api.key import API_KEY_ENV, read_api_key
 from batchgen.api.origin import check_base_url
+from batchgen.engine.finish import report_unrecorded, tell_outcome, write_report_at_end
 from batchgen.engine.progress import Progress
 from batchgen.engine.scheduler import Scheduler
 from batchgen.engine.settings import RunSettings
+from batchgen.engine.signals import watch_signals
 from batchgen.errors import LocalWriteError, UsageError
 from batchgen.manifest.dates import run_date
 from batchgen.manifest.job import Job
 from batchgen.manifest.model import Manifest
 from batchgen.manifest.pipeline import DEFAULT_MAX_JOBS, manifest_jobs
 from batchgen.manifest.shard import Shard
-from batchgen.outcome.figures import format_duration
 from batchgen.outcome.notify import check_notify_url
-from batchgen.outcome.status import run_status
-from batchgen.outcome.summary import Summary, outcome_fields, outcome_line, summary_json
+from batchgen.outcome.summary import Summary, outcome_fields, outcome_line
 from batchgen.output.folder import check_output
 from batchgen.output.images import remove_stale_parts
-from batchgen.output.jsontext import dumps
 from batchgen.output.layout import IMAGES_DIR, LEDGER_NAME, SUMMARY_JSON
 from batchgen.output.ledger import LedgerWriter
 from batchgen.output.lock import lock_output
 from batchgen.output.owner import check_owner
-from batchgen.output.replay import LedgerState, replay
-from batchgen.output.temporary import remove_stale_temporaries, temporary_path
+from batchgen.output.replay import replay
+from batchgen.output.temporary import remove_stale_temporaries
 
 if TYPE_CHECKING:  # the emulator (Starlette) is imported only when a run uses it
     from batchgen.emulator import EmulatorConfig
@@ -76,7 +73,6 @@ EMULATE_TIME_SCALE = 0.02
 _EMULATOR_URL = "http://emulator.local"
 # The signals that stop a run gently: Ctrl-C, a service manager's SIGTERM, and SIGHUP
 # (the terminal closed, the ssh session dropped), which would otherwise kill it outright.
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []))
 
 
 def emulator_config(time_scale: float = EMULATE_TIME_SCALE) -> EmulatorConfig:
@@ -142,47 +138,6 @@ async def _http_client(
     timeout = httpx.Timeout(request_timeout, connect=min(10.0, request_timeout))
     async with httpx.AsyncClient(transport=transport, timeout=timeout) as built:
         yield built
-
-
-async def _watch_signals(scheduler: Scheduler, summary: Summary, *, grace: float) -> None:
-    """First Ctrl-C / SIGTERM / SIGHUP: stop submitting, give jobs in flight ``grace`` seconds
-    (:meth:`Scheduler.wind_down`: no longer than they take). Second, or the grace over: stop
-    now (the ledger says what was in flight)."""
-
-    async def grace_over(flying: int) -> None:
-        left = await scheduler.wind_down(grace)
-        if left:
-            log.warning(
-                "%s of grace over with %d jobs in flight: stopping now; rerun the same command to finish",
-                format_duration(grace),
-                left,
-            )
-        else:
-            done = "every job in flight finished: " if flying else ""
-            log.warning("%sstopping now; rerun the same command to finish the batch", done)
-
-    with anyio.open_signal_receiver(*_STOP_SIGNALS) as signals:
-        async with anyio.create_task_group() as tg:
-            async for signum in signals:
-                summary.interrupted = True
-                if scheduler.submitting:
-                    name, flying = signal.Signals(signum).name, scheduler.in_flight
-                    if flying:
-                        log.warning(
-                            "%s: submitting nothing more; waiting up to %s for %d jobs in flight "
-                            "(Ctrl-C again to quit now)",
-                            name,
-                            format_duration(grace),
-                            flying,
-                        )
-                    else:
-                        log.warning("%s: submitting nothing more; no job in flight to wait for", name)
-                    scheduler.stop_submitting()
-                    tg.start_soon(grace_over, flying)
-                else:
-                    log.warning("stopping now; rerun the same command to finish the batch")
-                    scheduler.cancel()
-                    tg.cancel_scope.cancel()
 
 
 async def run(
@@ -393,7 +348,7 @@ async def run(
                 if not ledger_existed:
                     with contextlib.suppress(OSError):
                         (root / LEDGER_NAME).unlink()
-                await _tell_outcome(
+                await tell_outcome(
                     root,
                     summary,
                     notify=notify,
@@ -423,7 +378,7 @@ async def run(
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(bar.tick)
                     if handle_signals:
-                        tg.start_soon(partial(_watch_signals, grace=settings.grace), scheduler, summary)
+                        tg.start_soon(partial(watch_signals, grace=settings.grace), scheduler, summary)
                     try:
                         await scheduler.run(jobs, state)
                     finally:
@@ -435,7 +390,7 @@ async def run(
                     await writer.write("run_finished", "", **summary.counts())
                 except LocalWriteError as exc:
                     summary.write_error = summary.write_error or str(exc)
-                _report_unrecorded(writer, summary)
+                report_unrecorded(writer, summary)
         if settings.report and summary.write_error:
             # Writing more to a folder that refused a write would only fail again.
             summary.warnings.append(
@@ -443,7 +398,7 @@ async def run(
             )
         elif settings.report:
             # Interrupted too: the page is about what is done so far (a signal now skips it).
-            await _write_report(
+            await write_report_at_end(
                 out,
                 summary,
                 state=state,
@@ -453,7 +408,7 @@ async def run(
                 settings=settings,
                 watch_signals=handle_signals,
             )
-        await _tell_outcome(
+        await tell_outcome(
             root,
             summary,
             notify=notify,
@@ -470,152 +425,3 @@ async def run(
         extra={"fields": {"outcome": outcome_fields(summary)}},
     )
     return summary
-
-
-async def _tell_outcome(
-    root: Path,
-    summary: Summary,
-    *,
-    notify: str | None,
-    manifest: Manifest | None,
-    facts: dict[str, Any],
-    started_at: float,
-    finished_at: float,
-    watch_signals: bool,
-) -> None:
-    """OUT/summary.json, then the notification (``notify``), then summary.json again if the
-    notification failed, so that the file records it.
-
-    The file comes first because the notification names it: a hook that reads it at once
-    finds it. Rewritten whole (atomically), it then says what became of the notification.
-    """
-    write = partial(_write_summary, root, summary, started_at=started_at, finished_at=finished_at, **facts)
-    await anyio.to_thread.run_sync(write)
-    if notify is None:
-        return
-    warned = len(summary.warnings)
-    await _notify(notify, summary, manifest=manifest, facts=facts, watch_signals=watch_signals)
-    if len(summary.warnings) > warned:
-        await anyio.to_thread.run_sync(write)
-
-
-def _write_summary(root: Path, summary: Summary, **fields: Any) -> None:
-    """OUT/summary.json, atomically (a temporary file, fsync'ed, renamed over): a reader
-    sees the previous whole file or the new one, never half of one."""
-    path = root / SUMMARY_JSON
-    temporary = temporary_path(path)
-    text = dumps(summary_json(summary, **fields), indent=2) + "\n"
-    try:
-        with open(temporary, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except OSError as exc:  # the ledger holds the truth; say why the file is missing
-        temporary.unlink(missing_ok=True)
-        log.warning("%s not written: %s", path, exc)
-        summary.warnings.append(f"{path} not written ({exc.strerror or exc})")
-
-
-def _report_unrecorded(writer: LedgerWriter, summary: Summary) -> None:
-    """Put the accepted requests the ledger could not record on stderr: they are paid for,
-    and a rerun can only find them in the request history."""
-    lost = writer.unrecorded_requests()
-    summary.unrecorded = [request_id for request_id, _ in lost]
-    if not lost:
-        return
-    log.error(
-        "the ledger %s could not record %d accepted requests; they are paid for, keep their ids:",
-        writer.path,
-        len(lost),
-    )
-    for request_id, key in lost:
-        log.error("unrecorded request %s (job %s)", request_id, key[:12])
-
-
-async def _on_signal(callback: Callable[[], None], what: str) -> None:
-    """Call ``callback`` at each SIGINT / SIGTERM / SIGHUP until cancelled: while the end of a
-    run is written, a signal cuts that short instead of killing the process before summary.json."""
-    with anyio.open_signal_receiver(*_STOP_SIGNALS) as signals:
-        async for signum in signals:
-            log.warning("%s: %s", signal.Signals(signum).name, what)
-            callback()
-
-
-async def _notify(
-    url: str, summary: Summary, *, manifest: Manifest | None, facts: dict[str, Any], watch_signals: bool
-) -> None:
-    """Tell ``url`` the outcome (:mod:`batchgen.outcome.notify`); a failure is a warning."""
-    from batchgen.outcome.notify import message, send, where
-
-    text = message(
-        summary,
-        name=manifest.name if manifest else summary.out_dir.name,
-        manifest=facts["manifest"],
-        shard=facts["shard"],
-    )
-    failed: str | None = "a signal stopped it"
-    with anyio.CancelScope() as scope:
-        async with anyio.create_task_group() as tg:
-            if watch_signals:
-                tg.start_soon(_on_signal, scope.cancel, "not waiting for the notification")
-            failed = await send(url, text)
-            tg.cancel_scope.cancel()
-    if failed is None:
-        log.info("notified %s of the outcome", where(url))
-    else:
-        log.warning("notification to %s not delivered: %s", where(url), failed)
-        summary.warnings.append(f"notification to {where(url)} not delivered: {failed}")
-
-
-async def _write_report(
-    out: Path,
-    summary: Summary,
-    *,
-    state: LedgerState,
-    jobs: list[Job],
-    manifest: Manifest | None,
-    now: float,
-    settings: RunSettings,
-    watch_signals: bool,
-) -> None:
-    """OUT/report.html at the end of a run, from what the run holds (``state`` kept current
-    by the ledger writer, the jobs): nothing is read back. A failure to write it is a
-    warning, not the run's; so is a Ctrl-C / SIGTERM while it is written (with
-    ``watch_signals``), which stops it: the summary then says how to make it."""
-    from batchgen.report.page import ReportStopped, write_report
-
-    stop = threading.Event()
-
-    def failed(exc: Exception) -> None:  # the images and the ledger are what matter; say why, go on
-        log.warning("report not written: %s: %s", type(exc).__name__, exc)
-        summary.warnings.append(f"report not written ({exc}); run `batchgen report {out}`")
-
-    try:
-        status = run_status(
-            out,
-            state=state,
-            jobs=jobs,
-            manifest=manifest,
-            now=now,
-            retention=settings.retention,
-            margin=settings.margin,
-        )
-    except Exception as exc:
-        failed(exc)
-        return
-    if summary.interrupted:
-        log.info("writing the report of what is done so far (Ctrl-C again to skip it)")
-    async with anyio.create_task_group() as tg:
-        if watch_signals:
-            tg.start_soon(_on_signal, stop.set, "not writing the report")
-        try:
-            summary.report_path = await anyio.to_thread.run_sync(
-                partial(write_report, status, stop=stop.is_set), abandon_on_cancel=True
-            )
-        except ReportStopped:
-            summary.warnings.append(f"report not written (stopped by a signal); run `batchgen report {out}`")
-        except Exception as exc:
-            failed(exc)
-        finally:
-            tg.cancel_scope.cancel()
