@@ -400,8 +400,11 @@ class Scheduler:
             self.summary.unreconciled += 1
             self.steps.absent(flight)
             return True
-        log.warning("job %s: not known whether its submit was paid: %s", job.short_key, outcome.why)
-        self.summary.uncertain_why = self.summary.uncertain_why or outcome.why
+        why = outcome.why
+        if job.key in self._resent_unchecked:  # --resubmit-uncertain looks for nothing: say what happened
+            why = "sent again once unchecked (--resubmit-uncertain), and that submit is in doubt too"
+        log.warning("job %s: not known whether its submit was paid: %s", job.short_key, why)
+        self.summary.uncertain_why = self.summary.uncertain_why or why
         return False
 
     def _finish(self, flight: Flight) -> None:

@@ -335,6 +335,9 @@ async def test_resubmit_uncertain_sends_a_job_again_once_per_run(tmp_path: Path)
     assert stats["submits_accepted"] == 4 and hostile.seen["submit"] == 4
     assert (summary.unreconciled, summary.uncertain, summary.completed) == (2, 2, 0)
     assert summary.cost_unknown == 4 and summary.exit_code == ExitCode.JOBS_FAILED
+    assert summary.uncertain_why == (
+        "sent again once unchecked (--resubmit-uncertain), and that submit is in doubt too"
+    )
 
 
 @pytest.mark.anyio
