@@ -337,6 +337,17 @@ async def run(
             bar = Progress(
                 scheduler.counts, lambda: scheduler.rate.refused, tty=tty, interval=progress_interval
             )
+            # summary.json and the notification: at the end, or at a refusal before the start.
+            tell = partial(
+                tell_outcome,
+                root,
+                summary,
+                notify=notify,
+                manifest=manifest,
+                facts=facts,
+                started_at=started_wall,
+                watch_signals=handle_signals,
+            )
             try:
                 await scheduler.prepare(jobs, state)  # an estimate over --budget is refused here
             except UsageError as exc:
@@ -348,16 +359,7 @@ async def run(
                 if not ledger_existed:
                     with contextlib.suppress(OSError):
                         (root / LEDGER_NAME).unlink()
-                await tell_outcome(
-                    root,
-                    summary,
-                    notify=notify,
-                    manifest=manifest,
-                    facts=facts,
-                    started_at=started_wall,
-                    finished_at=wall_clock(),
-                    watch_signals=handle_signals,
-                )
+                await tell(finished_at=wall_clock())
                 raise
             await writer.write(
                 "run_started",
@@ -408,16 +410,7 @@ async def run(
                 settings=settings,
                 watch_signals=handle_signals,
             )
-        await tell_outcome(
-            root,
-            summary,
-            notify=notify,
-            manifest=manifest,
-            facts=facts,
-            started_at=started_wall,
-            finished_at=wall_clock(),
-            watch_signals=handle_signals,
-        )
+        await tell(finished_at=wall_clock())
     # The last line of the run's log (what a Python caller that set up logging sees last).
     log.info(
         "finished: %s",
